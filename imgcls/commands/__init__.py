@@ -1,0 +1,1 @@
+"""argparse subcommands of ``imgcls`` other than the LightningCLI ones."""

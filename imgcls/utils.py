@@ -1,0 +1,50 @@
+"""Small shared helpers: atomic file writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``final``; rename it onto ``final`` only if the block succeeds.
+
+    A crash or exception leaves ``final`` as it was and removes the temp file, so a reader
+    never sees half a file where a good one was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # make the content durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def _atomic_write(final: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], Any]) -> None:
+    with atomic_path(final) as tmp, open(tmp, mode) as fh:
+        write(fh)
+
+
+def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
+    _atomic_write(final, "wb", lambda fh: fh.write(data))
+
+
+def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
+    _atomic_write(final, "w", lambda fh: fh.write(text))
