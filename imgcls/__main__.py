@@ -1,8 +1,9 @@
 """The ``imgcls`` command.
 
 Training subcommands (``fit``, ``validate``, ``test``, ``predict``) go to LightningCLI; the
-others (``data``, ``export``, ``infer``, ...) are small argparse tools registered in
-``COMMANDS``. The runtime commands import no torch.
+others are small argparse tools listed in ``COMMANDS``, each a module with
+``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command asked for
+is imported, so ``imgcls infer`` never imports torch.
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ import importlib
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-# name -> (module, help); each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("imgcls.commands.data", "fetch and verify the MNIST / Fashion-MNIST files"),
+    "export": ("imgcls.commands.export", "export a checkpoint to a verified ONNX model"),
+    "infer": ("imgcls.commands.infer", "classify images with an exported ONNX model (no torch)"),
+    "evaluate-onnx": ("imgcls.commands.evaluate_onnx", "accuracy of an ONNX model on the official test set"),
+    "evaluate": ("imgcls.commands.evaluate", "evaluations of trained models (shift robustness)"),
+    "visualize": ("imgcls.commands.visualize", "filters, feature maps, PCA, confusion, kernels"),
+    "summary": ("imgcls.commands.summary", "per-layer output shape, parameters and multiply-adds"),
+    "sweep": ("imgcls.commands.sweep", "accuracy against training-set size"),
+    "report": ("imgcls.commands.report", "the lectures' experiments, reproduced, as one markdown report"),
 }
+
+
+def _usage() -> str:
+    lines = ["usage: imgcls COMMAND [options]", "", "Training (LightningCLI; `imgcls fit --help`):",
+             "  fit, validate, test, predict", "", "Tools:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,20 +40,18 @@ def main(argv: list[str] | None = None) -> int:
 
         cli_main(argv)
         return 0
-    parser = argparse.ArgumentParser(prog="imgcls", description="Image classifiers for MNIST / Fashion-MNIST.",
-                                     epilog="Training: imgcls {fit,validate,test,predict} --help")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, help=f"LightningCLI {name} (see `imgcls {name} --help`)", add_help=False)
-    modules = {}
-    for name, (mod, help_) in COMMANDS.items():
-        modules[name] = importlib.import_module(mod)
-        modules[name].add_arguments(sub.add_parser(name, help=help_, description=help_))
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return int(modules[args.command].run(args) or 0)
+    if not argv or argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nimgcls: error: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    name = argv[0]
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"imgcls {name}", description=help_)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv[1:])) or 0)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,6 @@ class ImageDataModule(L.LightningDataModule):
     mean: ClassVar[float]  # of the 60,000 training pixels in [0, 1]
     std: ClassVar[float]
     image_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
-    train_total: ClassVar[int] = 60000
 
     def __init__(
         self,
@@ -138,6 +137,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed, self.num_workers, self.shift_augment = seed, num_workers, shift_augment
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.keep_on_device = keep_on_device
+        self.train_total = get_spec(self.dataset_name).files[0].count  # 60,000
         self.n_val = self._resolve_val_size(val_size)
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}")
@@ -147,7 +147,7 @@ class ImageDataModule(L.LightningDataModule):
         if train_subset is not None and not 1 <= train_subset <= pool:
             raise ValueError(
                 f"train_subset={train_subset} is out of range: it must be between 1 and {pool} "
-                f"(60,000 training images minus val_size={self.n_val})."
+                f"({self.train_total} training images minus val_size={self.n_val})."
             )
         self.train_subset = train_subset
         self.train_set: TensorImageDataset | None = None

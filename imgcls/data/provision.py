@@ -100,10 +100,23 @@ _VERIFIED = ".verified.json"
 
 
 def get_spec(dataset: str) -> DatasetSpec:
-    try:
-        return DATASETS[dataset]
-    except KeyError:
-        raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}") from None
+    """The pinned spec of ``dataset``, or the override from ``$IMGCLS_DATASET_SPECS``.
+
+    ``$IMGCLS_DATASET_SPECS`` names a JSON file ``{dataset: [{name, size, sha256, magic,
+    count}, ...]}``: a way to run the whole pipeline on other IDX files of the same layout
+    (the test suite uses it for its small generated files).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}")
+    if path := os.environ.get("IMGCLS_DATASET_SPECS"):
+        try:
+            override = json.loads(Path(path).read_text()).get(dataset)
+        except (OSError, ValueError) as e:
+            raise DataError(f"$IMGCLS_DATASET_SPECS={path}: cannot read it ({e}); fix or unset it") from e
+        if override:
+            base = DATASETS[dataset]
+            return DatasetSpec(base.name, base.folder, tuple(IdxFile(**f) for f in override))
+    return DATASETS[dataset]
 
 
 def default_root() -> Path:
