@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from imgcls.checkpoint import AtomicCheckpointIO
 from imgcls.data.datamodule import ImageDataModule
+from imgcls.loggers import RunCSVLogger
 from imgcls.module import ImageClassifier
 from imgcls.utils import atomic_write_text
 
@@ -124,11 +125,12 @@ def _experiment_name(cfg: Namespace) -> str:
     return f"{dataset}-{net}"
 
 
-def _latest_version(exp_dir: Path, need_last: bool) -> Path | None:
+def _latest_version(exp_dir: Path, need: str) -> Path | None:
+    """The newest ``version_N`` of an experiment that holds ``checkpoints/<need>.ckpt``."""
     versions = []
     for d in exp_dir.glob("version_*"):
         m = re.fullmatch(r"version_(\d+)", d.name)
-        if m and (not need_last or (d / "checkpoints" / "last.ckpt").is_file()):
+        if m and (d / "checkpoints" / f"{need}.ckpt").is_file():
             versions.append((int(m.group(1)), d))
     return max(versions)[1] if versions else None
 
@@ -138,7 +140,7 @@ class ImgclsCLI(LightningCLI):
         trainer_defaults = {
             "max_epochs": 3,
             "default_root_dir": RUNS_DIR,
-            "logger": lazy_instance(CSVLogger, save_dir=RUNS_DIR, name="auto"),
+            "logger": lazy_instance(RunCSVLogger, save_dir=RUNS_DIR, name="auto"),
         }
         super().__init__(
             ImageClassifier,
@@ -176,32 +178,45 @@ class ImgclsCLI(LightningCLI):
         self._resolve_resume(cfg, name, items)
 
     def _resolve_resume(self, cfg: Namespace, name: str, loggers: list[Any]) -> None:
-        """``--ckpt_path last`` (or a run directory) resumes that run, in its own directory."""
+        """Resolve ``--ckpt_path``: ``last`` / ``best`` mean the newest run of this experiment.
+
+        ``fit --ckpt_path last`` (or a run directory, or a checkpoint inside one) resumes that
+        run in its own directory; validate / test / predict only read the checkpoint. Any
+        checkpoint is opened (weights_only) first, so a damaged file fails here, naming itself.
+        """
         ckpt = cfg.get("ckpt_path")
-        if self.subcommand != "fit" or ckpt is None:
+        if ckpt is None:
             return
-        if ckpt == "last":
-            run = _latest_version(Path(RUNS_DIR) / name, need_last=True)
-            if run is None:
-                raise SystemExit(f"imgcls: error: --ckpt_path last: no runs/{name}/version_*/checkpoints/last.ckpt to resume; "
-                                 "start a run first or give a checkpoint path")
+        from imgcls.checkpoint import CheckpointError, load_checkpoint
+
+        run: Path | None = None
+        if ckpt in ("last", "best"):
+            run = _latest_version(Path(RUNS_DIR) / name, ckpt)
+            path = run / "checkpoints" / f"{ckpt}.ckpt" if run is not None else None
+            if path is None or not path.is_file():
+                raise CheckpointError(f"--ckpt_path {ckpt}: no {RUNS_DIR}/{name}/version_*/checkpoints/{ckpt}.ckpt; "
+                                      "train a run first or give a checkpoint path")
         elif Path(ckpt).is_dir():
             run = Path(ckpt)
+            path = run / "checkpoints" / ("last.ckpt" if self.subcommand == "fit" else "best.ckpt")
         else:
-            p = Path(ckpt)
-            run = p.parent.parent if p.parent.name == "checkpoints" and p.parent.parent.name.startswith("version_") else None
-            if run is None:
-                return
-        cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt") if ckpt == "last" or Path(ckpt).is_dir() else ckpt
-        if not Path(cfg.ckpt_path).is_file():
-            raise SystemExit(f"imgcls: error: {cfg.ckpt_path}: checkpoint not found")
-        from imgcls.checkpoint import load_checkpoint
-
-        load_checkpoint(cfg.ckpt_path)  # a damaged file fails here, naming itself, before any work
-        m = re.fullmatch(r"version_(\d+)", run.name)
-        for lg in loggers:
+            path = Path(ckpt)
+            if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
+                run = path.parent.parent
+        load_checkpoint(path)
+        cfg.ckpt_path = str(path)
+        m = re.fullmatch(r"version_(\d+)", run.name) if run is not None else None
+        if m is None or run is None:
+            return
+        if self.subcommand != "fit":  # evaluations of a run are logged inside it: <run>/test/version_K
+            for lg in loggers:
+                args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
+                if args is not None and "save_dir" in args and "version" in args:
+                    args["save_dir"], args["name"], args["version"] = str(run), self.subcommand, None
+            return
+        for lg in loggers:  # resume in the same run directory
             args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
-            if args is not None and "version" in args and m:
+            if args is not None and "version" in args:
                 args["version"] = int(m.group(1))
                 args["save_dir"] = str(run.parent.parent)
                 args["name"] = run.parent.name

@@ -1,0 +1,91 @@
+"""W&B logging that never gets in the way of training.
+
+``WandbLogger`` runs offline by itself when no API key is configured (sync later with
+``wandb sync runs/wandb/offline-run-*``), and if W&B itself fails to start, the run goes on
+with W&B disabled and a warning, since a run that does not need W&B must not die of it.
+Under DDP, Lightning's logger creates one W&B run, on rank 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import netrc
+import os
+import warnings
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+__all__ = ["RunCSVLogger", "WandbLogger", "wandb_api_key_available"]
+
+
+def wandb_api_key_available() -> bool:
+    """True when ``WANDB_API_KEY`` is set or ``~/.netrc`` holds a key for api.wandb.ai."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1])
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+class WandbLogger(_LightningWandbLogger):
+    def __init__(
+        self,
+        name: str | None = None,
+        save_dir: str = "runs",
+        project: str = "imgcls",
+        offline: bool | None = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            name: W&B run name (``auto``: ``<dataset>-<net>``, set by the CLI).
+            save_dir: where W&B keeps its files (``<save_dir>/wandb/``).
+            project: W&B project.
+            offline: None = offline unless an API key is configured.
+            log_model: upload checkpoints as artifacts (online only).
+        """
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_api_key_available()
+        super().__init__(name=name, save_dir=save_dir, project=project, offline=offline,
+                         log_model=False if offline else log_model, **kwargs)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        try:
+            return _LightningWandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        except Exception as e:  # W&B failing to start must not kill the training run
+            import wandb
+
+            warnings.warn(f"W&B failed to start ({type(e).__name__}: {e}); continuing with W&B disabled", stacklevel=2)
+            self._experiment = wandb.init(mode="disabled")
+            return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run must append to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as fh:
+                header = next(csv.reader(fh), [])
+            self.metrics_keys = sorted(set(header))
+
+
+class RunCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume (``--ckpt_path last``): rows are appended."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
