@@ -34,11 +34,12 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from imgcls.cli import cli_main
 
-        cli_main(argv)
+        cli_main(None if from_shell else argv)  # LightningCLI reads sys.argv itself
         return 0
     if not argv or argv[0] not in COMMANDS:
         print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)

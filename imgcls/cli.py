@@ -157,7 +157,9 @@ class ImgclsCLI(LightningCLI):
         # Always on: best by val/acc plus last, in <run>/checkpoints/{best,last}.ckpt.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.filename": "best",
-                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1})
+                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             # each run has its own directory, so a resume replaces best/last in place
+                             "checkpoint.enable_version_counter": False})
         parser.set_defaults({"data": {"class_path": "imgcls.data.MNISTDataModule"}})
         for src, dst in [("num_classes", "num_classes"), ("in_channels", "in_channels"), ("image_size", "image_size"),
                          ("dataset_name", "dataset"), ("mean", "mean"), ("std", "std"), ("class_names", "class_names")]:
@@ -166,6 +168,9 @@ class ImgclsCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        from imgcls.models import model_entrypoint
+
+        model_entrypoint(cfg.model.net)  # an unknown net fails here, listing the valid names
         name = _experiment_name(cfg)
         loggers = cfg.trainer.logger
         items = loggers if isinstance(loggers, list) else [loggers] if isinstance(loggers, Namespace | dict) else []
@@ -265,6 +270,8 @@ def cli_main(args: list[str] | None = None) -> ImgclsCLI:
 
     try:
         return ImgclsCLI(args=args)
-    except (DataError, CheckpointError, NonFiniteLossError) as e:
-        print(f"imgcls: error: {e}", file=sys.stderr)
+    except (DataError, CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("IMGCLS_DEBUG"):
+            raise
+        print(f"imgcls: error: {e}\n(set IMGCLS_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None

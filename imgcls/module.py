@@ -7,7 +7,6 @@ export (issue 4) and evaluation read them back with ``load_classifier``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import lightning as L
@@ -162,6 +161,15 @@ class ImageClassifier(L.LightningModule):
             sched = self.scheduler_factory(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse weights of a model built for another data set or net (same shapes can hide it)."""
+        theirs = checkpoint.get("hyper_parameters", {})
+        keys = ("net", "dataset", "num_classes", "in_channels", "image_size")
+        diff = {k: (theirs.get(k), self.hparams.get(k)) for k in keys if k in theirs and theirs.get(k) != self.hparams.get(k)}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"the checkpoint does not fit this model/data ({detail}); use the config it was trained with")
+
     def on_fit_start(self) -> None:
         self._check_datamodule()
 
@@ -183,7 +191,3 @@ class ImageClassifier(L.LightningModule):
             detail = ", ".join(f"{k}: model {a!r} vs data {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"the model does not match the data set ({detail}). Use a checkpoint trained on "
                              f"{info['dataset']}, or the data module the model was trained with.")
-
-
-def is_finite_module(module: torch.nn.Module) -> bool:
-    return all(math.isfinite(float(p.abs().sum())) for p in module.parameters())

@@ -1,0 +1,96 @@
+"""Every registered net: shapes, parameter counts, finiteness, gradients, other input sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imgcls.models import create_model, list_models, register_model
+from imgcls.models.layers import Net
+
+NETS = list_models()
+
+# Parameter counts with default arguments on 1×28×28, 10 classes, worked out by hand:
+EXPECTED_PARAMS = {
+    "convnet": 320 + 18_496 + 9216 * 128 + 128 + 1290,  # 1,199,882 (lecture 002's net)
+    "lenet5": 156 + 2_416 + 400 * 120 + 120 + 120 * 84 + 84 + 850,  # 61,706
+    "lenet5_small": 156 + 2_416 + 256 * 10 + 10,  # 5,142
+    "mlp": 784 * 128 + 128 + 1290,  # 101,770
+}
+
+
+def test_registry_lists_the_lectures_nets():
+    assert set(NETS) >= {"mlp", "lenet5_small", "lenet5", "convnet", "resnet"}
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_forward_finite_and_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    net = create_model(name)
+    assert isinstance(net, Net)
+    x = torch.randn(4, 1, 28, 28)
+    out = net(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    assert net.forward_features(x).shape[0] == 4
+    out.logsumexp(1).sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no gradient for {missing}"
+    assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_parameter_counts(name):
+    assert sum(p.numel() for p in create_model(name).parameters()) == EXPECTED_PARAMS[name]
+
+
+def test_convnet_flattens_to_9216_and_lenet5_small_first_layer_has_150_weights():
+    assert create_model("convnet").flat_features == 9216
+    first = next(m for m in create_model("lenet5_small").modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.weight.numel() == 150 and first.weight.shape == (6, 1, 5, 5)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_three_channel_32x32(name):
+    net = create_model(name, in_channels=3, num_classes=7, image_size=32)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+@pytest.mark.parametrize(("kw", "flat"), [({"padding": "same"}, 64 * 14 * 14), ({"stride": 2}, 64 * 3 * 3),
+                                          ({"pool": "avg"}, 9216), ({"channels": [8, 16], "kernel_size": 5}, 16 * 10 * 10)])
+def test_convnet_options_change_the_geometry(kw, flat):
+    net = create_model("convnet", **kw)
+    assert net.flat_features == flat
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_mlp_hidden_sizes_and_resnet_depth():
+    assert sum(p.numel() for p in create_model("mlp", hidden=[10]).parameters()) == 784 * 10 + 10 + 110
+    deeper = create_model("resnet", blocks=3)
+    shallower = create_model("resnet", blocks=1)
+    assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in shallower.parameters())
+
+
+def test_residual_block_is_identity_plus_residual():
+    from imgcls.models.resnet import ResidualBlock
+
+    block = ResidualBlock(4, "relu", batch_norm=False)
+    torch.nn.init.zeros_(block.conv2.weight)
+    torch.nn.init.zeros_(block.conv2.bias)
+    f = torch.rand(2, 4, 6, 6)  # non-negative, so the output ReLU keeps it: W1 = 0 gives f_k = f_{k-1}
+    assert torch.equal(block(f), f)
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(ValueError) as e:
+        create_model("alexnet")
+    assert all(n in str(e.value) for n in NETS)
+
+
+def test_unknown_argument_is_an_error():
+    with pytest.raises(ValueError, match="hidden"):
+        create_model("lenet5", hidden=[3])
+
+
+def test_duplicate_registration_is_an_error():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("mlp")(lambda **kw: None)
