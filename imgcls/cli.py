@@ -60,6 +60,7 @@ class RunSummary(Callback):
     """After fit: tells the loggers and the user where the best and last checkpoints are."""
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         ckpt = trainer.checkpoint_callback
         if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
             return
@@ -70,7 +71,7 @@ class RunSummary(Callback):
             exp = getattr(logger, "experiment", None)
             if hasattr(exp, "summary"):  # W&B
                 exp.summary.update(summary)
-        print(f"[imgcls] run directory: {trainer.log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
+        print(f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
               f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}", flush=True)
 
 
@@ -78,13 +79,14 @@ class TestReport(Callback):
     """After test: writes the confusion matrix and the per-class accuracy into the run directory."""
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         cm = getattr(pl_module, "test_confusion", None)
-        if cm is None or not trainer.is_global_zero or not trainer.log_dir:
+        if cm is None or not trainer.is_global_zero or not log_dir:
             return
         names = pl_module.class_names
         rows = [",".join(["true\\pred", *names])]
         rows += [",".join([n, *(str(int(v)) for v in row)]) for n, row in zip(names, cm.tolist(), strict=True)]
-        atomic_write_text(Path(trainer.log_dir) / "confusion_matrix.csv", "\n".join(rows) + "\n")
+        atomic_write_text(Path(log_dir) / "confusion_matrix.csv", "\n".join(rows) + "\n")
 
 
 class CSVPredictionWriter(BasePredictionWriter):

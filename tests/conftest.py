@@ -20,6 +20,7 @@ import pytest
 from imgcls.data.provision import DATASETS, default_root, is_verified
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS_DIR = ROOT / "configs"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
