@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +62,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # torch.load fails in many ways on junk: each means "not a readable checkpoint"
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, corrupted, or not a torch file): {str(e).splitlines()[0][:200]}"
         ) from e
@@ -72,6 +70,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a Lightning checkpoint of an imgcls model (no state_dict / hyper_parameters)")
     if "net" not in ckpt["hyper_parameters"]:
         raise CheckpointError(f"{path}: a Lightning checkpoint, but not of an imgcls ImageClassifier")
+    from imgcls.module import state_digest
+
+    if "imgcls_digest" in ckpt and state_digest(ckpt["state_dict"]) != ckpt["imgcls_digest"]:
+        raise CheckpointError(f"{path}: the weights do not match their recorded sha256: the file is corrupted "
+                              "(a flipped bit?); use another checkpoint, e.g. last.ckpt or a re-trained run")
     return ckpt
 
 

@@ -137,6 +137,11 @@ def _latest_version(exp_dir: Path, need: str) -> Path | None:
     return max(versions)[1] if versions else None
 
 
+def _logger_items(cfg: Namespace) -> list[Any]:
+    loggers = cfg.trainer.logger
+    return loggers if isinstance(loggers, list) else [loggers] if isinstance(loggers, Namespace | dict) else []
+
+
 class ImgclsCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         trainer_defaults = {
@@ -174,15 +179,20 @@ class ImgclsCLI(LightningCLI):
 
         model_entrypoint(cfg.model.net)  # an unknown net fails here, listing the valid names
         name = _experiment_name(cfg)
-        loggers = cfg.trainer.logger
-        items = loggers if isinstance(loggers, list) else [loggers] if isinstance(loggers, Namespace | dict) else []
-        for lg in items:
+        for lg in _logger_items(cfg):
             args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
             if args is None:
                 continue
             if "name" in args and args["name"] in (None, "", "auto"):
                 args["name"] = name
-        self._resolve_resume(cfg, name, items)
+
+    def _parse_ckpt_path(self) -> None:
+        # Runs before LightningCLI reads the checkpoint's hyper-parameters: resolve the
+        # shorthands and open the file safely first, so a damaged one fails naming itself.
+        if self.config.get("subcommand"):
+            cfg = self.config[self.config.subcommand]
+            self._resolve_resume(cfg, _experiment_name(cfg), _logger_items(cfg))
+        super()._parse_ckpt_path()
 
     def _resolve_resume(self, cfg: Namespace, name: str, loggers: list[Any]) -> None:
         """Resolve ``--ckpt_path``: ``last`` / ``best`` mean the newest run of this experiment.
@@ -192,6 +202,7 @@ class ImgclsCLI(LightningCLI):
         checkpoint is opened (weights_only) first, so a damaged file fails here, naming itself.
         """
         ckpt = cfg.get("ckpt_path")
+        subcommand = self.config.subcommand
         if ckpt is None:
             return
         from imgcls.checkpoint import CheckpointError, load_checkpoint
@@ -205,7 +216,7 @@ class ImgclsCLI(LightningCLI):
                                       "train a run first or give a checkpoint path")
         elif Path(ckpt).is_dir():
             run = Path(ckpt)
-            path = run / "checkpoints" / ("last.ckpt" if self.subcommand == "fit" else "best.ckpt")
+            path = run / "checkpoints" / ("last.ckpt" if subcommand == "fit" else "best.ckpt")
         else:
             path = Path(ckpt)
             if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
@@ -215,11 +226,11 @@ class ImgclsCLI(LightningCLI):
         m = re.fullmatch(r"version_(\d+)", run.name) if run is not None else None
         if m is None or run is None:
             return
-        if self.subcommand != "fit":  # evaluations of a run are logged inside it: <run>/test/version_K
+        if subcommand != "fit":  # evaluations of a run are logged inside it: <run>/test/version_K
             for lg in loggers:
                 args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
                 if args is not None and "save_dir" in args and "version" in args:
-                    args["save_dir"], args["name"], args["version"] = str(run), self.subcommand, None
+                    args["save_dir"], args["name"], args["version"] = str(run), subcommand, None
             return
         for lg in loggers:  # resume in the same run directory
             args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)

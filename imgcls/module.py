@@ -7,6 +7,7 @@ export (issue 4) and evaluation read them back with ``load_classifier``.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import lightning as L
@@ -18,7 +19,18 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from imgcls.models import create_model
 
-__all__ = ["ImageClassifier", "NonFiniteLossError"]
+__all__ = ["ImageClassifier", "NonFiniteLossError", "state_digest"]
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names and bytes of every tensor of a state_dict (order-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -161,8 +173,22 @@ class ImageClassifier(L.LightningModule):
             sched = self.scheduler_factory(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval}}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs after the callbacks' hooks (EMA swaps its weights in first), so the digest covers
+        # exactly the weights that are saved; a flipped bit in them is caught on load.
+        checkpoint["imgcls_digest"] = state_digest(checkpoint["state_dict"])
+        # The RNG state makes a resumed run bit-identical to an uninterrupted one on the CPU
+        # (shuffling, dropout and augmentation draw from it).
+        checkpoint["imgcls_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["imgcls_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse weights of a model built for another data set or net (same shapes can hide it)."""
+        if rng := checkpoint.get("imgcls_rng"):
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         theirs = checkpoint.get("hyper_parameters", {})
         keys = ("net", "dataset", "num_classes", "in_channels", "image_size")
         diff = {k: (theirs.get(k), self.hparams.get(k)) for k in keys if k in theirs and theirs.get(k) != self.hparams.get(k)}
