@@ -1,0 +1,462 @@
+"""Export stage: a checkpoint becomes a verified ONNX model.
+
+Stage 7 of the data flow (checkpoint -> **ONNX** -> runtime). ``export_checkpoint`` rebuilds
+the net from the checkpoint alone (``load_classifier``), exports it with the dynamo-based
+``torch.onnx.export`` (opset pinned, batch axis dynamic) and lets it land only if it passes
+the gate:
+
+1. ``onnx.checker.check_model(full_check=True)``;
+2. parity with the PyTorch model over the official test set (all 10,000 images unless a
+   subset is asked for), run through the serving runtime (``imgcls.runtime``, onnxruntime
+   on the CPU): largest |Δlogit| <= 1e-4 and top-1 agreement 100 %;
+3. with ``fp16=True``, ``model.fp16.onnx`` (float16 weights, float32 inputs and outputs)
+   must agree on the top-1 class with the fp32 model on >= 99.9 % of those images.
+
+Decision: normalisation is baked into the graph. The ONNX input ``pixels`` is float32 in
+[0, 1], shape (N, C, H, W); the graph computes ``(pixels - mean) / std`` then the net, and
+returns ``logits`` and ``probabilities``. The metadata says ``"normalization": "in_graph"``
+and the runtime converts uint8 images to [0, 1] itself and refuses anything outside [0, 1],
+so nobody can feed the model un-normalised, or twice-normalised, pixels by mistake.
+
+Everything is written into a temp folder beside the target, and that folder replaces the
+target only after the gate passed: a failed export leaves the previous good one untouched
+and no partial file anywhere.
+
+References: timm ``utils/onnx.py`` (dynamic batch, checker, onnxruntime comparison);
+https://pytorch.org/docs/stable/onnx_dynamo.html.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import imgcls
+from imgcls.checkpoint import CheckpointError, load_checkpoint, load_classifier, resolve_checkpoint
+from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
+
+__all__ = [
+    "ARTIFACTS",
+    "MAX_ABS_LOGIT_DIFF",
+    "MIN_FP16_AGREEMENT",
+    "OPSET",
+    "ExportError",
+    "ExportResult",
+    "GateError",
+    "PixelClassifier",
+    "default_export_dir",
+    "export_checkpoint",
+    "find_checkpoint",
+    "reference_logits",
+    "to_onnx",
+]
+
+OPSET = 18  # pinned: the dynamo exporter's native opset, run by onnxruntime >= 1.14 and TensorRT 10
+INPUT_NAME = "pixels"
+OUTPUT_NAMES = ("logits", "probabilities")
+EXAMPLE_BATCH = 4  # > 1, so that torch.export does not specialise the batch axis to 1
+MAX_ABS_LOGIT_DIFF = 1e-4  # fp32 gate: largest |logit_onnx - logit_torch| over the test set
+MIN_FP32_AGREEMENT = 1.0  # fp32 gate: top-1 agreement with the PyTorch model
+MIN_FP16_AGREEMENT = 0.999  # fp16 gate: top-1 agreement with the fp32 ONNX model
+ARTIFACTS = ("model.onnx", "model.fp16.onnx", "metadata.json", "parity.json")
+EXPORT_ROOT = Path("export")
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made or placed (bad output folder, data set mismatch, exporter failure)."""
+
+
+class GateError(ExportError):
+    """The exported model failed the checker or the parity gate; nothing was written at the target."""
+
+
+# ----------------------------------------------------------------------------- the graph
+class PixelClassifier(nn.Module):
+    """What the ONNX graph computes: float pixels in [0, 1] -> (logits, probabilities).
+
+    Normalisation lives here, inside the graph, with the training set's mean and std.
+    """
+
+    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.net = net
+        self.mean, self.std = float(mean), float(std)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (N, C, H, W) in [0, 1]
+        logits = self.net((pixels - self.mean) / self.std)  # (N, K); same ops as data.transforms.normalize
+        return logits, torch.softmax(logits, dim=1)
+
+
+def to_onnx(net: nn.Module, mean: float, std: float, input_shape: tuple[int, int, int],
+            opset: int = OPSET) -> onnx.ModelProto:
+    """Export ``net`` (in eval mode) wrapped in ``PixelClassifier`` with a dynamic batch axis.
+
+    Raises:
+        ExportError: the exporter failed, or the graph lost its names or its dynamic batch.
+    """
+    wrapper = PixelClassifier(net, mean, std).eval()
+    example = torch.rand(EXAMPLE_BATCH, *input_shape)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.onnx.export(
+            wrapper, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), dynamic_shapes={"pixels": {0: batch}}, external_data=False,
+            verbose=False,
+        )
+    except Exception as e:  # the exporter raises many types (torch.export, onnxscript); say which stage failed
+        raise ExportError(f"torch.onnx.export failed for opset {opset}: {type(e).__name__}: {str(e)[:500]}") from e
+    assert program is not None  # dynamo=True always returns an ONNXProgram
+    proto = program.model_proto
+    names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+    if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
+        raise ExportError(f"exported graph has inputs/outputs {names}, expected {INPUT_NAME} -> {OUTPUT_NAMES}")
+    actual = {o.domain: o.version for o in proto.opset_import}.get("")
+    if actual != opset:
+        raise ExportError(f"asked for opset {opset} but the exporter produced opset {actual}")
+    if not proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param:
+        raise ExportError("the exported graph has a fixed batch size; the batch axis must stay dynamic")
+    return proto
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """float16 weights and activations, float32 inputs and outputs kept (``keep_io_types``)."""
+    import onnx_ir as ir
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(proto, keep_io_types=True)
+    # The converter appends its input Casts at the end of the node list; the checker wants
+    # topological order, which onnx_ir restores.
+    model = ir.serde.deserialize_model(half)
+    model.graph.sort()
+    return ir.serde.serialize_model(model)
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
+    """Replace ``proto.metadata_props`` with ``metadata``, one key per entry, values JSON-encoded."""
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in metadata.items()})
+
+
+# ----------------------------------------------------------------------------- parity
+def reference_logits(model: nn.Module, images: torch.Tensor, mean: float, std: float,
+                     batch_size: int = 1000) -> np.ndarray:
+    """The PyTorch model's logits (N, K) on uint8 images (N, C, H, W), the way training evaluates them."""
+    from imgcls.data.transforms import normalize
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            out.append(model(normalize(images[i : i + batch_size], mean, std)).float().numpy())
+    return np.concatenate(out)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _val_scores(ckpt: dict[str, Any], path: Path) -> dict[str, float | None]:
+    """val/acc of this checkpoint's weights and the run's best, from the ModelCheckpoint state."""
+    val_acc = best = None
+    for state in (ckpt.get("callbacks") or {}).values():
+        if not isinstance(state, dict) or state.get("monitor") != "val/acc":
+            continue
+        if state.get("best_model_score") is not None:
+            best = float(state["best_model_score"])
+        for stored, score in (state.get("best_k_models") or {}).items():
+            if Path(stored).name == path.name and score is not None:  # paths are relative to the run's cwd
+                val_acc = float(score)
+    return {"val_acc": val_acc, "best_val_acc": best}
+
+
+# ----------------------------------------------------------------------------- where
+def find_checkpoint(ckpt: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None,
+                    which: str = "best") -> Path:
+    """The checkpoint to export: ``ckpt``, or ``best`` / ``last`` of ``run_dir``.
+
+    ``run_dir`` is ``runs/<experiment>/version_N``, or ``runs/<experiment>`` for its newest
+    version (highest N).
+
+    Raises:
+        CheckpointError: nothing found; the message says where it looked.
+    """
+    if ckpt is not None:
+        return resolve_checkpoint(ckpt)
+    if run_dir is None:
+        raise CheckpointError("give a checkpoint (--ckpt) or a run directory (--run_dir)")
+    run = Path(run_dir)
+    if not (run / "checkpoints").is_dir():
+        versions = [p for p in run.glob("version_*") if p.is_dir() and p.name[len("version_"):].isdigit()]
+        if versions:
+            run = max(versions, key=lambda p: int(p.name[len("version_"):]))
+    return resolve_checkpoint(which, run)
+
+
+def default_export_dir(ckpt_path: str | os.PathLike[str], dataset: str, net: str) -> Path:
+    """``export/<experiment>-<version>`` (``-last`` etc. appended for other than best.ckpt).
+
+    ``runs/mnist-lenet5/version_0/checkpoints/best.ckpt`` -> ``export/mnist-lenet5-version_0``;
+    a checkpoint outside a run directory gives ``export/<dataset>-<net>-<file stem>``.
+    """
+    path = Path(ckpt_path)
+    suffix = "" if path.stem == "best" else f"-{path.stem}"
+    parts = path.resolve().parts
+    if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_"):
+        return EXPORT_ROOT / f"{parts[-4]}-{parts[-3]}{suffix}"
+    return EXPORT_ROOT / f"{dataset}-{net}-{path.stem}"
+
+
+# ----------------------------------------------------------------------------- atomic placement
+def _check_replaceable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder; pass another --out")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ARTIFACTS)
+        if foreign:
+            raise ExportError(f"{out} holds files that are not part of an imgcls export ({', '.join(foreign[:5])}); "
+                              "it would be replaced as a whole: pass a new or empty --out folder")
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _swap_into_place(staged: Path, out: Path) -> None:
+    """Put the folder ``staged`` at ``out``, replacing a previous export there."""
+    if not out.exists():
+        os.replace(staged, out)
+        return
+    if _exchange(staged, out):  # `out` never disappears, not even for a moment
+        shutil.rmtree(staged)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    try:
+        os.replace(staged, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old)
+
+
+# ----------------------------------------------------------------------------- the export
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: list[Path]
+    metadata: dict[str, Any]
+    parity: dict[str, Any] = field(default_factory=dict)
+
+
+def _gate(stage: str, failures: list[str], out: Path) -> None:
+    if failures:
+        raise GateError(f"{stage} gate failed: {'; '.join(failures)}. Nothing was written; "
+                        f"{'the previous export in ' + str(out) + ' is untouched' if out.exists() else str(out) + ' was not created'}.")
+
+
+def export_checkpoint(
+    ckpt_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    fp16: bool = False,
+    opset: int = OPSET,
+    data_dir: str | os.PathLike[str] | None = None,
+    parity_subset: int | None = None,
+    batch_size: int = 1000,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export a checkpoint to ``out_dir`` (default ``export/<run-name>``) through the gate.
+
+    Writes ``model.onnx``, ``metadata.json``, ``parity.json`` (and ``model.fp16.onnx`` with
+    ``fp16``) into a temp folder beside ``out_dir`` that replaces it only after every check
+    passed.
+
+    Args:
+        ckpt_path: a Lightning checkpoint of an ``ImageClassifier``.
+        out_dir: target folder; a previous export there is replaced as a whole.
+        fp16: also write and gate ``model.fp16.onnx``.
+        opset: ONNX opset (default pinned ``OPSET``).
+        data_dir: data root holding the test set (default ``$IMGCLS_DATA`` / ``~/.cache``).
+        parity_subset: check parity on the first N test images only (for tests); default all.
+        batch_size: images per batch during parity.
+        log: progress messages.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, damaged or not an imgcls checkpoint.
+        DataError: the test set is missing or corrupted (``imgcls data fetch``).
+        ExportError: the exporter failed, or ``out_dir`` holds foreign files.
+        GateError: the checker or a parity check failed (nothing written).
+    """
+    from imgcls.data import get_datamodule
+
+    ckpt_path = Path(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
+    model = load_classifier(ckpt_path)
+    hp = model.hparams
+    out = Path(out_dir) if out_dir is not None else default_export_dir(ckpt_path, hp.dataset, hp.net)
+    _check_replaceable(out)
+    if parity_subset is not None and parity_subset < 1:
+        raise ValueError(f"parity_subset must be >= 1, got {parity_subset}")
+
+    dm = get_datamodule(hp.dataset, data_dir=str(data_dir) if data_dir is not None else None)
+    dm.setup("test")
+    assert dm.test_set is not None
+    images, labels = dm.test_set.images.cpu(), dm.test_set.labels.cpu()
+    shape = (int(hp.in_channels), int(hp.image_size), int(hp.image_size))
+    if tuple(images.shape[1:]) != shape:
+        raise ExportError(f"{ckpt_path}: the model takes {shape} images but the {hp.dataset} test set has "
+                          f"{tuple(images.shape[1:])}")
+    if parity_subset is not None:
+        images, labels = images[:parity_subset], labels[:parity_subset]
+    n = len(labels)
+    y = labels.numpy()
+
+    log(f"exporting {hp.net} ({ckpt_path}) to ONNX opset {opset}")
+    proto = to_onnx(model.net, hp.mean, hp.std, shape, opset)
+    metadata: dict[str, Any] = {
+        "format": METADATA_FORMAT,
+        "dataset": hp.dataset,
+        "class_names": list(model.class_names),
+        "num_classes": int(hp.num_classes),
+        "input": {"name": INPUT_NAME, "shape": ["batch", *shape], "dtype": "float32", "range": [0.0, 1.0],
+                  "layout": "NCHW"},
+        "outputs": [{"name": name, "shape": ["batch", int(hp.num_classes)], "dtype": "float32"}
+                    for name in OUTPUT_NAMES],
+        "normalization": "in_graph",
+        "mean": float(hp.mean),
+        "std": float(hp.std),
+        "precision": "fp32",
+        "net": hp.net,
+        "net_args": dict(hp.net_args or {}),
+        "checkpoint": {"path": str(ckpt_path), "sha256": _sha256(ckpt_path), "epoch": ckpt.get("epoch"),
+                       "global_step": ckpt.get("global_step"), **_val_scores(ckpt, ckpt_path)},
+        "test_accuracy": None,  # filled in by the parity run below
+        "test_images": n,
+        "opset": opset,
+        "versions": {"imgcls": imgcls.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": _ort_version()},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    set_metadata(proto, metadata)
+
+    # Gate 1: the checker.
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        _gate("onnx.checker", [str(e).splitlines()[0][:300]], out)
+
+    # Gate 2: parity with PyTorch, through the serving runtime (uint8 -> [0, 1] done there).
+    log(f"parity on {n} test images (PyTorch vs onnxruntime CPU)")
+    ref = reference_logits(model, images, hp.mean, hp.std, batch_size)
+    session = OnnxClassifier(proto.SerializeToString(), device="cpu", batch_size=batch_size)
+    got = session.logits(images.numpy())
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))  # (N, K)
+    max_diff, agree = float(diff.max()), float((got.argmax(1) == ref.argmax(1)).mean())
+    fp32 = {
+        "max_abs_logit_diff": max_diff,
+        "mean_abs_logit_diff": float(diff.mean()),
+        "top1_agreement": agree,
+        "disagreements": int((got.argmax(1) != ref.argmax(1)).sum()),
+        "torch_accuracy": float((ref.argmax(1) == y).mean()),
+        "onnx_accuracy": float((got.argmax(1) == y).mean()),
+        "thresholds": {"max_abs_logit_diff": MAX_ABS_LOGIT_DIFF, "min_top1_agreement": MIN_FP32_AGREEMENT},
+    }
+    failures = []
+    if not max_diff <= MAX_ABS_LOGIT_DIFF:  # written so that NaN fails too
+        failures.append(f"max |Δlogit| {max_diff:.3g} > {MAX_ABS_LOGIT_DIFF}")
+    if agree < MIN_FP32_AGREEMENT:
+        failures.append(f"top-1 agreement {agree:.4%} < {MIN_FP32_AGREEMENT:.0%} ({fp32['disagreements']} images differ)")
+    _gate("fp32 parity", failures, out)
+    metadata["test_accuracy"] = fp32["onnx_accuracy"]
+    set_metadata(proto, metadata)
+    blobs = {"model.onnx": proto.SerializeToString()}
+
+    parity: dict[str, Any] = {"n_images": n, "full_test_set": parity_subset is None or n == len(dm.test_set.labels),
+                              "dataset": hp.dataset, "provider": "CPUExecutionProvider", "fp32": fp32}
+
+    if fp16:
+        log("converting to fp16 (fp32 inputs and outputs kept)")
+        half = to_fp16(proto)
+        try:
+            onnx.checker.check_model(half, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            _gate("onnx.checker (fp16)", [str(e).splitlines()[0][:300]], out)
+        got16 = OnnxClassifier(half.SerializeToString(), device="cpu", batch_size=batch_size).logits(images.numpy())
+        agree16 = float((got16.argmax(1) == got.argmax(1)).mean())
+        parity["fp16"] = {
+            "top1_agreement_with_fp32": agree16,
+            "disagreements": int((got16.argmax(1) != got.argmax(1)).sum()),
+            "max_abs_logit_diff_vs_fp32": float(np.abs(got16 - got).max()),
+            "onnx_accuracy": float((got16.argmax(1) == y).mean()),
+            "thresholds": {"min_top1_agreement_with_fp32": MIN_FP16_AGREEMENT},
+        }
+        _gate("fp16 parity", [f"top-1 agreement with fp32 {agree16:.4%} < {MIN_FP16_AGREEMENT:.1%}"]
+              if agree16 < MIN_FP16_AGREEMENT else [], out)
+        set_metadata(half, {**metadata, "precision": "fp16", "test_accuracy": parity["fp16"]["onnx_accuracy"]})
+        blobs["model.fp16.onnx"] = half.SerializeToString()
+
+    parity["model_sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}
+    parity["passed"] = True
+    blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
+    blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for name, data in blobs.items():
+            _write_durable(staged / name, data)
+        onnx.checker.check_model(str(staged / "model.onnx"), full_check=True)  # the file as written
+        os.chmod(staged, 0o777 & ~_umask())
+        _swap_into_place(staged, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staged)
+    log(f"wrote {out}: " + ", ".join(blobs))
+    return ExportResult(out, [out / name for name in blobs], metadata, parity)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)

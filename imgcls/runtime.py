@@ -1,0 +1,499 @@
+"""The serving side: run an exported imgcls ONNX model with onnxruntime, without torch.
+
+Stage 8 of the data flow (checkpoint -> ONNX -> **runtime**). This module imports only
+onnxruntime, numpy, Pillow and the standard library, so a deployment needs neither torch nor
+Lightning (``tests/test_runtime.py`` checks this in a fresh interpreter).
+
+The model file describes itself: ``imgcls export`` writes its metadata (class names, input
+name / shape / dtype, normalisation, ...) into the ONNX ``metadata_props``, one key per
+entry, each value JSON-encoded. Normalisation is baked into the graph
+(``"normalization": "in_graph"``): the model takes float32 pixels in [0, 1], shape
+(N, C, H, W). ``OnnxClassifier`` turns uint8 images into such pixels itself and refuses
+floats outside [0, 1], so an already-normalised batch cannot be fed by mistake.
+
+Devices: ``cpu``, ``cuda`` (CUDAExecutionProvider), ``tensorrt`` (TensorrtExecutionProvider,
+with CUDA then CPU for the nodes TensorRT does not take) and ``auto`` (CUDA when a GPU and
+the CUDA provider are there, else CPU, with a warning). Asking for ``cuda`` or ``tensorrt``
+when that provider cannot load raises ``ProviderError``; there is no silent fall-back to the
+CPU. onnxruntime-gpu 1.2x+ is built against CUDA 13 / cuDNN 9; those libraries come with the
+CUDA build of torch as the ``nvidia-*`` pip packages, and ``onnxruntime.preload_dlls()``
+(called here before any CUDA / TensorRT session) loads them from there, so neither
+``LD_LIBRARY_PATH`` nor ``import torch`` is needed.
+
+Images: PNG / JPEG / ... files, folders of them, and IDX files (MNIST's format, read with
+numpy). Colour images become greyscale; other sizes are resized with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gzip
+import json
+import math
+import os
+import struct
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
+
+__all__ = [
+    "DEVICES",
+    "IMAGE_SUFFIXES",
+    "TRT_PROFILE",
+    "ImageFileError",
+    "InputError",
+    "ModelLoadError",
+    "OnnxClassifier",
+    "ProviderError",
+    "cuda_device_count",
+    "load_images",
+    "read_idx",
+    "read_metadata",
+]
+
+Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+_EP = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# TensorRT optimisation profile for the batch axis: (min, opt, max). Larger batches are split.
+TRT_PROFILE: tuple[int, int, int] = (1, 64, 1024)
+METADATA_FORMAT = "imgcls-onnx/1"
+
+# onnxruntime's Python errors derive from Exception only; these are the ones loading can raise.
+_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(_ort_state, n) for n in ("Fail", "InvalidArgument", "NoSuchFile", "InvalidProtobuf", "InvalidGraph",
+                                     "RuntimeException", "NotImplemented", "EPFail") if hasattr(_ort_state, n)
+)
+
+
+class InputError(ValueError):
+    """Images handed to the runtime have the wrong rank, size, dtype or values; the message says what was expected."""
+
+
+class ImageFileError(InputError):
+    """An input path is missing, not an image, or a damaged IDX file. The message names the file."""
+
+
+class ModelLoadError(RuntimeError):
+    """The ONNX file is missing, unreadable, or not an imgcls export. The message names the file."""
+
+
+class ProviderError(RuntimeError):
+    """The execution provider asked for (CUDA, TensorRT) cannot run this session."""
+
+
+# ----------------------------------------------------------------------------- IDX files
+# IDX (LeCun's MNIST format): 2 zero bytes, a type code, the number of dimensions, then one
+# big-endian uint32 per dimension, then the data, row-major, big-endian.
+_IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # gzip, as the files come from the web (train-images-idx3-ubyte.gz)
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise ImageFileError(f"{path}: a damaged gzip file ({e})") from e
+    return data
+
+
+def _is_idx_header(head: bytes) -> bool:
+    return len(head) >= 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_TYPES and 1 <= head[3] <= 4
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array of its shape and type.
+
+    Raises:
+        ImageFileError: the file is missing, its magic number is not IDX's, or its size does
+            not match its header (truncated or trailing bytes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(f"{path}: no such file")
+    data = _read_bytes(path)
+    if not _is_idx_header(data[:4]):
+        raise ImageFileError(f"{path}: not an IDX file (magic bytes {data[:4].hex() or 'none'}; expected 0000 08xx)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ImageFileError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    expected = math.prod(dims) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ImageFileError(
+            f"{path}: IDX header says {'x'.join(map(str, dims))} items ({expected} bytes) but the file holds "
+            f"{len(data) - header} bytes of data: it is truncated or damaged"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _file_is_idx(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head[:2] == b"\x1f\x8b":
+        with contextlib.suppress(OSError, EOFError), gzip.open(path, "rb") as gz:
+            head = gz.read(4)
+    return _is_idx_header(head)
+
+
+# ----------------------------------------------------------------------------- image files
+def _fit_images(images: np.ndarray, channels: int, size: tuple[int, int], source: str) -> np.ndarray:
+    """(N, H, W) uint8 from an IDX file -> (N, C, H', W') at the model's size (resized with a warning)."""
+    from PIL import Image
+
+    n, h, w = images.shape
+    if (h, w) != size:
+        warnings.warn(f"{source}: resized from {w}x{h} to {size[1]}x{size[0]} (the model's input size)", stacklevel=3)
+        images = np.stack([np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+                           for im in images]) if n else np.zeros((0, *size), np.uint8)
+    out = images[:, None]  # (N, 1, H, W)
+    return np.repeat(out, channels, axis=1) if channels != 1 else out
+
+
+def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """One image file -> (C, H, W) uint8: greyscale (or RGB) conversion, resize with a warning."""
+    from PIL import Image, UnidentifiedImageError
+
+    h, w = size
+    try:
+        with Image.open(path) as src:
+            im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
+        if im.size != (w, h):
+            warnings.warn(f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} (the model's input size)",
+                          stacklevel=3)
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageFileError(f"{path}: not a readable image file ({e})") from e
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def load_images(inputs: Sequence[str | os.PathLike[str]], *, channels: int = 1,
+                size: tuple[int, int] = (28, 28)) -> tuple[list[str], np.ndarray]:
+    """Read image files, folders of image files and IDX image files into one uint8 batch.
+
+    A folder contributes its image files (``IMAGE_SUFFIXES``, not recursive) in name order;
+    an IDX file contributes every image, named ``file[i]``.
+
+    Returns:
+        (names, images): one name per image, images (N, C, H, W) uint8.
+
+    Raises:
+        ImageFileError: a path does not exist, a folder holds no image file, a file is not
+            an image (the message names it), or an IDX file is damaged or holds labels.
+    """
+    names: list[str] = []
+    batches: list[np.ndarray] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir()
+                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ImageFileError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            for f in files:
+                names.append(str(f))
+                batches.append(_load_image_file(f, channels, size)[None])
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES and _file_is_idx(path):
+                arr = read_idx(path)
+                if arr.ndim != 3 or arr.dtype != np.uint8:
+                    kind = "labels" if arr.ndim == 1 else f"{arr.ndim}-d {arr.dtype} data"
+                    raise ImageFileError(f"{path}: an IDX file of {kind}, not of uint8 images (N, H, W)")
+                names += [f"{path}[{i}]" for i in range(len(arr))]
+                batches.append(_fit_images(arr, channels, size, str(path)))
+            else:
+                names.append(str(path))
+                batches.append(_load_image_file(path, channels, size)[None])
+        else:
+            raise ImageFileError(f"{path}: no such file or folder")
+    if not batches:
+        raise ImageFileError("no inputs given")
+    return names, np.concatenate(batches)
+
+
+# ----------------------------------------------------------------------------- providers
+def cuda_device_count() -> int:
+    """Number of CUDA devices the driver reports (0 without a driver), without torch."""
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    return 0
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA 13 / cuDNN 9 from the ``nvidia-*`` wheels (torch's) before a CUDA session.
+
+    ``onnxruntime.preload_dlls`` exists from onnxruntime 1.21; older builds need the
+    libraries on ``LD_LIBRARY_PATH`` or ``import torch`` first. It reports on stdout, which
+    is kept clean for results, so its messages go to stderr.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.redirect_stdout(sys.stderr):
+            preload()
+
+
+def _provider_list(device: str, provider_options: Mapping[str, Mapping[str, Any]] | None,
+                   input_name: str, chw: tuple[int, int, int]) -> list[Any]:
+    opts = {k: dict(v) for k, v in (provider_options or {}).items()}
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    cuda: list[Any] = [("CUDAExecutionProvider", opts.get("CUDAExecutionProvider", {})), "CPUExecutionProvider"]
+    if device == "cuda":
+        return cuda
+    c, h, w = chw
+    lo, opt, hi = TRT_PROFILE
+    trt = {  # an explicit profile: one engine for batches 1..1024, tuned for 64
+        "trt_profile_min_shapes": f"{input_name}:{lo}x{c}x{h}x{w}",
+        "trt_profile_opt_shapes": f"{input_name}:{opt}x{c}x{h}x{w}",
+        "trt_profile_max_shapes": f"{input_name}:{hi}x{c}x{h}x{w}",
+        **opts.get("TensorrtExecutionProvider", {}),
+    }
+    return [("TensorrtExecutionProvider", trt), *cuda]
+
+
+# ----------------------------------------------------------------------------- metadata
+def _decode_metadata(props: Mapping[str, str], source: str) -> dict[str, Any]:
+    try:
+        meta = {k: json.loads(v) for k, v in props.items()}
+    except ValueError as e:
+        raise ModelLoadError(f"{source}: its metadata_props are not imgcls metadata (values must be JSON): {e}") from e
+    missing = [k for k in ("format", "input", "class_names", "normalization") if k not in meta]
+    if missing or meta.get("format") != METADATA_FORMAT:
+        raise ModelLoadError(f"{source}: not an imgcls export (metadata format {meta.get('format')!r}, missing "
+                             f"{missing}); export it with `imgcls export`")
+    if meta["normalization"] != "in_graph":
+        raise ModelLoadError(f"{source}: normalization {meta['normalization']!r} is not supported by this runtime "
+                             "(expected 'in_graph'); re-export with this imgcls version")
+    return meta
+
+
+def read_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
+    """The imgcls metadata of an exported ONNX file, decoded from its ``metadata_props``.
+
+    Raises:
+        ModelLoadError: the file is missing, not ONNX, or carries no imgcls metadata.
+    """
+    path = Path(model)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such ONNX file")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except _ORT_ERRORS as e:
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:300]})") from e
+    return _decode_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+
+
+# ----------------------------------------------------------------------------- the classifier
+class OnnxClassifier:
+    """An exported imgcls model in an onnxruntime session.
+
+    Args:
+        model: path of ``model.onnx`` / ``model.fp16.onnx``, or the serialised model bytes.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``tensorrt`` (see the module docstring).
+        intra_op_threads: onnxruntime's intra-op threads (None: one per core). 1 is fastest
+            for batch-1 latency.
+        batch_size: largest batch sent to the session in one run; larger inputs are split.
+        provider_options: per-provider option overrides, e.g.
+            ``{"TensorrtExecutionProvider": {"trt_fp16_enable": "1"}}``.
+
+    Raises:
+        ModelLoadError: missing or damaged file, or no imgcls metadata.
+        ProviderError: ``cuda`` / ``tensorrt`` asked for and that provider cannot load.
+        ValueError: unknown ``device``.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | bytes, device: Device | str = "auto", *,
+                 intra_op_threads: int | None = None, batch_size: int = 1024,
+                 provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = "<bytes>" if isinstance(model, bytes | bytearray) else str(model)
+        if not isinstance(model, bytes | bytearray) and not Path(model).is_file():
+            raise ModelLoadError(f"{model}: no such ONNX file (export one with `imgcls export`)")
+        self._model = bytes(model) if isinstance(model, bytes | bytearray) else str(model)
+        self._options = ort.SessionOptions()
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._options.log_severity_level = 3  # errors only; the provider actually used is reported by us
+        if intra_op_threads is not None:
+            self._options.intra_op_num_threads = intra_op_threads
+            self._options.inter_op_num_threads = 1
+        self.batch_size = batch_size
+
+        self.requested_device = device
+        self.device = self._pick_device(device)
+        if self.device == "cpu":
+            self.session = self._session(["CPUExecutionProvider"])
+        else:
+            # TensorRT's optimisation profile needs the input name and shape: read them first.
+            meta = self._metadata_of(self._session(["CPUExecutionProvider"])) if self.device == "tensorrt" else None
+            self.session = self._gpu_session(self.device, provider_options, meta)
+        self.metadata: dict[str, Any] = self._metadata_of(self.session)
+        self._check_graph()
+
+    # -------------------------------------------------------------- construction helpers
+    def _session(self, providers: list[Any]) -> ort.InferenceSession:
+        try:
+            # The Python wrapper prints provider fall-backs on stdout: keep stdout for results.
+            with contextlib.redirect_stdout(sys.stderr):
+                return ort.InferenceSession(self._model, self._options, providers=providers)
+        except _ORT_ERRORS as e:
+            raise ModelLoadError(f"{self.source}: onnxruntime cannot load it ({str(e).strip()[:300]})") from e
+
+    def _pick_device(self, device: str) -> str:
+        if device != "auto":
+            return device
+        if "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0:
+            return "cuda"
+        return "cpu"
+
+    def _metadata_of(self, session: ort.InferenceSession) -> dict[str, Any]:
+        return _decode_metadata(session.get_modelmeta().custom_metadata_map, self.source)
+
+    def _gpu_session(self, device: str, provider_options: Mapping[str, Mapping[str, Any]] | None,
+                     meta: dict[str, Any] | None) -> ort.InferenceSession:
+        wanted = _EP[device]
+        if wanted not in ort.get_available_providers():
+            raise ProviderError(f"this onnxruntime build has no {wanted} (it has {ort.get_available_providers()}); "
+                                "install onnxruntime-gpu (and not the plain onnxruntime package beside it)")
+        _preload_cuda_libraries()
+        input_name, chw = ("pixels", (1, 28, 28)) if meta is None else (meta["input"]["name"], meta["input"]["shape"][1:])
+        try:
+            sess = self._session(_provider_list(device, provider_options, input_name, tuple(chw)))
+        except ModelLoadError as e:
+            if self.requested_device == "auto":
+                return self._auto_fallback(f"{wanted} failed: {e}")
+            raise ProviderError(f"{wanted} could not create a session for {self.source}: {e}") from e
+        if sess.get_providers()[0] != wanted:
+            if self.requested_device == "auto":
+                return self._auto_fallback(f"{wanted} did not load")
+            raise ProviderError(
+                f"{wanted} could not be loaded (session providers: {sess.get_providers()}; CUDA devices seen by the "
+                f"driver: {cuda_device_count()}). It needs an NVIDIA GPU and driver, CUDA 13 and cuDNN 9 (the "
+                "nvidia-* wheels of torch's CUDA build, loaded by onnxruntime.preload_dlls()), and for TensorRT "
+                "the TensorRT libraries on LD_LIBRARY_PATH; see the onnxruntime log above. Use --device cpu to run "
+                "on the CPU."
+            )
+        return sess
+
+    def _auto_fallback(self, why: str) -> ort.InferenceSession:
+        warnings.warn(f"device auto: {why}; running on the CPU", RuntimeWarning, stacklevel=3)
+        self.device = "cpu"
+        return self._session(["CPUExecutionProvider"])
+
+    def _check_graph(self) -> None:
+        inputs = self.session.get_inputs()
+        meta_in = self.metadata["input"]
+        if len(inputs) != 1 or inputs[0].name != meta_in["name"]:
+            raise ModelLoadError(f"{self.source}: graph inputs {[i.name for i in inputs]} do not match the metadata "
+                                 f"({meta_in['name']!r})")
+        self.input_name: str = meta_in["name"]
+        self.input_shape: tuple[int, int, int] = tuple(int(d) for d in meta_in["shape"][1:])  # type: ignore[assignment]
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+        if self.output_names[:2] != ["logits", "probabilities"]:
+            raise ModelLoadError(f"{self.source}: graph outputs {self.output_names}, expected logits, probabilities")
+        self.class_names: list[str] = list(self.metadata["class_names"])
+
+    # -------------------------------------------------------------- properties
+    @property
+    def providers_in_use(self) -> list[str]:
+        """The session's providers, highest priority first (what actually runs the graph)."""
+        return list(self.session.get_providers())
+
+    # -------------------------------------------------------------- inputs
+    def to_pixels(self, images: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Check a batch and turn it into the model input: float32 pixels in [0, 1], (N, C, H, W).
+
+        Accepts uint8 (0..255) or float32 in [0, 1], shaped (N, C, H, W) or (N, H, W) for
+        one-channel models; or ``{input_name: array}``.
+
+        Raises:
+            InputError: wrong input name, rank, size, dtype, an empty batch, NaN/inf, or
+                floats outside [0, 1] (e.g. already-normalised pixels).
+        """
+        if isinstance(images, Mapping):
+            if set(images) != {self.input_name}:
+                raise InputError(f"input names {sorted(images)} do not match the model's single input "
+                                 f"{self.input_name!r}")
+            images = images[self.input_name]
+        x = np.asarray(images)
+        c, h, w = self.input_shape
+        if x.ndim == 3 and c == 1:
+            x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+        if x.ndim != 4:
+            expected = f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else "")
+            hint = "; for a single image add a batch axis: images[None]" if x.ndim == (2 if c == 1 else 3) else ""
+            raise InputError(f"expected images of shape {expected}, got rank {x.ndim} shape {x.shape}{hint}")
+        if x.shape[1:] != (c, h, w):
+            raise InputError(f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; resize them to {h}x{w} "
+                             f"{'greyscale' if c == 1 else 'RGB'} (load_images does this)")
+        if x.shape[0] == 0:
+            raise InputError("empty batch: no images given")
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) / np.float32(255.0)
+        if x.dtype != np.float32:
+            raise InputError(f"expected uint8 pixels (0..255) or float32 pixels in [0, 1], got {x.dtype}; "
+                             "convert with images.astype(np.float32) after scaling to [0, 1]")
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = int((~finite).sum())
+            first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
+            raise InputError(f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); pixels must be finite")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. The model normalises "
+                             "its input itself (normalization: in_graph): pass raw pixels/255 or uint8 images, "
+                             "not normalised ones")
+        return np.ascontiguousarray(x)
+
+    # -------------------------------------------------------------- inference
+    def run(self, images: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, probabilities), each (N, num_classes) float32."""
+        x = self.to_pixels(images)
+        logits, probs = [], []
+        step = min(self.batch_size, TRT_PROFILE[2]) if self.device == "tensorrt" else self.batch_size
+        for i in range(0, len(x), step):
+            lg, pr = self.session.run(["logits", "probabilities"], {self.input_name: x[i : i + step]})
+            logits.append(lg)
+            probs.append(pr)
+        return np.concatenate(logits), np.concatenate(probs)
+
+    def logits(self, images: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Logits (N, num_classes) float32."""
+        return self.run(images)[0]
+
+    def predict(self, images: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted labels (N,) int64 and class probabilities (N, num_classes) float32.
+
+        Raises:
+            InputError: see ``to_pixels``.
+        """
+        probs = self.run(images)[1]
+        return probs.argmax(axis=1).astype(np.int64), probs
+
+    def __repr__(self) -> str:
+        return (f"OnnxClassifier({self.source!r}, device={self.device!r}, providers={self.providers_in_use}, "
+                f"input={self.input_name}{list(self.input_shape)})")
