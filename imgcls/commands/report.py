@@ -1,0 +1,63 @@
+"""``imgcls report``: run (or reuse) the lectures' experiments and write one markdown report.
+
+    imgcls report [--out docs/report] [--reuse] [--ckpt convnet=runs/mnist-convnet/version_0 ...]
+    imgcls report --quick            # small subsets, 1 epoch: a few minutes on a laptop CPU
+
+Writes README.md (the report), results.json (every number) and figures/*.png into ``--out``.
+Trained models are kept in ``--runs_dir``; ``--reuse`` picks up the finished ones instead of
+training again. ``--ckpt NAME=PATH`` uses a checkpoint trained elsewhere (e.g. by a recipe)
+for experiment NAME (mlp-10, mlp-32, convnet, lenet5, lenet5-20k, fashion-convnet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from imgcls.insight.cli import guarded, wandb_session
+
+OUT, QUICK_OUT = "docs/report", "runs/report-quick/report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="small subsets, 1 epoch, 500 test images (CI: under 3 minutes)")
+    p.add_argument("--out", default=None, help=f"report folder (default {OUT}; with --quick {QUICK_OUT})")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs_dir instead of training again")
+    p.add_argument("--runs_dir", default=None, help="where trained models are kept (default runs/report[-quick])")
+    p.add_argument("--ckpt", action="append", default=[], metavar="NAME=PATH",
+                   help="use this checkpoint for experiment NAME instead of training (repeatable)")
+    p.add_argument("--test_limit", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    p.add_argument("--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the report to it")
+
+
+@guarded
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from imgcls.insight import InsightError
+    from imgcls.insight.report import build_report, write_report
+    from imgcls.insight.shift import split_named
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    checkpoints: dict[str, str] = {}
+    for spec in args.ckpt:
+        name, path = split_named(spec)
+        if name is None:
+            raise InsightError(f"--ckpt {spec!r}: expected NAME=PATH, e.g. convnet=runs/mnist-convnet/version_0")
+        checkpoints[name] = path
+    out = Path(args.out or (QUICK_OUT if args.quick else OUT))
+    command = "imgcls report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["report"] \
+        else "imgcls report" + (" --quick" if args.quick else "")
+    with wandb_session(args.wandb, "report", {"quick": args.quick}):
+        data = build_report(out, quick=args.quick, reuse=args.reuse, runs_dir=args.runs_dir, checkpoints=checkpoints,
+                            data_dir=args.data_dir, progress=not args.no_progress, command=command.strip(),
+                            test_limit=args.test_limit)
+        md = write_report(data, out)
+    print(f"[imgcls] report: {md}")
+    return 0

@@ -1,0 +1,24 @@
+"""Insight: what the lectures claim about CNNs, made runnable.
+
+Stage "evaluation/plots" of the data flow. One module per question:
+
+- ``shift``: how accuracy falls when test images are translated (translation invariance);
+- ``kernels``: the lectures' hand-made filters and their cross-correlation with an image;
+- ``cost``: output sizes, parameters and multiply-adds per layer (few parameters, local features);
+- ``probe``: what a trained net computes (filters, feature maps, penultimate layer, errors);
+- ``figures``: matplotlib figures of all of the above, at fixed pixel sizes;
+- ``training`` / ``sweep``: in-process Lightning training, accuracy against training-set size;
+- ``report``: the lectures' experiments, reproduced, as one markdown report;
+- ``lectures``: the numbers the lectures report, to put beside ours.
+
+Submodules are imported on demand (``imgcls summary`` needs neither matplotlib nor Lightning).
+"""
+
+from __future__ import annotations
+
+
+class InsightError(ValueError):
+    """A user error in an insight command (bad path, mismatched data set, wrong kind of net).
+
+    The message says what was wrong and what to do.
+    """

@@ -1,0 +1,137 @@
+"""What a trained net computes: its first-layer filters or templates, the feature maps of its
+conv layers, its penultimate layer (and a 2-D PCA of it), predictions and the confusion matrix.
+
+All functions take the ``Net`` (``model.net``) of an ImageClassifier and uint8 images, and
+normalise with the mean / std the model was trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from imgcls.data.transforms import normalize
+from imgcls.insight import InsightError
+
+__all__ = ["NoConvLayersError", "Outputs", "conv_layers", "feature_maps", "first_conv_weights", "first_linear_templates",
+           "pca_2d", "run_net"]
+
+
+class NoConvLayersError(InsightError):
+    """The net has no convolutional layer (an MLP): it has no filters or feature maps to show."""
+
+
+@dataclass
+class Outputs:
+    features: torch.Tensor  # (N, D) penultimate layer
+    logits: torch.Tensor  # (N, classes)
+
+    @property
+    def preds(self) -> torch.Tensor:  # (N,)
+        return self.logits.argmax(dim=1)
+
+
+@torch.inference_mode()
+def run_net(net: nn.Module, images: torch.Tensor, mean: float, std: float, batch_size: int = 1000) -> Outputs:
+    """Penultimate features and logits of ``images`` (N, C, H, W) uint8, in one pass per batch."""
+    net.eval()
+    feats, logits = [], []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size], mean, std)
+        f = net.forward_features(x)  # type: ignore[operator]  # (B, D)
+        feats.append(f.float())
+        logits.append(net.head(f).float())  # type: ignore[operator]
+    return Outputs(torch.cat(feats), torch.cat(logits))
+
+
+def conv_layers(net: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def first_conv_weights(net: nn.Module) -> torch.Tensor:
+    """The first conv layer's filters, (out_channels, in_channels, K, K).
+
+    Raises:
+        NoConvLayersError: the net has no conv layer (use ``first_linear_templates``).
+    """
+    convs = conv_layers(net)
+    if not convs:
+        raise NoConvLayersError(f"this {type(net).__name__} has no convolutional layers, so it has no filters to show; "
+                                "its first-layer weights are shown as templates instead")
+    return convs[0][1].weight.detach().float().cpu()
+
+
+def first_linear_templates(net: nn.Module, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """An MLP's first-layer weights as images (units, C, H, W): lecture 002, fig. 3.
+
+    Each hidden unit computes ⟨w_k, x⟩, so w_k is a template of the image it responds to.
+
+    Raises:
+        InsightError: the first linear layer does not read the raw pixels (a conv net).
+    """
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    c, h, w = image_shape
+    if not linears or linears[0].in_features != c * h * w or conv_layers(net):
+        raise InsightError("first-layer templates need a net whose first layer is fully connected on the pixels (an MLP)")
+    return linears[0].weight.detach().float().cpu().reshape(-1, c, h, w)
+
+
+@torch.inference_mode()
+def feature_maps(net: nn.Module, image: torch.Tensor, mean: float, std: float) -> list[tuple[str, torch.Tensor]]:
+    """The output of every conv layer for one uint8 image (C, H, W): [(label, (channels, H', W'))].
+
+    Where the conv is followed (directly or after batch norm) by an activation in the same
+    ``nn.Sequential``, the activation's output is taken, as the lectures show (after the ReLU).
+    """
+    convs = conv_layers(net)
+    if not convs:
+        raise NoConvLayersError(f"this {type(net).__name__} has no convolutional layers, so it has no feature maps")
+    taps: dict[int, tuple[str, nn.Module]] = {}
+    conv_ids = {id(m) for _, m in convs}
+    for parent_name, parent in net.named_modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        children = list(parent.named_children())
+        for i, (child_name, child) in enumerate(children):
+            if id(child) not in conv_ids:
+                continue
+            tap, label = child, f"{parent_name}.{child_name}".lstrip(".")
+            for _, nxt in children[i + 1:i + 3]:
+                if isinstance(nxt, nn.modules.batchnorm._BatchNorm):
+                    tap = nxt
+                    continue
+                if isinstance(nxt, nn.ReLU | nn.Tanh | nn.Sigmoid | nn.GELU | nn.SiLU):
+                    tap, label = nxt, label + f" + {type(nxt).__name__}"
+                break
+            taps[id(child)] = (label, tap)
+    for name, m in convs:  # convs outside a Sequential (residual blocks): their own output
+        taps.setdefault(id(m), (name, m))
+    outputs: list[tuple[str, torch.Tensor]] = []
+    hooks = []
+    for _, m in convs:
+        label, tap = taps[id(m)]
+        hooks.append(tap.register_forward_hook(
+            lambda mod, args, out, label=label: outputs.append((label, out[0].detach().float().cpu()))))
+    net.eval()
+    try:
+        net(normalize(image[None], mean, std))
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
+
+
+def pca_2d(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project (N, D) features on their first two principal components.
+
+    Returns (N, 2) scores and the fraction of variance each component explains (2,).
+    """
+    x = features.double()
+    x = x - x.mean(dim=0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)  # exact; D is at most a few thousand
+    scores = x @ vh[:2].T
+    var = s**2
+    total = var.sum()
+    return scores.float(), (var[:2] / total if total > 0 else torch.zeros(2, dtype=var.dtype)).float()
