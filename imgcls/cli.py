@@ -68,8 +68,8 @@ class RunSummary(Callback):
         summary = {"best_model_path": ckpt.best_model_path, "last_model_path": ckpt.last_model_path,
                    "best_val_acc": float(score) if score is not None else None}
         for logger in trainer.loggers:
-            exp = getattr(logger, "experiment", None)
-            if hasattr(exp, "summary"):  # W&B
+            exp: Any = getattr(logger, "experiment", None)
+            if exp is not None and hasattr(exp, "summary"):  # W&B
                 exp.summary.update(summary)
         print(f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
               f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}", flush=True)
@@ -78,7 +78,7 @@ class RunSummary(Callback):
 class TestReport(Callback):
     """After test: writes the confusion matrix and the per-class accuracy into the run directory."""
 
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: Any) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         cm = getattr(pl_module, "test_confusion", None)
         if cm is None or not trainer.is_global_zero or not log_dir:
@@ -95,10 +95,10 @@ class CSVPredictionWriter(BasePredictionWriter):
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
 
-    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any, batch_indices: Any) -> None:
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
         preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         idxs = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else batch_indices
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         files = getattr(dm, "predict_files", []) if getattr(dm, "predict_dir", None) else []
         rank = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         out = Path(trainer.log_dir or ".") / f"predictions{rank}.csv"
@@ -263,16 +263,18 @@ class ImgclsCLI(LightningCLI):
                              "run from a writable folder or set trainer.default_root_dir and the logger's save_dir")
 
     def before_predict(self) -> None:
-        if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
-            self.trainer.callbacks.append(CSVPredictionWriter())
+        callbacks: list[Callback] = self.trainer.callbacks  # type: ignore[attr-defined]
+        if not any(isinstance(cb, BasePredictionWriter) for cb in callbacks):
+            callbacks.append(CSVPredictionWriter())
 
     def after_fit(self) -> None:
         # Rank 0 tells W&B and the user where the checkpoints are.
         RunSummary().on_fit_end(self.trainer, self.model)
 
     def before_test(self) -> None:
-        if not any(isinstance(cb, TestReport) for cb in self.trainer.callbacks):
-            self.trainer.callbacks.append(TestReport())
+        callbacks: list[Callback] = self.trainer.callbacks  # type: ignore[attr-defined]
+        if not any(isinstance(cb, TestReport) for cb in callbacks):
+            callbacks.append(TestReport())
 
 
 def cli_main(args: list[str] | None = None) -> ImgclsCLI:

@@ -15,7 +15,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from imgcls.models import create_model
 
@@ -83,7 +87,8 @@ class ImageClassifier(L.LightningModule):
         metrics = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")}
         )
-        self.train_metrics = metrics.clone(prefix="train/")
+        # Training tracks accuracy only: a macro-F1 update every step costs time for little insight.
+        self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")}, prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_class_acc = MulticlassAccuracy(num_classes, average=None)
@@ -94,14 +99,14 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ forward
     def configure_model(self) -> None:
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if self.hparams.compile and self._compiled is None:
+        if self.hparams["compile"] and self._compiled is None:
             # Not registered as a submodule, so state_dict keys stay those of `net`.
             object.__setattr__(self, "_compiled", torch.compile(self.net))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) normalised -> (B, classes) logits
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return (self._compiled or self.net)(x)
 
@@ -112,7 +117,7 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = self._loss(logits, y, self.hparams.label_smoothing)
+        loss = self._loss(logits, y, self.hparams["label_smoothing"])
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
@@ -168,10 +173,10 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return opt
         try:  # OneCycleLR and friends need the run's length, which only the trainer knows
-            sched = self.scheduler_factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))
+            sched = self.scheduler_factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))  # type: ignore[call-arg]
         except TypeError:
             sched = self.scheduler_factory(opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams["scheduler_interval"]}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs after the callbacks' hooks (EMA swaps its weights in first), so the digest covers
@@ -208,8 +213,8 @@ class ImageClassifier(L.LightningModule):
         if dm is None or not hasattr(dm, "info"):
             return
         info = dm.info()
-        mine = {"dataset": self.hparams.dataset, "num_classes": self.hparams.num_classes,
-                "in_channels": self.hparams.in_channels, "image_size": self.hparams.image_size}
+        mine = {"dataset": self.hparams["dataset"], "num_classes": self.hparams["num_classes"],
+                "in_channels": self.hparams["in_channels"], "image_size": self.hparams["image_size"]}
         theirs = {"dataset": info["dataset"], "num_classes": len(info["class_names"]),
                   "in_channels": info["image_shape"][0], "image_size": info["image_shape"][1]}
         diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}

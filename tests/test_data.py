@@ -14,7 +14,15 @@ import pytest
 import torch
 
 from imgcls.data import FashionMNISTDataModule, MNISTDataModule
-from imgcls.data.provision import DataError, default_root, ensure_dataset, fetch, get_spec, raw_dir, verify
+from imgcls.data.provision import (
+    DataError,
+    default_root,
+    ensure_dataset,
+    fetch,
+    get_spec,
+    raw_dir,
+    verify,
+)
 from imgcls.data.transforms import random_shift, translate
 
 from .conftest import write_tiny_dataset

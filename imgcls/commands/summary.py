@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_checkpoint(args.ckpt)
         model = load_classifier(path)
         hp = model.hparams
-        net, shape = model.net, (hp.in_channels, hp.image_size, hp.image_size)
+        shape: tuple[int, ...] = (hp.in_channels, hp.image_size, hp.image_size)
+        net = model.net
         title = f"{hp.net} {json.dumps(hp.net_args or {})} from {path}"
     else:
         try:

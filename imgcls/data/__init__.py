@@ -1,25 +1,31 @@
-"""Data: provisioning of the IDX files and the LightningDataModules."""
+"""Data: provisioning of the IDX files and the LightningDataModules.
 
-from imgcls.data.datamodule import (
-    DATAMODULES,
-    FashionMNISTDataModule,
-    ImageDataModule,
-    MNISTDataModule,
-    TensorImageDataset,
-    get_datamodule,
-)
-from imgcls.data.provision import DATASETS, DataError, default_root, fetch, verify
+Imports are lazy so that ``imgcls.data.provision`` (used by the torch-free runtime commands)
+does not pull in torch and Lightning.
+"""
 
-__all__ = [
-    "DATAMODULES",
-    "DATASETS",
-    "DataError",
-    "FashionMNISTDataModule",
-    "ImageDataModule",
-    "MNISTDataModule",
-    "TensorImageDataset",
-    "default_root",
-    "fetch",
-    "get_datamodule",
-    "verify",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DATAMODULES": "imgcls.data.datamodule",
+    "FashionMNISTDataModule": "imgcls.data.datamodule",
+    "ImageDataModule": "imgcls.data.datamodule",
+    "MNISTDataModule": "imgcls.data.datamodule",
+    "TensorImageDataset": "imgcls.data.datamodule",
+    "get_datamodule": "imgcls.data.datamodule",
+    "DATASETS": "imgcls.data.provision",
+    "DataError": "imgcls.data.provision",
+    "default_root": "imgcls.data.provision",
+    "fetch": "imgcls.data.provision",
+    "verify": "imgcls.data.provision",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'imgcls.data' has no attribute {name!r}")

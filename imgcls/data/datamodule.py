@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imgcls.data.provision import ensure_dataset, get_spec, raw_dir, verify
-from imgcls.data.transforms import normalize, random_shift
+from imgcls.data.transforms import normalize, random_hflip, random_shift
 
 __all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
 
@@ -110,6 +110,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         shift_augment: int = 0,
+        hflip: bool = False,
         predict_dir: str | None = None,
         keep_on_device: bool = True,
     ) -> None:
@@ -125,6 +126,7 @@ class ImageDataModule(L.LightningDataModule):
             seed: seed of the splits (not of training; that is ``seed_everything``).
             num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
             shift_augment: random translation of training images by up to ±k pixels (0: off).
+            hflip: random horizontal flips of training images (for Fashion-MNIST; not digits).
             predict_dir: a folder of image files to predict on (default: the test set).
             keep_on_device: move the uint8 tensors to the GPU when training on one.
         """
@@ -134,7 +136,7 @@ class ImageDataModule(L.LightningDataModule):
 
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_root()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.seed, self.num_workers, self.shift_augment = seed, num_workers, shift_augment
+        self.seed, self.num_workers, self.shift_augment, self.hflip = seed, num_workers, shift_augment, hflip
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.keep_on_device = keep_on_device
         self.train_total = get_spec(self.dataset_name).files[0].count  # 60,000
@@ -237,12 +239,12 @@ class ImageDataModule(L.LightningDataModule):
         arrays = []
         for p in files:  # predict-time only; training never goes through PIL
             try:
-                with Image.open(p) as im:
-                    im = im.convert("L" if c == 1 else "RGB")
-                    if im.size != (w, h):
-                        warnings.warn(f"{p}: resized from {im.size[0]}x{im.size[1]} to {w}x{h}", stacklevel=2)
-                        im = im.resize((w, h), Image.BILINEAR)
-                    arrays.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
+                with Image.open(p) as src:
+                    im = src.convert("L" if c == 1 else "RGB")
+                if im.size != (w, h):
+                    warnings.warn(f"{p}: resized from {im.size[0]}x{im.size[1]} to {w}x{h}", stacklevel=2)
+                    im = im.resize((w, h), Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
             except (UnidentifiedImageError, OSError) as e:
                 raise ValueError(f"{p}: not a readable image file ({e})") from e
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -296,8 +298,11 @@ class ImageDataModule(L.LightningDataModule):
             return batch
         x, y = batch
         trainer = getattr(self, "trainer", None)
-        if self.shift_augment and trainer is not None and trainer.training:
-            x = random_shift(x, self.shift_augment)
+        if trainer is not None and trainer.training:
+            if self.hflip:
+                x = random_hflip(x)
+            if self.shift_augment:
+                x = random_shift(x, self.shift_augment)
         return normalize(x, self.mean, self.std), y
 
     def info(self) -> dict[str, Any]:

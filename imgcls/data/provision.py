@@ -381,10 +381,10 @@ def fetch(dataset: str, root: str | os.PathLike[str] | None = None, *, force: bo
             try:
                 got = 0
                 for name, blob in source(spec, root):
-                    f = missing.get(name)
-                    if f is None:
+                    want = missing.get(name)
+                    if want is None:
                         continue
-                    if len(blob) != f.size or hashlib.sha256(blob).hexdigest() != f.sha256:
+                    if len(blob) != want.size or hashlib.sha256(blob).hexdigest() != want.sha256:
                         tried.append(f"{label}: {name} failed its sha256 check")
                         continue
                     atomic_write_bytes(raw / name, blob)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DIRECTIONS", "normalize", "random_shift", "translate"]
+__all__ = ["DIRECTIONS", "normalize", "random_hflip", "random_shift", "translate"]
 
 # The 8 compass directions as (dy, dx) unit steps: N, NE, E, SE, S, SW, W, NW.
 DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
@@ -53,6 +53,12 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     b = x.shape[0]
     d = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator, device="cpu")
     return translate(x, d[0].to(x.device), d[1].to(x.device))
+
+
+def random_hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Flip each image left-right with probability ``p`` (one draw per image)."""
+    flip = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:

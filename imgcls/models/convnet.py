@@ -11,7 +11,17 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from imgcls.models.layers import Activation, Net, Padding, Pool, as_hw, conv_output_size, conv_padding, make_activation, make_pool
+from imgcls.models.layers import (
+    Activation,
+    Net,
+    Padding,
+    Pool,
+    as_hw,
+    conv_output_size,
+    conv_padding,
+    make_activation,
+    make_pool,
+)
 from imgcls.models.registry import register_model
 
 

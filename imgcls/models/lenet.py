@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from imgcls.models.layers import Activation, Net, Pool, as_hw, conv_output_size, make_activation, make_pool
+from imgcls.models.layers import (
+    Activation,
+    Net,
+    Pool,
+    as_hw,
+    conv_output_size,
+    make_activation,
+    make_pool,
+)
 from imgcls.models.registry import register_model
 
 

@@ -1,0 +1,210 @@
+"""Training throughput: imgcls fit against a plain PyTorch loop and the conventional pipeline.
+
+Measured in ONE run on ONE machine, with the same net, batch size, optimiser and epochs:
+
+  (a) a plain PyTorch loop over in-memory tensors (the reference floor);
+  (b) ``imgcls fit`` (the LightningCLI, its DataModule and ImageClassifier, as a user runs it);
+  (c) the conventional Lightning pipeline: torchvision ``MNIST`` with per-sample
+      ``ToTensor`` + ``Normalize``, a standard DataLoader, the same Trainer.
+
+Seconds per training epoch exclude validation and checkpointing (``EpochTimer``); the first
+epoch is a warm-up and is not counted. Prints images/s and the ratios b/a and c/b.
+
+Then, separately, time to 99 % MNIST test accuracy with ``imgcls fit`` and the fast LeNet-5
+recipe (configs/recipes/mnist_lenet5_fast.yaml): training seconds only (start-up, the
+per-epoch test evaluations and checkpointing excluded).
+
+    python benchmarks/train_throughput.py                 # full: 3 epochs each, then time-to-99%
+    python benchmarks/train_throughput.py --quick         # CI smoke test: tiny subset, 1+1 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from imgcls.callbacks import EpochTimer  # noqa: E402
+from imgcls.cli import ImgclsCLI  # noqa: E402
+from imgcls.data import MNISTDataModule  # noqa: E402
+from imgcls.data.provision import default_root, ensure_dataset  # noqa: E402
+from imgcls.models import create_model  # noqa: E402
+from imgcls.module import ImageClassifier  # noqa: E402
+
+MEAN, STD = 0.1307, 0.3081
+
+
+def plain_loop(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path) -> list[float]:
+    """(a) The reference: tensors in memory, a hand-written loop, nothing else."""
+    torch.manual_seed(0)
+    dm = MNISTDataModule(data_dir=str(data_dir), val_size=0, train_subset=subset)
+    dm.setup("fit")
+    assert dm.train_set is not None
+    images, labels = dm.train_set.images, dm.train_set.labels
+    net = create_model(net_name)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(labels))
+        for i in range(0, len(labels), batch):
+            idx = perm[i : i + batch]
+            x = (images[idx].float() / 255 - MEAN) / STD
+            loss = F.cross_entropy(net(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def imgcls_fit(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path) -> list[float]:
+    """(b) ``imgcls fit`` exactly as the CLI builds it (progress bar, logging, checkpoints)."""
+    args = ["--config", str(ROOT / "configs/mnist/lenet5.yaml"), "--model.net", net_name,
+            "--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", str(batch),
+            "--data.init_args.val_size", "0", "--trainer.default_root_dir", str(workdir / "runs"),
+            "--trainer.logger.init_args.save_dir", str(workdir / "runs")]
+    if subset:
+        args += ["--data.init_args.train_subset", str(subset)]
+    old = sys.argv
+    sys.argv = ["imgcls"]
+    try:
+        cli = ImgclsCLI(args=args, run=False)
+    finally:
+        sys.argv = old
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer.epoch_seconds
+
+
+class ConventionalMNIST(L.LightningDataModule):
+    """(c) The textbook pipeline: a PIL image per sample, ToTensor + Normalize, default collate."""
+
+    def __init__(self, data_dir: Path, batch: int, subset: int | None) -> None:
+        super().__init__()
+        self.data_dir, self.batch, self.subset = data_dir, batch, subset
+
+    def setup(self, stage: str) -> None:
+        from torchvision import datasets, transforms
+
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        ds = datasets.MNIST(str(self.data_dir), train=True, transform=tf, download=False)
+        self.ds = torch.utils.data.Subset(ds, range(self.subset)) if self.subset else ds
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.ds, batch_size=self.batch, shuffle=True, num_workers=0)
+
+
+def conventional(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path) -> list[float]:
+    timer = EpochTimer()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[timer], logger=False,
+                        default_root_dir=str(workdir / "conventional"), enable_checkpointing=False)
+    trainer.fit(ImageClassifier(net=net_name), ConventionalMNIST(data_dir, batch, subset))
+    return timer.epoch_seconds
+
+
+def time_to_accuracy(target: float, data_dir: Path, workdir: Path, recipe: Path) -> tuple[float | None, int, float]:
+    """Training seconds until test accuracy >= target, with the fast LeNet-5 recipe."""
+
+    class TestEachEpoch(L.Callback):
+        def __init__(self) -> None:
+            self.train_s = 0.0
+            self.hit: float | None = None
+            self.epochs = 0
+            self.acc = 0.0
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.train_s += timer.epoch_seconds[-1]
+            self.epochs += 1
+            dm = trainer.datamodule
+            was_training = pl_module.training
+            pl_module.eval()
+            correct = 0
+            with torch.no_grad():
+                images, labels = dm.test_set.images, dm.test_set.labels
+                for i in range(0, len(labels), 2000):
+                    x = (images[i : i + 2000].to(pl_module.device).float() / 255 - MEAN) / STD
+                    correct += int((pl_module(x).argmax(1).cpu() == labels[i : i + 2000]).sum())
+            pl_module.train(was_training)
+            self.acc = correct / len(labels)
+            print(f"  epoch {self.epochs}: test acc {self.acc:.4f} after {self.train_s:.1f} s of training", flush=True)
+            if self.acc >= target and self.hit is None:
+                self.hit = self.train_s
+                trainer.should_stop = True
+
+    # The recipe's own epoch count: its one-cycle schedule is laid out over exactly those epochs.
+    args = ["--config", str(recipe), "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--data.init_args.data_dir", str(data_dir),
+            "--trainer.default_root_dir", str(workdir / "runs"), "--trainer.logger.init_args.save_dir", str(workdir / "runs"),
+            "--trainer.enable_progress_bar", "false"]
+    old = sys.argv
+    sys.argv = ["imgcls"]
+    try:
+        cli = ImgclsCLI(args=args, run=False)
+    finally:
+        sys.argv = old
+    timer = EpochTimer()  # registered before the test callback, so its epoch time is ready
+    probe = TestEachEpoch()
+    cli.trainer.callbacks += [timer, probe]
+    cli.datamodule.setup("test")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return probe.hit, probe.epochs, probe.acc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--net", default="lenet5")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per pipeline; the first is warm-up")
+    p.add_argument("--quick", action="store_true", help="CI smoke test: 2,000 images, 2 epochs, no time-to-99%%")
+    p.add_argument("--data_dir", type=Path, default=None)
+    p.add_argument("--recipe", type=Path, default=ROOT / "configs/recipes/mnist_lenet5_fast.yaml",
+                   help="config for the time-to-99%% run")
+    p.add_argument("--only_tta", action="store_true", help="only the time-to-99%% run")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/imgcls-bench"))
+    args = p.parse_args()
+    data_dir = args.data_dir or default_root()
+    ensure_dataset("mnist", data_dir)
+    subset = 2000 if args.quick else None
+    epochs = 2 if args.quick else args.epochs
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"# train throughput: {args.net}, batch {args.batch}, Adam, {epochs} epochs (first = warm-up), "
+          f"{'2,000' if subset else '60,000'} images, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    if args.only_tta:
+        hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
+        print(f"time to 99%: {hit} s of training ({ep} epochs, test acc {acc:.4f})")
+        return
+    results = {}
+    for name, fn in (("a) plain PyTorch loop", lambda: plain_loop(args.net, args.batch, epochs, subset, data_dir)),
+                     ("b) imgcls fit", lambda: imgcls_fit(args.net, args.batch, epochs, subset, data_dir, args.workdir)),
+                     ("c) conventional pipeline", lambda: conventional(args.net, args.batch, epochs, subset, data_dir, args.workdir))):
+        times = fn()
+        counted = times[1:] if len(times) > 1 else times
+        results[name] = statistics.median(counted)
+        print(f"  {name}: epochs {[round(t, 2) for t in times]}", flush=True)
+    n = subset or 60000
+    print("\n| pipeline | s / epoch | images / s |\n|---|---|---|")
+    for name, s in results.items():
+        print(f"| {name} | {s:.2f} | {n / s:,.0f} |")
+    a, b, c = results.values()
+    print(f"\nb/a = {b / a:.3f}   (target <= 1.10)\nc/b = {c / b:.2f}   (target >= 2.2)")
+    if not args.quick:
+        hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
+        if hit is None:
+            print(f"\ntime to 99% test accuracy: not reached in {ep} epochs (best {acc:.4f})")
+        else:
+            print(f"\ntime to 99% test accuracy: {hit:.1f} s of training ({ep} epochs, test acc {acc:.4f})   (target <= 20 s)")
+
+
+if __name__ == "__main__":
+    main()

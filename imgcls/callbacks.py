@@ -1,0 +1,41 @@
+"""Callbacks: training throughput and the time-to-accuracy clock used by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+__all__ = ["EpochTimer"]
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch (validation and checkpointing excluded), logged as
+    ``time/train_epoch_s`` and ``time/train_images_per_s``; ``epoch_seconds`` keeps them."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.epoch_images: list[int] = []
+        self._t0 = 0.0
+        self._n = 0
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sync(pl_module)
+        self._t0, self._n = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._n += len(batch[1])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sync(pl_module)
+        dt = time.perf_counter() - self._t0
+        self.epoch_seconds.append(dt)
+        self.epoch_images.append(self._n * trainer.world_size)
+        pl_module.log_dict({"time/train_epoch_s": dt, "time/train_images_per_s": self._n * trainer.world_size / dt},
+                           rank_zero_only=True)
