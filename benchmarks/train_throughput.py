@@ -43,6 +43,16 @@ from imgcls.module import ImageClassifier  # noqa: E402
 MEAN, STD = 0.1307, 0.3081
 
 
+def _build_cli(args: list[str]) -> ImgclsCLI:
+    """``imgcls fit`` as the command line builds it, without running it (sys.argv kept clean)."""
+    old = sys.argv
+    sys.argv = ["imgcls"]
+    try:
+        return ImgclsCLI(args=args, run=False)
+    finally:
+        sys.argv = old
+
+
 def plain_loop(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path) -> list[float]:
     """(a) The reference: tensors in memory, a hand-written loop, nothing else."""
     torch.manual_seed(0)
@@ -76,12 +86,7 @@ def imgcls_fit(net_name: str, batch: int, epochs: int, subset: int | None, data_
             "--trainer.logger.init_args.save_dir", str(workdir / "runs")]
     if subset:
         args += ["--data.init_args.train_subset", str(subset)]
-    old = sys.argv
-    sys.argv = ["imgcls"]
-    try:
-        cli = ImgclsCLI(args=args, run=False)
-    finally:
-        sys.argv = old
+    cli = _build_cli(args)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -147,12 +152,7 @@ def time_to_accuracy(target: float, data_dir: Path, workdir: Path, recipe: Path)
     args = ["--config", str(recipe), "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--data.init_args.data_dir", str(data_dir),
             "--trainer.default_root_dir", str(workdir / "runs"), "--trainer.logger.init_args.save_dir", str(workdir / "runs"),
             "--trainer.enable_progress_bar", "false"]
-    old = sys.argv
-    sys.argv = ["imgcls"]
-    try:
-        cli = ImgclsCLI(args=args, run=False)
-    finally:
-        sys.argv = old
+    cli = _build_cli(args)
     timer = EpochTimer()  # registered before the test callback, so its epoch time is ready
     probe = TestEachEpoch()
     cli.trainer.callbacks += [timer, probe]

@@ -50,6 +50,7 @@ from torch import nn
 import imgcls
 from imgcls.checkpoint import CheckpointError, load_checkpoint, load_classifier, resolve_checkpoint
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
+from imgcls.utils import sha256_file
 
 __all__ = [
     "ARTIFACTS",
@@ -164,14 +165,6 @@ def reference_logits(model: nn.Module, images: torch.Tensor, mean: float, std: f
         for i in range(0, len(images), batch_size):
             out.append(model(normalize(images[i : i + batch_size], mean, std)).float().numpy())
     return np.concatenate(out)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _val_scores(ckpt: dict[str, Any], path: Path) -> dict[str, float | None]:
@@ -363,7 +356,7 @@ def export_checkpoint(
         "precision": "fp32",
         "net": hp.net,
         "net_args": dict(hp.net_args or {}),
-        "checkpoint": {"path": str(ckpt_path), "sha256": _sha256(ckpt_path), "epoch": ckpt.get("epoch"),
+        "checkpoint": {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path), "epoch": ckpt.get("epoch"),
                        "global_step": ckpt.get("global_step"), **_val_scores(ckpt, ckpt_path)},
         "test_accuracy": None,  # filled in by the parity run below
         "test_images": n,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgcls.utils import atomic_write_bytes, atomic_write_text
+from imgcls.utils import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = [
     "DATASETS",
@@ -138,14 +138,6 @@ def fetch_command(dataset: str, root: str | os.PathLike[str]) -> str:
 # ----------------------------------------------------------------------------- verification
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_file(path: Path, spec: IdxFile, *, dataset: str, root: Path, full_hash: bool = True) -> None:
     """Check one IDX file: present, right size, right magic number, right sha256.
 
@@ -166,7 +158,7 @@ def check_file(path: Path, spec: IdxFile, *, dataset: str, root: Path, full_hash
         raise DataError(f"{path}: wrong IDX magic number {magic:#x} (expected {spec.magic:#x}); not a valid IDX file. {fix}")
     if count != spec.count:
         raise DataError(f"{path}: header says {count} items, expected {spec.count}. {fix}")
-    if full_hash and (digest := _sha256(path)) != spec.sha256:
+    if full_hash and (digest := sha256_file(path)) != spec.sha256:
         raise DataError(f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); the file is corrupted. {fix}")
 
 

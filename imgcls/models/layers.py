@@ -20,6 +20,17 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTS)}") from None
 
 
+def fc_stack(width: int, hidden: list[int] | tuple[int, ...], activation: str, dropout: float) -> tuple[list[nn.Module], int]:
+    """Linear + activation (+ dropout) for each hidden width; returns the layers and the last width."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), make_activation(activation)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    return layers, width
+
+
 def conv_padding(padding: str, kernel_size: int) -> int:
     """'valid' -> 0; 'same' -> k // 2 (exactly 'same' at stride 1 for odd k)."""
     if padding == "valid":

@@ -16,6 +16,7 @@ from imgcls.models.layers import (
     Pool,
     as_hw,
     conv_output_size,
+    fc_stack,
     make_activation,
     make_pool,
 )
@@ -39,13 +40,8 @@ class LeNet5(Net):
             *_conv_stage(6, 16, 5, 0, activation, pool),  # (B, 16, 5, 5)
             nn.Flatten(),  # (B, 400)
         ]
-        width = 16 * h * w
-        for units in fc:  # F5 (C5 in 1998) 120, F6 84
-            layers += [nn.Linear(width, units), make_activation(activation)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = units
-        self.features = nn.Sequential(*layers)
+        hidden, width = fc_stack(16 * h * w, fc, activation, dropout)  # F5 (C5 in 1998) 120, F6 84
+        self.features = nn.Sequential(*layers, *hidden)
         self.head = nn.Linear(width, num_classes)
 
 

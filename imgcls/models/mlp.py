@@ -6,21 +6,15 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from imgcls.models.layers import Activation, Net, as_hw, make_activation
+from imgcls.models.layers import Activation, Net, as_hw, fc_stack
 from imgcls.models.registry import register_model
 
 
 class MLP(Net):
-    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, activation: str, dropout: float) -> None:
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int, activation: str, dropout: float) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]  # (B, C, H, W) -> (B, C*H*W)
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), make_activation(activation)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        self.features = nn.Sequential(*layers)
+        fc, width = fc_stack(in_features, hidden, activation, dropout)
+        self.features = nn.Sequential(nn.Flatten(), *fc)  # (B, C, H, W) -> (B, C*H*W) -> (B, hidden[-1])
         self.head = nn.Linear(width, num_classes)
 
 
