@@ -35,8 +35,9 @@ def _env(session: nox.Session) -> dict[str, str]:
     return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(VENV)}
 
 
-def _run(session: nox.Session, *args: str, env: dict[str, str]) -> None:
-    session.run(*args, env=env, external=True)
+def _run(session: nox.Session, program: str, *args: str, env: dict[str, str]) -> None:
+    """Run a program of the shared .venv (nox looks programs up on its own PATH, not env's)."""
+    session.run(str(BIN / program), *args, env=env, external=True)
 
 
 @nox.session

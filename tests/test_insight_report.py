@@ -188,3 +188,11 @@ def test_quick_report_end_to_end(real_data_root: Path, tmp_path: Path) -> None:
         assert e["n_test"] == 500 and e["epochs"] == 1 and e["fit_seconds"] > 0
         assert 0.1 < e["shift_mean"][0] <= 1.0  # better than chance after one epoch
     assert all(w["match"] for w in results["worked_examples"])
+
+
+def test_extra_row_from_any_checkpoint(trained_ckpt):
+    from imgcls.commands.report import _extra_experiment
+
+    exp = _extra_experiment("recipe-lenet5", str(trained_ckpt))
+    assert exp.name == "recipe-lenet5" and exp.full.net == "lenet5" and exp.full.dataset == "mnist"
+    assert exp.lecture_acc is None and "recipe-lenet5" in exp.title
