@@ -53,6 +53,11 @@ def _build_cli(args: list[str]) -> ImgclsCLI:
         sys.argv = old
 
 
+def _timer(cli: ImgclsCLI) -> EpochTimer:
+    """The EpochTimer that `imgcls fit` always runs."""
+    return next(cb for cb in cli.trainer.callbacks if isinstance(cb, EpochTimer))
+
+
 def plain_loop(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path) -> list[float]:
     """(a) The reference: tensors in memory, a hand-written loop, nothing else."""
     torch.manual_seed(0)
@@ -87,8 +92,7 @@ def imgcls_fit(net_name: str, batch: int, epochs: int, subset: int | None, data_
     if subset:
         args += ["--data.init_args.train_subset", str(subset)]
     cli = _build_cli(args)
-    timer = EpochTimer()
-    cli.trainer.callbacks.append(timer)
+    timer = _timer(cli)
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer.epoch_seconds
 
@@ -153,9 +157,9 @@ def time_to_accuracy(target: float, data_dir: Path, workdir: Path, recipe: Path)
             "--trainer.default_root_dir", str(workdir / "runs"), "--trainer.logger.init_args.save_dir", str(workdir / "runs"),
             "--trainer.enable_progress_bar", "false"]
     cli = _build_cli(args)
-    timer = EpochTimer()  # registered before the test callback, so its epoch time is ready
+    timer = _timer(cli)  # registered before the test callback, so its epoch time is ready
     probe = TestEachEpoch()
-    cli.trainer.callbacks += [timer, probe]
+    cli.trainer.callbacks.append(probe)
     cli.datamodule.setup("test")
     cli.trainer.fit(cli.model, cli.datamodule)
     return probe.hit, probe.epochs, probe.acc

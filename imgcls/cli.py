@@ -247,6 +247,9 @@ class ImgclsCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())  # checkpoints are written to a temp file, then renamed
         config["plugins"] = plugins
+        from imgcls.callbacks import EpochTimer
+
+        callbacks = [*callbacks, EpochTimer()]  # logs time/train_epoch_s and images/s
         return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
