@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    ModelCheckpoint,
+    ProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 
@@ -250,6 +256,11 @@ class ImgclsCLI(LightningCLI):
         from imgcls.callbacks import EpochTimer
 
         callbacks = [*callbacks, EpochTimer()]  # logs time/train_epoch_s and images/s
+        given = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
+            # Redrawing the bar every step costs time on small nets and floods logs: every 10
+            # steps on a terminal, every 100 when the output goes to a file.
+            callbacks.append(TQDMProgressBar(refresh_rate=10 if sys.stdout.isatty() else 100))
         return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
