@@ -74,7 +74,6 @@ def test_fit_then_test_learns_and_lays_out_the_run(trained_run, real_data_root, 
 @pytest.mark.real_data
 def test_new_run_never_overwrites_and_resume_continues(real_data_root, tmp_path):
     # No one-cycle schedule here: this test resumes with more epochs than the run was laid out for.
-    # No one-cycle schedule here: this test resumes with more epochs than the run was laid out for.
     small_fit(tmp_path, real_data_root, *NO_SCHED, "--trainer.max_epochs", "1")
     small_fit(tmp_path, real_data_root, *NO_SCHED, "--trainer.max_epochs", "1")
     exp = tmp_path / "runs" / "mnist-lenet5"
