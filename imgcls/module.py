@@ -172,8 +172,12 @@ class ImageClassifier(L.LightningModule):
         opt = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return opt
-        try:  # OneCycleLR and friends need the run's length, which only the trainer knows
-            sched = self.scheduler_factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))  # type: ignore[call-arg]
+        # OneCycleLR and friends need the run's length, which only the trainer knows. At least
+        # 100 steps: OneCycleLR divides by zero when pct_start * total_steps == 1 (a 4-step smoke
+        # run); a run shorter than that simply does not reach the end of its schedule.
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 100)
+        try:
+            sched = self.scheduler_factory(opt, total_steps=total_steps)  # type: ignore[call-arg]
         except TypeError:
             sched = self.scheduler_factory(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams["scheduler_interval"]}}

@@ -221,8 +221,14 @@ def test_label_smoothing_and_onecycle_scheduler(tiny_data, tmp_path):
     trainer = _trainer(tmp_path, max_epochs=2, enable_checkpointing=False)
     trainer.fit(model, MNISTDataModule(data_dir=str(tiny_data), val_size=100, batch_size=100))
     sched = trainer.lr_scheduler_configs[0].scheduler
-    assert sched.total_steps == 10  # 500 images / 100 per batch x 2 epochs, from the trainer
-    assert trainer.optimizers[0].param_groups[0]["lr"] < 0.01  # annealed by the end
+    assert sched.total_steps == 100  # 500 images / 100 per batch x 2 epochs = 10, raised to the floor of 100
+    assert 0.004 < trainer.optimizers[0].param_groups[0]["lr"] < 0.1  # warming up from max_lr/25 after 10 of 100 steps
+    long = ImageClassifier(net="lenet5_small", optimizer=partial(torch.optim.SGD, lr=0.05), scheduler_interval="step",
+                           scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
+    trainer = _trainer(tmp_path, max_epochs=25, enable_checkpointing=False, limit_val_batches=0)
+    trainer.fit(long, MNISTDataModule(data_dir=str(tiny_data), val_size=100, batch_size=100))
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 125  # 5 steps x 25 epochs, from the trainer
+    assert trainer.optimizers[0].param_groups[0]["lr"] < 0.001  # annealed by the end
 
 
 # ----------------------------------------------------------------------------- precision, W&B
