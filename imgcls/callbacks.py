@@ -7,8 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["EpochTimer"]
+__all__ = ["EpochTimer", "RunCheckpoint"]
 
 
 class EpochTimer(L.Callback):
@@ -39,3 +40,27 @@ class EpochTimer(L.Callback):
         self.epoch_images.append(self._n * trainer.world_size)
         pl_module.log_dict({"time/train_epoch_s": dt, "time/train_images_per_s": self._n * trainer.world_size / dt},
                            rank_zero_only=True)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` really is the last epoch.
+
+    Lightning 2.6 writes ``last.ckpt`` only in an epoch that also saved a top-k checkpoint, so
+    after an epoch without a new best, ``last.ckpt`` is stale and a resume would repeat
+    finished epochs. This writes it at the end of every validation.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._ensure_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._ensure_last(trainer)
+
+    def _ensure_last(self, trainer: L.Trainer) -> None:
+        # Skipped when this step already wrote a checkpoint (then last.ckpt was written too).
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

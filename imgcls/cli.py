@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 
+from imgcls.callbacks import RunCheckpoint
 from imgcls.checkpoint import AtomicCheckpointIO
 from imgcls.data.datamodule import ImageDataModule
 from imgcls.loggers import RunCSVLogger
@@ -168,7 +169,7 @@ class ImgclsCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Always on: best by val/acc plus last, in <run>/checkpoints/{best,last}.ckpt.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.filename": "best",
                              "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                              # each run has its own directory, so a resume replaces best/last in place

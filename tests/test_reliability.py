@@ -26,13 +26,13 @@ from .conftest import FAST, run_imgcls
 
 
 def _fit(tmp_path: Path, data: Path, epochs: int, ckpt_path: str | None = None, **trainer_kw) -> tuple[L.Trainer, ImageClassifier]:
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from imgcls.callbacks import RunCheckpoint
 
     L.seed_everything(7, verbose=False)
     model = ImageClassifier(net="convnet", net_args={"channels": [4, 8], "hidden": 16})  # has dropout: uses the RNG
     dm = MNISTDataModule(data_dir=str(data), val_size=100, batch_size=64, shift_augment=2)  # augmentation: RNG too
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc", mode="max", filename="best", save_last=True,
-                           enable_version_counter=False)
+    ckpt = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc", mode="max", filename="best", save_last=True,
+                         enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[ckpt],
                         plugins=[AtomicCheckpointIO()], **trainer_kw)
@@ -53,6 +53,22 @@ def test_resume_parity_is_bit_identical(tiny_data, tmp_path):
     assert _same_weights(m1.state_dict(), m2.state_dict()), "resumed weights differ from the uninterrupted run"
     for key in ("val/acc", "val/loss", "train/loss"):
         assert float(straight.callback_metrics[key]) == float(resumed.callback_metrics[key])
+
+
+def test_last_ckpt_is_the_last_epoch_even_without_a_new_best(tiny_data, tmp_path):
+    """Lightning 2.6 alone leaves last.ckpt at the last *best* epoch; a resume would repeat epochs."""
+    from functools import partial
+
+    from imgcls.callbacks import RunCheckpoint
+
+    ckpt = RunCheckpoint(dirpath=tmp_path, monitor="val/acc", mode="max", filename="best", save_last=True,
+                         enable_version_counter=False)
+    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=3, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[ckpt])
+    frozen = ImageClassifier(net="lenet5_small", optimizer=partial(torch.optim.SGD, lr=0.0))  # val/acc never improves
+    trainer.fit(frozen, MNISTDataModule(data_dir=str(tiny_data), val_size=100, batch_size=100))
+    assert load_checkpoint(tmp_path / "best.ckpt")["epoch"] == 0
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
 
 
 # 7 ---------------------------------------------------------------------------------------------
