@@ -63,23 +63,21 @@ class RunConfigCallback(SaveConfigCallback):
                 logger.log_hyperparams({"config": config})
 
 
-class RunSummary(Callback):
-    """After fit: tells the loggers and the user where the best and last checkpoints are."""
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
-        ckpt = trainer.checkpoint_callback
-        if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
-            return
-        score = ckpt.best_model_score
-        summary = {"best_model_path": ckpt.best_model_path, "last_model_path": ckpt.last_model_path,
-                   "best_val_acc": float(score) if score is not None else None}
-        for logger in trainer.loggers:
-            exp: Any = getattr(logger, "experiment", None)
-            if exp is not None and hasattr(exp, "summary"):  # W&B
-                exp.summary.update(summary)
-        print(f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
-              f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}", flush=True)
+def report_checkpoints(trainer: Trainer) -> None:
+    """After fit: tell the loggers (W&B summary) and the user where the best and last checkpoints are."""
+    log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+    ckpt = trainer.checkpoint_callback
+    if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
+        return
+    score = ckpt.best_model_score
+    summary = {"best_model_path": ckpt.best_model_path, "last_model_path": ckpt.last_model_path,
+               "best_val_acc": float(score) if score is not None else None}
+    for logger in trainer.loggers:
+        exp: Any = getattr(logger, "experiment", None)
+        if exp is not None and hasattr(exp, "summary"):  # W&B
+            exp.summary.update(summary)
+    print(f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
+          f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}", flush=True)
 
 
 class TestReport(Callback):
@@ -284,7 +282,7 @@ class ImgclsCLI(LightningCLI):
 
     def after_fit(self) -> None:
         # Rank 0 tells W&B and the user where the checkpoints are.
-        RunSummary().on_fit_end(self.trainer, self.model)
+        report_checkpoints(self.trainer)
 
     def before_test(self) -> None:
         callbacks: list[Callback] = self.trainer.callbacks  # type: ignore[attr-defined]
