@@ -23,7 +23,7 @@ from imgcls.data.provision import (
     raw_dir,
     verify,
 )
-from imgcls.data.transforms import random_shift, translate
+from imgcls.data.transforms import random_erase, random_shift, translate
 
 from .conftest import write_tiny_dataset
 
@@ -243,6 +243,32 @@ def test_random_shift_preserves_mass_within_bounds():
     assert y.dtype == torch.uint8 and y.shape == x.shape
     assert torch.equal(y.float().sum((1, 2, 3)), x.float().sum((1, 2, 3)))
     assert not torch.equal(y, x)  # 64 images: some moved
+
+
+def test_random_erase_one_clipped_rectangle_per_image():
+    torch.manual_seed(0)
+    x = torch.ones(2000, 1, 28, 28)
+    y = random_erase(x, p=0.5, value=0.0)
+    erased = (y == 0).squeeze(1)  # (B, H, W)
+    hit = erased.any((1, 2))
+    assert 0.45 < hit.float().mean() < 0.55  # p per image
+    frac = erased[hit].float().mean((1, 2))
+    assert frac.min() >= 1 / 784 and frac.max() <= 0.34 + 2 / 28  # 2-33 % of the area, after rounding
+    rows, cols = erased[hit].any(2), erased[hit].any(1)  # each erased region is one rectangle:
+    assert torch.equal(erased[hit], rows[:, :, None] & cols[:, None, :])  # its rows x its columns
+    assert torch.equal(random_erase(x, p=0.0), x) and torch.equal(x, torch.ones_like(x))  # input untouched
+
+
+def test_random_erase_only_in_training(tiny_data):
+    dm = MNISTDataModule(data_dir=str(tiny_data), val_size=100, random_erase=1.0)
+    batch = (torch.full((8, 1, 28, 28), 255, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    hi = (1 - dm.mean) / dm.std
+    assert torch.allclose(dm.on_after_batch_transfer(batch, 0)[0], torch.tensor(hi))  # no trainer: eval path
+    dm.trainer = type("T", (), {"training": True})()
+    x = dm.on_after_batch_transfer(batch, 0)[0]
+    assert ((x == 0).flatten(1).any(1)).all() and torch.isclose(x, torch.tensor(hi)).any()  # every image has a hole at the mean
+    with pytest.raises(ValueError, match="probability"):
+        MNISTDataModule(data_dir=str(tiny_data), val_size=100, random_erase=1.5)
 
 
 def test_predict_dir_of_images(tiny_data, tmp_path):

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imgcls.data.provision import ensure_dataset, get_spec, raw_dir, verify
-from imgcls.data.transforms import normalize, random_hflip, random_shift
+from imgcls.data.transforms import normalize, random_erase, random_hflip, random_shift
 
 __all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
 
@@ -49,7 +49,8 @@ class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
-        return self.images[idx], self.labels[idx]
+        # index_select, not images[idx]: on a CPU it gathers a uint8 batch ~10x faster (6 vs 80 us).
+        return self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
     def to(self, device: torch.device | str) -> TensorImageDataset:
         return TensorImageDataset(self.images.to(device), self.labels.to(device))
@@ -111,6 +112,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         shift_augment: int = 0,
         hflip: bool = False,
+        random_erase: float = 0.0,
         predict_dir: str | None = None,
         keep_on_device: bool = True,
     ) -> None:
@@ -127,6 +129,8 @@ class ImageDataModule(L.LightningDataModule):
             num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
             shift_augment: random translation of training images by up to ±k pixels (0: off).
             hflip: random horizontal flips of training images (for Fashion-MNIST; not digits).
+            random_erase: probability of erasing a random rectangle (2-33 % of the image, set to
+                the mean pixel) of each training image (Zhong et al. 2017; 0: off).
             predict_dir: a folder of image files to predict on (default: the test set).
             keep_on_device: move the uint8 tensors to the GPU when training on one.
         """
@@ -139,12 +143,15 @@ class ImageDataModule(L.LightningDataModule):
         self.seed, self.num_workers, self.shift_augment, self.hflip = seed, num_workers, shift_augment, hflip
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.keep_on_device = keep_on_device
+        self.random_erase = random_erase
         self.train_total = get_spec(self.dataset_name).files[0].count  # 60,000
         self.n_val = self._resolve_val_size(val_size)
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}")
         if shift_augment < 0:
             raise ValueError(f"shift_augment must be >= 0 pixels, got {shift_augment}")
+        if not 0.0 <= random_erase <= 1.0:
+            raise ValueError(f"random_erase is a probability in [0, 1], got {random_erase}")
         pool = self.train_total - self.n_val
         if train_subset is not None and not 1 <= train_subset <= pool:
             raise ValueError(
@@ -303,6 +310,8 @@ class ImageDataModule(L.LightningDataModule):
                 x = random_hflip(x)
             if self.shift_augment:
                 x = random_shift(x, self.shift_augment)
+            if self.random_erase:
+                return random_erase(normalize(x, self.mean, self.std), self.random_erase), y
         return normalize(x, self.mean, self.std), y
 
     def info(self) -> dict[str, Any]:
