@@ -9,8 +9,9 @@ Measured in ONE run on ONE machine, with the same net, batch size, optimiser and
 
 Seconds per training epoch exclude validation and checkpointing (``EpochTimer``); the first
 epoch is a warm-up and is not counted. The three take turns for ``--rounds`` rounds (3), so a
-slow spell of a shared machine hits them alike; each figure is the median of its counted
-epochs. Prints images/s and the ratios b/a and c/b.
+slow spell of a shared machine hits them alike. Noise only ever slows an epoch down, so each
+pipeline's figure is its fastest counted epoch (timeit's reasoning); medians are printed
+beside it. Prints images/s and the ratios b/a and c/b.
 
 The plain loop gathers a batch the textbook way, ``images[idx]``; imgcls uses
 ``index_select``, which on a CPU is ~10x faster for a uint8 batch (6 vs 80 us a batch).
@@ -89,7 +90,9 @@ def plain_loop(net_name: str, batch: int, epochs: int, subset: int | None, data_
 
 def imgcls_fit(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path) -> list[float]:
     """(b) ``imgcls fit`` exactly as the CLI builds it (progress bar, logging, checkpoints)."""
-    args = ["--config", str(ROOT / "configs/mnist/lenet5.yaml"), "--model.net", net_name,
+    # The default config, with its one-cycle schedule switched off: a and c train with a constant
+    # learning rate, and the comparison is of pipelines, not of optimisers.
+    args = ["--config", str(ROOT / "configs/mnist/lenet5.yaml"), "--model.net", net_name, "--model.scheduler", "null",
             "--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
             "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", str(batch),
             "--data.init_args.val_size", "0", "--trainer.default_root_dir", str(workdir / "runs"),
@@ -199,20 +202,25 @@ def main() -> None:
                  ("b) imgcls fit", lambda: imgcls_fit(args.net, args.batch, epochs, subset, data_dir, args.workdir)),
                  ("c) conventional pipeline", lambda: conventional(args.net, args.batch, epochs, subset, data_dir, args.workdir)))
     # The pipelines take turns, round after round, so a slow spell of a shared machine hits all
-    # three alike instead of one; each figure is the median of its counted epochs over all rounds.
+    # three alike instead of one.
     epochs_of: dict[str, list[float]] = {name: [] for name, _ in pipelines}
     for r in range(rounds):
         for name, fn in pipelines:
             times = fn()
             epochs_of[name] += times[1:] if len(times) > 1 else times
             print(f"  round {r + 1}/{rounds} {name}: epochs {[round(t, 2) for t in times]}", flush=True)
-    results = {name: statistics.median(t) for name, t in epochs_of.items()}
+    # Noise on a shared machine only ever slows an epoch down, so the fastest counted epoch is the
+    # best estimate of a pipeline's cost (timeit's reasoning); the medians are printed beside it.
+    best = {name: min(t) for name, t in epochs_of.items()}
+    median = {name: statistics.median(t) for name, t in epochs_of.items()}
     n = subset or 60000
-    print("\n| pipeline | s / epoch | images / s |\n|---|---|---|")
-    for name, s in results.items():
-        print(f"| {name} | {s:.2f} | {n / s:,.0f} |")
-    a, b, c = results.values()
-    print(f"\nb/a = {b / a:.3f}   (target <= 1.10)\nc/b = {c / b:.2f}   (target >= 2.2)")
+    print("\n| pipeline | s / epoch (best) | s / epoch (median) | images / s (best) |\n|---|---|---|---|")
+    for name in epochs_of:
+        print(f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {n / best[name]:,.0f} |")
+    a, b, c = best.values()
+    ma, mb, mc = median.values()
+    print(f"\nb/a = {b / a:.3f}   (target <= 1.10; medians: {mb / ma:.3f})"
+          f"\nc/b = {c / b:.2f}   (target >= 2.2; medians: {mc / mb:.2f})")
     if not args.quick:
         hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
         if hit is None:
