@@ -58,6 +58,8 @@ def test_fit_then_test_learns_and_lays_out_the_run(trained_run, real_data_root, 
     assert _last(rows, "val/acc") > 0.9  # 6,000 images, 2 epochs: far above chance (0.1)
     train_acc = {r["epoch"]: float(r["train/acc"]) for r in rows if r.get("train/acc")}  # once an epoch
     assert set(train_acc) == {"0", "1"} and 0.5 < train_acc["0"] < train_acc["1"] < 1.0
+    train_loss = {r["epoch"]: float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")}
+    assert 0 < train_loss["1"] < train_loss["0"] < 2.3  # below chance's ln 10 and falling
     assert [int(r["step"]) for r in rows if r.get("train/loss")] == [49]  # the logger's step (every 50)
     # test: a copy of the run, so the shared fixture stays untouched
     run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
