@@ -42,6 +42,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class ImageClassifier(L.LightningModule):
+    _train_sums: torch.Tensor  # (3,) buffer: sum of loss x images, correct, images this epoch
+
     def __init__(
         self,
         net: str = "lenet5",
@@ -132,7 +134,7 @@ class ImageClassifier(L.LightningModule):
         # device every time), as much as a whole LeNet-5 step on a GPU. So the step loss is logged
         # only on the steps the logger writes (every `log_every_n_steps`; the progress bar shows
         # the latest), and train/acc once an epoch from the counters.
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        if (self.global_step + 1) % getattr(self.trainer, "log_every_n_steps", 50) == 0:  # set by the Trainer
             self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
