@@ -305,14 +305,15 @@ class ImageDataModule(L.LightningDataModule):
             return batch
         x, y = batch
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.training:
-            if self.hflip:
-                x = random_hflip(x)
-            if self.shift_augment:
-                x = random_shift(x, self.shift_augment)
-            if self.random_erase:
-                return random_erase(normalize(x, self.mean, self.std), self.random_erase), y
-        return normalize(x, self.mean, self.std), y
+        training = trainer is not None and trainer.training
+        if training and self.hflip:
+            x = random_hflip(x)
+        if training and self.shift_augment:
+            x = random_shift(x, self.shift_augment)
+        x = normalize(x, self.mean, self.std)
+        if training and self.random_erase:  # after normalising: the erased pixels become the mean
+            x = random_erase(x, self.random_erase)
+        return x, y
 
     def info(self) -> dict[str, Any]:
         """What a model needs to know of the data set (linked into ImageClassifier by the CLI)."""

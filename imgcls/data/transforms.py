@@ -100,6 +100,6 @@ def random_erase(
 
 def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 pixels (or floats in [0, 1]) -> float32 ``(x/255 - mean) / std``."""
-    if x.dtype == torch.uint8:  # one fused pass over a fresh float copy: x * (1/(255 std)) - mean/std
+    if x.dtype == torch.uint8:  # in place on the fresh float copy: x * (1/(255 std)) - mean/std
         return x.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
     return (x - mean) / std
