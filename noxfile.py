@@ -74,8 +74,19 @@ def train(session: nox.Session) -> None:
     """The main job: data, then LeNet-5 on real MNIST, then export of the best checkpoint to ONNX."""
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "mnist", env=env)
-    _run(session, "imgcls", "fit", "--config", "configs/mnist/lenet5.yaml", *session.posargs, env=env)
-    _run(session, "imgcls", "test", "--config", "configs/mnist/lenet5.yaml", "--ckpt_path", "best", env=env)
+    _run(
+        session, "imgcls", "fit", "--config", "configs/mnist/lenet5.yaml", *session.posargs, env=env
+    )
+    _run(
+        session,
+        "imgcls",
+        "test",
+        "--config",
+        "configs/mnist/lenet5.yaml",
+        "--ckpt_path",
+        "best",
+        env=env,
+    )
     _run(session, "imgcls", "export", "--run_dir", "runs/mnist-lenet5", env=env)
 
 

@@ -53,7 +53,9 @@ class Timing:
     reps: int
 
 
-def measure(fn: Callable[[], object], batch: int, budget_s: float, warmup_s: float, min_reps: int = 5) -> Timing:
+def measure(
+    fn: Callable[[], object], batch: int, budget_s: float, warmup_s: float, min_reps: int = 5
+) -> Timing:
     """Time single calls of ``fn`` until ``budget_s`` has passed (after ``warmup_s`` of warm-up)."""
     end = time.perf_counter() + warmup_s
     fn()
@@ -68,7 +70,12 @@ def measure(fn: Callable[[], object], batch: int, budget_s: float, warmup_s: flo
         times.append(time.perf_counter_ns() - t0)
     total_s = (time.perf_counter_ns() - start) / 1e9
     t = np.asarray(times, dtype=np.float64) / 1e3
-    return Timing(float(np.percentile(t, 50)), float(np.percentile(t, 95)), batch * len(times) / total_s, len(times))
+    return Timing(
+        float(np.percentile(t, 50)),
+        float(np.percentile(t, 95)),
+        batch * len(times) / total_s,
+        len(times),
+    )
 
 
 def ort_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -84,8 +91,14 @@ def fmt_us(us: float) -> str:
     return f"{us:,.1f} µs" if us < 10_000 else f"{us / 1e3:,.1f} ms"
 
 
-def bench_net(wrapper: PixelClassifier, onnx_path: Path, batches: tuple[int, ...], budget_s: float,
-              warmup_s: float, cores: int) -> dict[int, tuple[int, Timing, Timing]]:
+def bench_net(
+    wrapper: PixelClassifier,
+    onnx_path: Path,
+    batches: tuple[int, ...],
+    budget_s: float,
+    warmup_s: float,
+    cores: int,
+) -> dict[int, tuple[int, Timing, Timing]]:
     """{batch: (threads, torch timing, onnxruntime timing)} for one net."""
     out = {}
     rng = np.random.default_rng(0)
@@ -105,15 +118,39 @@ def bench_net(wrapper: PixelClassifier, onnx_path: Path, batches: tuple[int, ...
 
 
 def table_row(name: str, batch: int, threads: int, t_torch: Timing, t_ort: Timing) -> list[str]:
-    return [name, str(batch), str(threads), fmt_us(t_torch.p50_us), fmt_us(t_torch.p95_us),
-            f"{t_torch.throughput:,.0f}", fmt_us(t_ort.p50_us), fmt_us(t_ort.p95_us), f"{t_ort.throughput:,.0f}",
-            f"{t_ort.p50_us / t_torch.p50_us:.3f}", f"{t_torch.p50_us / t_ort.p50_us:.1f}×"]
+    return [
+        name,
+        str(batch),
+        str(threads),
+        fmt_us(t_torch.p50_us),
+        fmt_us(t_torch.p95_us),
+        f"{t_torch.throughput:,.0f}",
+        fmt_us(t_ort.p50_us),
+        fmt_us(t_ort.p95_us),
+        f"{t_ort.throughput:,.0f}",
+        f"{t_ort.p50_us / t_torch.p50_us:.3f}",
+        f"{t_torch.p50_us / t_ort.p50_us:.1f}×",
+    ]
 
 
 def markdown(rows: list[list[str]]) -> str:
-    head = ["net", "batch", "threads", "torch p50", "torch p95", "torch img/s", "ort p50", "ort p95", "ort img/s",
-            "ort/torch p50", "speed-up"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i > 0 else "---" for i in range(len(head))) + "|"]
+    head = [
+        "net",
+        "batch",
+        "threads",
+        "torch p50",
+        "torch p95",
+        "torch img/s",
+        "ort p50",
+        "ort p95",
+        "ort img/s",
+        "ort/torch p50",
+        "speed-up",
+    ]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---:" if i > 0 else "---" for i in range(len(head))) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -130,14 +167,35 @@ def cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nets", default=",".join(list_models()), help="comma-separated registered nets (default: all)")
-    p.add_argument("--ckpt", default=None, help="benchmark this checkpoint's net (with its weights) instead")
-    p.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
-    p.add_argument("--quick", action="store_true", help="short time budget per cell (a smoke run, noisier)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of timed calls per cell (default 2, quick 0.2)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for batches > 1 on both sides (default: all cores; batch 1 always uses 1)")
-    p.add_argument("--check", action="store_true", help="exit 1 if LeNet-5 batch 1 misses the target")
+    p.add_argument(
+        "--nets",
+        default=",".join(list_models()),
+        help="comma-separated registered nets (default: all)",
+    )
+    p.add_argument(
+        "--ckpt", default=None, help="benchmark this checkpoint's net (with its weights) instead"
+    )
+    p.add_argument(
+        "--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="short time budget per cell (a smoke run, noisier)"
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of timed calls per cell (default 2, quick 0.2)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for batches > 1 on both sides (default: all cores; batch 1 always uses 1)",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 if LeNet-5 batch 1 misses the target"
+    )
     args = p.parse_args(argv)
 
     budget = args.budget if args.budget is not None else (0.2 if args.quick else 2.0)
@@ -149,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         from imgcls.checkpoint import load_classifier
 
         clf = load_classifier(args.ckpt)
-        models.append((clf.hparams.net, PixelClassifier(clf.net, clf.hparams.mean, clf.hparams.std).eval()))
+        models.append(
+            (clf.hparams.net, PixelClassifier(clf.net, clf.hparams.mean, clf.hparams.std).eval())
+        )
     else:
         torch.manual_seed(0)
         for name in args.nets.split(","):
@@ -160,22 +220,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, wrapper in models:
             path = Path(tmp) / f"{name}.onnx"
-            path.write_bytes(to_onnx(wrapper.net, wrapper.mean, wrapper.std, (1, 28, 28), OPSET).SerializeToString())
+            path.write_bytes(
+                to_onnx(
+                    wrapper.net, wrapper.mean, wrapper.std, (1, 28, 28), OPSET
+                ).SerializeToString()
+            )
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            for batch, (threads, t_torch, t_ort) in bench_net(wrapper, path, batches, budget, warmup, cores).items():
+            for batch, (threads, t_torch, t_ort) in bench_net(
+                wrapper, path, batches, budget, warmup, cores
+            ).items():
                 rows.append(table_row(name, batch, threads, t_torch, t_ort))
                 if name == "lenet5" and batch == 1:
                     lenet5_b1 = (t_torch, t_ort)
 
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads at batch > 1: {cores}; torch {torch.__version__}, "
-          f"onnxruntime {ort.__version__}, opset {OPSET}; {budget:g} s per cell\n")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads at batch > 1: {cores}; torch {torch.__version__}, "
+        f"onnxruntime {ort.__version__}, opset {OPSET}; {budget:g} s per cell\n"
+    )
     print(markdown(rows))
     if lenet5_b1 is None:
         return 0
     torch_us, ort_us = lenet5_b1[0].p50_us, lenet5_b1[1].p50_us
     ok = ort_us <= TARGET_US and torch_us / ort_us >= TARGET_SPEEDUP
-    print(f"\nLeNet-5 batch 1: onnxruntime {ort_us:.1f} µs (target <= {TARGET_US:.0f}), {torch_us / ort_us:.1f}× "
-          f"faster than torch eager {torch_us:.1f} µs (target >= {TARGET_SPEEDUP:.0f}×): {'PASS' if ok else 'MISS'}")
+    print(
+        f"\nLeNet-5 batch 1: onnxruntime {ort_us:.1f} µs (target <= {TARGET_US:.0f}), {torch_us / ort_us:.1f}× "
+        f"faster than torch eager {torch_us:.1f} µs (target >= {TARGET_SPEEDUP:.0f}×): {'PASS' if ok else 'MISS'}"
+    )
     return 1 if args.check and not ok else 0
 
 

@@ -64,7 +64,9 @@ def _timer(cli: ImgclsCLI) -> EpochTimer:
     return next(cb for cb in cli.trainer.callbacks if isinstance(cb, EpochTimer))
 
 
-def plain_loop(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path) -> list[float]:
+def plain_loop(
+    net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path
+) -> list[float]:
     """(a) The reference: tensors in memory, a hand-written loop, nothing else."""
     torch.manual_seed(0)
     dm = MNISTDataModule(data_dir=str(data_dir), val_size=0, train_subset=subset)
@@ -88,15 +90,36 @@ def plain_loop(net_name: str, batch: int, epochs: int, subset: int | None, data_
     return times
 
 
-def imgcls_fit(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path) -> list[float]:
+def imgcls_fit(
+    net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path
+) -> list[float]:
     """(b) ``imgcls fit`` exactly as the CLI builds it (progress bar, logging, checkpoints)."""
     # The default config, with its one-cycle schedule switched off: a and c train with a constant
     # learning rate, and the comparison is of pipelines, not of optimisers.
-    args = ["--config", str(ROOT / "configs/mnist/lenet5.yaml"), "--model.net", net_name, "--model.scheduler", "null",
-            "--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-            "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", str(batch),
-            "--data.init_args.val_size", "0", "--trainer.default_root_dir", str(workdir / "runs"),
-            "--trainer.logger.init_args.save_dir", str(workdir / "runs")]
+    args = [
+        "--config",
+        str(ROOT / "configs/mnist/lenet5.yaml"),
+        "--model.net",
+        net_name,
+        "--model.scheduler",
+        "null",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--data.init_args.data_dir",
+        str(data_dir),
+        "--data.init_args.batch_size",
+        str(batch),
+        "--data.init_args.val_size",
+        "0",
+        "--trainer.default_root_dir",
+        str(workdir / "runs"),
+        "--trainer.logger.init_args.save_dir",
+        str(workdir / "runs"),
+    ]
     if subset:
         args += ["--data.init_args.train_subset", str(subset)]
     cli = _build_cli(args)
@@ -120,18 +143,31 @@ class ConventionalMNIST(L.LightningDataModule):
         self.ds = torch.utils.data.Subset(ds, range(self.subset)) if self.subset else ds
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(self.ds, batch_size=self.batch, shuffle=True, num_workers=0)
+        return torch.utils.data.DataLoader(
+            self.ds, batch_size=self.batch, shuffle=True, num_workers=0
+        )
 
 
-def conventional(net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path) -> list[float]:
+def conventional(
+    net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path
+) -> list[float]:
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[timer], logger=False,
-                        default_root_dir=str(workdir / "conventional"), enable_checkpointing=False)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[timer],
+        logger=False,
+        default_root_dir=str(workdir / "conventional"),
+        enable_checkpointing=False,
+    )
     trainer.fit(ImageClassifier(net=net_name), ConventionalMNIST(data_dir, batch, subset))
     return timer.epoch_seconds
 
 
-def time_to_accuracy(target: float, data_dir: Path, workdir: Path, recipe: Path) -> tuple[float | None, int, float]:
+def time_to_accuracy(
+    target: float, data_dir: Path, workdir: Path, recipe: Path
+) -> tuple[float | None, int, float]:
     """Training seconds until test accuracy >= target, with the fast LeNet-5 recipe."""
 
     class TestEachEpoch(L.Callback):
@@ -155,15 +191,31 @@ def time_to_accuracy(target: float, data_dir: Path, workdir: Path, recipe: Path)
                     correct += int((pl_module(x).argmax(1).cpu() == labels[i : i + 2000]).sum())
             pl_module.train(was_training)
             self.acc = correct / len(labels)
-            print(f"  epoch {self.epochs}: test acc {self.acc:.4f} after {self.train_s:.1f} s of training", flush=True)
+            print(
+                f"  epoch {self.epochs}: test acc {self.acc:.4f} after {self.train_s:.1f} s of training",
+                flush=True,
+            )
             if self.acc >= target and self.hit is None:
                 self.hit = self.train_s
                 trainer.should_stop = True
 
     # The recipe's own epoch count: its one-cycle schedule is laid out over exactly those epochs.
-    args = ["--config", str(recipe), "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--data.init_args.data_dir", str(data_dir),
-            "--trainer.default_root_dir", str(workdir / "runs"), "--trainer.logger.init_args.save_dir", str(workdir / "runs"),
-            "--trainer.enable_progress_bar", "false"]
+    args = [
+        "--config",
+        str(recipe),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--data.init_args.data_dir",
+        str(data_dir),
+        "--trainer.default_root_dir",
+        str(workdir / "runs"),
+        "--trainer.logger.init_args.save_dir",
+        str(workdir / "runs"),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     cli = _build_cli(args)
     timer = _timer(cli)  # registered before the test callback, so its epoch time is ready
     probe = TestEachEpoch()
@@ -174,15 +226,27 @@ def time_to_accuracy(target: float, data_dir: Path, workdir: Path, recipe: Path)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--net", default="lenet5")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=3, help="epochs per pipeline; the first is warm-up")
+    p.add_argument(
+        "--epochs", type=int, default=3, help="epochs per pipeline; the first is warm-up"
+    )
     p.add_argument("--rounds", type=int, default=3, help="rounds in which a, b and c take turns")
-    p.add_argument("--quick", action="store_true", help="CI smoke test: 2,000 images, 2 epochs, 1 round, no time-to-99%%")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke test: 2,000 images, 2 epochs, 1 round, no time-to-99%%",
+    )
     p.add_argument("--data_dir", type=Path, default=None)
-    p.add_argument("--recipe", type=Path, default=ROOT / "configs/recipes/mnist_lenet5_fast.yaml",
-                   help="config for the time-to-99%% run")
+    p.add_argument(
+        "--recipe",
+        type=Path,
+        default=ROOT / "configs/recipes/mnist_lenet5_fast.yaml",
+        help="config for the time-to-99%% run",
+    )
     p.add_argument("--only_tta", action="store_true", help="only the time-to-99%% run")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/imgcls-bench"))
     args = p.parse_args()
@@ -192,15 +256,28 @@ def main() -> None:
     epochs = 2 if args.quick else args.epochs
     rounds = 1 if args.quick else args.rounds
     torch.set_num_threads(torch.get_num_threads())
-    print(f"# train throughput: {args.net}, batch {args.batch}, Adam, {epochs} epochs (first = warm-up) x {rounds} rounds, "
-          f"{'2,000' if subset else '60,000'} images, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"# train throughput: {args.net}, batch {args.batch}, Adam, {epochs} epochs (first = warm-up) x {rounds} rounds, "
+        f"{'2,000' if subset else '60,000'} images, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     if args.only_tta:
         hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
         print(f"time to 99%: {hit} s of training ({ep} epochs, test acc {acc:.4f})")
         return
-    pipelines = (("a) plain PyTorch loop", lambda: plain_loop(args.net, args.batch, epochs, subset, data_dir)),
-                 ("b) imgcls fit", lambda: imgcls_fit(args.net, args.batch, epochs, subset, data_dir, args.workdir)),
-                 ("c) conventional pipeline", lambda: conventional(args.net, args.batch, epochs, subset, data_dir, args.workdir)))
+    pipelines = (
+        (
+            "a) plain PyTorch loop",
+            lambda: plain_loop(args.net, args.batch, epochs, subset, data_dir),
+        ),
+        (
+            "b) imgcls fit",
+            lambda: imgcls_fit(args.net, args.batch, epochs, subset, data_dir, args.workdir),
+        ),
+        (
+            "c) conventional pipeline",
+            lambda: conventional(args.net, args.batch, epochs, subset, data_dir, args.workdir),
+        ),
+    )
     # The pipelines take turns, round after round, so a slow spell of a shared machine hits all
     # three alike instead of one.
     epochs_of: dict[str, list[float]] = {name: [] for name, _ in pipelines}
@@ -208,25 +285,34 @@ def main() -> None:
         for name, fn in pipelines:
             times = fn()
             epochs_of[name] += times[1:] if len(times) > 1 else times
-            print(f"  round {r + 1}/{rounds} {name}: epochs {[round(t, 2) for t in times]}", flush=True)
+            print(
+                f"  round {r + 1}/{rounds} {name}: epochs {[round(t, 2) for t in times]}",
+                flush=True,
+            )
     # Noise on a shared machine only ever slows an epoch down, so the fastest counted epoch is the
     # best estimate of a pipeline's cost (timeit's reasoning); the medians are printed beside it.
     best = {name: min(t) for name, t in epochs_of.items()}
     median = {name: statistics.median(t) for name, t in epochs_of.items()}
     n = subset or 60000
-    print("\n| pipeline | s / epoch (best) | s / epoch (median) | images / s (best) |\n|---|---|---|---|")
+    print(
+        "\n| pipeline | s / epoch (best) | s / epoch (median) | images / s (best) |\n|---|---|---|---|"
+    )
     for name in epochs_of:
         print(f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {n / best[name]:,.0f} |")
     a, b, c = best.values()
     ma, mb, mc = median.values()
-    print(f"\nb/a = {b / a:.3f}   (target <= 1.10; medians: {mb / ma:.3f})"
-          f"\nc/b = {c / b:.2f}   (target >= 2.2; medians: {mc / mb:.2f})")
+    print(
+        f"\nb/a = {b / a:.3f}   (target <= 1.10; medians: {mb / ma:.3f})"
+        f"\nc/b = {c / b:.2f}   (target >= 2.2; medians: {mc / mb:.2f})"
+    )
     if not args.quick:
         hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
         if hit is None:
             print(f"\ntime to 99% test accuracy: not reached in {ep} epochs (best {acc:.4f})")
         else:
-            print(f"\ntime to 99% test accuracy: {hit:.1f} s of training ({ep} epochs, test acc {acc:.4f})   (target <= 20 s)")
+            print(
+                f"\ntime to 99% test accuracy: {hit:.1f} s of training ({ep} epochs, test acc {acc:.4f})   (target <= 20 s)"
+            )
 
 
 if __name__ == "__main__":

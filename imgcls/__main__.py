@@ -17,18 +17,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("imgcls.commands.data", "fetch and verify the MNIST / Fashion-MNIST files"),
     "export": ("imgcls.commands.export", "export a checkpoint to a verified ONNX model"),
     "infer": ("imgcls.commands.infer", "classify images with an exported ONNX model (no torch)"),
-    "evaluate-onnx": ("imgcls.commands.evaluate_onnx", "accuracy of an ONNX model on the official test set"),
+    "evaluate-onnx": (
+        "imgcls.commands.evaluate_onnx",
+        "accuracy of an ONNX model on the official test set",
+    ),
     "evaluate": ("imgcls.commands.evaluate", "evaluations of trained models (shift robustness)"),
     "visualize": ("imgcls.commands.visualize", "filters, feature maps, PCA, confusion, kernels"),
     "summary": ("imgcls.commands.summary", "per-layer output shape, parameters and multiply-adds"),
     "sweep": ("imgcls.commands.sweep", "accuracy against training-set size"),
-    "report": ("imgcls.commands.report", "the lectures' experiments, reproduced, as one markdown report"),
+    "report": (
+        "imgcls.commands.report",
+        "the lectures' experiments, reproduced, as one markdown report",
+    ),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: imgcls COMMAND [options]", "", "Training (LightningCLI; `imgcls fit --help`):",
-             "  fit, validate, test, predict", "", "Tools:"]
+    lines = [
+        "usage: imgcls COMMAND [options]",
+        "",
+        "Training (LightningCLI; `imgcls fit --help`):",
+        "  fit, validate, test, predict",
+        "",
+        "Tools:",
+    ]
     lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 

@@ -30,7 +30,14 @@ class EpochTimer(L.Callback):
         self._sync(pl_module)
         self._t0, self._n = time.perf_counter(), 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         self._n += len(batch[1])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -38,8 +45,13 @@ class EpochTimer(L.Callback):
         dt = time.perf_counter() - self._t0
         self.epoch_seconds.append(dt)
         self.epoch_images.append(self._n * trainer.world_size)
-        pl_module.log_dict({"time/train_epoch_s": dt, "time/train_images_per_s": self._n * trainer.world_size / dt},
-                           rank_zero_only=True)
+        pl_module.log_dict(
+            {
+                "time/train_epoch_s": dt,
+                "time/train_images_per_s": self._n * trainer.world_size / dt,
+            },
+            rank_zero_only=True,
+        )
 
 
 class RunCheckpoint(ModelCheckpoint):

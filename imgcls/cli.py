@@ -70,14 +70,20 @@ def report_checkpoints(trainer: Trainer) -> None:
     if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
         return
     score = ckpt.best_model_score
-    summary = {"best_model_path": ckpt.best_model_path, "last_model_path": ckpt.last_model_path,
-               "best_val_acc": float(score) if score is not None else None}
+    summary = {
+        "best_model_path": ckpt.best_model_path,
+        "last_model_path": ckpt.last_model_path,
+        "best_val_acc": float(score) if score is not None else None,
+    }
     for logger in trainer.loggers:
         exp: Any = getattr(logger, "experiment", None)
         if exp is not None and hasattr(exp, "summary"):  # W&B
             exp.summary.update(summary)
-    print(f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
-          f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}", flush=True)
+    print(
+        f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
+        f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}",
+        flush=True,
+    )
 
 
 class TestReport(Callback):
@@ -90,7 +96,10 @@ class TestReport(Callback):
             return
         names = pl_module.class_names
         rows = [",".join(["true\\pred", *names])]
-        rows += [",".join([n, *(str(int(v)) for v in row)]) for n, row in zip(names, cm.tolist(), strict=True)]
+        rows += [
+            ",".join([n, *(str(int(v)) for v in row)])
+            for n, row in zip(names, cm.tolist(), strict=True)
+        ]
         atomic_write_text(Path(log_dir) / "confusion_matrix.csv", "\n".join(rows) + "\n")
 
 
@@ -100,17 +109,38 @@ class CSVPredictionWriter(BasePredictionWriter):
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
 
-    def write_on_epoch_end(self, trainer: Trainer, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
+    def write_on_epoch_end(
+        self, trainer: Trainer, pl_module: Any, predictions: Any, batch_indices: Any
+    ) -> None:
         preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        idxs = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else batch_indices
+        idxs = (
+            batch_indices[0]
+            if batch_indices and isinstance(batch_indices[0], list)
+            else batch_indices
+        )
         dm = getattr(trainer, "datamodule", None)
         files = getattr(dm, "predict_files", []) if getattr(dm, "predict_dir", None) else []
         rank = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         out = Path(trainer.log_dir or ".") / f"predictions{rank}.csv"
         lines = []
         for batch, ix in zip(preds, idxs, strict=True):
-            for i, p, c, t in zip(ix, batch["pred"].tolist(), batch["confidence"].tolist(), batch["target"].tolist(), strict=True):
-                lines.append([i, str(files[i]) if files else "", p, pl_module.class_names[p], f"{c:.6f}", "" if t < 0 else t])
+            for i, p, c, t in zip(
+                ix,
+                batch["pred"].tolist(),
+                batch["confidence"].tolist(),
+                batch["target"].tolist(),
+                strict=True,
+            ):
+                lines.append(
+                    [
+                        i,
+                        str(files[i]) if files else "",
+                        p,
+                        pl_module.class_names[p],
+                        f"{c:.6f}",
+                        "" if t < 0 else t,
+                    ]
+                )
         lines.sort(key=lambda r: r[0])
         import io
 
@@ -124,7 +154,9 @@ class CSVPredictionWriter(BasePredictionWriter):
 
 def _experiment_name(cfg: Namespace) -> str:
     data_cls = str(cfg.data.class_path if "class_path" in cfg.data else "")
-    dataset = {"MNISTDataModule": "mnist", "FashionMNISTDataModule": "fashion_mnist"}.get(data_cls.rsplit(".", 1)[-1], "data")
+    dataset = {"MNISTDataModule": "mnist", "FashionMNISTDataModule": "fashion_mnist"}.get(
+        data_cls.rsplit(".", 1)[-1], "data"
+    )
     net = cfg.model.net
     hidden = (cfg.model.net_args or {}).get("hidden") if net == "mlp" else None
     if hidden:
@@ -144,7 +176,13 @@ def _latest_version(exp_dir: Path, need: str) -> Path | None:
 
 def _logger_items(cfg: Namespace) -> list[Any]:
     loggers = cfg.trainer.logger
-    return loggers if isinstance(loggers, list) else [loggers] if isinstance(loggers, Namespace | dict) else []
+    return (
+        loggers
+        if isinstance(loggers, list)
+        else [loggers]
+        if isinstance(loggers, Namespace | dict)
+        else []
+    )
 
 
 class ImgclsCLI(LightningCLI):
@@ -168,15 +206,33 @@ class ImgclsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Always on: best by val/acc plus last, in <run>/checkpoints/{best,last}.ckpt.
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.filename": "best",
-                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
-                             # each run has its own directory, so a resume replaces best/last in place
-                             "checkpoint.enable_version_counter": False})
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                # each run has its own directory, so a resume replaces best/last in place
+                "checkpoint.enable_version_counter": False,
+            }
+        )
         parser.set_defaults({"data": {"class_path": "imgcls.data.MNISTDataModule"}})
-        for src, dst in [("num_classes", "num_classes"), ("in_channels", "in_channels"), ("image_size", "image_size"),
-                         ("dataset_name", "dataset"), ("mean", "mean"), ("std", "std"), ("class_names", "class_names")]:
-            parser.link_arguments(f"data.{src}", f"model.{dst}", apply_on="instantiate",
-                                  compute_fn=list if src == "class_names" else None)
+        for src, dst in [
+            ("num_classes", "num_classes"),
+            ("in_channels", "in_channels"),
+            ("image_size", "image_size"),
+            ("dataset_name", "dataset"),
+            ("mean", "mean"),
+            ("std", "std"),
+            ("class_names", "class_names"),
+        ]:
+            parser.link_arguments(
+                f"data.{src}",
+                f"model.{dst}",
+                apply_on="instantiate",
+                compute_fn=list if src == "class_names" else None,
+            )
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -217,8 +273,10 @@ class ImgclsCLI(LightningCLI):
             run = _latest_version(Path(RUNS_DIR) / name, ckpt)
             path = run / "checkpoints" / f"{ckpt}.ckpt" if run is not None else None
             if path is None or not path.is_file():
-                raise CheckpointError(f"--ckpt_path {ckpt}: no {RUNS_DIR}/{name}/version_*/checkpoints/{ckpt}.ckpt; "
-                                      "train a run first or give a checkpoint path")
+                raise CheckpointError(
+                    f"--ckpt_path {ckpt}: no {RUNS_DIR}/{name}/version_*/checkpoints/{ckpt}.ckpt; "
+                    "train a run first or give a checkpoint path"
+                )
         elif Path(ckpt).is_dir():
             run = Path(ckpt)
             path = run / "checkpoints" / ("last.ckpt" if subcommand == "fit" else "best.ckpt")
@@ -233,7 +291,9 @@ class ImgclsCLI(LightningCLI):
             return
         if subcommand != "fit":  # evaluations of a run are logged inside it: <run>/test/version_K
             for lg in loggers:
-                args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
+                args = (
+                    lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
+                )
                 if args is not None and "save_dir" in args and "version" in args:
                     args["save_dir"], args["name"], args["version"] = str(run), subcommand, None
             return
@@ -250,13 +310,17 @@ class ImgclsCLI(LightningCLI):
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(AtomicCheckpointIO())  # checkpoints are written to a temp file, then renamed
+            plugins.append(
+                AtomicCheckpointIO()
+            )  # checkpoints are written to a temp file, then renamed
         config["plugins"] = plugins
         from imgcls.callbacks import EpochTimer
 
         callbacks = [*callbacks, EpochTimer()]  # logs time/train_epoch_s and images/s
         given = [*(config.get("callbacks") or []), *callbacks]
-        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
+        if config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
             # Redrawing the bar every step costs time on small nets and floods logs: every 10
             # steps on a terminal, every 100 when the output goes to a file.
             callbacks.append(TQDMProgressBar(refresh_rate=10 if sys.stdout.isatty() else 100))
@@ -272,8 +336,10 @@ class ImgclsCLI(LightningCLI):
         while not probe_dir.exists() and probe_dir.parent != probe_dir:
             probe_dir = probe_dir.parent
         if not os.access(probe_dir, os.W_OK):
-            raise SystemExit(f"imgcls: error: cannot write runs under {root.resolve()} ({probe_dir} is read-only); "
-                             "run from a writable folder or set trainer.default_root_dir and the logger's save_dir")
+            raise SystemExit(
+                f"imgcls: error: cannot write runs under {root.resolve()} ({probe_dir} is read-only); "
+                "run from a writable folder or set trainer.default_root_dir and the logger's save_dir"
+            )
 
     def before_predict(self) -> None:
         callbacks: list[Callback] = self.trainer.callbacks  # type: ignore[attr-defined]

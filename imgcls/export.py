@@ -99,13 +99,18 @@ class PixelClassifier(nn.Module):
         self.net = net
         self.mean, self.std = float(mean), float(std)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (N, C, H, W) in [0, 1]
-        logits = self.net((pixels - self.mean) / self.std)  # (N, K); same ops as data.transforms.normalize
+    def forward(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # (N, C, H, W) in [0, 1]
+        logits = self.net(
+            (pixels - self.mean) / self.std
+        )  # (N, K); same ops as data.transforms.normalize
         return logits, torch.softmax(logits, dim=1)
 
 
-def to_onnx(net: nn.Module, mean: float, std: float, input_shape: tuple[int, int, int],
-            opset: int = OPSET) -> onnx.ModelProto:
+def to_onnx(
+    net: nn.Module, mean: float, std: float, input_shape: tuple[int, int, int], opset: int = OPSET
+) -> onnx.ModelProto:
     """Export ``net`` (in eval mode) wrapped in ``PixelClassifier`` with a dynamic batch axis.
 
     Raises:
@@ -116,22 +121,36 @@ def to_onnx(net: nn.Module, mean: float, std: float, input_shape: tuple[int, int
     batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.onnx.export(
-            wrapper, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), dynamic_shapes={"pixels": {0: batch}}, external_data=False,
+            wrapper,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"pixels": {0: batch}},
+            external_data=False,
             verbose=False,
         )
-    except Exception as e:  # the exporter raises many types (torch.export, onnxscript); say which stage failed
-        raise ExportError(f"torch.onnx.export failed for opset {opset}: {type(e).__name__}: {str(e)[:500]}") from e
+    except (
+        Exception
+    ) as e:  # the exporter raises many types (torch.export, onnxscript); say which stage failed
+        raise ExportError(
+            f"torch.onnx.export failed for opset {opset}: {type(e).__name__}: {str(e)[:500]}"
+        ) from e
     assert program is not None  # dynamo=True always returns an ONNXProgram
     proto = program.model_proto
     names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
     if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
-        raise ExportError(f"exported graph has inputs/outputs {names}, expected {INPUT_NAME} -> {OUTPUT_NAMES}")
+        raise ExportError(
+            f"exported graph has inputs/outputs {names}, expected {INPUT_NAME} -> {OUTPUT_NAMES}"
+        )
     actual = {o.domain: o.version for o in proto.opset_import}.get("")
     if actual != opset:
         raise ExportError(f"asked for opset {opset} but the exporter produced opset {actual}")
     if not proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param:
-        raise ExportError("the exported graph has a fixed batch size; the batch axis must stay dynamic")
+        raise ExportError(
+            "the exported graph has a fixed batch size; the batch axis must stay dynamic"
+        )
     return proto
 
 
@@ -155,8 +174,9 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- parity
-def reference_logits(model: nn.Module, images: torch.Tensor, mean: float, std: float,
-                     batch_size: int = 1000) -> np.ndarray:
+def reference_logits(
+    model: nn.Module, images: torch.Tensor, mean: float, std: float, batch_size: int = 1000
+) -> np.ndarray:
     """The PyTorch model's logits (N, K) on uint8 images (N, C, H, W), the way training evaluates them."""
     from imgcls.data.transforms import normalize
 
@@ -176,14 +196,19 @@ def _val_scores(ckpt: dict[str, Any], path: Path) -> dict[str, float | None]:
         if state.get("best_model_score") is not None:
             best = float(state["best_model_score"])
         for stored, score in (state.get("best_k_models") or {}).items():
-            if Path(stored).name == path.name and score is not None:  # paths are relative to the run's cwd
+            if (
+                Path(stored).name == path.name and score is not None
+            ):  # paths are relative to the run's cwd
                 val_acc = float(score)
     return {"val_acc": val_acc, "best_val_acc": best}
 
 
 # ----------------------------------------------------------------------------- where
-def find_checkpoint(ckpt: str | os.PathLike[str] | None = None, run_dir: str | os.PathLike[str] | None = None,
-                    which: str = "best") -> Path:
+def find_checkpoint(
+    ckpt: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    which: str = "best",
+) -> Path:
     """The checkpoint to export: ``ckpt``, or ``best`` / ``last`` of ``run_dir``.
 
     ``run_dir`` is ``runs/<experiment>/version_N``, or ``runs/<experiment>`` for its newest
@@ -198,9 +223,11 @@ def find_checkpoint(ckpt: str | os.PathLike[str] | None = None, run_dir: str | o
         raise CheckpointError("give a checkpoint (--ckpt) or a run directory (--run_dir)")
     run = Path(run_dir)
     if not (run / "checkpoints").is_dir():
-        versions = [p for p in run.glob("version_*") if p.is_dir() and p.name[len("version_"):].isdigit()]
+        versions = [
+            p for p in run.glob("version_*") if p.is_dir() and p.name[len("version_") :].isdigit()
+        ]
         if versions:
-            run = max(versions, key=lambda p: int(p.name[len("version_"):]))
+            run = max(versions, key=lambda p: int(p.name[len("version_") :]))
     return resolve_checkpoint(which, run)
 
 
@@ -225,8 +252,10 @@ def _check_replaceable(out: Path) -> None:
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in ARTIFACTS)
         if foreign:
-            raise ExportError(f"{out} holds files that are not part of an imgcls export ({', '.join(foreign[:5])}); "
-                              "it would be replaced as a whole: pass a new or empty --out folder")
+            raise ExportError(
+                f"{out} holds files that are not part of an imgcls export ({', '.join(foreign[:5])}); "
+                "it would be replaced as a whole: pass a new or empty --out folder"
+            )
 
 
 def _write_durable(path: Path, data: bytes) -> None:
@@ -278,8 +307,10 @@ class ExportResult:
 
 def _gate(stage: str, failures: list[str], out: Path) -> None:
     if failures:
-        raise GateError(f"{stage} gate failed: {'; '.join(failures)}. Nothing was written; "
-                        f"{'the previous export in ' + str(out) + ' is untouched' if out.exists() else str(out) + ' was not created'}.")
+        raise GateError(
+            f"{stage} gate failed: {'; '.join(failures)}. Nothing was written; "
+            f"{'the previous export in ' + str(out) + ' is untouched' if out.exists() else str(out) + ' was not created'}."
+        )
 
 
 def export_checkpoint(
@@ -321,7 +352,9 @@ def export_checkpoint(
     ckpt = load_checkpoint(ckpt_path)
     model = load_classifier(ckpt_path)
     hp = model.hparams
-    out = Path(out_dir) if out_dir is not None else default_export_dir(ckpt_path, hp.dataset, hp.net)
+    out = (
+        Path(out_dir) if out_dir is not None else default_export_dir(ckpt_path, hp.dataset, hp.net)
+    )
     _check_replaceable(out)
     if parity_subset is not None and parity_subset < 1:
         raise ValueError(f"parity_subset must be >= 1, got {parity_subset}")
@@ -332,8 +365,10 @@ def export_checkpoint(
     images, labels = dm.test_set.images.cpu(), dm.test_set.labels.cpu()
     shape = (int(hp.in_channels), int(hp.image_size), int(hp.image_size))
     if tuple(images.shape[1:]) != shape:
-        raise ExportError(f"{ckpt_path}: the model takes {shape} images but the {hp.dataset} test set has "
-                          f"{tuple(images.shape[1:])}")
+        raise ExportError(
+            f"{ckpt_path}: the model takes {shape} images but the {hp.dataset} test set has "
+            f"{tuple(images.shape[1:])}"
+        )
     if parity_subset is not None:
         images, labels = images[:parity_subset], labels[:parity_subset]
     n = len(labels)
@@ -346,23 +381,39 @@ def export_checkpoint(
         "dataset": hp.dataset,
         "class_names": list(model.class_names),
         "num_classes": int(hp.num_classes),
-        "input": {"name": INPUT_NAME, "shape": ["batch", *shape], "dtype": "float32", "range": [0.0, 1.0],
-                  "layout": "NCHW"},
-        "outputs": [{"name": name, "shape": ["batch", int(hp.num_classes)], "dtype": "float32"}
-                    for name in OUTPUT_NAMES],
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", *shape],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "NCHW",
+        },
+        "outputs": [
+            {"name": name, "shape": ["batch", int(hp.num_classes)], "dtype": "float32"}
+            for name in OUTPUT_NAMES
+        ],
         "normalization": "in_graph",
         "mean": float(hp.mean),
         "std": float(hp.std),
         "precision": "fp32",
         "net": hp.net,
         "net_args": dict(hp.net_args or {}),
-        "checkpoint": {"path": str(ckpt_path), "sha256": sha256_file(ckpt_path), "epoch": ckpt.get("epoch"),
-                       "global_step": ckpt.get("global_step"), **_val_scores(ckpt, ckpt_path)},
+        "checkpoint": {
+            "path": str(ckpt_path),
+            "sha256": sha256_file(ckpt_path),
+            "epoch": ckpt.get("epoch"),
+            "global_step": ckpt.get("global_step"),
+            **_val_scores(ckpt, ckpt_path),
+        },
         "test_accuracy": None,  # filled in by the parity run below
         "test_images": n,
         "opset": opset,
-        "versions": {"imgcls": imgcls.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": _ort_version()},
+        "versions": {
+            "imgcls": imgcls.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": _ort_version(),
+        },
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     set_metadata(proto, metadata)
@@ -387,20 +438,30 @@ def export_checkpoint(
         "disagreements": int((got.argmax(1) != ref.argmax(1)).sum()),
         "torch_accuracy": float((ref.argmax(1) == y).mean()),
         "onnx_accuracy": float((got.argmax(1) == y).mean()),
-        "thresholds": {"max_abs_logit_diff": MAX_ABS_LOGIT_DIFF, "min_top1_agreement": MIN_FP32_AGREEMENT},
+        "thresholds": {
+            "max_abs_logit_diff": MAX_ABS_LOGIT_DIFF,
+            "min_top1_agreement": MIN_FP32_AGREEMENT,
+        },
     }
     failures = []
     if not max_diff <= MAX_ABS_LOGIT_DIFF:  # written so that NaN fails too
         failures.append(f"max |Δlogit| {max_diff:.3g} > {MAX_ABS_LOGIT_DIFF}")
     if agree < MIN_FP32_AGREEMENT:
-        failures.append(f"top-1 agreement {agree:.4%} < {MIN_FP32_AGREEMENT:.0%} ({fp32['disagreements']} images differ)")
+        failures.append(
+            f"top-1 agreement {agree:.4%} < {MIN_FP32_AGREEMENT:.0%} ({fp32['disagreements']} images differ)"
+        )
     _gate("fp32 parity", failures, out)
     metadata["test_accuracy"] = fp32["onnx_accuracy"]
     set_metadata(proto, metadata)
     blobs = {"model.onnx": proto.SerializeToString()}
 
-    parity: dict[str, Any] = {"n_images": n, "full_test_set": parity_subset is None or n == len(dm.test_set.labels),
-                              "dataset": hp.dataset, "provider": "CPUExecutionProvider", "fp32": fp32}
+    parity: dict[str, Any] = {
+        "n_images": n,
+        "full_test_set": parity_subset is None or n == len(dm.test_set.labels),
+        "dataset": hp.dataset,
+        "provider": "CPUExecutionProvider",
+        "fp32": fp32,
+    }
 
     if fp16:
         log("converting to fp16 (fp32 inputs and outputs kept)")
@@ -409,7 +470,9 @@ def export_checkpoint(
             onnx.checker.check_model(half, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
             _gate("onnx.checker (fp16)", [str(e).splitlines()[0][:300]], out)
-        got16 = OnnxClassifier(half.SerializeToString(), device="cpu", batch_size=batch_size).logits(images.numpy())
+        got16 = OnnxClassifier(
+            half.SerializeToString(), device="cpu", batch_size=batch_size
+        ).logits(images.numpy())
         agree16 = float((got16.argmax(1) == got.argmax(1)).mean())
         parity["fp16"] = {
             "top1_agreement_with_fp32": agree16,
@@ -418,9 +481,17 @@ def export_checkpoint(
             "onnx_accuracy": float((got16.argmax(1) == y).mean()),
             "thresholds": {"min_top1_agreement_with_fp32": MIN_FP16_AGREEMENT},
         }
-        _gate("fp16 parity", [f"top-1 agreement with fp32 {agree16:.4%} < {MIN_FP16_AGREEMENT:.1%}"]
-              if agree16 < MIN_FP16_AGREEMENT else [], out)
-        set_metadata(half, {**metadata, "precision": "fp16", "test_accuracy": parity["fp16"]["onnx_accuracy"]})
+        _gate(
+            "fp16 parity",
+            [f"top-1 agreement with fp32 {agree16:.4%} < {MIN_FP16_AGREEMENT:.1%}"]
+            if agree16 < MIN_FP16_AGREEMENT
+            else [],
+            out,
+        )
+        set_metadata(
+            half,
+            {**metadata, "precision": "fp16", "test_accuracy": parity["fp16"]["onnx_accuracy"]},
+        )
         blobs["model.fp16.onnx"] = half.SerializeToString()
 
     parity["model_sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}

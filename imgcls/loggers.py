@@ -27,7 +27,9 @@ def wandb_api_key_available() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        auth = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1])
+        auth = netrc.netrc().authenticators(
+            os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1]
+        )
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(auth and auth[2])
@@ -52,9 +54,18 @@ class WandbLogger(_LightningWandbLogger):
             log_model: upload checkpoints as artifacts (online only).
         """
         if offline is None:
-            offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_api_key_available()
-        super().__init__(name=name, save_dir=save_dir, project=project, offline=offline,
-                         log_model=False if offline else log_model, **kwargs)
+            offline = (
+                os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+                or not wandb_api_key_available()
+            )
+        super().__init__(
+            name=name,
+            save_dir=save_dir,
+            project=project,
+            offline=offline,
+            log_model=False if offline else log_model,
+            **kwargs,
+        )
 
     @property
     @rank_zero_experiment
@@ -64,7 +75,10 @@ class WandbLogger(_LightningWandbLogger):
         except Exception as e:  # W&B failing to start must not kill the training run
             import wandb
 
-            warnings.warn(f"W&B failed to start ({type(e).__name__}: {e}); continuing with W&B disabled", stacklevel=2)
+            warnings.warn(
+                f"W&B failed to start ({type(e).__name__}: {e}); continuing with W&B disabled",
+                stacklevel=2,
+            )
             self._experiment = wandb.init(mode="disabled")
             return self._experiment
 

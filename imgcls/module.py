@@ -80,14 +80,25 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        )
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for num_classes={num_classes}")
-        self.net = create_model(net, **(net_args or {}), in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+        self.net = create_model(
+            net,
+            **(net_args or {}),
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
+        )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
         metrics = MetricCollection(
-            {"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")}
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
         )
         # Training tracks loss and accuracy as on-device sums (loss x images, correct, images), read
         # once an epoch: a torchmetrics update costs ~0.1 ms of Python a step, 1 % of a LeNet-5 step
@@ -98,7 +109,9 @@ class ImageClassifier(L.LightningModule):
         self.val_class_acc = MulticlassAccuracy(num_classes, average=None)
         self.test_class_acc = MulticlassAccuracy(num_classes, average=None)
         self.test_confmat = MulticlassConfusionMatrix(num_classes)
-        self.test_confusion: torch.Tensor | None = None  # (C, C) counts after `test`, rows = true class
+        self.test_confusion: torch.Tensor | None = (
+            None  # (C, C) counts after `test`, rows = true class
+        )
         self._compiled: Any = None
 
     # ------------------------------------------------------------------ forward
@@ -109,7 +122,9 @@ class ImageClassifier(L.LightningModule):
             # Not registered as a submodule, so state_dict keys stay those of `net`.
             object.__setattr__(self, "_compiled", torch.compile(self.net))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) normalised -> (B, classes) logits
+    def forward(
+        self, x: torch.Tensor
+    ) -> torch.Tensor:  # (B, C, H, W) normalised -> (B, classes) logits
         if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return (self._compiled or self.net)(x)
@@ -118,7 +133,9 @@ class ImageClassifier(L.LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y, self.hparams["label_smoothing"])
@@ -129,12 +146,16 @@ class ImageClassifier(L.LightningModule):
             )
         with torch.no_grad():
             correct = (logits.argmax(1) == y).sum()
-            self._train_sums += torch.stack([loss.float() * len(y), correct.float(), correct.new_tensor(len(y)).float()])
+            self._train_sums += torch.stack(
+                [loss.float() * len(y), correct.float(), correct.new_tensor(len(y)).float()]
+            )
         # `self.log` costs ~0.1-1 ms of Python a call (it moves its result state to the value's
         # device every time), as much as a whole LeNet-5 step on a GPU. So the step loss is logged
         # only on the steps the logger writes (every `log_every_n_steps`; the progress bar shows
         # the latest), and train/acc once an epoch from the counters.
-        if (self.global_step + 1) % getattr(self.trainer, "log_every_n_steps", 50) == 0:  # set by the Trainer
+        if (self.global_step + 1) % getattr(
+            self.trainer, "log_every_n_steps", 50
+        ) == 0:  # set by the Trainer
             self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
@@ -142,9 +163,14 @@ class ImageClassifier(L.LightningModule):
         self._train_sums.zero_()
 
     def on_train_epoch_end(self) -> None:
-        loss_sum, correct, seen = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum").tolist()  # all processes
+        loss_sum, correct, seen = self.trainer.strategy.reduce(
+            self._train_sums, reduce_op="sum"
+        ).tolist()  # all processes
         if seen:
-            self.log_dict({"train/loss_epoch": loss_sum / seen, "train/acc": correct / seen}, rank_zero_only=True)
+            self.log_dict(
+                {"train/loss_epoch": loss_sum / seen, "train/acc": correct / seen},
+                rank_zero_only=True,
+            )
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
@@ -166,7 +192,9 @@ class ImageClassifier(L.LightningModule):
 
     def _log_class_acc(self, metric: MulticlassAccuracy, stage: str) -> None:
         per_class = metric.compute()  # synced across processes
-        self.log_dict({f"{stage}/acc_class/{n}": v for n, v in zip(self.class_names, per_class, strict=True)})
+        self.log_dict(
+            {f"{stage}/acc_class/{n}": v for n, v in zip(self.class_names, per_class, strict=True)}
+        )
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -179,7 +207,9 @@ class ImageClassifier(L.LightningModule):
         self.log("test/n_images", self.test_confusion.sum().float(), rank_zero_only=True)
         self.test_confmat.reset()
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         x, y = batch
         probs = torch.softmax(self(x).float(), dim=1)
         conf, pred = probs.max(dim=1)
@@ -198,7 +228,10 @@ class ImageClassifier(L.LightningModule):
             sched = self.scheduler_factory(opt, total_steps=total_steps)  # type: ignore[call-arg]
         except TypeError:
             sched = self.scheduler_factory(opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams["scheduler_interval"]}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": self.hparams["scheduler_interval"]},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs after the callbacks' hooks (EMA swaps its weights in first), so the digest covers
@@ -214,14 +247,26 @@ class ImageClassifier(L.LightningModule):
         """Refuse weights of a model built for another data set or net (same shapes can hide it)."""
         if rng := checkpoint.get("imgcls_rng"):
             torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            if (
+                "cuda" in rng
+                and torch.cuda.is_available()
+                and len(rng["cuda"]) == torch.cuda.device_count()
+            ):
                 torch.cuda.set_rng_state_all(rng["cuda"])
         theirs = checkpoint.get("hyper_parameters", {})
         keys = ("net", "dataset", "num_classes", "in_channels", "image_size")
-        diff = {k: (theirs.get(k), self.hparams.get(k)) for k in keys if k in theirs and theirs.get(k) != self.hparams.get(k)}
+        diff = {
+            k: (theirs.get(k), self.hparams.get(k))
+            for k in keys
+            if k in theirs and theirs.get(k) != self.hparams.get(k)
+        }
         if diff:
-            detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"the checkpoint does not fit this model/data ({detail}); use the config it was trained with")
+            detail = ", ".join(
+                f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items()
+            )
+            raise ValueError(
+                f"the checkpoint does not fit this model/data ({detail}); use the config it was trained with"
+            )
 
     def on_fit_start(self) -> None:
         self._check_datamodule()
@@ -235,12 +280,22 @@ class ImageClassifier(L.LightningModule):
         if dm is None or not hasattr(dm, "info"):
             return
         info = dm.info()
-        mine = {"dataset": self.hparams["dataset"], "num_classes": self.hparams["num_classes"],
-                "in_channels": self.hparams["in_channels"], "image_size": self.hparams["image_size"]}
-        theirs = {"dataset": info["dataset"], "num_classes": len(info["class_names"]),
-                  "in_channels": info["image_shape"][0], "image_size": info["image_shape"][1]}
+        mine = {
+            "dataset": self.hparams["dataset"],
+            "num_classes": self.hparams["num_classes"],
+            "in_channels": self.hparams["in_channels"],
+            "image_size": self.hparams["image_size"],
+        }
+        theirs = {
+            "dataset": info["dataset"],
+            "num_classes": len(info["class_names"]),
+            "in_channels": info["image_shape"][0],
+            "image_size": info["image_shape"][1],
+        }
         diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
         if diff:
             detail = ", ".join(f"{k}: model {a!r} vs data {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"the model does not match the data set ({detail}). Use a checkpoint trained on "
-                             f"{info['dataset']}, or the data module the model was trained with.")
+            raise ValueError(
+                f"the model does not match the data set ({detail}). Use a checkpoint trained on "
+                f"{info['dataset']}, or the data module the model was trained with."
+            )

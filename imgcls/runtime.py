@@ -60,7 +60,11 @@ __all__ = [
 
 Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
-_EP = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_EP = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # TensorRT optimisation profile for the batch axis: (min, opt, max). Larger batches are split.
 TRT_PROFILE: tuple[int, int, int] = (1, 64, 1024)
@@ -68,8 +72,18 @@ METADATA_FORMAT = "imgcls-onnx/1"
 
 # onnxruntime's Python errors derive from Exception only; these are the ones loading can raise.
 _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(_ort_state, n) for n in ("Fail", "InvalidArgument", "NoSuchFile", "InvalidProtobuf", "InvalidGraph",
-                                     "RuntimeException", "NotImplemented", "EPFail") if hasattr(_ort_state, n)
+    getattr(_ort_state, n)
+    for n in (
+        "Fail",
+        "InvalidArgument",
+        "NoSuchFile",
+        "InvalidProtobuf",
+        "InvalidGraph",
+        "RuntimeException",
+        "NotImplemented",
+        "EPFail",
+    )
+    if hasattr(_ort_state, n)
 )
 
 
@@ -92,7 +106,14 @@ class ProviderError(RuntimeError):
 # ----------------------------------------------------------------------------- IDX files
 # IDX (LeCun's MNIST format): 2 zero bytes, a type code, the number of dimensions, then one
 # big-endian uint32 per dimension, then the data, row-major, big-endian.
-_IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES: dict[int, str] = {
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -106,7 +127,13 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _is_idx_header(head: bytes) -> bool:
-    return len(head) >= 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_TYPES and 1 <= head[3] <= 4
+    return (
+        len(head) >= 4
+        and head[0] == 0
+        and head[1] == 0
+        and head[2] in _IDX_TYPES
+        and 1 <= head[3] <= 4
+    )
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -121,7 +148,9 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageFileError(f"{path}: no such file")
     data = _read_bytes(path)
     if not _is_idx_header(data[:4]):
-        raise ImageFileError(f"{path}: not an IDX file (magic bytes {data[:4].hex() or 'none'}; expected 0000 08xx)")
+        raise ImageFileError(
+            f"{path}: not an IDX file (magic bytes {data[:4].hex() or 'none'}; expected 0000 08xx)"
+        )
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
@@ -134,7 +163,11 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             f"{path}: IDX header says {'x'.join(map(str, dims))} items ({expected} bytes) but the file holds "
             f"{len(data) - header} bytes of data: it is truncated or damaged"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(dims)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _file_is_idx(path: Path) -> bool:
@@ -147,15 +180,30 @@ def _file_is_idx(path: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- image files
-def _fit_images(images: np.ndarray, channels: int, size: tuple[int, int], source: str) -> np.ndarray:
+def _fit_images(
+    images: np.ndarray, channels: int, size: tuple[int, int], source: str
+) -> np.ndarray:
     """(N, H, W) uint8 from an IDX file -> (N, C, H', W') at the model's size (resized with a warning)."""
     from PIL import Image
 
     n, h, w = images.shape
     if (h, w) != size:
-        warnings.warn(f"{source}: resized from {w}x{h} to {size[1]}x{size[0]} (the model's input size)", stacklevel=3)
-        images = np.stack([np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-                           for im in images]) if n else np.zeros((0, *size), np.uint8)
+        warnings.warn(
+            f"{source}: resized from {w}x{h} to {size[1]}x{size[0]} (the model's input size)",
+            stacklevel=3,
+        )
+        images = (
+            np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(im).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    )
+                    for im in images
+                ]
+            )
+            if n
+            else np.zeros((0, *size), np.uint8)
+        )
     out = images[:, None]  # (N, 1, H, W)
     return np.repeat(out, channels, axis=1) if channels != 1 else out
 
@@ -169,8 +217,10 @@ def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.nda
         with Image.open(path) as src:
             im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
         if im.size != (w, h):
-            warnings.warn(f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} (the model's input size)",
-                          stacklevel=3)
+            warnings.warn(
+                f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} (the model's input size)",
+                stacklevel=3,
+            )
             im = im.resize((w, h), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -178,8 +228,9 @@ def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.nda
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def load_images(inputs: Sequence[str | os.PathLike[str]], *, channels: int = 1,
-                size: tuple[int, int] = (28, 28)) -> tuple[list[str], np.ndarray]:
+def load_images(
+    inputs: Sequence[str | os.PathLike[str]], *, channels: int = 1, size: tuple[int, int] = (28, 28)
+) -> tuple[list[str], np.ndarray]:
     """Read image files, folders of image files and IDX image files into one uint8 batch.
 
     A folder contributes its image files (``IMAGE_SUFFIXES``, not recursive) in name order;
@@ -197,10 +248,15 @@ def load_images(inputs: Sequence[str | os.PathLike[str]], *, channels: int = 1,
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir()
-                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not files:
-                raise ImageFileError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise ImageFileError(
+                    f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
             for f in files:
                 names.append(str(f))
                 batches.append(_load_image_file(f, channels, size)[None])
@@ -209,7 +265,9 @@ def load_images(inputs: Sequence[str | os.PathLike[str]], *, channels: int = 1,
                 arr = read_idx(path)
                 if arr.ndim != 3 or arr.dtype != np.uint8:
                     kind = "labels" if arr.ndim == 1 else f"{arr.ndim}-d {arr.dtype} data"
-                    raise ImageFileError(f"{path}: an IDX file of {kind}, not of uint8 images (N, H, W)")
+                    raise ImageFileError(
+                        f"{path}: an IDX file of {kind}, not of uint8 images (N, H, W)"
+                    )
                 names += [f"{path}[{i}]" for i in range(len(arr))]
                 batches.append(_fit_images(arr, channels, size, str(path)))
             else:
@@ -251,12 +309,19 @@ def _preload_cuda_libraries() -> None:
             preload()
 
 
-def _provider_list(device: str, provider_options: Mapping[str, Mapping[str, Any]] | None,
-                   input_name: str, chw: tuple[int, int, int]) -> list[Any]:
+def _provider_list(
+    device: str,
+    provider_options: Mapping[str, Mapping[str, Any]] | None,
+    input_name: str,
+    chw: tuple[int, int, int],
+) -> list[Any]:
     opts = {k: dict(v) for k, v in (provider_options or {}).items()}
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    cuda: list[Any] = [("CUDAExecutionProvider", opts.get("CUDAExecutionProvider", {})), "CPUExecutionProvider"]
+    cuda: list[Any] = [
+        ("CUDAExecutionProvider", opts.get("CUDAExecutionProvider", {})),
+        "CPUExecutionProvider",
+    ]
     if device == "cuda":
         return cuda
     c, h, w = chw
@@ -275,14 +340,20 @@ def _decode_metadata(props: Mapping[str, str], source: str) -> dict[str, Any]:
     try:
         meta = {k: json.loads(v) for k, v in props.items()}
     except ValueError as e:
-        raise ModelLoadError(f"{source}: its metadata_props are not imgcls metadata (values must be JSON): {e}") from e
+        raise ModelLoadError(
+            f"{source}: its metadata_props are not imgcls metadata (values must be JSON): {e}"
+        ) from e
     missing = [k for k in ("format", "input", "class_names", "normalization") if k not in meta]
     if missing or meta.get("format") != METADATA_FORMAT:
-        raise ModelLoadError(f"{source}: not an imgcls export (metadata format {meta.get('format')!r}, missing "
-                             f"{missing}); export it with `imgcls export`")
+        raise ModelLoadError(
+            f"{source}: not an imgcls export (metadata format {meta.get('format')!r}, missing "
+            f"{missing}); export it with `imgcls export`"
+        )
     if meta["normalization"] != "in_graph":
-        raise ModelLoadError(f"{source}: normalization {meta['normalization']!r} is not supported by this runtime "
-                             "(expected 'in_graph'); re-export with this imgcls version")
+        raise ModelLoadError(
+            f"{source}: normalization {meta['normalization']!r} is not supported by this runtime "
+            "(expected 'in_graph'); re-export with this imgcls version"
+        )
     return meta
 
 
@@ -324,9 +395,15 @@ class OnnxClassifier:
         ValueError: unknown ``device``.
     """
 
-    def __init__(self, model: str | os.PathLike[str] | bytes, device: Device | str = "auto", *,
-                 intra_op_threads: int | None = None, batch_size: int = 1024,
-                 provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        device: Device | str = "auto",
+        *,
+        intra_op_threads: int | None = None,
+        batch_size: int = 1024,
+        provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         if batch_size < 1:
@@ -337,7 +414,9 @@ class OnnxClassifier:
         self._model = bytes(model) if isinstance(model, bytes | bytearray) else str(model)
         self._options = ort.SessionOptions()
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._options.log_severity_level = 3  # errors only; the provider actually used is reported by us
+        self._options.log_severity_level = (
+            3  # errors only; the provider actually used is reported by us
+        )
         if intra_op_threads is not None:
             self._options.intra_op_num_threads = intra_op_threads
             self._options.inter_op_num_threads = 1
@@ -349,7 +428,11 @@ class OnnxClassifier:
             self.session = self._session(["CPUExecutionProvider"])
         else:
             # TensorRT's optimisation profile needs the input name and shape: read them first.
-            meta = self._metadata_of(self._session(["CPUExecutionProvider"])) if self.device == "tensorrt" else None
+            meta = (
+                self._metadata_of(self._session(["CPUExecutionProvider"]))
+                if self.device == "tensorrt"
+                else None
+            )
             self.session = self._gpu_session(self.device, provider_options, meta)
         self.metadata: dict[str, Any] = self._metadata_of(self.session)
         self._check_graph()
@@ -361,7 +444,9 @@ class OnnxClassifier:
             with contextlib.redirect_stdout(sys.stderr):
                 return ort.InferenceSession(self._model, self._options, providers=providers)
         except _ORT_ERRORS as e:
-            raise ModelLoadError(f"{self.source}: onnxruntime cannot load it ({str(e).strip()[:300]})") from e
+            raise ModelLoadError(
+                f"{self.source}: onnxruntime cannot load it ({str(e).strip()[:300]})"
+            ) from e
 
     def _pick_device(self, device: str) -> str:
         if device != "auto":
@@ -373,20 +458,32 @@ class OnnxClassifier:
     def _metadata_of(self, session: ort.InferenceSession) -> dict[str, Any]:
         return _decode_metadata(session.get_modelmeta().custom_metadata_map, self.source)
 
-    def _gpu_session(self, device: str, provider_options: Mapping[str, Mapping[str, Any]] | None,
-                     meta: dict[str, Any] | None) -> ort.InferenceSession:
+    def _gpu_session(
+        self,
+        device: str,
+        provider_options: Mapping[str, Mapping[str, Any]] | None,
+        meta: dict[str, Any] | None,
+    ) -> ort.InferenceSession:
         wanted = _EP[device]
         if wanted not in ort.get_available_providers():
-            raise ProviderError(f"this onnxruntime build has no {wanted} (it has {ort.get_available_providers()}); "
-                                "install onnxruntime-gpu (and not the plain onnxruntime package beside it)")
+            raise ProviderError(
+                f"this onnxruntime build has no {wanted} (it has {ort.get_available_providers()}); "
+                "install onnxruntime-gpu (and not the plain onnxruntime package beside it)"
+            )
         _preload_cuda_libraries()
-        input_name, chw = ("pixels", (1, 28, 28)) if meta is None else (meta["input"]["name"], meta["input"]["shape"][1:])
+        input_name, chw = (
+            ("pixels", (1, 28, 28))
+            if meta is None
+            else (meta["input"]["name"], meta["input"]["shape"][1:])
+        )
         try:
             sess = self._session(_provider_list(device, provider_options, input_name, tuple(chw)))
         except ModelLoadError as e:
             if self.requested_device == "auto":
                 return self._auto_fallback(f"{wanted} failed: {e}")
-            raise ProviderError(f"{wanted} could not create a session for {self.source}: {e}") from e
+            raise ProviderError(
+                f"{wanted} could not create a session for {self.source}: {e}"
+            ) from e
         if sess.get_providers()[0] != wanted:
             if self.requested_device == "auto":
                 return self._auto_fallback(f"{wanted} did not load")
@@ -408,13 +505,17 @@ class OnnxClassifier:
         inputs = self.session.get_inputs()
         meta_in = self.metadata["input"]
         if len(inputs) != 1 or inputs[0].name != meta_in["name"]:
-            raise ModelLoadError(f"{self.source}: graph inputs {[i.name for i in inputs]} do not match the metadata "
-                                 f"({meta_in['name']!r})")
+            raise ModelLoadError(
+                f"{self.source}: graph inputs {[i.name for i in inputs]} do not match the metadata "
+                f"({meta_in['name']!r})"
+            )
         self.input_name: str = meta_in["name"]
         self.input_shape: tuple[int, int, int] = tuple(int(d) for d in meta_in["shape"][1:])  # type: ignore[assignment]
         self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
         if self.output_names[:2] != ["logits", "probabilities"]:
-            raise ModelLoadError(f"{self.source}: graph outputs {self.output_names}, expected logits, probabilities")
+            raise ModelLoadError(
+                f"{self.source}: graph outputs {self.output_names}, expected logits, probabilities"
+            )
         self.class_names: list[str] = list(self.metadata["class_names"])
 
     # -------------------------------------------------------------- properties
@@ -436,8 +537,10 @@ class OnnxClassifier:
         """
         if isinstance(images, Mapping):
             if set(images) != {self.input_name}:
-                raise InputError(f"input names {sorted(images)} do not match the model's single input "
-                                 f"{self.input_name!r}")
+                raise InputError(
+                    f"input names {sorted(images)} do not match the model's single input "
+                    f"{self.input_name!r}"
+                )
             images = images[self.input_name]
         x = np.asarray(images)
         c, h, w = self.input_shape
@@ -445,28 +548,42 @@ class OnnxClassifier:
             x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
         if x.ndim != 4:
             expected = f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else "")
-            hint = "; for a single image add a batch axis: images[None]" if x.ndim == (2 if c == 1 else 3) else ""
-            raise InputError(f"expected images of shape {expected}, got rank {x.ndim} shape {x.shape}{hint}")
+            hint = (
+                "; for a single image add a batch axis: images[None]"
+                if x.ndim == (2 if c == 1 else 3)
+                else ""
+            )
+            raise InputError(
+                f"expected images of shape {expected}, got rank {x.ndim} shape {x.shape}{hint}"
+            )
         if x.shape[1:] != (c, h, w):
-            raise InputError(f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; resize them to {h}x{w} "
-                             f"{'greyscale' if c == 1 else 'RGB'} (load_images does this)")
+            raise InputError(
+                f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; resize them to {h}x{w} "
+                f"{'greyscale' if c == 1 else 'RGB'} (load_images does this)"
+            )
         if x.shape[0] == 0:
             raise InputError("empty batch: no images given")
         if x.dtype == np.uint8:
             return x.astype(np.float32) / np.float32(255.0)
         if x.dtype != np.float32:
-            raise InputError(f"expected uint8 pixels (0..255) or float32 pixels in [0, 1], got {x.dtype}; "
-                             "convert with images.astype(np.float32) after scaling to [0, 1]")
+            raise InputError(
+                f"expected uint8 pixels (0..255) or float32 pixels in [0, 1], got {x.dtype}; "
+                "convert with images.astype(np.float32) after scaling to [0, 1]"
+            )
         finite = np.isfinite(x)
         if not finite.all():
             bad = int((~finite).sum())
             first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
-            raise InputError(f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); pixels must be finite")
+            raise InputError(
+                f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); pixels must be finite"
+            )
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
-            raise InputError(f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. The model normalises "
-                             "its input itself (normalization: in_graph): pass raw pixels/255 or uint8 images, "
-                             "not normalised ones")
+            raise InputError(
+                f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. The model normalises "
+                "its input itself (normalization: in_graph): pass raw pixels/255 or uint8 images, "
+                "not normalised ones"
+            )
         return np.ascontiguousarray(x)
 
     # -------------------------------------------------------------- inference
@@ -474,9 +591,13 @@ class OnnxClassifier:
         """(logits, probabilities), each (N, num_classes) float32."""
         x = self.to_pixels(images)
         logits, probs = [], []
-        step = min(self.batch_size, TRT_PROFILE[2]) if self.device == "tensorrt" else self.batch_size
+        step = (
+            min(self.batch_size, TRT_PROFILE[2]) if self.device == "tensorrt" else self.batch_size
+        )
         for i in range(0, len(x), step):
-            lg, pr = self.session.run(["logits", "probabilities"], {self.input_name: x[i : i + step]})
+            lg, pr = self.session.run(
+                ["logits", "probabilities"], {self.input_name: x[i : i + step]}
+            )
             logits.append(lg)
             probs.append(pr)
         return np.concatenate(logits), np.concatenate(probs)
@@ -485,7 +606,9 @@ class OnnxClassifier:
         """Logits (N, num_classes) float32."""
         return self.run(images)[0]
 
-    def predict(self, images: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, images: np.ndarray | Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted labels (N,) int64 and class probabilities (N, num_classes) float32.
 
         Raises:
@@ -495,5 +618,7 @@ class OnnxClassifier:
         return probs.argmax(axis=1).astype(np.int64), probs
 
     def __repr__(self) -> str:
-        return (f"OnnxClassifier({self.source!r}, device={self.device!r}, providers={self.providers_in_use}, "
-                f"input={self.input_name}{list(self.input_shape)})")
+        return (
+            f"OnnxClassifier({self.source!r}, device={self.device!r}, providers={self.providers_in_use}, "
+            f"input={self.input_name}{list(self.input_shape)})"
+        )

@@ -47,7 +47,9 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
             tmp_path.unlink()
 
 
-def _atomic_write(final: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], Any]) -> None:
+def _atomic_write(
+    final: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], Any]
+) -> None:
     with atomic_path(final) as tmp, open(tmp, mode) as fh:
         write(fh)
 

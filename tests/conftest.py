@@ -31,13 +31,20 @@ os.environ.pop("WANDB_API_KEY", None)
 def write_idx_images(path: Path, images: np.ndarray) -> None:
     """images (N, H, W) uint8 -> IDX3 file (magic 0x00000803)."""
     n, h, w = images.shape
-    header = (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + h.to_bytes(4, "big") + w.to_bytes(4, "big")
+    header = (
+        (2051).to_bytes(4, "big")
+        + n.to_bytes(4, "big")
+        + h.to_bytes(4, "big")
+        + w.to_bytes(4, "big")
+    )
     path.write_bytes(header + images.astype(np.uint8).tobytes())
 
 
 def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     n = len(labels)
-    path.write_bytes((2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes())
+    path.write_bytes(
+        (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes()
+    )
 
 
 def make_tiny_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +59,9 @@ def make_tiny_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_tiny_dataset(root: Path, folder: str, n_train: int = 600, n_test: int = 200) -> list[dict]:
+def write_tiny_dataset(
+    root: Path, folder: str, n_train: int = 600, n_test: int = 200
+) -> list[dict]:
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     specs = []
@@ -60,10 +69,22 @@ def write_tiny_dataset(root: Path, folder: str, n_train: int = 600, n_test: int 
         images, labels = make_tiny_images(n, seed)
         write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    for name, magic, count in (("train-images-idx3-ubyte", 2051, n_train), ("train-labels-idx1-ubyte", 2049, n_train),
-                               ("t10k-images-idx3-ubyte", 2051, n_test), ("t10k-labels-idx1-ubyte", 2049, n_test)):
+    for name, magic, count in (
+        ("train-images-idx3-ubyte", 2051, n_train),
+        ("train-labels-idx1-ubyte", 2049, n_train),
+        ("t10k-images-idx3-ubyte", 2051, n_test),
+        ("t10k-labels-idx1-ubyte", 2049, n_test),
+    ):
         data = (raw / name).read_bytes()
-        specs.append({"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "magic": magic, "count": count})
+        specs.append(
+            {
+                "name": name,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "magic": magic,
+                "count": count,
+            }
+        )
     return specs
 
 
@@ -98,24 +119,47 @@ def real_data_root() -> Path:
 @pytest.fixture(scope="session")
 def real_fashion_root(real_data_root: Path) -> Path:
     if not is_verified(real_data_root, "fashion_mnist"):
-        pytest.skip("real Fashion-MNIST not fetched: run `imgcls data fetch --dataset fashion_mnist`")
+        pytest.skip(
+            "real Fashion-MNIST not fetched: run `imgcls data fetch --dataset fashion_mnist`"
+        )
     return real_data_root
 
 
-def run_imgcls(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None,
-               check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_imgcls(
+    *args: str,
+    cwd: Path,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
     """Run the ``imgcls`` command in a subprocess (the way a user does)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "imgcls", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"imgcls {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"imgcls {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
 # Flags that shrink any `imgcls fit` to seconds on a CPU.
-FAST = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false"]
+FAST = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 @pytest.fixture(scope="session")
@@ -125,10 +169,23 @@ def trained_run(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     Reaches about 95 % test accuracy; export and insight tests start from its checkpoints.
     """
     work = tmp_path_factory.mktemp("trained")
-    run_imgcls("fit", "--config", str(ROOT / "configs/mnist/lenet5.yaml"), *FAST, "--trainer.max_epochs", "2",
-               "--data.init_args.data_dir", str(real_data_root), "--data.init_args.train_subset", "6000",
-               "--model.optimizer.init_args.lr", "0.002",
-               "--data.init_args.val_size", "1000", cwd=work)
+    run_imgcls(
+        "fit",
+        "--config",
+        str(ROOT / "configs/mnist/lenet5.yaml"),
+        *FAST,
+        "--trainer.max_epochs",
+        "2",
+        "--data.init_args.data_dir",
+        str(real_data_root),
+        "--data.init_args.train_subset",
+        "6000",
+        "--model.optimizer.init_args.lr",
+        "0.002",
+        "--data.init_args.val_size",
+        "1000",
+        cwd=work,
+    )
     run = work / "runs" / "mnist-lenet5" / "version_0"
     assert (run / "checkpoints" / "best.ckpt").is_file()
     return run

@@ -14,15 +14,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(script: str, *args: str, tmp_path: Path) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
 def test_train_throughput_quick(real_data_root: Path, tmp_path: Path) -> None:
-    out = _run("train_throughput.py", "--quick", "--data_dir", str(real_data_root), "--workdir", str(tmp_path / "w"),
-               tmp_path=tmp_path)
+    out = _run(
+        "train_throughput.py",
+        "--quick",
+        "--data_dir",
+        str(real_data_root),
+        "--workdir",
+        str(tmp_path / "w"),
+        tmp_path=tmp_path,
+    )
     rows = dict(re.findall(r"^\| ([abc]\)[^|]+?) \| ([\d.]+) \|", out, re.M))
     assert len(rows) == 3 and all(float(s) > 0 for s in rows.values()), out
     b_over_a = float(re.search(r"b/a = ([\d.]+)", out).group(1))
@@ -33,5 +46,7 @@ def test_train_throughput_quick(real_data_root: Path, tmp_path: Path) -> None:
 
 
 def test_onnx_latency_quick(tmp_path: Path) -> None:
-    out = _run("onnx_latency.py", "--quick", "--nets", "lenet5", "--batches", "1,4", tmp_path=tmp_path)
+    out = _run(
+        "onnx_latency.py", "--quick", "--nets", "lenet5", "--batches", "1,4", tmp_path=tmp_path
+    )
     assert "lenet5" in out and re.search(r"\d", out)

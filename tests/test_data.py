@@ -54,13 +54,17 @@ def test_fetch_from_local_folder_of_gz_files(tiny_data, tmp_path):
     raw = raw_dir(dst, "mnist")
     raw.mkdir(parents=True)
     for f in get_spec("mnist").files:  # a user drops the .gz files from the official site
-        (raw / (f.name + ".gz")).write_bytes(gzip.compress((raw_dir(tiny_data, "mnist") / f.name).read_bytes()))
+        (raw / (f.name + ".gz")).write_bytes(
+            gzip.compress((raw_dir(tiny_data, "mnist") / f.name).read_bytes())
+        )
     out = fetch("mnist", dst, log=lambda s: None)
     assert out == raw
     for f in get_spec("mnist").files:
         assert hashlib.sha256((raw / f.name).read_bytes()).hexdigest() == f.sha256
     verify(dst, "mnist")  # and it is remembered as verified
-    assert set(json.loads((raw / ".verified.json").read_text())) == {f.name for f in get_spec("mnist").files}
+    assert set(json.loads((raw / ".verified.json").read_text())) == {
+        f.name for f in get_spec("mnist").files
+    }
 
 
 def test_fetch_rejects_a_source_with_wrong_bytes(tiny_data, tmp_path):
@@ -72,7 +76,12 @@ def test_fetch_rejects_a_source_with_wrong_bytes(tiny_data, tmp_path):
     p.write_bytes(bytes(blob))
     # The generated files are deterministic, so the only difference is the flipped byte.
     with pytest.raises(DataError) as e:
-        fetch("mnist", tmp_path / "dst", sources=[("broken mirror", _copy_source(bad_root))], log=lambda s: None)
+        fetch(
+            "mnist",
+            tmp_path / "dst",
+            sources=[("broken mirror", _copy_source(bad_root))],
+            log=lambda s: None,
+        )
     assert "t10k-images-idx3-ubyte" in str(e.value) and "sha256" in str(e.value)
     # Nothing bad landed at the final path; the three good files did.
     assert not (raw_dir(tmp_path / "dst", "mnist") / "t10k-images-idx3-ubyte").exists()
@@ -90,7 +99,12 @@ def test_no_source_names_three_ways(tiny_data, tmp_path):
 
 @pytest.mark.parametrize(
     ("damage", "expect"),
-    [("truncate", "truncated"), ("magic", "magic number"), ("flip", "sha256 mismatch"), ("delete", "missing")],
+    [
+        ("truncate", "truncated"),
+        ("magic", "magic number"),
+        ("flip", "sha256 mismatch"),
+        ("delete", "missing"),
+    ],
 )
 def test_corrupted_file_errors_name_file_and_fix(tiny_data, damage, expect):
     ensure_dataset("mnist", tiny_data)
@@ -136,9 +150,24 @@ def test_concurrent_fetch_processes(tiny_data, tmp_path):
     for f in get_spec("mnist").files:  # .gz copies to decompress: makes the fetch take real work
         import gzip
 
-        (raw / (f.name + ".gz")).write_bytes(gzip.compress((raw_dir(tiny_data, "mnist") / f.name).read_bytes()))
-    cmd = [sys.executable, "-m", "imgcls", "data", "fetch", "--dataset", "mnist", "--root", str(dst)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        (raw / (f.name + ".gz")).write_bytes(
+            gzip.compress((raw_dir(tiny_data, "mnist") / f.name).read_bytes())
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "imgcls",
+        "data",
+        "fetch",
+        "--dataset",
+        "mnist",
+        "--root",
+        str(dst),
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     verify(dst, "mnist")
@@ -200,15 +229,27 @@ def test_test_set_untouched_and_in_order(dm_factory, tiny_data):
 
     dm = dm_factory(val_size=100, train_subset=50)
     raw = raw_dir(tiny_data, "mnist")
-    assert torch.equal(dm.test_set.images[:, 0], read_image_file(str(raw / "t10k-images-idx3-ubyte")))
-    assert torch.equal(dm.test_set.labels, read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long())
+    assert torch.equal(
+        dm.test_set.images[:, 0], read_image_file(str(raw / "t10k-images-idx3-ubyte"))
+    )
+    assert torch.equal(
+        dm.test_set.labels, read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long()
+    )
     loader = dm.test_dataloader()
     n = sum(len(y) for _, y in loader)
     assert n == 200 and loader.drop_last is False
 
 
-@pytest.mark.parametrize("kw", [{"val_size": 600}, {"val_size": -1}, {"val_size": 1.5}, {"train_subset": 0},
-                                {"val_size": 100, "train_subset": 501}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"val_size": 600},
+        {"val_size": -1},
+        {"val_size": 1.5},
+        {"train_subset": 0},
+        {"val_size": 100, "train_subset": 501},
+    ],
+)
 def test_out_of_range_arguments_fail_early(tiny_data, kw):
     with pytest.raises(ValueError, match="val_size|train_subset"):
         MNISTDataModule(data_dir=str(tiny_data), **kw)
@@ -253,20 +294,28 @@ def test_random_erase_one_clipped_rectangle_per_image():
     hit = erased.any((1, 2))
     assert 0.45 < hit.float().mean() < 0.55  # p per image
     frac = erased[hit].float().mean((1, 2))
-    assert frac.min() >= 1 / 784 and frac.max() <= 0.34 + 2 / 28  # 2-33 % of the area, after rounding
+    assert (
+        frac.min() >= 1 / 784 and frac.max() <= 0.34 + 2 / 28
+    )  # 2-33 % of the area, after rounding
     rows, cols = erased[hit].any(2), erased[hit].any(1)  # each erased region is one rectangle:
     assert torch.equal(erased[hit], rows[:, :, None] & cols[:, None, :])  # its rows x its columns
-    assert torch.equal(random_erase(x, p=0.0), x) and torch.equal(x, torch.ones_like(x))  # input untouched
+    assert torch.equal(random_erase(x, p=0.0), x) and torch.equal(
+        x, torch.ones_like(x)
+    )  # input untouched
 
 
 def test_random_erase_only_in_training(tiny_data):
     dm = MNISTDataModule(data_dir=str(tiny_data), val_size=100, random_erase=1.0)
     batch = (torch.full((8, 1, 28, 28), 255, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
     hi = (1 - dm.mean) / dm.std
-    assert torch.allclose(dm.on_after_batch_transfer(batch, 0)[0], torch.tensor(hi))  # no trainer: eval path
+    assert torch.allclose(
+        dm.on_after_batch_transfer(batch, 0)[0], torch.tensor(hi)
+    )  # no trainer: eval path
     dm.trainer = type("T", (), {"training": True})()
     x = dm.on_after_batch_transfer(batch, 0)[0]
-    assert ((x == 0).flatten(1).any(1)).all() and torch.isclose(x, torch.tensor(hi)).any()  # every image has a hole at the mean
+    assert ((x == 0).flatten(1).any(1)).all() and torch.isclose(
+        x, torch.tensor(hi)
+    ).any()  # every image has a hole at the mean
     with pytest.raises(ValueError, match="probability"):
         MNISTDataModule(data_dir=str(tiny_data), val_size=100, random_erase=1.5)
 
@@ -286,7 +335,9 @@ def test_predict_dir_of_images(tiny_data, tmp_path):
     (folder / "b.png").unlink()
     (folder / "c.png").write_text("not an image")
     with pytest.raises(ValueError, match=r"c\.png"):
-        MNISTDataModule(data_dir=str(tiny_data), val_size=100, predict_dir=str(folder)).setup("predict")
+        MNISTDataModule(data_dir=str(tiny_data), val_size=100, predict_dir=str(folder)).setup(
+            "predict"
+        )
 
 
 # ----------------------------------------------------------------------------- real data

@@ -31,23 +31,60 @@ def _files(root: Path) -> list[str]:
 
 
 def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
-    common = ["--config", str(CONFIGS / "mnist/lenet5.yaml"), "--config", str(CONFIGS / "trainer/ddp_cpu.yaml"), *DDP,
-              "--data.init_args.data_dir", str(real_data_root)]
-    run_imgcls("fit", *common, "--trainer.max_epochs", "1", "--data.init_args.train_subset", "2000",
-               "--data.init_args.val_size", "1001", cwd=tmp_path, timeout=300)
+    common = [
+        "--config",
+        str(CONFIGS / "mnist/lenet5.yaml"),
+        "--config",
+        str(CONFIGS / "trainer/ddp_cpu.yaml"),
+        *DDP,
+        "--data.init_args.data_dir",
+        str(real_data_root),
+    ]
+    run_imgcls(
+        "fit",
+        *common,
+        "--trainer.max_epochs",
+        "1",
+        "--data.init_args.train_subset",
+        "2000",
+        "--data.init_args.val_size",
+        "1001",
+        cwd=tmp_path,
+        timeout=300,
+    )
     run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
     # Only rank 0 wrote: one run directory, one best and one last checkpoint, one config.
     assert sorted(p.name for p in (tmp_path / "runs" / "mnist-lenet5").iterdir()) == ["version_0"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert [f for f in _files(run) if f.startswith("config")] == ["config.yaml"]
     # test under DDP: 10,000 images over 2 ranks, every image once; metrics synced across ranks
-    run_imgcls("test", *common, "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), cwd=tmp_path, timeout=300)
+    run_imgcls(
+        "test",
+        *common,
+        "--ckpt_path",
+        str(run / "checkpoints" / "best.ckpt"),
+        cwd=tmp_path,
+        timeout=300,
+    )
     ddp_metrics = run / "test" / "version_0" / "metrics.csv"
     assert _last(ddp_metrics, "test/n_images") == 10000
     # the same checkpoint on one process gives the same accuracy: nothing counted twice or lost
-    run_imgcls("test", "--config", str(CONFIGS / "mnist/lenet5.yaml"), *DDP, "--trainer.accelerator", "cpu",
-               "--trainer.devices", "1", "--ckpt_path", str(run / "checkpoints" / "best.ckpt"),
-               "--data.init_args.data_dir", str(real_data_root), cwd=tmp_path, timeout=300)
+    run_imgcls(
+        "test",
+        "--config",
+        str(CONFIGS / "mnist/lenet5.yaml"),
+        *DDP,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--ckpt_path",
+        str(run / "checkpoints" / "best.ckpt"),
+        "--data.init_args.data_dir",
+        str(real_data_root),
+        cwd=tmp_path,
+        timeout=300,
+    )
     single = run / "test" / "version_1" / "metrics.csv"
     assert _last(ddp_metrics, "test/acc") == pytest.approx(_last(single, "test/acc"), abs=1e-6)
     assert _last(ddp_metrics, "test/f1") == pytest.approx(_last(single, "test/f1"), abs=1e-6)
@@ -59,16 +96,39 @@ def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
 def test_torchrun_launch(real_data_root, tmp_path):
     """The path multi-node launches take: torchrun starts the processes, Lightning joins them."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "imgcls", "fit", "--config", str(CONFIGS / "mnist/lenet5.yaml"),
-           "--config", str(CONFIGS / "trainer/ddp_cpu.yaml"), *DDP, "--trainer.max_epochs", "1",
-           "--data.init_args.data_dir", str(real_data_root), "--data.init_args.train_subset", "1000",
-           "--data.init_args.val_size", "500"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "imgcls",
+        "fit",
+        "--config",
+        str(CONFIGS / "mnist/lenet5.yaml"),
+        "--config",
+        str(CONFIGS / "trainer/ddp_cpu.yaml"),
+        *DDP,
+        "--trainer.max_epochs",
+        "1",
+        "--data.init_args.data_dir",
+        str(real_data_root),
+        "--data.init_args.train_subset",
+        "1000",
+        "--data.init_args.val_size",
+        "500",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = tmp_path / "runs" / "mnist-lenet5"
     assert sorted(p.name for p in run.iterdir()) == ["version_0"]
-    assert sorted(p.name for p in (run / "version_0" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "version_0" / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]
     rows = _rows(run / "version_0" / "metrics.csv")
     # 1,000 images, batch 128 per rank on 2 ranks: 4 optimizer steps in the epoch (not 8)
     assert {r["step"] for r in rows if r.get("val/acc")} == {"3"}

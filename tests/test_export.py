@@ -73,13 +73,23 @@ def test_images(real_data_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def net_ckpts(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real Lightning checkpoint of every registered net, after 3 training steps on real MNIST."""
     out = tmp_path_factory.mktemp("nets")
-    dm = get_datamodule("mnist", data_dir=str(real_data_root), batch_size=64, val_size=1000, train_subset=192)
+    dm = get_datamodule(
+        "mnist", data_dir=str(real_data_root), batch_size=64, val_size=1000, train_subset=192
+    )
     ckpts = {}
     for name in list_models():
         L.seed_everything(0, verbose=False)
         model = ImageClassifier(net=name)
-        trainer = L.Trainer(max_steps=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer = L.Trainer(
+            max_steps=3,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
         trainer.fit(model, datamodule=dm)
         ckpts[name] = out / f"{name}.ckpt"
         trainer.save_checkpoint(ckpts[name])
@@ -87,11 +97,22 @@ def net_ckpts(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def full_export(trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def full_export(
+    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """``imgcls export`` of the trained LeNet-5 with fp16, gated on the full test set (a subprocess)."""
     out = tmp_path_factory.mktemp("full") / "export" / "lenet5"
-    proc = run_imgcls("export", "--ckpt", str(trained_ckpt), "--out", str(out), "--fp16", "--data_dir",
-                      str(real_data_root), cwd=out.parents[1])
+    proc = run_imgcls(
+        "export",
+        "--ckpt",
+        str(trained_ckpt),
+        "--out",
+        str(out),
+        "--fp16",
+        "--data_dir",
+        str(real_data_root),
+        cwd=out.parents[1],
+    )
     summary = json.loads(proc.stdout)
     assert summary["out_dir"] == str(out) and summary["n_images"] == 10000
     return out
@@ -100,10 +121,17 @@ def full_export(trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pyte
 # ----------------------------------------------------------------------------- every net
 @real_data
 @pytest.mark.parametrize("net", list_models())
-def test_every_net_exports_and_passes_parity(net: str, net_ckpts: dict[str, Path], real_data_root: Path,
-                                            test_images: tuple[torch.Tensor, torch.Tensor], tmp_path: Path) -> None:
+def test_every_net_exports_and_passes_parity(
+    net: str,
+    net_ckpts: dict[str, Path],
+    real_data_root: Path,
+    test_images: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
     out = tmp_path / net
-    result = export_checkpoint(net_ckpts[net], out, data_dir=real_data_root, parity_subset=SUBSET, log=quiet)
+    result = export_checkpoint(
+        net_ckpts[net], out, data_dir=real_data_root, parity_subset=SUBSET, log=quiet
+    )
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.onnx", "parity.json"]
     assert result.out_dir == out
     model = onnx.load(out / "model.onnx")
@@ -127,14 +155,21 @@ def test_every_net_exports_and_passes_parity(net: str, net_ckpts: dict[str, Path
     assert np.abs(got - ref).max() <= 1e-4
     assert fp32["torch_accuracy"] == pytest.approx(float((ref.argmax(1) == labels.numpy()).mean()))
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["net"] == net and meta["checkpoint"]["val_acc"] is None  # no ModelCheckpoint in this run
+    assert (
+        meta["net"] == net and meta["checkpoint"]["val_acc"] is None
+    )  # no ModelCheckpoint in this run
     assert meta["test_accuracy"] == fp32["onnx_accuracy"] and meta["test_images"] == SUBSET
 
 
 # ----------------------------------------------------------------------------- the full gate
 @real_data
-def test_full_test_set_gate(full_export: Path, trained_ckpt: Path, test_images: tuple[torch.Tensor, torch.Tensor],
-                            real_data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_test_set_gate(
+    full_export: Path,
+    trained_ckpt: Path,
+    test_images: tuple[torch.Tensor, torch.Tensor],
+    real_data_root: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     parity = json.loads((full_export / "parity.json").read_text())
     fp32 = parity["fp32"]
     assert parity["passed"] and parity["full_test_set"] and parity["n_images"] == 10000
@@ -143,10 +178,20 @@ def test_full_test_set_gate(full_export: Path, trained_ckpt: Path, test_images: 
     assert fp32["torch_accuracy"] == fp32["onnx_accuracy"] > 0.75  # a trained model, not chance
     images, labels = test_images
     ref = torch_logits(trained_ckpt, images)
-    assert fp32["torch_accuracy"] == pytest.approx(float((ref.argmax(1) == labels.numpy()).mean()), abs=0)
+    assert fp32["torch_accuracy"] == pytest.approx(
+        float((ref.argmax(1) == labels.numpy()).mean()), abs=0
+    )
 
     # evaluate-onnx reads the IDX files itself and must agree with the gate's figure.
-    rc = main(["evaluate-onnx", "--model", str(full_export / "model.onnx"), "--data_dir", str(real_data_root)])
+    rc = main(
+        [
+            "evaluate-onnx",
+            "--model",
+            str(full_export / "model.onnx"),
+            "--data_dir",
+            str(real_data_root),
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["n_images"] == 10000
     assert report["accuracy"] == pytest.approx(fp32["onnx_accuracy"], abs=0)
@@ -165,27 +210,50 @@ def test_metadata_round_trip(full_export: Path, trained_ckpt: Path) -> None:
 
     assert meta["checkpoint"]["sha256"] == hashlib.sha256(trained_ckpt.read_bytes()).hexdigest()
     assert meta["checkpoint"]["best_val_acc"] == pytest.approx(float(state["best_model_score"]))
-    assert meta["checkpoint"]["val_acc"] == pytest.approx(float(state["best_model_score"]))  # best.ckpt
+    assert meta["checkpoint"]["val_acc"] == pytest.approx(
+        float(state["best_model_score"])
+    )  # best.ckpt
     hp = ckpt["hyper_parameters"]
     assert meta["net"] == hp["net"] == "lenet5" and meta["dataset"] == "mnist"
     assert meta["class_names"] == [str(i) for i in range(10)]
-    assert meta["input"] == {"name": "pixels", "shape": ["batch", 1, 28, 28], "dtype": "float32",
-                             "range": [0.0, 1.0], "layout": "NCHW"}
-    assert meta["normalization"] == "in_graph" and (meta["mean"], meta["std"]) == (hp["mean"], hp["std"])
-    assert meta["opset"] == export_mod.OPSET == {o.domain: o.version for o in model.opset_import}[""]
-    assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["onnx"] == onnx.__version__
+    assert meta["input"] == {
+        "name": "pixels",
+        "shape": ["batch", 1, 28, 28],
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+        "layout": "NCHW",
+    }
+    assert meta["normalization"] == "in_graph" and (meta["mean"], meta["std"]) == (
+        hp["mean"],
+        hp["std"],
+    )
+    assert (
+        meta["opset"] == export_mod.OPSET == {o.domain: o.version for o in model.opset_import}[""]
+    )
+    assert (
+        meta["versions"]["torch"] == torch.__version__
+        and meta["versions"]["onnx"] == onnx.__version__
+    )
     parity = json.loads((full_export / "parity.json").read_text())
     assert meta["test_accuracy"] == parity["fp32"]["onnx_accuracy"] and meta["test_images"] == 10000
-    half = {p.key: json.loads(p.value) for p in onnx.load(full_export / "model.fp16.onnx").metadata_props}
+    half = {
+        p.key: json.loads(p.value)
+        for p in onnx.load(full_export / "model.fp16.onnx").metadata_props
+    }
     assert half["precision"] == "fp16" and half["test_accuracy"] == parity["fp16"]["onnx_accuracy"]
-    assert {k: v for k, v in half.items() if k not in ("precision", "test_accuracy")} == \
-        {k: v for k, v in meta.items() if k not in ("precision", "test_accuracy")}
+    assert {k: v for k, v in half.items() if k not in ("precision", "test_accuracy")} == {
+        k: v for k, v in meta.items() if k not in ("precision", "test_accuracy")
+    }
 
 
 @real_data
 @pytest.mark.parametrize("batch", [1, 7, 256])
-def test_dynamic_batch(full_export: Path, trained_ckpt: Path, test_images: tuple[torch.Tensor, torch.Tensor],
-                       batch: int) -> None:
+def test_dynamic_batch(
+    full_export: Path,
+    trained_ckpt: Path,
+    test_images: tuple[torch.Tensor, torch.Tensor],
+    batch: int,
+) -> None:
     images = test_images[0][1000 : 1000 + batch]
     sess = ort.InferenceSession(str(full_export / "model.onnx"), providers=["CPUExecutionProvider"])
     logits, probs = sess.run(None, {"pixels": images.numpy().astype(np.float32) / 255})
@@ -199,7 +267,11 @@ def test_fp16_model(full_export: Path, test_images: tuple[torch.Tensor, torch.Te
     half = onnx.load(full_export / "model.fp16.onnx")
     onnx.checker.check_model(half, full_check=True)
     f32 = onnx.TensorProto.FLOAT
-    assert [v.type.tensor_type.elem_type for v in (*half.graph.input, *half.graph.output)] == [f32, f32, f32]
+    assert [v.type.tensor_type.elem_type for v in (*half.graph.input, *half.graph.output)] == [
+        f32,
+        f32,
+        f32,
+    ]
     kinds = {t.data_type for t in half.graph.initializer}
     assert onnx.TensorProto.FLOAT16 in kinds and f32 not in kinds  # weights really are half
     parity = json.loads((full_export / "parity.json").read_text())["fp16"]
@@ -212,14 +284,17 @@ def test_fp16_model(full_export: Path, test_images: tuple[torch.Tensor, torch.Te
 
 # ----------------------------------------------------------------------------- gates that fail
 @real_data
-def test_failed_parity_gate_keeps_previous_export(trained_ckpt: Path, real_data_root: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_parity_gate_keeps_previous_export(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "export" / "run"
     export_checkpoint(trained_ckpt, out, data_dir=real_data_root, parity_subset=200, log=quiet)
     before = snapshot(out)
 
     real = export_mod.reference_logits
-    monkeypatch.setattr(export_mod, "reference_logits", lambda *a, **k: real(*a, **k) + 1e-3)  # a wrong model
+    monkeypatch.setattr(
+        export_mod, "reference_logits", lambda *a, **k: real(*a, **k) + 1e-3
+    )  # a wrong model
     with pytest.raises(GateError, match=r"fp32 parity gate failed: max \|Δlogit\| 0.001"):
         export_checkpoint(trained_ckpt, out, data_dir=real_data_root, parity_subset=200, log=quiet)
     assert snapshot(out) == before
@@ -230,7 +305,9 @@ def test_failed_parity_gate_keeps_previous_export(trained_ckpt: Path, real_data_
     ckpt = load_checkpoint(trained_ckpt)
     key = next(k for k in ckpt["state_dict"] if k.endswith("head.bias"))
     ckpt["state_dict"][key] = ckpt["state_dict"][key] + 0.5
-    if "imgcls_digest" in ckpt:  # the checkpoint's integrity digest must describe the edited weights
+    if (
+        "imgcls_digest" in ckpt
+    ):  # the checkpoint's integrity digest must describe the edited weights
         from imgcls.module import state_digest
 
         ckpt["imgcls_digest"] = state_digest(ckpt["state_dict"])
@@ -244,34 +321,44 @@ def test_failed_parity_gate_keeps_previous_export(trained_ckpt: Path, real_data_
 
 
 @real_data
-def test_failed_fp16_gate_keeps_previous_export(trained_ckpt: Path, real_data_root: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_fp16_gate_keeps_previous_export(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     export_checkpoint(trained_ckpt, out, data_dir=real_data_root, parity_subset=300, log=quiet)
     before = snapshot(out)
     torch.manual_seed(0)
-    other = to_onnx(create_model("lenet5").eval(), 0.1307, 0.3081, (1, 28, 28))  # untrained: disagrees
+    other = to_onnx(
+        create_model("lenet5").eval(), 0.1307, 0.3081, (1, 28, 28)
+    )  # untrained: disagrees
     real = export_mod.to_fp16
 
-    def wrong_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:  # converts another model, metadata kept
+    def wrong_fp16(
+        proto: onnx.ModelProto,
+    ) -> onnx.ModelProto:  # converts another model, metadata kept
         other.metadata_props.extend(proto.metadata_props)
         return real(other)
 
     monkeypatch.setattr(export_mod, "to_fp16", wrong_fp16)
     with pytest.raises(GateError, match="fp16 parity gate failed: top-1 agreement with fp32"):
-        export_checkpoint(trained_ckpt, out, fp16=True, data_dir=real_data_root, parity_subset=300, log=quiet)
+        export_checkpoint(
+            trained_ckpt, out, fp16=True, data_dir=real_data_root, parity_subset=300, log=quiet
+        )
     assert snapshot(out) == before and [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 @real_data
-def test_checker_failure_writes_nothing(trained_ckpt: Path, real_data_root: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checker_failure_writes_nothing(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def reject(*args: object, **kwargs: object) -> None:
         raise onnx.checker.ValidationError("node 0 is broken")
 
     monkeypatch.setattr(onnx.checker, "check_model", reject)
     with pytest.raises(GateError, match="onnx.checker gate failed: node 0 is broken"):
-        export_checkpoint(trained_ckpt, tmp_path / "out", data_dir=real_data_root, parity_subset=50, log=quiet)
+        export_checkpoint(
+            trained_ckpt, tmp_path / "out", data_dir=real_data_root, parity_subset=50, log=quiet
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -284,13 +371,19 @@ def _bad_checkpoints(tmp_path: Path, trained_ckpt: Path) -> dict[str, Path]:
     torch.save({"weights": torch.zeros(3)}, foreign)
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
-    return {"missing": tmp_path / "missing.ckpt", "truncated": truncated, "foreign": foreign, "text": text}
+    return {
+        "missing": tmp_path / "missing.ckpt",
+        "truncated": truncated,
+        "foreign": foreign,
+        "text": text,
+    }
 
 
 @real_data
 @pytest.mark.parametrize("case", ["missing", "truncated", "foreign", "text"])
-def test_bad_checkpoint_is_an_error_naming_it(case: str, trained_ckpt: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_checkpoint_is_an_error_naming_it(
+    case: str, trained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = _bad_checkpoints(tmp_path, trained_ckpt)[case]
     out = tmp_path / "export" / "x"
     with pytest.raises(CheckpointError, match=str(path)):
@@ -324,9 +417,17 @@ def test_find_checkpoint_in_run_and_experiment_dirs(tmp_path: Path) -> None:
         (ck / "best.ckpt").write_bytes(b"x")
         (ck / "last.ckpt").write_bytes(b"x")
     (exp / "version_notes").mkdir()
-    assert find_checkpoint(run_dir=exp) == exp / "version_10" / "checkpoints" / "best.ckpt"  # numeric, not text
-    assert find_checkpoint(run_dir=exp / "version_2", which="last") == exp / "version_2" / "checkpoints" / "last.ckpt"
-    assert find_checkpoint(ckpt=exp / "version_0" / "checkpoints" / "best.ckpt").parent.parent.name == "version_0"
+    assert (
+        find_checkpoint(run_dir=exp) == exp / "version_10" / "checkpoints" / "best.ckpt"
+    )  # numeric, not text
+    assert (
+        find_checkpoint(run_dir=exp / "version_2", which="last")
+        == exp / "version_2" / "checkpoints" / "last.ckpt"
+    )
+    assert (
+        find_checkpoint(ckpt=exp / "version_0" / "checkpoints" / "best.ckpt").parent.parent.name
+        == "version_0"
+    )
     with pytest.raises(CheckpointError, match="version_3"):
         find_checkpoint(run_dir=exp / "version_3")
     with pytest.raises(CheckpointError, match="--run_dir"):
@@ -335,18 +436,39 @@ def test_find_checkpoint_in_run_and_experiment_dirs(tmp_path: Path) -> None:
 
 def test_default_export_dir(tmp_path: Path) -> None:
     ck = tmp_path / "runs" / "mnist-lenet5" / "version_3" / "checkpoints"
-    assert default_export_dir(ck / "best.ckpt", "mnist", "lenet5") == Path("export/mnist-lenet5-version_3")
-    assert default_export_dir(ck / "last.ckpt", "mnist", "lenet5") == Path("export/mnist-lenet5-version_3-last")
-    assert default_export_dir(tmp_path / "model.ckpt", "fashion_mnist", "mlp") == Path("export/fashion_mnist-mlp-model")
+    assert default_export_dir(ck / "best.ckpt", "mnist", "lenet5") == Path(
+        "export/mnist-lenet5-version_3"
+    )
+    assert default_export_dir(ck / "last.ckpt", "mnist", "lenet5") == Path(
+        "export/mnist-lenet5-version_3-last"
+    )
+    assert default_export_dir(tmp_path / "model.ckpt", "fashion_mnist", "mlp") == Path(
+        "export/fashion_mnist-mlp-model"
+    )
 
 
 @real_data
-def test_export_command_defaults_to_export_run_name(trained_run: Path, real_data_root: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_command_defaults_to_export_run_name(
+    trained_run: Path,
+    real_data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(tmp_path)
-    rc = main(["export", "--run_dir", str(trained_run.parent), "--which", "last", "--data_dir", str(real_data_root),
-               "--parity_subset", "100"])
+    rc = main(
+        [
+            "export",
+            "--run_dir",
+            str(trained_run.parent),
+            "--which",
+            "last",
+            "--data_dir",
+            str(real_data_root),
+            "--parity_subset",
+            "100",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     expected = Path("export") / f"{trained_run.parent.name}-{trained_run.name}-last"
     assert rc == 0 and summary["out_dir"] == str(expected)

@@ -46,8 +46,10 @@ def test_valid_convolution_sizes() -> None:
     # c11 = a11 w11 + a12 w12 + a21 w21 + a22 w22 (lecture 000's 2-D example, unflipped)
     a = torch.tensor([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]])
     w = torch.tensor([[1.0, 10], [100, 1000]])
-    assert cross_correlate2d(a, w).tolist() == [[1 + 20 + 400 + 5000, 2 + 30 + 500 + 6000],
-                                                [4 + 50 + 700 + 8000, 5 + 60 + 800 + 9000]]
+    assert cross_correlate2d(a, w).tolist() == [
+        [1 + 20 + 400 + 5000, 2 + 30 + 500 + 6000],
+        [4 + 50 + 700 + 8000, 5 + 60 + 800 + 9000],
+    ]
 
 
 def test_same_and_strided_sizes() -> None:
@@ -57,7 +59,9 @@ def test_same_and_strided_sizes() -> None:
     assert output_size(28, 5) == 24  # valid: 28 − 5 + 1
     assert output_size(28, 3, stride=2, padding="same") == 14  # ⌊(28 + 2 − 3)/2⌋ + 1
     assert output_size(7, 3, stride=2) == 3
-    assert output_size(24, 2, stride=2) == 12  # 2×2 max-pool of the 2-conv net: 64×24×24 -> 64×12×12
+    assert (
+        output_size(24, 2, stride=2) == 12
+    )  # 2×2 max-pool of the 2-conv net: 64×24×24 -> 64×12×12
     assert output_size(3, 2, stride=1) == 2  # the lecture's pooling example
     assert "⌊(28 + 2·2 − 5)/1⌋ + 1" in output_size_text(28, 5, 1, "same")
     with pytest.raises(InsightError, match="odd"):
@@ -68,12 +72,16 @@ def test_same_and_strided_sizes() -> None:
 
 def test_max_pool_of_the_lecture() -> None:
     assert max_pool2d([[1, 2, 3], [4, 5, 6], [7, 8, 9]], 2, stride=1).tolist() == [[5, 6], [8, 9]]
-    assert max_pool2d([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]], 2).tolist() == [[6, 8], [14, 16]]
+    assert max_pool2d(
+        [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]], 2
+    ).tolist() == [[6, 8], [14, 16]]
 
 
 def test_conv_weights_versus_fully_connected() -> None:
     assert conv_params(1, 6, 5, bias=False) == 150  # a 5×5×6 conv
-    assert layer_costs(nn.Linear(28 * 28, 6, bias=False), (28 * 28,))[0].params == 4704  # 6 units on 28×28
+    assert (
+        layer_costs(nn.Linear(28 * 28, 6, bias=False), (28 * 28,))[0].params == 4704
+    )  # 6 units on 28×28
     assert nn.Conv2d(1, 6, 5, bias=False).weight.numel() == 150
 
 
@@ -88,17 +96,22 @@ def test_rgb_conv_cost_of_the_lecture() -> None:
 
 def test_report_worked_examples_all_match() -> None:
     examples = worked_examples()
-    assert len(examples) == 9 and all(e["match"] for e in examples), [e for e in examples if not e["match"]]
+    assert len(examples) == 9 and all(e["match"] for e in examples), [
+        e for e in examples if not e["match"]
+    ]
 
 
 # ----------------------------------------------------------------------------- nets
-@pytest.mark.parametrize(("net", "kwargs", "params", "macs"), [
-    ("lenet5", {}, 61_706, 117_600 + 240_000 + 48_000 + 10_080 + 840),
-    ("convnet", {}, 1_199_882, 194_688 + 10_616_832 + 1_179_648 + 1_280),
-    ("lenet5_small", {}, 5_142, 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 10),
-    ("mlp", {"hidden": [10]}, 7_960, 7_840 + 100),
-    ("mlp", {"hidden": [32]}, 25_450, 25_088 + 320),
-])
+@pytest.mark.parametrize(
+    ("net", "kwargs", "params", "macs"),
+    [
+        ("lenet5", {}, 61_706, 117_600 + 240_000 + 48_000 + 10_080 + 840),
+        ("convnet", {}, 1_199_882, 194_688 + 10_616_832 + 1_179_648 + 1_280),
+        ("lenet5_small", {}, 5_142, 6 * 24 * 24 * 25 + 16 * 8 * 8 * 150 + 256 * 10),
+        ("mlp", {"hidden": [10]}, 7_960, 7_840 + 100),
+        ("mlp", {"hidden": [32]}, 25_450, 25_088 + 320),
+    ],
+)
 def test_net_totals(net: str, kwargs: dict, params: int, macs: int) -> None:
     model = create_model(net, **kwargs)
     costs = layer_costs(model)
@@ -109,8 +122,10 @@ def test_net_totals(net: str, kwargs: dict, params: int, macs: int) -> None:
 def test_lenet5_layers() -> None:
     costs = layer_costs(create_model("lenet5"))
     convs = [c for c in costs if c.kind.startswith("Conv2d")]
-    assert [(c.output_shape, c.params, c.macs) for c in convs] == [((6, 28, 28), 156, 117_600),
-                                                                   ((16, 10, 10), 2_416, 240_000)]
+    assert [(c.output_shape, c.params, c.macs) for c in convs] == [
+        ((6, 28, 28), 156, 117_600),
+        ((16, 10, 10), 2_416, 240_000),
+    ]
     pools = [c.output_shape for c in costs if c.kind.startswith("MaxPool2d")]
     assert pools == [(6, 14, 14), (16, 5, 5)]
     assert costs[-1].name == "head" and costs[-1].output_shape == (10,)
@@ -145,7 +160,9 @@ def test_kernels_are_cross_correlation_not_convolution() -> None:
     for name, k in KERNELS.items():
         kt = torch.tensor(k, dtype=torch.float64)
         r = kt.shape[0] // 2
-        response = cross_correlate2d(delta, kt, padding="same")[3 - r:3 + r + 1, 3 - r:3 + r + 1]
+        response = cross_correlate2d(delta, kt, padding="same")[
+            3 - r : 3 + r + 1, 3 - r : 3 + r + 1
+        ]
         # Cross-correlating a delta gives the kernel rotated by 180°; a true convolution would give it as is.
         assert torch.equal(response, torch.flip(kt, dims=(0, 1))), name
 
@@ -158,7 +175,9 @@ def test_sobel_sees_vertical_edges_only_in_the_vertical_kernel() -> None:
     inner = (slice(1, -1), slice(1, -1))  # away from the zero padding
     assert out["Sobel vertical"][inner].abs().max() == 4.0  # 1 + 2 + 1 across the edge
     assert out["Sobel horizontal"][inner].abs().max() == 0.0
-    assert torch.allclose(out["sharpen"][inner][:, :2], torch.zeros(6, 2, dtype=torch.float64))  # flat dark area
+    assert torch.allclose(
+        out["sharpen"][inner][:, :2], torch.zeros(6, 2, dtype=torch.float64)
+    )  # flat dark area
     assert out["prong (lecture 000)"].shape == (8, 8)
 
 
@@ -166,12 +185,22 @@ def test_sobel_sees_vertical_edges_only_in_the_vertical_kernel() -> None:
 def test_summary_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["summary", "--net", "convnet"]) == 0
     out = capsys.readouterr().out
-    assert "1,199,882 parameters" in out and "| features.7 | Linear 9216→128 | 128 | 1,179,776 | 1,179,648 |" in out
-    assert main(["summary", "--net", "mlp", "--net_args", '{"hidden": [32]}', "--out", str(tmp_path)]) == 0
+    assert (
+        "1,199,882 parameters" in out
+        and "| features.7 | Linear 9216→128 | 128 | 1,179,776 | 1,179,648 |" in out
+    )
+    assert (
+        main(["summary", "--net", "mlp", "--net_args", '{"hidden": [32]}', "--out", str(tmp_path)])
+        == 0
+    )
     data = json.loads((tmp_path / "summary.json").read_text())
     assert (data["params"], data["macs"]) == (25_450, 25_408)
     assert (tmp_path / "summary.md").read_text().count("\n| ") >= 5
-    assert (tmp_path / "summary.csv").read_text().startswith("layer,type,output shape,params,multiply-adds")
+    assert (
+        (tmp_path / "summary.csv")
+        .read_text()
+        .startswith("layer,type,output shape,params,multiply-adds")
+    )
 
 
 def test_summary_output_size_helper(capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +208,9 @@ def test_summary_output_size_helper(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("28 → 28")
     assert main(["summary", "--size", "24", "--kernel", "2", "--pool"]) == 0
     assert capsys.readouterr().out.startswith("24 → 12")
-    assert main(["summary", "--size", "32", "--kernel", "3", "--stride", "2", "--padding", "1"]) == 0
+    assert (
+        main(["summary", "--size", "32", "--kernel", "3", "--stride", "2", "--padding", "1"]) == 0
+    )
     assert capsys.readouterr().out.startswith("32 → 16")
 
 

@@ -32,23 +32,66 @@ from .conftest import run_imgcls
 from .test_insight_shift import make_checkpoint
 
 
-def _result(name: str, dataset: str = "mnist", accs: tuple[float, ...] = (0.9812, 0.9601, 0.8523, 0.6011),
-            lecture: tuple[float, ...] | None = None, seconds: float | None = 12.34) -> ExperimentResult:
-    return ExperimentResult(name, name.upper(), dataset, "lenet5", {}, 20_000, 3, seconds, "trained", 61_706,
-                            416_520, 10_000, list(accs), [a - 0.05 for a in accs],
-                            lecture[0] if lecture else None, list(lecture) if lecture else None, "lecture 002")
+def _result(
+    name: str,
+    dataset: str = "mnist",
+    accs: tuple[float, ...] = (0.9812, 0.9601, 0.8523, 0.6011),
+    lecture: tuple[float, ...] | None = None,
+    seconds: float | None = 12.34,
+) -> ExperimentResult:
+    return ExperimentResult(
+        name,
+        name.upper(),
+        dataset,
+        "lenet5",
+        {},
+        20_000,
+        3,
+        seconds,
+        "trained",
+        61_706,
+        416_520,
+        10_000,
+        list(accs),
+        [a - 0.05 for a in accs],
+        lecture[0] if lecture else None,
+        list(lecture) if lecture else None,
+        "lecture 002",
+    )
 
 
 def _data(mode: str = "full") -> ReportData:
-    exps = [_result("mlp-32", accs=(0.9701, 0.8702, 0.6203, 0.3304), lecture=(97.0, 87.0, 62.0)),
-            _result("convnet", lecture=(99.04, 98.07, 92.06, 75.0)),
-            _result("lenet5-20k", seconds=21.5),
-            _result("fashion-convnet", "fashion_mnist", (0.9255, 0.8973, 0.7594, 0.4738), (92.55, 89.73, 75.94, 47.38),
-                    seconds=None)]
+    exps = [
+        _result("mlp-32", accs=(0.9701, 0.8702, 0.6203, 0.3304), lecture=(97.0, 87.0, 62.0)),
+        _result("convnet", lecture=(99.04, 98.07, 92.06, 75.0)),
+        _result("lenet5-20k", seconds=21.5),
+        _result(
+            "fashion-convnet",
+            "fashion_mnist",
+            (0.9255, 0.8973, 0.7594, 0.4738),
+            (92.55, 89.73, 75.94, 47.38),
+            seconds=None,
+        ),
+    ]
     figures = {key: f"figures/{name}" for key, (name, _) in FIGURES.items()}
-    return ReportData("imgcls report --reuse", mode, "2026-01-01 00:00", {"cpu_count": 2, "torch_threads": 2,
-                      "torch": "2.x", "python": "3.11", "platform": "test", "cpu": "x86_64"}, exps, figures,
-                      {"lenet5": "| a |\n| --- |\n| b |\n"}, worked_examples(), ["a note"])
+    return ReportData(
+        "imgcls report --reuse",
+        mode,
+        "2026-01-01 00:00",
+        {
+            "cpu_count": 2,
+            "torch_threads": 2,
+            "torch": "2.x",
+            "python": "3.11",
+            "platform": "test",
+            "cpu": "x86_64",
+        },
+        exps,
+        figures,
+        {"lenet5": "| a |\n| --- |\n| b |\n"},
+        worked_examples(),
+        ["a note"],
+    )
 
 
 def test_report_has_every_section_in_order() -> None:
@@ -67,9 +110,16 @@ def test_report_puts_lecture_numbers_beside_ours() -> None:
     mlp = next(line for line in text.splitlines() if line.startswith("| MLP-32 (`mlp-32`)"))
     assert "| 97.00 | 97.01 | 87.00 / 87.02 | 62.00 / 62.03 | – / 33.04 |" in mlp
     fashion = next(line for line in text.splitlines() if line.startswith("| FASHION-CONVNET"))
-    assert "| 92.55 | 92.55 | 89.73 / 89.73 | 75.94 / 75.94 | 47.38 / 47.38 |" in fashion and "| n/a |" in fashion
-    assert "**21.5 s**" in text and "around 20 seconds" in text  # LeNet-5 on 20,000 images vs lecture 000
-    assert "| lenet5-20k | 98.12 | 96.01 / 91.01 | 85.23 / 80.23 | 60.11 / 55.11 | – |" in text  # mean / worst
+    assert (
+        "| 92.55 | 92.55 | 89.73 / 89.73 | 75.94 / 75.94 | 47.38 / 47.38 |" in fashion
+        and "| n/a |" in fashion
+    )
+    assert (
+        "**21.5 s**" in text and "around 20 seconds" in text
+    )  # LeNet-5 on 20,000 images vs lecture 000
+    assert (
+        "| lenet5-20k | 98.12 | 96.01 / 91.01 | 85.23 / 80.23 | 60.11 / 55.11 | – |" in text
+    )  # mean / worst
 
 
 def test_report_links_every_figure_and_lists_the_worked_examples() -> None:
@@ -101,7 +151,10 @@ def test_experiments_cover_the_lectures() -> None:
     assert names == ["mlp-10", "mlp-32", "convnet", "lenet5", "lenet5-20k", "fashion-convnet"]
     by = {e.name: e for e in EXPERIMENTS}
     assert by["mlp-10"].lecture_acc == 93.0 and by["mlp-32"].lecture_shift == (97.0, 87.0, 62.0)
-    assert by["convnet"].lecture_shift == (99.04, 98.07, 92.06, 75.0) and by["convnet"].full.epochs == 14
+    assert (
+        by["convnet"].lecture_shift == (99.04, 98.07, 92.06, 75.0)
+        and by["convnet"].full.epochs == 14
+    )
     assert by["fashion-convnet"].lecture_shift == (92.55, 89.73, 75.94, 47.38)
     assert by["fashion-convnet"].full.dataset == "fashion_mnist"
     assert by["lenet5-20k"].full.train_subset == 20_000 and by["lenet5"].full.train_subset is None
@@ -110,10 +163,24 @@ def test_experiments_cover_the_lectures() -> None:
 
 # ----------------------------------------------------------------------------- running experiments
 def test_finished_runs_are_reused(tiny_data: Path, tmp_path: Path) -> None:
-    tiny = [Experiment("mlp-10", "MLP-10", TrainSpec("mlp", {"hidden": [10]}, "mnist", None, 1),
-                       TrainSpec("mlp", {"hidden": [10]}, "mnist", 300, 1), 93.0, None, "lecture 002")]
-    kw = {"quick": True, "runs_dir": tmp_path / "runs", "data_dir": str(tiny_data), "progress": False,
-          "experiments": tiny}
+    tiny = [
+        Experiment(
+            "mlp-10",
+            "MLP-10",
+            TrainSpec("mlp", {"hidden": [10]}, "mnist", None, 1),
+            TrainSpec("mlp", {"hidden": [10]}, "mnist", 300, 1),
+            93.0,
+            None,
+            "lecture 002",
+        )
+    ]
+    kw = {
+        "quick": True,
+        "runs_dir": tmp_path / "runs",
+        "data_dir": str(tiny_data),
+        "progress": False,
+        "experiments": tiny,
+    }
     logs: list[str] = []
     first = build_report(tmp_path / "a", reuse=True, log=logs.append, **kw)
     assert first.experiments[0].origin == "trained" and first.experiments[0].n_train == 300
@@ -142,23 +209,40 @@ def test_checkpoints_given_by_name_must_fit_the_experiment(tmp_path: Path) -> No
 
 def test_report_command_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing.ckpt"
-    assert main(["report", "--quick", "--ckpt", f"lenet5={missing}", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["report", "--quick", "--ckpt", f"lenet5={missing}", "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert str(missing) in capsys.readouterr().err
     assert main(["report", "--quick", "--ckpt", str(missing), "--out", str(tmp_path / "o")]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
 
 
 @pytest.mark.real_data
-def test_report_with_a_given_checkpoint(trained_ckpt: Path, real_data_root: Path, tmp_path: Path) -> None:
+def test_report_with_a_given_checkpoint(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path
+) -> None:
     lenet = [e for e in EXPERIMENTS if e.name == "lenet5"]
-    data = build_report(tmp_path, checkpoints={"lenet5": str(trained_ckpt)}, data_dir=str(real_data_root),
-                        progress=False, experiments=lenet, test_limit=1000, log=lambda s: None)
+    data = build_report(
+        tmp_path,
+        checkpoints={"lenet5": str(trained_ckpt)},
+        data_dir=str(real_data_root),
+        progress=False,
+        experiments=lenet,
+        test_limit=1000,
+        log=lambda s: None,
+    )
     (r,) = data.experiments
     assert r.origin == f"checkpoint {trained_ckpt}" and r.fit_seconds is None
     import torch
 
-    ckpt = torch.load(trained_ckpt, map_location="cpu", weights_only=True)  # what the fixture's `imgcls fit` saved
-    assert r.n_train == ckpt["datamodule_hyper_parameters"]["train_subset"] and r.epochs == ckpt["epoch"] + 1
+    ckpt = torch.load(
+        trained_ckpt, map_location="cpu", weights_only=True
+    )  # what the fixture's `imgcls fit` saved
+    assert (
+        r.n_train == ckpt["datamodule_hyper_parameters"]["train_subset"]
+        and r.epochs == ckpt["epoch"] + 1
+    )
     assert r.params == 61_706 and r.macs == 416_520 and r.n_test == 1000
     assert r.shift_mean[0] > r.shift_mean[1] > r.shift_mean[2] > r.shift_mean[3]
     assert {"shift_mnist", "filters_lenet5", "kernels"} <= set(data.figures)
@@ -169,13 +253,28 @@ def test_report_with_a_given_checkpoint(trained_ckpt: Path, real_data_root: Path
 def test_quick_report_end_to_end(real_data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     start = time.perf_counter()
-    run_imgcls("report", "--quick", "--out", str(out), "--runs_dir", str(tmp_path / "runs"), "--data_dir",
-               str(real_data_root), "--no_progress", cwd=tmp_path)
+    run_imgcls(
+        "report",
+        "--quick",
+        "--out",
+        str(out),
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        "--data_dir",
+        str(real_data_root),
+        "--no_progress",
+        cwd=tmp_path,
+    )
     seconds = time.perf_counter() - start
     print(f"imgcls report --quick: {seconds:.0f} s")
     text = (out / "README.md").read_text()
     assert re.findall(r"^## (.+)$", text, flags=re.M) == list(SECTIONS)
-    assert "**Quick mode**" in text and "99.04" in text and "92.55" in text and "around 20 seconds" in text
+    assert (
+        "**Quick mode**" in text
+        and "99.04" in text
+        and "92.55" in text
+        and "around 20 seconds" in text
+    )
     results = json.loads((out / "results.json").read_text())
     assert [e["name"] for e in results["experiments"]] == [e.name for e in EXPERIMENTS]
     assert set(results["figures"]) == set(FIGURES)

@@ -35,15 +35,23 @@ from imgcls.insight.shift import (
 from .conftest import run_imgcls
 
 
-def make_checkpoint(path: Path, net: str = "mlp", net_args: dict | None = None, dataset: str = "mnist") -> Path:
+def make_checkpoint(
+    path: Path, net: str = "mlp", net_args: dict | None = None, dataset: str = "mnist"
+) -> Path:
     """An untrained imgcls checkpoint (state_dict + hyper_parameters), enough for load_classifier."""
     from imgcls.data import DATAMODULES
     from imgcls.module import ImageClassifier
 
     dm = DATAMODULES[dataset]
     torch.manual_seed(0)
-    model = ImageClassifier(net=net, net_args=net_args or {}, dataset=dataset, class_names=list(dm.class_names),
-                            mean=dm.mean, std=dm.std)
+    model = ImageClassifier(
+        net=net,
+        net_args=net_args or {},
+        dataset=dataset,
+        class_names=list(dm.class_names),
+        mean=dm.mean,
+        std=dm.std,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
     return path
@@ -51,13 +59,25 @@ def make_checkpoint(path: Path, net: str = "mlp", net_args: dict | None = None, 
 
 # ----------------------------------------------------------------------------- the shift itself
 def test_one_pixel_right_shift_moves_every_pixel_and_fills_zero() -> None:
-    x = torch.arange(1, 26, dtype=torch.uint8).reshape(1, 1, 5, 5)  # every pixel distinct and non-zero
+    x = torch.arange(1, 26, dtype=torch.uint8).reshape(
+        1, 1, 5, 5
+    )  # every pixel distinct and non-zero
     out = translate(x, 0, 1)
     assert out.dtype == torch.uint8 and out.shape == x.shape
     assert torch.equal(out[0, 0, :, 0], torch.zeros(5, dtype=torch.uint8))  # vacated column is zero
-    assert torch.equal(out[0, 0, :, 1:], x[0, 0, :, :-1])  # every other pixel moved one to the right
-    expected = torch.tensor([[0, 1, 2, 3, 4], [0, 6, 7, 8, 9], [0, 11, 12, 13, 14], [0, 16, 17, 18, 19],
-                             [0, 21, 22, 23, 24]], dtype=torch.uint8)
+    assert torch.equal(
+        out[0, 0, :, 1:], x[0, 0, :, :-1]
+    )  # every other pixel moved one to the right
+    expected = torch.tensor(
+        [
+            [0, 1, 2, 3, 4],
+            [0, 6, 7, 8, 9],
+            [0, 11, 12, 13, 14],
+            [0, 16, 17, 18, 19],
+            [0, 21, 22, 23, 24],
+        ],
+        dtype=torch.uint8,
+    )
     assert torch.equal(out[0, 0], expected)
 
 
@@ -69,14 +89,22 @@ def test_every_direction_matches_the_per_image_path_and_keeps_the_pixel_sum(d: i
     dx = torch.tensor([d * ux for _, ux in DIRECTIONS])
     batched = translate(x, dy, dx)  # one shift per image
     for j, (uy, ux) in enumerate(DIRECTIONS):
-        single = translate(x[j:j + 1], d * uy, d * ux)
-        assert torch.equal(batched[j:j + 1], single)
+        single = translate(x[j : j + 1], d * uy, d * ux)
+        assert torch.equal(batched[j : j + 1], single)
         assert single[0, 0, 4 + d * uy, 4 + d * ux] == 1.0 and single.sum() == 1.0
 
 
 def test_direction_names_follow_the_compass() -> None:
     assert dict(zip(DIRECTION_NAMES, DIRECTIONS, strict=True)) == {
-        "N": (-1, 0), "NE": (-1, 1), "E": (0, 1), "SE": (1, 1), "S": (1, 0), "SW": (1, -1), "W": (0, -1), "NW": (-1, -1)}
+        "N": (-1, 0),
+        "NE": (-1, 1),
+        "E": (0, 1),
+        "SE": (1, 1),
+        "S": (1, 0),
+        "SW": (1, -1),
+        "W": (0, -1),
+        "NW": (-1, -1),
+    }
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -105,15 +133,24 @@ def test_shift_accuracy_per_direction_is_exact() -> None:
     for d in (1, 2, 3):
         for j, name in enumerate(DIRECTION_NAMES):
             assert r.accuracy[d, j] == (1.0 if name in ("E", "W") else 0.0), (d, name)
-    assert np.allclose(r.mean, [1.0, 0.25, 0.25, 0.25]) and np.allclose(r.worst, [1.0, 0.0, 0.0, 0.0])
+    assert np.allclose(r.mean, [1.0, 0.25, 0.25, 0.25]) and np.allclose(
+        r.worst, [1.0, 0.0, 0.0, 0.0]
+    )
     as_dict = r.to_dict()
     assert as_dict["per_direction"][2]["E"] == 1.0 and as_dict["per_direction"][2]["SE"] == 0.0
 
 
 def test_summary_table_puts_models_and_lecture_side_by_side() -> None:
     acc = np.array([[0.99] * 8, [0.9] * 7 + [0.5], [0.6] * 8])
-    cols, rows = summary_table([ShiftResult("cnn", "mnist", 10, acc)], {"lecture CNN": (99.04, 98.07, 92.06, 75.0)})
-    assert cols == ["model", "0 px", "1 px mean / worst", "2 px mean / worst"]  # as far as the models were shifted
+    cols, rows = summary_table(
+        [ShiftResult("cnn", "mnist", 10, acc)], {"lecture CNN": (99.04, 98.07, 92.06, 75.0)}
+    )
+    assert cols == [
+        "model",
+        "0 px",
+        "1 px mean / worst",
+        "2 px mean / worst",
+    ]  # as far as the models were shifted
     assert rows[0] == ["cnn", "99.00", "85.00 / 50.00", "60.00 / 60.00"]
     assert rows[1] == ["lecture CNN", "99.04", "98.07", "92.06"]
 
@@ -123,7 +160,9 @@ def test_outputs_are_written(tmp_path: Path) -> None:
 
     images, labels = _row_images()
     r = evaluate_shift(RowPredictor(), images, labels, max_shift=2, progress=False)
-    paths = write_shift_outputs([r], tmp_path, {"lecture CNN": (99.04, 98.07, 92.06, 75.0)}, "mnist")
+    paths = write_shift_outputs(
+        [r], tmp_path, {"lecture CNN": (99.04, 98.07, 92.06, 75.0)}, "mnist"
+    )
     assert set(paths) == {"md", "summary_csv", "csv", "json", "png"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert "| row | 100.00 | 25.00 / 0.00 | 25.00 / 0.00 |" in paths["md"].read_text()
@@ -151,7 +190,21 @@ def test_missing_paths_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert str(onnx) in capsys.readouterr().err
     ckpt = make_checkpoint(tmp_path / "m.ckpt")
     data = tmp_path / "no_data_here"
-    assert main(["evaluate", "shift", "--ckpt", str(ckpt), "--data_dir", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "shift",
+                "--ckpt",
+                str(ckpt),
+                "--data_dir",
+                str(data),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert str(data) in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -159,7 +212,21 @@ def test_missing_paths_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_dataset_mismatch_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fashion = make_checkpoint(tmp_path / "fashion.ckpt", dataset="fashion_mnist")
     digits = make_checkpoint(tmp_path / "digits.ckpt", dataset="mnist")
-    assert main(["evaluate", "shift", "--ckpt", str(fashion), "--dataset", "mnist", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "shift",
+                "--ckpt",
+                str(fashion),
+                "--dataset",
+                "mnist",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "fashion_mnist" in err and "mnist" in err and str(fashion) in err
     with pytest.raises(InsightError, match="trained on 'fashion_mnist'"):
@@ -167,21 +234,29 @@ def test_dataset_mismatch_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert check_dataset([load_predictor(f"a={digits}")], "mnist") == "mnist"
 
 
-def test_onnx_models_go_through_imgcls_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_models_go_through_imgcls_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The ONNX path, against the runtime's interface (a stand-in, so this runs without an export)."""
 
     class FakeOnnxClassifier:
         def __init__(self, path: str, device: str = "auto") -> None:
             assert device == "cpu"
-            self.metadata = {"dataset": "mnist", "class_names": [str(i) for i in range(10)], "net": "mlp",
-                             "net_args": {"hidden": [10]}}
+            self.metadata = {
+                "dataset": "mnist",
+                "class_names": [str(i) for i in range(10)],
+                "net": "mlp",
+                "net_args": {"hidden": [10]},
+            }
 
         def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             assert isinstance(images, np.ndarray) and images.dtype == np.uint8
             labels = RowPredictor().predict(torch.from_numpy(images)).numpy()
             return labels, np.zeros((len(images), 10), np.float32)
 
-    monkeypatch.setitem(sys.modules, "imgcls.runtime", types.SimpleNamespace(OnnxClassifier=FakeOnnxClassifier))
+    monkeypatch.setitem(
+        sys.modules, "imgcls.runtime", types.SimpleNamespace(OnnxClassifier=FakeOnnxClassifier)
+    )
     model = tmp_path / "model.onnx"
     model.write_bytes(b"stand-in")
     p = load_predictor(str(model), "onnx")
@@ -197,7 +272,9 @@ def test_accuracy_falls_with_distance(trained_ckpt: Path, real_data_root: Path) 
     from imgcls.insight.testset import load_test_set
 
     test = load_test_set("mnist", real_data_root, limit=2000)
-    r = evaluate_shift(load_predictor(str(trained_ckpt)), test.images, test.labels, max_shift=3, progress=False)
+    r = evaluate_shift(
+        load_predictor(str(trained_ckpt)), test.images, test.labels, max_shift=3, progress=False
+    )
     mean, worst = r.mean, r.worst
     print("shift accuracy (mean):", np.round(100 * mean, 2), "worst:", np.round(100 * worst, 2))
     assert mean[0] > 0.75  # the fixture's LeNet-5 reaches roughly 80-90 %
@@ -211,9 +288,23 @@ def test_evaluate_shift_command(trained_ckpt: Path, real_data_root: Path, tmp_pa
     from PIL import Image
 
     out = tmp_path / "shift"
-    proc = run_imgcls("evaluate", "shift", "--ckpt", f"lenet={trained_ckpt}", "--ckpt", str(trained_ckpt),
-                      "--max_shift", "2", "--limit", "300", "--data_dir", str(real_data_root), "--out", str(out),
-                      cwd=tmp_path)
+    proc = run_imgcls(
+        "evaluate",
+        "shift",
+        "--ckpt",
+        f"lenet={trained_ckpt}",
+        "--ckpt",
+        str(trained_ckpt),
+        "--max_shift",
+        "2",
+        "--limit",
+        "300",
+        "--data_dir",
+        str(real_data_root),
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert "| lenet |" in proc.stdout and "| lecture CNN | 99.04 | 98.07 | 92.06 |" in proc.stdout
     report = json.loads((out / "shift.json").read_text())
     names = [m["name"] for m in report["models"]]
@@ -225,18 +316,29 @@ def test_evaluate_shift_command(trained_ckpt: Path, real_data_root: Path, tmp_pa
 
 
 @pytest.mark.real_data
-def test_onnx_export_gives_the_same_shift_accuracy(trained_ckpt: Path, real_data_root: Path, tmp_path: Path) -> None:
+def test_onnx_export_gives_the_same_shift_accuracy(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path
+) -> None:
     """The real runtime on a real export (issue 4): the same numbers as the checkpoint."""
     export = pytest.importorskip("imgcls.export")
     pytest.importorskip("imgcls.runtime")
     from imgcls.insight.testset import load_test_set
 
-    result = export.export_checkpoint(trained_ckpt, tmp_path / "export", data_dir=real_data_root, parity_subset=200,
-                                      log=lambda s: None)
+    result = export.export_checkpoint(
+        trained_ckpt,
+        tmp_path / "export",
+        data_dir=real_data_root,
+        parity_subset=200,
+        log=lambda s: None,
+    )
     onnx_file = result.out_dir / "model.onnx"
     test = load_test_set("mnist", real_data_root, limit=300)
-    torch_r = evaluate_shift(load_predictor(str(trained_ckpt)), test.images, test.labels, 2, progress=False)
+    torch_r = evaluate_shift(
+        load_predictor(str(trained_ckpt)), test.images, test.labels, 2, progress=False
+    )
     onnx_p = load_predictor(str(onnx_file), "onnx")
     assert onnx_p.dataset == "mnist" and onnx_p.name == "lenet5 (onnx)"
     onnx_r = evaluate_shift(onnx_p, test.images, test.labels, 2, progress=False)
-    assert np.abs(onnx_r.accuracy - torch_r.accuracy).max() <= 2 / 300  # float differences flip at most 2 images
+    assert (
+        np.abs(onnx_r.accuracy - torch_r.accuracy).max() <= 2 / 300
+    )  # float differences flip at most 2 images

@@ -33,7 +33,9 @@ def test_forward_finite_and_every_parameter_gets_a_gradient(name):
     assert out.shape == (4, 10) and torch.isfinite(out).all()
     assert net.forward_features(x).shape[0] == 4
     out.logsumexp(1).sum().backward()
-    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    missing = [
+        n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
     assert not missing, f"no gradient for {missing}"
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
 
@@ -45,7 +47,9 @@ def test_parameter_counts(name):
 
 def test_convnet_flattens_to_9216_and_lenet5_small_first_layer_has_150_weights():
     assert create_model("convnet").flat_features == 9216
-    first = next(m for m in create_model("lenet5_small").modules() if isinstance(m, torch.nn.Conv2d))
+    first = next(
+        m for m in create_model("lenet5_small").modules() if isinstance(m, torch.nn.Conv2d)
+    )
     assert first.weight.numel() == 150 and first.weight.shape == (6, 1, 5, 5)
 
 
@@ -55,8 +59,15 @@ def test_three_channel_32x32(name):
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 7)
 
 
-@pytest.mark.parametrize(("kw", "flat"), [({"padding": "same"}, 64 * 14 * 14), ({"stride": 2}, 64 * 3 * 3),
-                                          ({"pool": "avg"}, 9216), ({"channels": [8, 16], "kernel_size": 5}, 16 * 10 * 10)])
+@pytest.mark.parametrize(
+    ("kw", "flat"),
+    [
+        ({"padding": "same"}, 64 * 14 * 14),
+        ({"stride": 2}, 64 * 3 * 3),
+        ({"pool": "avg"}, 9216),
+        ({"channels": [8, 16], "kernel_size": 5}, 16 * 10 * 10),
+    ],
+)
 def test_convnet_options_change_the_geometry(kw, flat):
     net = create_model("convnet", **kw)
     assert net.flat_features == flat
@@ -64,10 +75,14 @@ def test_convnet_options_change_the_geometry(kw, flat):
 
 
 def test_mlp_hidden_sizes_and_resnet_depth():
-    assert sum(p.numel() for p in create_model("mlp", hidden=[10]).parameters()) == 784 * 10 + 10 + 110
+    assert (
+        sum(p.numel() for p in create_model("mlp", hidden=[10]).parameters()) == 784 * 10 + 10 + 110
+    )
     deeper = create_model("resnet", blocks=3)
     shallower = create_model("resnet", blocks=1)
-    assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in shallower.parameters())
+    assert sum(p.numel() for p in deeper.parameters()) > sum(
+        p.numel() for p in shallower.parameters()
+    )
 
 
 def test_residual_block_is_identity_plus_residual():
@@ -76,7 +91,9 @@ def test_residual_block_is_identity_plus_residual():
     block = ResidualBlock(4, "relu", batch_norm=False)
     torch.nn.init.zeros_(block.conv2.weight)
     torch.nn.init.zeros_(block.conv2.bias)
-    f = torch.rand(2, 4, 6, 6)  # non-negative, so the output ReLU keeps it: W1 = 0 gives f_k = f_{k-1}
+    f = torch.rand(
+        2, 4, 6, 6
+    )  # non-negative, so the output ReLU keeps it: W1 = 0 gives f_k = f_{k-1}
     assert torch.equal(block(f), f)
 
 

@@ -25,17 +25,38 @@ from .conftest import CONFIGS_DIR as CONFIGS
 from .conftest import FAST, run_imgcls
 
 
-def _fit(tmp_path: Path, data: Path, epochs: int, ckpt_path: str | None = None, **trainer_kw) -> tuple[L.Trainer, ImageClassifier]:
+def _fit(
+    tmp_path: Path, data: Path, epochs: int, ckpt_path: str | None = None, **trainer_kw
+) -> tuple[L.Trainer, ImageClassifier]:
     from imgcls.callbacks import RunCheckpoint
 
     L.seed_everything(7, verbose=False)
-    model = ImageClassifier(net="convnet", net_args={"channels": [4, 8], "hidden": 16})  # has dropout: uses the RNG
-    dm = MNISTDataModule(data_dir=str(data), val_size=100, batch_size=64, shift_augment=2)  # augmentation: RNG too
-    ckpt = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc", mode="max", filename="best", save_last=True,
-                         enable_version_counter=False)
-    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[ckpt],
-                        plugins=[AtomicCheckpointIO()], **trainer_kw)
+    model = ImageClassifier(
+        net="convnet", net_args={"channels": [4, 8], "hidden": 16}
+    )  # has dropout: uses the RNG
+    dm = MNISTDataModule(
+        data_dir=str(data), val_size=100, batch_size=64, shift_augment=2
+    )  # augmentation: RNG too
+    ckpt = RunCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        monitor="val/acc",
+        mode="max",
+        filename="best",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ckpt],
+        plugins=[AtomicCheckpointIO()],
+        **trainer_kw,
+    )
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -48,9 +69,13 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 def test_resume_parity_is_bit_identical(tiny_data, tmp_path):
     straight, m1 = _fit(tmp_path / "a", tiny_data, epochs=3)
     _fit(tmp_path / "b", tiny_data, epochs=1)
-    resumed, m2 = _fit(tmp_path / "b", tiny_data, epochs=3, ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    resumed, m2 = _fit(
+        tmp_path / "b", tiny_data, epochs=3, ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt")
+    )
     assert resumed.current_epoch == straight.current_epoch == 3
-    assert _same_weights(m1.state_dict(), m2.state_dict()), "resumed weights differ from the uninterrupted run"
+    assert _same_weights(m1.state_dict(), m2.state_dict()), (
+        "resumed weights differ from the uninterrupted run"
+    )
     for key in ("val/acc", "val/loss", "train/loss_epoch", "train/acc"):
         assert float(straight.callback_metrics[key]) == float(resumed.callback_metrics[key])
 
@@ -61,11 +86,27 @@ def test_last_ckpt_is_the_last_epoch_even_without_a_new_best(tiny_data, tmp_path
 
     from imgcls.callbacks import RunCheckpoint
 
-    ckpt = RunCheckpoint(dirpath=tmp_path, monitor="val/acc", mode="max", filename="best", save_last=True,
-                         enable_version_counter=False)
-    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=3, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[ckpt])
-    frozen = ImageClassifier(net="lenet5_small", optimizer=partial(torch.optim.SGD, lr=0.0))  # val/acc never improves
+    ckpt = RunCheckpoint(
+        dirpath=tmp_path,
+        monitor="val/acc",
+        mode="max",
+        filename="best",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ckpt],
+    )
+    frozen = ImageClassifier(
+        net="lenet5_small", optimizer=partial(torch.optim.SGD, lr=0.0)
+    )  # val/acc never improves
     trainer.fit(frozen, MNISTDataModule(data_dir=str(tiny_data), val_size=100, batch_size=100))
     assert load_checkpoint(tmp_path / "best.ckpt")["epoch"] == 0
     assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
@@ -76,19 +117,38 @@ def test_two_seeded_deterministic_runs_are_identical(tiny_data, tmp_path):
     t1, m1 = _fit(tmp_path / "a", tiny_data, epochs=2, deterministic=True)
     t2, m2 = _fit(tmp_path / "b", tiny_data, epochs=2, deterministic=True)
     assert _same_weights(m1.state_dict(), m2.state_dict())
-    assert {k: float(v) for k, v in t1.callback_metrics.items()} == {k: float(v) for k, v in t2.callback_metrics.items()}
+    assert {k: float(v) for k, v in t1.callback_metrics.items()} == {
+        k: float(v) for k, v in t2.callback_metrics.items()
+    }
 
 
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.real_data
 def test_sigkill_mid_epoch_then_resume_last(real_data_root, tmp_path):
-    args = ["fit", "--config", str(CONFIGS / "mnist/lenet5.yaml"), *FAST, "--trainer.max_epochs", "3",
-            "--data.init_args.data_dir", str(real_data_root), "--data.init_args.train_subset", "20000",
-            "--data.init_args.val_size", "500", "--data.init_args.batch_size", "32"]  # 625 steps an epoch
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "mnist/lenet5.yaml"),
+        *FAST,
+        "--trainer.max_epochs",
+        "3",
+        "--data.init_args.data_dir",
+        str(real_data_root),
+        "--data.init_args.train_subset",
+        "20000",
+        "--data.init_args.val_size",
+        "500",
+        "--data.init_args.batch_size",
+        "32",
+    ]  # 625 steps an epoch
     run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen([sys.executable, "-m", "imgcls", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgcls", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 240
         while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -106,7 +166,11 @@ def test_sigkill_mid_epoch_then_resume_last(real_data_root, tmp_path):
     run_imgcls(*args, "--ckpt_path", "last", cwd=tmp_path)
     rows = (run / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    val_epochs = [r.split(",")[header.index("epoch")] for r in rows[1:] if r.split(",")[header.index("val/acc")]]
+    val_epochs = [
+        r.split(",")[header.index("epoch")]
+        for r in rows[1:]
+        if r.split(",")[header.index("val/acc")]
+    ]
     assert val_epochs == ["0", "1", "2"], "epoch 0 not repeated, 1 and 2 finished once"
     assert load_checkpoint(last)["epoch"] == 2
 
@@ -181,8 +245,18 @@ def test_bad_checkpoint_gives_error_naming_file(bad_checkpoints, kind):
 def test_bad_checkpoint_in_cli(bad_checkpoints, real_data_root, tmp_path, command):
     for kind in ("truncated", "bitflip", "not_a_checkpoint"):
         path = bad_checkpoints[kind]
-        proc = run_imgcls(command, "--config", str(CONFIGS / "mnist/lenet5.yaml"), *FAST, "--ckpt_path", str(path),
-                          "--data.init_args.data_dir", str(real_data_root), cwd=tmp_path, check=False)
+        proc = run_imgcls(
+            command,
+            "--config",
+            str(CONFIGS / "mnist/lenet5.yaml"),
+            *FAST,
+            "--ckpt_path",
+            str(path),
+            "--data.init_args.data_dir",
+            str(real_data_root),
+            cwd=tmp_path,
+            check=False,
+        )
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert str(path) in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "runs").exists(), "nothing started"
@@ -193,7 +267,8 @@ def test_bad_checkpoint_in_cli(bad_checkpoints, real_data_root, tmp_path, comman
 @pytest.mark.real_data
 def test_ddp_rank_failure_ends_the_run(real_data_root, tmp_path):
     script = tmp_path / "fail_rank1.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import lightning as L
         from imgcls.data import MNISTDataModule
         from imgcls.module import ImageClassifier
@@ -206,9 +281,12 @@ def test_ddp_rank_failure_ends_the_run(real_data_root, tmp_path):
         trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, callbacks=[FailOnRank1()])
         trainer.fit(ImageClassifier(), MNISTDataModule(data_dir={str(real_data_root)!r}, train_subset=2000, val_size=500))
-    """))
+    """)
+    )
     t0 = time.time()
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode != 0
     assert "rank 1 fails on purpose" in proc.stderr
     assert time.time() - t0 < 170, "the surviving rank hung"
@@ -221,10 +299,21 @@ def test_unwritable_output_dir_fails_before_training(tiny_data, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["imgcls"])
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode)
+    )
     with pytest.raises(SystemExit, match="cannot write runs"):
-        ImgclsCLI(args=["fit", "--config", str(CONFIGS / "mnist/lenet5.yaml"), "--data.init_args.data_dir", str(tiny_data),
-                        "--data.init_args.val_size", "100"])
+        ImgclsCLI(
+            args=[
+                "fit",
+                "--config",
+                str(CONFIGS / "mnist/lenet5.yaml"),
+                "--data.init_args.data_dir",
+                str(tiny_data),
+                "--data.init_args.val_size",
+                "100",
+            ]
+        )
     assert not (tmp_path / "runs").exists()
 
 
@@ -234,8 +323,20 @@ def test_paths_with_spaces_and_non_ascii(real_data_root, tmp_path):
     data = work / "dätä dir"
     (data / "MNIST").mkdir(parents=True)
     (data / "MNIST" / "raw").symlink_to(real_data_root / "MNIST" / "raw")
-    run_imgcls("fit", "--config", str(CONFIGS / "mnist/lenet5_small.yaml"), *FAST, "--trainer.max_epochs", "1",
-               "--data.init_args.data_dir", str(data), "--data.init_args.train_subset", "500",
-               "--data.init_args.val_size", "200", cwd=work)
+    run_imgcls(
+        "fit",
+        "--config",
+        str(CONFIGS / "mnist/lenet5_small.yaml"),
+        *FAST,
+        "--trainer.max_epochs",
+        "1",
+        "--data.init_args.data_dir",
+        str(data),
+        "--data.init_args.train_subset",
+        "500",
+        "--data.init_args.val_size",
+        "200",
+        cwd=work,
+    )
     best = work / "runs" / "mnist-lenet5_small" / "version_0" / "checkpoints" / "best.ckpt"
     assert load_classifier(best).hparams.net == "lenet5_small"

@@ -56,9 +56,13 @@ def test_set(real_data_root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model_path(trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_path(
+    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     out = tmp_path_factory.mktemp("runtime") / "lenet5"
-    export_checkpoint(trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None)
+    export_checkpoint(
+        trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
+    )
     return out / "model.onnx"
 
 
@@ -78,17 +82,22 @@ def clf(model_path: Path) -> OnnxClassifier:
 
 # ----------------------------------------------------------------------------- no torch
 def test_runtime_imports_without_torch() -> None:
-    code = ("import sys, imgcls.runtime, imgcls.commands.infer; "
-            "bad = [m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules]; "
-            "assert not bad, bad")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    code = (
+        "import sys, imgcls.runtime, imgcls.commands.infer; "
+        "bad = [m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 # ----------------------------------------------------------------------------- predictions
 @real_data
-def test_predictions_match_torch(clf: OnnxClassifier, test_set: tuple[np.ndarray, np.ndarray],
-                                 torch_pred: np.ndarray) -> None:
+def test_predictions_match_torch(
+    clf: OnnxClassifier, test_set: tuple[np.ndarray, np.ndarray], torch_pred: np.ndarray
+) -> None:
     images = test_set[0][:500]
     labels, probs = clf.predict(images)
     assert labels.dtype == np.int64 and probs.shape == (500, 10) and probs.dtype == np.float32
@@ -102,8 +111,9 @@ def test_predictions_match_torch(clf: OnnxClassifier, test_set: tuple[np.ndarray
 
 
 @real_data
-def test_batches_larger_than_batch_size_are_split(model_path: Path, clf: OnnxClassifier,
-                                                  test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_batches_larger_than_batch_size_are_split(
+    model_path: Path, clf: OnnxClassifier, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     small = OnnxClassifier(model_path, device="cpu", batch_size=7, intra_op_threads=1)
     images = test_set[0][:50]
     np.testing.assert_allclose(small.logits(images), clf.logits(images), atol=1e-5)
@@ -111,27 +121,59 @@ def test_batches_larger_than_batch_size_are_split(model_path: Path, clf: OnnxCla
 
 # ----------------------------------------------------------------------------- bad inputs
 BAD_INPUTS = {
-    "rank 2": (lambda x: x[0, 0], r"got rank 2 shape \(28, 28\); for a single image add a batch axis"),
-    "rank 5": (lambda x: x[None], r"expected images of shape \(N, 1, 28, 28\) or \(N, 28, 28\), got rank 5"),
-    "wrong size": (lambda x: np.zeros((2, 1, 32, 32), np.uint8), r"expected images of shape \(N, 1, 28, 28\), got \(2, 1, 32, 32\)"),
-    "colour": (lambda x: np.zeros((2, 3, 28, 28), np.uint8), r"got \(2, 3, 28, 28\); resize them to 28x28 greyscale"),
+    "rank 2": (
+        lambda x: x[0, 0],
+        r"got rank 2 shape \(28, 28\); for a single image add a batch axis",
+    ),
+    "rank 5": (
+        lambda x: x[None],
+        r"expected images of shape \(N, 1, 28, 28\) or \(N, 28, 28\), got rank 5",
+    ),
+    "wrong size": (
+        lambda x: np.zeros((2, 1, 32, 32), np.uint8),
+        r"expected images of shape \(N, 1, 28, 28\), got \(2, 1, 32, 32\)",
+    ),
+    "colour": (
+        lambda x: np.zeros((2, 3, 28, 28), np.uint8),
+        r"got \(2, 3, 28, 28\); resize them to 28x28 greyscale",
+    ),
     "empty": (lambda x: x[:0], "empty batch"),
     "float64": (lambda x: x.astype(np.float64) / 255, "got float64; convert with images.astype"),
-    "int64": (lambda x: x.astype(np.int64), "uint8 pixels .* or float32 pixels in \\[0, 1\\], got int64"),
-    "nan": (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 800, np.nan, x / 255).astype(np.float32),
-            r"1 NaN or inf pixel\(s\) in the batch \(first in image 1\)"),
+    "int64": (
+        lambda x: x.astype(np.int64),
+        "uint8 pixels .* or float32 pixels in \\[0, 1\\], got int64",
+    ),
+    "nan": (
+        lambda x: np.where(np.arange(x.size).reshape(x.shape) == 800, np.nan, x / 255).astype(
+            np.float32
+        ),
+        r"1 NaN or inf pixel\(s\) in the batch \(first in image 1\)",
+    ),
     "inf": (lambda x: np.full(x.shape, np.inf, np.float32), "NaN or inf pixel"),
-    "0..255 floats": (lambda x: x.astype(np.float32), r"float32 pixels must lie in \[0, 1\], got \[0, 255\]"),
-    "normalised": (lambda x: ((x / 255 - 0.1307) / 0.3081).astype(np.float32), "not normalised ones"),
-    "wrong name": (lambda x: {"input": x}, r"input names \['input'\] do not match the model's single input 'pixels'"),
-    "extra name": (lambda x: {"pixels": x, "mask": x}, "do not match the model's single input 'pixels'"),
+    "0..255 floats": (
+        lambda x: x.astype(np.float32),
+        r"float32 pixels must lie in \[0, 1\], got \[0, 255\]",
+    ),
+    "normalised": (
+        lambda x: ((x / 255 - 0.1307) / 0.3081).astype(np.float32),
+        "not normalised ones",
+    ),
+    "wrong name": (
+        lambda x: {"input": x},
+        r"input names \['input'\] do not match the model's single input 'pixels'",
+    ),
+    "extra name": (
+        lambda x: {"pixels": x, "mask": x},
+        "do not match the model's single input 'pixels'",
+    ),
 }
 
 
 @real_data
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_an_error_saying_what_was_expected(case: str, clf: OnnxClassifier,
-                                                        test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_bad_input_is_an_error_saying_what_was_expected(
+    case: str, clf: OnnxClassifier, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     make, message = BAD_INPUTS[case]
     with pytest.raises(InputError, match=message):
         clf.predict(make(test_set[0][:3]))
@@ -155,8 +197,12 @@ def test_onnx_without_imgcls_metadata_is_refused(model_path: Path, tmp_path: Pat
     onnx.save(model, bare)
     with pytest.raises(ModelLoadError, match="bare.onnx: not an imgcls export"):
         OnnxClassifier(bare, device="cpu")
-    onnx.helper.set_model_props(model, {k: json.dumps(v) for k, v in rt.read_metadata(model_path).items()})
-    model.metadata_props[[p.key for p in model.metadata_props].index("normalization")].value = '"caller"'
+    onnx.helper.set_model_props(
+        model, {k: json.dumps(v) for k, v in rt.read_metadata(model_path).items()}
+    )
+    model.metadata_props[
+        [p.key for p in model.metadata_props].index("normalization")
+    ].value = '"caller"'
     onnx.save(model, bare)
     with pytest.raises(ModelLoadError, match="normalization 'caller' is not supported"):
         OnnxClassifier(bare, device="cpu")
@@ -177,8 +223,9 @@ def test_unknown_device(model_path: Path) -> None:
 @real_data
 @pytest.mark.skipif(HAS_CUDA, reason="needs a machine without a usable CUDA device")
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
-def test_gpu_device_without_gpu_is_an_error_not_a_cpu_fallback(device: str, model_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_device_without_gpu_is_an_error_not_a_cpu_fallback(
+    device: str, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     if hasattr(ort, "preload_dlls"):  # CUDA 13 / cuDNN 9 must be loaded before the session is made
         monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: calls.append(1))
@@ -190,7 +237,9 @@ def test_gpu_device_without_gpu_is_an_error_not_a_cpu_fallback(device: str, mode
 @real_data
 def test_provider_missing_from_the_build(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(ProviderError, match="has no CUDAExecutionProvider .* install onnxruntime-gpu"):
+    with pytest.raises(
+        ProviderError, match="has no CUDAExecutionProvider .* install onnxruntime-gpu"
+    ):
         OnnxClassifier(model_path, device="cuda")
     assert OnnxClassifier(model_path, device="auto").providers_in_use == ["CPUExecutionProvider"]
 
@@ -199,7 +248,10 @@ def test_provider_missing_from_the_build(model_path: Path, monkeypatch: pytest.M
 def test_tensorrt_profile_covers_the_batch_axis(model_path: Path) -> None:
     providers = rt._provider_list("tensorrt", None, "pixels", (1, 28, 28))
     assert [p[0] if isinstance(p, tuple) else p for p in providers] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     trt = providers[0][1]
     assert trt["trt_profile_min_shapes"] == "pixels:1x1x28x28"
     assert trt["trt_profile_opt_shapes"] == "pixels:64x1x28x28"
@@ -209,8 +261,9 @@ def test_tensorrt_profile_covers_the_batch_axis(model_path: Path) -> None:
 @real_data
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and onnxruntime-gpu")
-def test_cuda_provider_runs_the_model(model_path: Path, clf: OnnxClassifier,
-                                      test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_cuda_provider_runs_the_model(
+    model_path: Path, clf: OnnxClassifier, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     gpu = OnnxClassifier(model_path, device="cuda")
     assert gpu.providers_in_use[0] == "CUDAExecutionProvider", gpu.providers_in_use
     assert OnnxClassifier(model_path, device="auto").providers_in_use[0] == "CUDAExecutionProvider"
@@ -222,10 +275,27 @@ def test_cuda_provider_runs_the_model(model_path: Path, clf: OnnxClassifier,
 @real_data
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and onnxruntime-gpu")
-def test_infer_command_on_cuda(model_path: Path, tmp_path: Path, test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_infer_command_on_cuda(
+    model_path: Path, tmp_path: Path, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     Image.fromarray(test_set[0][0, 0]).save(tmp_path / "a.png")
-    proc = subprocess.run([sys.executable, "-m", "imgcls", "infer", "--model", str(model_path), "--device", "cuda",
-                           str(tmp_path / "a.png")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgcls",
+            "infer",
+            "--model",
+            str(model_path),
+            "--device",
+            "cuda",
+            str(tmp_path / "a.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "provider: CUDAExecutionProvider" in proc.stderr
 
@@ -276,7 +346,9 @@ def test_idx_files(tmp_path: Path) -> None:
 
 
 @real_data
-def test_idx_reader_matches_torchvision(real_data_root: Path, test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_idx_reader_matches_torchvision(
+    real_data_root: Path, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     raw = real_data_root / "MNIST" / "raw"
     np.testing.assert_array_equal(read_idx(raw / "t10k-images-idx3-ubyte"), test_set[0][:, 0])
     np.testing.assert_array_equal(read_idx(raw / "t10k-labels-idx1-ubyte"), test_set[1])
@@ -303,7 +375,9 @@ def test_bad_files_are_errors_naming_them(tmp_path: Path) -> None:
     write_idx_images(tmp_path / "cut-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
     data = (tmp_path / "cut-idx3-ubyte").read_bytes()
     (tmp_path / "cut-idx3-ubyte").write_bytes(data[:-100])
-    with pytest.raises(ImageFileError, match="cut-idx3-ubyte: IDX header says 3x28x28 .* truncated"):
+    with pytest.raises(
+        ImageFileError, match="cut-idx3-ubyte: IDX header says 3x28x28 .* truncated"
+    ):
         load_images([tmp_path / "cut-idx3-ubyte"])
     with pytest.raises(ImageFileError, match="not an IDX file"):
         read_idx(text)
@@ -312,15 +386,26 @@ def test_bad_files_are_errors_naming_them(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- imgcls infer
 def _infer_without_torch(*args: str) -> subprocess.CompletedProcess[str]:
     """``imgcls infer`` in a fresh interpreter where ``import torch`` / ``import lightning`` fail."""
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None; "
-            "from imgcls.__main__ import main; sys.exit(main(sys.argv[1:]))")
-    return subprocess.run([sys.executable, "-c", code, "infer", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None; "
+        "from imgcls.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, "infer", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @real_data
-def test_infer_on_png_files_with_known_labels(model_path: Path, tmp_path: Path, torch_pred: np.ndarray,
-                                              test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_infer_on_png_files_with_known_labels(
+    model_path: Path,
+    tmp_path: Path,
+    torch_pred: np.ndarray,
+    test_set: tuple[np.ndarray, np.ndarray],
+) -> None:
     images, labels = test_set
     chosen = np.flatnonzero(torch_pred == labels[:500])[:20]  # test images the model gets right
     assert len(chosen) == 20
@@ -337,12 +422,28 @@ def test_infer_on_png_files_with_known_labels(model_path: Path, tmp_path: Path, 
 
 
 @real_data
-def test_infer_json_to_file(model_path: Path, tmp_path: Path, test_set: tuple[np.ndarray, np.ndarray],
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_infer_json_to_file(
+    model_path: Path,
+    tmp_path: Path,
+    test_set: tuple[np.ndarray, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     write_idx_images(tmp_path / "few-idx3-ubyte", test_set[0][:5, 0])
     out = tmp_path / "pred.json"
-    rc = main(["infer", "--model", str(model_path), "--device", "cpu", "--format", "json", "--output", str(out),
-               str(tmp_path / "few-idx3-ubyte")])
+    rc = main(
+        [
+            "infer",
+            "--model",
+            str(model_path),
+            "--device",
+            "cpu",
+            "--format",
+            "json",
+            "--output",
+            str(out),
+            str(tmp_path / "few-idx3-ubyte"),
+        ]
+    )
     assert rc == 0 and capsys.readouterr().out == ""
     rows = json.loads(out.read_text())
     expected = OnnxClassifier(model_path, device="cpu").predict(test_set[0][:5])

@@ -50,9 +50,24 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
     for rec in iter_records(wandb_file):
         kind = rec.WhichOneof("record_type")
         if kind == "history":
-            out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+            out["history"].append(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
+            )
         elif kind == "summary":
-            out["summary"].update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.summary.update})
+            out["summary"].update(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.summary.update
+                }
+            )
         elif kind == "config":
-            out["config"].update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.config.update})
+            out["config"].update(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.config.update
+                }
+            )
     return out

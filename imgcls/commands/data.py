@@ -9,12 +9,19 @@ from imgcls.data.provision import DATASETS, DataError, default_root, fetch, raw_
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
-    for action, help_ in (("fetch", "put the data sets in place, verified"), ("verify", "check the files' sha256")):
+    for action, help_ in (
+        ("fetch", "put the data sets in place, verified"),
+        ("verify", "check the files' sha256"),
+    ):
         a = sub.add_parser(action, help=help_)
         a.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
-        a.add_argument("--root", default=None, help=f"data root (default: $IMGCLS_DATA or {default_root()})")
+        a.add_argument(
+            "--root", default=None, help=f"data root (default: $IMGCLS_DATA or {default_root()})"
+        )
         if action == "fetch":
-            a.add_argument("--force", action="store_true", help="fetch again even if the files verify")
+            a.add_argument(
+                "--force", action="store_true", help="fetch again even if the files verify"
+            )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,17 +19,42 @@ OUT = "runs/insight/shift"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="evaluation", required=True)
-    s = sub.add_parser("shift", help="accuracy on test images shifted 0…k pixels in 8 directions (zero fill)",
-                       description="Accuracy on test images shifted by 0…k pixels in each of the 8 compass "
-                                   "directions (zero fill): mean and worst direction per distance.")
-    s.add_argument("--ckpt", action="append", default=[], metavar="[NAME=]PATH",
-                   help="checkpoint or run directory (repeatable); NAME labels it in the table")
-    s.add_argument("--onnx", action="append", default=[], metavar="[NAME=]PATH", help="exported ONNX model (repeatable)")
+    s = sub.add_parser(
+        "shift",
+        help="accuracy on test images shifted 0…k pixels in 8 directions (zero fill)",
+        description="Accuracy on test images shifted by 0…k pixels in each of the 8 compass "
+        "directions (zero fill): mean and worst direction per distance.",
+    )
+    s.add_argument(
+        "--ckpt",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="checkpoint or run directory (repeatable); NAME labels it in the table",
+    )
+    s.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="exported ONNX model (repeatable)",
+    )
     s.add_argument("--max_shift", type=int, default=3, help="largest shift in pixels (default 3)")
-    s.add_argument("--dataset", default=None, help="test set to use; must be the models' (default: theirs)")
-    s.add_argument("--limit", type=int, default=None, help="use only the first N test images (default: all 10,000)")
+    s.add_argument(
+        "--dataset", default=None, help="test set to use; must be the models' (default: theirs)"
+    )
+    s.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N test images (default: all 10,000)",
+    )
     s.add_argument("--batch_size", type=int, default=1000)
-    s.add_argument("--no_reference", action="store_true", help="leave the lectures' numbers out of table and plot")
+    s.add_argument(
+        "--no_reference",
+        action="store_true",
+        help="leave the lectures' numbers out of table and plot",
+    )
     add_common_arguments(s, OUT)
 
 
@@ -44,12 +69,25 @@ def run(args: argparse.Namespace) -> int:
     )
     from imgcls.insight.testset import load_test_set
 
-    predictors = [load_predictor(c, "ckpt") for c in args.ckpt] + [load_predictor(o, "onnx") for o in args.onnx]
+    predictors = [load_predictor(c, "ckpt") for c in args.ckpt] + [
+        load_predictor(o, "onnx") for o in args.onnx
+    ]
     dataset = check_dataset(predictors, args.dataset)
     test = load_test_set(dataset, args.data_dir, args.limit)
-    with wandb_session(args.wandb, "evaluate-shift", {"max_shift": args.max_shift, "dataset": dataset}):
-        results = [evaluate_shift(p, test.images, test.labels, args.max_shift, args.batch_size,
-                                  progress=not args.no_progress) for p in predictors]
+    with wandb_session(
+        args.wandb, "evaluate-shift", {"max_shift": args.max_shift, "dataset": dataset}
+    ):
+        results = [
+            evaluate_shift(
+                p,
+                test.images,
+                test.labels,
+                args.max_shift,
+                args.batch_size,
+                progress=not args.no_progress,
+            )
+            for p in predictors
+        ]
         refs = {} if args.no_reference else shift_references(dataset)
         paths = write_shift_outputs(results, Path(args.out), refs, dataset)
     print(paths["md"].read_text())

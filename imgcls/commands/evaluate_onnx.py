@@ -14,9 +14,17 @@ from imgcls.runtime import DEVICES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx")
-    p.add_argument("--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)")
-    p.add_argument("--device", choices=DEVICES, default="cpu", help="execution provider (default cpu)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
+    )
+    p.add_argument(
+        "--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)"
+    )
+    p.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="execution provider (default cpu)"
+    )
     p.add_argument("--batch_size", type=int, default=1000, help="images per onnxruntime run")
 
 
@@ -39,10 +47,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"imgcls: error: {e}", file=sys.stderr)
         return 1
     correct = pred == labels
-    per_class = {name: float(correct[labels == k].mean()) for k, name in enumerate(clf.class_names)
-                 if (labels == k).any()}
+    per_class = {
+        name: float(correct[labels == k].mean())
+        for k, name in enumerate(clf.class_names)
+        if (labels == k).any()
+    }
     print(f"[imgcls evaluate-onnx] provider: {clf.providers_in_use[0]}", file=sys.stderr)
-    print(json.dumps({"model": args.model, "dataset": dataset, "n_images": int(len(labels)),
-                      "accuracy": float(correct.mean()), "correct": int(correct.sum()),
-                      "per_class_accuracy": per_class}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "dataset": dataset,
+                "n_images": int(len(labels)),
+                "accuracy": float(correct.mean()),
+                "correct": int(correct.sum()),
+                "per_class_accuracy": per_class,
+            },
+            indent=2,
+        )
+    )
     return 0

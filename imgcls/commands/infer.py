@@ -17,13 +17,28 @@ from imgcls.runtime import DEVICES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG files, folders of them, or IDX image files")
-    p.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default csv)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="PNG/JPEG files, folders of them, or IDX image files",
+    )
+    p.add_argument(
+        "--format", choices=["csv", "json"], default="csv", help="output format (default csv)"
+    )
     p.add_argument("--output", default=None, help="write the rows to this file (default: stdout)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt; cuda/tensorrt fail "
-                        "rather than fall back to the CPU")
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt; cuda/tensorrt fail "
+        "rather than fall back to the CPU",
+    )
     p.add_argument("--batch_size", type=int, default=1024, help="images per onnxruntime run")
 
 
@@ -31,7 +46,9 @@ def format_rows(rows: list[dict[str, object]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["input", "label", "class_name", "probability"], lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=["input", "label", "class_name", "probability"], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -49,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
-        print(f"[imgcls infer] provider: {clf.providers_in_use[0]} (device {clf.device}; session providers "
-              f"{', '.join(clf.providers_in_use)})", file=sys.stderr, flush=True)
+        print(
+            f"[imgcls infer] provider: {clf.providers_in_use[0]} (device {clf.device}; session providers "
+            f"{', '.join(clf.providers_in_use)})",
+            file=sys.stderr,
+            flush=True,
+        )
         c, h, w = clf.input_shape
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -62,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"imgcls: error: {e}", file=sys.stderr)
         return 1
     rows: list[dict[str, object]] = [
-        {"input": name, "label": int(k), "class_name": clf.class_names[k], "probability": round(float(p[k]), 6)}
+        {
+            "input": name,
+            "label": int(k),
+            "class_name": clf.class_names[k],
+            "probability": round(float(p[k]), 6),
+        }
         for name, k, p in zip(names, labels, probs, strict=True)
     ]
     text = format_rows(rows, args.format)

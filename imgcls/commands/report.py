@@ -23,20 +23,52 @@ OUT, QUICK_OUT = "docs/report", "runs/report-quick/report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small subsets, 1 epoch, 500 test images (CI: under 3 minutes)")
-    p.add_argument("--out", default=None, help=f"report folder (default {OUT}; with --quick {QUICK_OUT})")
-    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs_dir instead of training again")
-    p.add_argument("--runs_dir", default=None, help="where trained models are kept (default runs/report[-quick])")
-    p.add_argument("--ckpt", action="append", default=[], metavar="NAME=PATH",
-                   help="use this checkpoint for experiment NAME instead of training (repeatable)")
-    p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
-                   help="add a row for any checkpoint (e.g. a recipe's best.ckpt): evaluated beside the lectures' "
-                        "experiments, not trained (repeatable)")
-    p.add_argument("--test_limit", type=int, default=None, help="evaluate on the first N test images only")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small subsets, 1 epoch, 500 test images (CI: under 3 minutes)",
+    )
+    p.add_argument(
+        "--out", default=None, help=f"report folder (default {OUT}; with --quick {QUICK_OUT})"
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse finished runs in --runs_dir instead of training again",
+    )
+    p.add_argument(
+        "--runs_dir",
+        default=None,
+        help="where trained models are kept (default runs/report[-quick])",
+    )
+    p.add_argument(
+        "--ckpt",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="use this checkpoint for experiment NAME instead of training (repeatable)",
+    )
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="add a row for any checkpoint (e.g. a recipe's best.ckpt): evaluated beside the lectures' "
+        "experiments, not trained (repeatable)",
+    )
+    p.add_argument(
+        "--test_limit", type=int, default=None, help="evaluate on the first N test images only"
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)"
+    )
+    p.add_argument(
+        "--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)"
+    )
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
-    p.add_argument("--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the report to it")
+    p.add_argument(
+        "--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the report to it"
+    )
 
 
 def _extra_experiment(name: str, path: str) -> Any:
@@ -48,7 +80,9 @@ def _extra_experiment(name: str, path: str) -> Any:
     hp = load_checkpoint(resolve_checkpoint(path))["hyper_parameters"]
     spec = TrainSpec(hp["net"], dict(hp.get("net_args") or {}), hp["dataset"], None, 0)
     title = f"{name} ({hp['net']}, {hp['dataset']})"
-    return Experiment(name, title, spec, spec, None, None, "this project's recipes (configs/recipes/)")
+    return Experiment(
+        name, title, spec, spec, None, None, "this project's recipes (configs/recipes/)"
+    )
 
 
 @guarded
@@ -65,22 +99,38 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.ckpt:
         name, path = split_named(spec)
         if name is None:
-            raise InsightError(f"--ckpt {spec!r}: expected NAME=PATH, e.g. convnet=runs/mnist-convnet/version_0")
+            raise InsightError(
+                f"--ckpt {spec!r}: expected NAME=PATH, e.g. convnet=runs/mnist-convnet/version_0"
+            )
         checkpoints[name] = path
     experiments = list(EXPERIMENTS)
     for spec in args.extra:
         name, path = split_named(spec)
         if name is None or name in checkpoints or any(e.name == name for e in experiments):
-            raise InsightError(f"--extra {spec!r}: expected a new NAME=PATH, e.g. recipe-lenet5=runs/mnist-lenet5/version_3")
+            raise InsightError(
+                f"--extra {spec!r}: expected a new NAME=PATH, e.g. recipe-lenet5=runs/mnist-lenet5/version_3"
+            )
         experiments.append(_extra_experiment(name, path))
         checkpoints[name] = path
     out = Path(args.out or (QUICK_OUT if args.quick else OUT))
-    command = "imgcls report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["report"] \
+    command = (
+        "imgcls report " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["report"]
         else "imgcls report" + (" --quick" if args.quick else "")
+    )
     with wandb_session(args.wandb, "report", {"quick": args.quick}):
-        data = build_report(out, quick=args.quick, reuse=args.reuse, runs_dir=args.runs_dir, checkpoints=checkpoints,
-                            data_dir=args.data_dir, progress=not args.no_progress, command=command.strip(),
-                            test_limit=args.test_limit, experiments=experiments)
+        data = build_report(
+            out,
+            quick=args.quick,
+            reuse=args.reuse,
+            runs_dir=args.runs_dir,
+            checkpoints=checkpoints,
+            data_dir=args.data_dir,
+            progress=not args.no_progress,
+            command=command.strip(),
+            test_limit=args.test_limit,
+            experiments=experiments,
+        )
         md = write_report(data, out)
     print(f"[imgcls] report: {md}")
     return 0

@@ -21,16 +21,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--net", help="a registered net (imgcls.models.list_models())")
     src.add_argument("--ckpt", metavar="PATH", help="a checkpoint or run directory")
-    src.add_argument("--size", type=int, metavar="H", help="output-size helper: input length H (use with --kernel)")
-    p.add_argument("--net_args", default=None, metavar="JSON", help='arguments of --net, e.g. \'{"hidden": [32]}\'')
-    p.add_argument("--input", default="1,28,28", metavar="C,H,W", help="input shape for --net (default 1,28,28)")
+    src.add_argument(
+        "--size",
+        type=int,
+        metavar="H",
+        help="output-size helper: input length H (use with --kernel)",
+    )
+    p.add_argument(
+        "--net_args",
+        default=None,
+        metavar="JSON",
+        help="arguments of --net, e.g. '{\"hidden\": [32]}'",
+    )
+    p.add_argument(
+        "--input",
+        default="1,28,28",
+        metavar="C,H,W",
+        help="input shape for --net (default 1,28,28)",
+    )
     p.add_argument("--num_classes", type=int, default=10, help="outputs of --net (default 10)")
     p.add_argument("--kernel", type=int, help="--size: window (kernel) size K")
-    p.add_argument("--stride", type=int, default=None, help="--size: stride s (default 1; K with --pool)")
-    p.add_argument("--padding", default="valid", help="--size: valid, same (odd K) or an int p (default valid)")
-    p.add_argument("--pool", action="store_true", help="--size: a pooling window (stride defaults to K)")
+    p.add_argument(
+        "--stride", type=int, default=None, help="--size: stride s (default 1; K with --pool)"
+    )
+    p.add_argument(
+        "--padding", default="valid", help="--size: valid, same (odd K) or an int p (default valid)"
+    )
+    p.add_argument(
+        "--pool", action="store_true", help="--size: a pooling window (stride defaults to K)"
+    )
     p.add_argument("--out", default=None, help="also write summary.md / .csv / .json here")
-    p.add_argument("--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the table to it")
+    p.add_argument(
+        "--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the table to it"
+    )
 
 
 @guarded
@@ -59,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
             net_args = json.loads(args.net_args) if args.net_args else {}
             shape = tuple(int(v) for v in args.input.split(","))
         except ValueError as e:
-            raise InsightError(f"--net_args must be a JSON object and --input C,H,W integers: {e}") from e
+            raise InsightError(
+                f"--net_args must be a JSON object and --input C,H,W integers: {e}"
+            ) from e
         if not isinstance(net_args, dict) or len(shape) != 3:
             raise InsightError("--net_args must be a JSON object and --input three integers C,H,W")
         net = net_from_spec(args.net, net_args, shape, args.num_classes)  # type: ignore[arg-type]
@@ -72,8 +97,16 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         with wandb_session(args.wandb, "summary", {"net": title}):
             write_table(Path(args.out) / "summary", cols, rows, title=heading)
-            write_json(Path(args.out) / "summary.json", {"title": title, "input_shape": list(shape), "params": params,
-                                                         "macs": macs, "layers": [c.to_dict() for c in costs]})
+            write_json(
+                Path(args.out) / "summary.json",
+                {
+                    "title": title,
+                    "input_shape": list(shape),
+                    "params": params,
+                    "macs": macs,
+                    "layers": [c.to_dict() for c in costs],
+                },
+            )
             log_to_wandb("summary", tables={"layers": (cols, rows)})
     else:
         log_to_wandb("summary", tables={"layers": (cols, rows)})

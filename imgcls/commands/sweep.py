@@ -21,21 +21,36 @@ def _ints(text: str) -> list[int]:
     try:
         return [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="sweep", required=True)
-    s = sub.add_parser("subset", help="test accuracy against training-set size",
-                       description="Train each net on subsets of the training set (several seeds) and plot "
-                                   "test accuracy against the number of training images.")
-    s.add_argument("--nets", default="lenet5,mlp", help="comma-separated nets, e.g. lenet5,mlp-32 (default lenet5,mlp)")
-    s.add_argument("--sizes", type=_ints, default=[100, 1000, 10000, 60000],
-                   help="training-set sizes (default 100,1000,10000,60000; 60000 is every image, no validation)")
+    s = sub.add_parser(
+        "subset",
+        help="test accuracy against training-set size",
+        description="Train each net on subsets of the training set (several seeds) and plot "
+        "test accuracy against the number of training images.",
+    )
+    s.add_argument(
+        "--nets",
+        default="lenet5,mlp",
+        help="comma-separated nets, e.g. lenet5,mlp-32 (default lenet5,mlp)",
+    )
+    s.add_argument(
+        "--sizes",
+        type=_ints,
+        default=[100, 1000, 10000, 60000],
+        help="training-set sizes (default 100,1000,10000,60000; 60000 is every image, no validation)",
+    )
     s.add_argument("--seeds", type=int, default=3, help="seeds per size (default 3)")
     s.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     s.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist (default mnist)")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    s.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)"
+    )
     add_common_arguments(s, OUT)
 
 
@@ -48,10 +63,23 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    config = {"nets": nets, "sizes": args.sizes, "seeds": args.seeds, "epochs": args.epochs, "dataset": args.dataset}
+    config = {
+        "nets": nets,
+        "sizes": args.sizes,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "dataset": args.dataset,
+    }
     with wandb_session(args.wandb, "sweep-subset", config):
-        points = run_sweep(nets, args.sizes, args.seeds, args.epochs, args.dataset, args.data_dir,
-                           progress=not args.no_progress)
+        points = run_sweep(
+            nets,
+            args.sizes,
+            args.seeds,
+            args.epochs,
+            args.dataset,
+            args.data_dir,
+            progress=not args.no_progress,
+        )
         paths = write_sweep_outputs(points, Path(args.out), args.dataset, args.epochs)
     print(paths["md"].read_text())
     print("[imgcls] wrote " + ", ".join(str(p) for p in paths.values()))

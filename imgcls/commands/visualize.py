@@ -19,18 +19,42 @@ OUT, KERNELS_OUT = "runs/insight/visualize", "runs/insight/kernels"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", metavar="PATH", help="checkpoint or run directory to visualise")
-    p.add_argument("--image_index", type=int, default=0, help="test image whose feature maps are drawn (default 0)")
-    p.add_argument("--dataset", default=None, help="test set to use; must be the model's (default: the model's)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N test images for PCA / confusion")
+    p.add_argument(
+        "--image_index",
+        type=int,
+        default=0,
+        help="test image whose feature maps are drawn (default 0)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="test set to use; must be the model's (default: the model's)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N test images for PCA / confusion",
+    )
     add_common_arguments(p, OUT)
     sub = p.add_subparsers(dest="what", metavar="{kernels}")
-    k = sub.add_parser("kernels", help="apply the lectures' classic kernels to an image, side by side",
-                       description="Cross-correlate an image with Sobel vertical / horizontal, Laplacian, outline, "
-                                   "emboss, sharpen and lecture 000's 5×5 prong filter (same padding).")
+    k = sub.add_parser(
+        "kernels",
+        help="apply the lectures' classic kernels to an image, side by side",
+        description="Cross-correlate an image with Sobel vertical / horizontal, Laplacian, outline, "
+        "emboss, sharpen and lecture 000's 5×5 prong filter (same padding).",
+    )
     src = k.add_mutually_exclusive_group()
     src.add_argument("--image", metavar="FILE", help="an image file (converted to greyscale)")
-    src.add_argument("--index", type=int, default=None, help="a test-set image (default 18, a 3, on MNIST)")
-    k.add_argument("--dataset", default="mnist", dest="kernel_dataset", help="test set for --index (default mnist)")
+    src.add_argument(
+        "--index", type=int, default=None, help="a test-set image (default 18, a 3, on MNIST)"
+    )
+    k.add_argument(
+        "--dataset",
+        default="mnist",
+        dest="kernel_dataset",
+        help="test set for --index (default mnist)",
+    )
     add_common_arguments(k, KERNELS_OUT)
 
 
@@ -55,14 +79,23 @@ def _model(args: argparse.Namespace) -> int:
     model = load_classifier(path)
     trained_on = model.hparams.dataset
     if args.dataset and args.dataset != trained_on:
-        raise InsightError(f"{path} was trained on {trained_on!r}, not on --dataset {args.dataset!r}; "
-                           f"drop --dataset or pass a checkpoint trained on {args.dataset}")
+        raise InsightError(
+            f"{path} was trained on {trained_on!r}, not on --dataset {args.dataset!r}; "
+            f"drop --dataset or pass a checkpoint trained on {args.dataset}"
+        )
     test = load_test_set(trained_on, args.data_dir, args.limit)
     with wandb_session(args.wandb, "visualize", {"ckpt": str(path)}):
-        paths, facts = model_figures(model, test, Path(args.out), args.image_index,
-                                     label=model_label(model.hparams.net, model.hparams.net_args))
+        paths, facts = model_figures(
+            model,
+            test,
+            Path(args.out),
+            args.image_index,
+            label=model_label(model.hparams.net, model.hparams.net_args),
+        )
         log_to_wandb("visualize", paths)
-    print(f"[imgcls] {path}: accuracy {100 * facts['accuracy']:.2f} % on {facts['n_images']} {trained_on} test images")
+    print(
+        f"[imgcls] {path}: accuracy {100 * facts['accuracy']:.2f} % on {facts['n_images']} {trained_on} test images"
+    )
     for name, p in paths.items():
         print(f"[imgcls] {name}: {p}")
     return 0
@@ -85,7 +118,9 @@ def _kernels(args: argparse.Namespace) -> int:
         index = KERNEL_DEFAULT_INDEX if args.index is None else args.index
         test = load_test_set(args.kernel_dataset, args.data_dir)
         if not 0 <= index < len(test):
-            raise InsightError(f"--index {index} is outside the {args.kernel_dataset} test set (0 … {len(test) - 1})")
+            raise InsightError(
+                f"--index {index} is outside the {args.kernel_dataset} test set (0 … {len(test) - 1})"
+            )
         image = test.images[index, 0]
         label = test.class_names[int(test.labels[index])]
         title = f"classic kernels on {args.kernel_dataset} test image {index} ({label}); cross-correlation, same padding"

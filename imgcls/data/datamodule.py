@@ -61,7 +61,9 @@ def collate_batch(batch: Any) -> Any:
     return batch
 
 
-def _stratified_split(labels: np.ndarray, n_take: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(
+    labels: np.ndarray, n_take: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Take ``n_take`` indices with class proportions kept (largest remainder); return (taken, rest)."""
     classes, counts = np.unique(labels, return_counts=True)
     exact = counts * (n_take / len(labels))
@@ -88,7 +90,10 @@ def _balanced_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np
         room = np.flatnonzero(quota < counts)
         for i in rng.permutation(room)[: short.sum()]:
             quota[i] += 1
-    parts = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota, strict=True)]
+    parts = [
+        rng.permutation(np.flatnonzero(labels == c))[:q]
+        for c, q in zip(classes, quota, strict=True)
+    ]
     return np.sort(np.concatenate(parts))
 
 
@@ -140,14 +145,21 @@ class ImageDataModule(L.LightningDataModule):
 
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_root()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.seed, self.num_workers, self.shift_augment, self.hflip = seed, num_workers, shift_augment, hflip
+        self.seed, self.num_workers, self.shift_augment, self.hflip = (
+            seed,
+            num_workers,
+            shift_augment,
+            hflip,
+        )
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.keep_on_device = keep_on_device
         self.random_erase = random_erase
         self.train_total = get_spec(self.dataset_name).files[0].count  # 60,000
         self.n_val = self._resolve_val_size(val_size)
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}")
+            raise ValueError(
+                f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}"
+            )
         if shift_augment < 0:
             raise ValueError(f"shift_augment must be >= 0 pixels, got {shift_augment}")
         if not 0.0 <= random_erase <= 1.0:
@@ -183,7 +195,9 @@ class ImageDataModule(L.LightningDataModule):
                 raise ValueError(f"val_size as a fraction must be in [0, 1), got {val_size}")
             return round(val_size * self.train_total)
         if not 0 <= int(val_size) < self.train_total:
-            raise ValueError(f"val_size must be between 0 and {self.train_total - 1} images, got {val_size}")
+            raise ValueError(
+                f"val_size must be between 0 and {self.train_total - 1} images, got {val_size}"
+            )
         return int(val_size)
 
     # ------------------------------------------------------------------ loading
@@ -238,10 +252,14 @@ class ImageDataModule(L.LightningDataModule):
 
         assert self.predict_dir is not None
         if not self.predict_dir.is_dir():
-            raise FileNotFoundError(f"predict_dir {self.predict_dir} does not exist or is not a folder")
+            raise FileNotFoundError(
+                f"predict_dir {self.predict_dir} does not exist or is not a folder"
+            )
         files = sorted(p for p in self.predict_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.predict_dir}")
+            raise FileNotFoundError(
+                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.predict_dir}"
+            )
         c, h, w = self.image_shape
         arrays = []
         for p in files:  # predict-time only; training never goes through PIL
@@ -249,17 +267,23 @@ class ImageDataModule(L.LightningDataModule):
                 with Image.open(p) as src:
                     im = src.convert("L" if c == 1 else "RGB")
                 if im.size != (w, h):
-                    warnings.warn(f"{p}: resized from {im.size[0]}x{im.size[1]} to {w}x{h}", stacklevel=2)
+                    warnings.warn(
+                        f"{p}: resized from {im.size[0]}x{im.size[1]} to {w}x{h}", stacklevel=2
+                    )
                     im = im.resize((w, h), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
             except (UnidentifiedImageError, OSError) as e:
                 raise ValueError(f"{p}: not a readable image file ({e})") from e
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         self.predict_files = files
-        self.predict_set = TensorImageDataset(images, torch.full((len(files),), -1, dtype=torch.long))
+        self.predict_set = TensorImageDataset(
+            images, torch.full((len(files),), -1, dtype=torch.long)
+        )
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, ds: TensorImageDataset | None, batch_size: int, shuffle: bool, sampler: Any = None) -> DataLoader:
+    def _loader(
+        self, ds: TensorImageDataset | None, batch_size: int, shuffle: bool, sampler: Any = None
+    ) -> DataLoader:
         if ds is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         on_cpu = ds.images.device.type == "cpu"
@@ -282,7 +306,9 @@ class ImageDataModule(L.LightningDataModule):
             return None
         from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
-        return UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        return UnrepeatedDistributedSampler(
+            ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
@@ -290,10 +316,14 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list[Any]:
         if self.n_val == 0:
             return []
-        return self._loader(self.val_set, self.eval_batch_size, False, self._eval_sampler(self.val_set))
+        return self._loader(
+            self.val_set, self.eval_batch_size, False, self._eval_sampler(self.val_set)
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, False, self._eval_sampler(self.test_set))
+        return self._loader(
+            self.test_set, self.eval_batch_size, False, self._eval_sampler(self.test_set)
+        )
 
     def predict_dataloader(self) -> DataLoader:
         ds = getattr(self, "predict_set", None) if self.predict_dir is not None else self.test_set
@@ -338,11 +368,25 @@ class FashionMNISTDataModule(ImageDataModule):
     """Zalando's Fashion-MNIST: 60,000 train / 10,000 test, 28×28 grey, 10 clothing classes."""
 
     dataset_name = "fashion_mnist"
-    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    class_names = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
     mean, std = 0.2860, 0.3530
 
 
-DATAMODULES: dict[str, type[ImageDataModule]] = {"mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule}
+DATAMODULES: dict[str, type[ImageDataModule]] = {
+    "mnist": MNISTDataModule,
+    "fashion_mnist": FashionMNISTDataModule,
+}
 
 
 def get_datamodule(dataset: str, **kwargs: Any) -> ImageDataModule:

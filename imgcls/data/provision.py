@@ -75,20 +75,68 @@ DATASETS: dict[str, DatasetSpec] = {
         "mnist",
         "MNIST",
         (
-            IdxFile("train-images-idx3-ubyte", 47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", _IMG, 60000),
-            IdxFile("train-labels-idx1-ubyte", 60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", _LBL, 60000),
-            IdxFile("t10k-images-idx3-ubyte", 7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", _IMG, 10000),
-            IdxFile("t10k-labels-idx1-ubyte", 10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", _LBL, 10000),
+            IdxFile(
+                "train-images-idx3-ubyte",
+                47040016,
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                _IMG,
+                60000,
+            ),
+            IdxFile(
+                "train-labels-idx1-ubyte",
+                60008,
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                _LBL,
+                60000,
+            ),
+            IdxFile(
+                "t10k-images-idx3-ubyte",
+                7840016,
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                _IMG,
+                10000,
+            ),
+            IdxFile(
+                "t10k-labels-idx1-ubyte",
+                10008,
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                _LBL,
+                10000,
+            ),
         ),
     ),
     "fashion_mnist": DatasetSpec(
         "fashion_mnist",
         "FashionMNIST",
         (
-            IdxFile("train-images-idx3-ubyte", 47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", _IMG, 60000),
-            IdxFile("train-labels-idx1-ubyte", 60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", _LBL, 60000),
-            IdxFile("t10k-images-idx3-ubyte", 7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", _IMG, 10000),
-            IdxFile("t10k-labels-idx1-ubyte", 10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", _LBL, 10000),
+            IdxFile(
+                "train-images-idx3-ubyte",
+                47040016,
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                _IMG,
+                60000,
+            ),
+            IdxFile(
+                "train-labels-idx1-ubyte",
+                60008,
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                _LBL,
+                60000,
+            ),
+            IdxFile(
+                "t10k-images-idx3-ubyte",
+                7840016,
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                _IMG,
+                10000,
+            ),
+            IdxFile(
+                "t10k-labels-idx1-ubyte",
+                10008,
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                _LBL,
+                10000,
+            ),
         ),
     ),
 }
@@ -112,7 +160,9 @@ def get_spec(dataset: str) -> DatasetSpec:
         try:
             override = json.loads(Path(path).read_text()).get(dataset)
         except (OSError, ValueError) as e:
-            raise DataError(f"$IMGCLS_DATASET_SPECS={path}: cannot read it ({e}); fix or unset it") from e
+            raise DataError(
+                f"$IMGCLS_DATASET_SPECS={path}: cannot read it ({e}); fix or unset it"
+            ) from e
         if override:
             base = DATASETS[dataset]
             return DatasetSpec(base.name, base.folder, tuple(IdxFile(**f) for f in override))
@@ -138,7 +188,9 @@ def fetch_command(dataset: str, root: str | os.PathLike[str]) -> str:
 # ----------------------------------------------------------------------------- verification
 
 
-def check_file(path: Path, spec: IdxFile, *, dataset: str, root: Path, full_hash: bool = True) -> None:
+def check_file(
+    path: Path, spec: IdxFile, *, dataset: str, root: Path, full_hash: bool = True
+) -> None:
     """Check one IDX file: present, right size, right magic number, right sha256.
 
     Raises:
@@ -155,11 +207,15 @@ def check_file(path: Path, spec: IdxFile, *, dataset: str, root: Path, full_hash
         magic = int.from_bytes(f.read(4), "big")
         count = int.from_bytes(f.read(4), "big")
     if magic != spec.magic:
-        raise DataError(f"{path}: wrong IDX magic number {magic:#x} (expected {spec.magic:#x}); not a valid IDX file. {fix}")
+        raise DataError(
+            f"{path}: wrong IDX magic number {magic:#x} (expected {spec.magic:#x}); not a valid IDX file. {fix}"
+        )
     if count != spec.count:
         raise DataError(f"{path}: header says {count} items, expected {spec.count}. {fix}")
     if full_hash and (digest := sha256_file(path)) != spec.sha256:
-        raise DataError(f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); the file is corrupted. {fix}")
+        raise DataError(
+            f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); the file is corrupted. {fix}"
+        )
 
 
 def _stamp(path: Path) -> list[int]:
@@ -286,7 +342,9 @@ def _from_deb(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
         _run(["apt-get", "download", DEB_PACKAGE], Path(tmp))
         deb = next(Path(tmp).glob("*.deb"), None)
         if deb is None:
-            raise _SourceUnavailable("apt-get download produced no .deb (run `apt-get update` once as root)")
+            raise _SourceUnavailable(
+                "apt-get download produced no .deb (run `apt-get update` once as root)"
+            )
         with _read_deb_data(deb) as tar:
             for f in spec.files:
                 member = tar.extractfile(f"./usr/share/datasets/fashion-mnist/{f.name}.gz")
@@ -344,8 +402,14 @@ def _no_source_message(spec: DatasetSpec, root: Path, tried: list[str], missing:
     )
 
 
-def fetch(dataset: str, root: str | os.PathLike[str] | None = None, *, force: bool = False,
-          sources: list[tuple[str, Source]] | None = None, log: Callable[[str], None] = print) -> Path:
+def fetch(
+    dataset: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    sources: list[tuple[str, Source]] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Put ``dataset`` under ``root``, verified; return its raw folder.
 
     Files that already verify are kept (unless ``force``). Each fetched file is hashed

@@ -16,7 +16,16 @@ import torch.nn.functional as F
 __all__ = ["DIRECTIONS", "normalize", "random_erase", "random_hflip", "random_shift", "translate"]
 
 # The 8 compass directions as (dy, dx) unit steps: N, NE, E, SE, S, SW, W, NW.
-DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+DIRECTIONS: tuple[tuple[int, int], ...] = (
+    (-1, 0),
+    (-1, 1),
+    (0, 1),
+    (1, 1),
+    (1, 0),
+    (1, -1),
+    (0, -1),
+    (-1, -1),
+)
 
 
 def translate(x: torch.Tensor, dy: torch.Tensor | int, dx: torch.Tensor | int) -> torch.Tensor:
@@ -49,7 +58,9 @@ def translate(x: torch.Tensor, dy: torch.Tensor | int, dx: torch.Tensor | int) -
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_shift(
+    x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Translate each image by an independent random (dy, dx) in [-max_shift, max_shift]²."""
     if max_shift <= 0:
         return x

@@ -22,7 +22,15 @@ from imgcls.utils import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Table", "log_to_wandb", "markdown_table", "save_figure", "write_csv", "write_json", "write_table"]
+__all__ = [
+    "Table",
+    "log_to_wandb",
+    "markdown_table",
+    "save_figure",
+    "write_csv",
+    "write_json",
+    "write_table",
+]
 
 Table = tuple[Sequence[str], Sequence[Sequence[Any]]]  # (columns, rows)
 
@@ -50,21 +58,30 @@ def _numeric(v: Any) -> bool:
     return any(ch.isdigit() for ch in s) and _NUMBER_CHARS.sub("", s) == ""
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+def markdown_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
     """A GitHub markdown table.
 
     ``align`` has one ``l`` / ``r`` per column; by default a column of numbers is right-aligned.
     """
     if align is None:
-        align = "".join("r" if i and rows and all(_numeric(r[i]) for r in rows) else "l" for i in range(len(columns)))
+        align = "".join(
+            "r" if i and rows and all(_numeric(r[i]) for r in rows) else "l"
+            for i in range(len(columns))
+        )
     sep = ["---:" if a == "r" else ":---" for a in align]
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def write_table(base: str | os.PathLike[str], columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                title: str | None = None) -> tuple[Path, Path]:
+def write_table(
+    base: str | os.PathLike[str],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+) -> tuple[Path, Path]:
     """Write ``base``.md (markdown, optional title) and ``base``.csv; return both paths."""
     base = Path(base)
     md = base.with_suffix(".md")
@@ -72,7 +89,9 @@ def write_table(base: str | os.PathLike[str], columns: Sequence[str], rows: Sequ
     return md, write_csv(base.with_suffix(".csv"), columns, rows)
 
 
-def write_csv(path: str | os.PathLike[str], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+def write_csv(
+    path: str | os.PathLike[str], columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> Path:
     path = Path(path)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -88,8 +107,11 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return path
 
 
-def log_to_wandb(prefix: str, figures: Mapping[str, str | os.PathLike[str]] | None = None,
-                 tables: Mapping[str, Table] | None = None) -> bool:
+def log_to_wandb(
+    prefix: str,
+    figures: Mapping[str, str | os.PathLike[str]] | None = None,
+    tables: Mapping[str, Table] | None = None,
+) -> bool:
     """Log PNGs and tables under ``prefix/`` to the active W&B run; return whether one was active.
 
     Nothing is imported when no W&B run exists: a run can only be active if ``wandb`` was
@@ -102,7 +124,9 @@ def log_to_wandb(prefix: str, figures: Mapping[str, str | os.PathLike[str]] | No
     for name, path in (figures or {}).items():
         payload[f"{prefix}/{name}"] = wandb.Image(str(path))
     for name, (columns, rows) in (tables or {}).items():
-        payload[f"{prefix}/{name}"] = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
+        payload[f"{prefix}/{name}"] = wandb.Table(
+            columns=list(columns), data=[list(r) for r in rows]
+        )
     if payload:
         wandb.run.log(payload)
     return True

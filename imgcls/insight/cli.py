@@ -16,11 +16,19 @@ __all__ = ["add_common_arguments", "guarded", "wandb_session"]
 def add_common_arguments(p: argparse.ArgumentParser, out_default: str, data: bool = True) -> None:
     p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
     if data:
-        p.add_argument("--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)")
+        p.add_argument(
+            "--data_dir",
+            default=None,
+            help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)",
+        )
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
-    p.add_argument("--wandb", metavar="PROJECT", default=None,
-                   help="start a W&B run in PROJECT and log the figures and tables to it (they are also logged "
-                        "to any W&B run already active in the calling process)")
+    p.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        default=None,
+        help="start a W&B run in PROJECT and log the figures and tables to it (they are also logged "
+        "to any W&B run already active in the calling process)",
+    )
 
 
 @contextlib.contextmanager
@@ -45,7 +53,10 @@ def _user_error(e: BaseException) -> bool:
     have been raised otherwise, and importing them (Lightning) would slow every command.
     """
     kinds: list[type[BaseException]] = [InsightError, FileNotFoundError]
-    for module, name in (("imgcls.checkpoint", "CheckpointError"), ("imgcls.data.provision", "DataError")):
+    for module, name in (
+        ("imgcls.checkpoint", "CheckpointError"),
+        ("imgcls.data.provision", "DataError"),
+    ):
         if (m := sys.modules.get(module)) is not None:
             kinds.append(getattr(m, name))
     return isinstance(e, tuple(kinds))

@@ -21,8 +21,18 @@ from torch import nn
 
 from imgcls.insight import InsightError
 
-__all__ = ["LayerCost", "conv_macs", "conv_params", "human", "layer_costs", "net_from_spec", "output_size", "output_size_text",
-           "summary_table", "totals"]
+__all__ = [
+    "LayerCost",
+    "conv_macs",
+    "conv_params",
+    "human",
+    "layer_costs",
+    "net_from_spec",
+    "output_size",
+    "output_size_text",
+    "summary_table",
+    "totals",
+]
 
 
 def output_size(size: int, kernel: int, stride: int = 1, padding: str | int = "valid") -> int:
@@ -34,11 +44,15 @@ def output_size(size: int, kernel: int, stride: int = 1, padding: str | int = "v
         InsightError: a window that does not fit, a non-positive stride, or "same" with even K.
     """
     if kernel < 1 or stride < 1 or size < 1:
-        raise InsightError(f"size, kernel and stride must be >= 1 (got H={size}, K={kernel}, s={stride})")
+        raise InsightError(
+            f"size, kernel and stride must be >= 1 (got H={size}, K={kernel}, s={stride})"
+        )
     p = _padding(kernel, padding)
     out = (size + 2 * p - kernel) // stride + 1
     if out < 1:
-        raise InsightError(f"a {kernel}-wide window does not fit an input of {size} with padding {p}")
+        raise InsightError(
+            f"a {kernel}-wide window does not fit an input of {size} with padding {p}"
+        )
     return out
 
 
@@ -47,7 +61,9 @@ def _padding(kernel: int, padding: str | int) -> int:
         return 0
     if padding == "same":
         if kernel % 2 == 0:
-            raise InsightError(f"'same' padding needs an odd kernel (p = (K − 1)/2); got K = {kernel}")
+            raise InsightError(
+                f"'same' padding needs an odd kernel (p = (K − 1)/2); got K = {kernel}"
+            )
         return (kernel - 1) // 2
     if isinstance(padding, int) and padding >= 0:
         return padding
@@ -61,13 +77,17 @@ def output_size_text(size: int, kernel: int, stride: int = 1, padding: str | int
     return f"{size} → {out}  (⌊({size} + 2·{p} − {kernel})/{stride}⌋ + 1, padding {padding})"
 
 
-def conv_params(in_channels: int, out_channels: int, kernel: int | tuple[int, int], bias: bool = True) -> int:
+def conv_params(
+    in_channels: int, out_channels: int, kernel: int | tuple[int, int], bias: bool = True
+) -> int:
     """Weights (+ biases) of a conv layer: out · in · K · K' (+ out)."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     return out_channels * in_channels * kh * kw + (out_channels if bias else 0)
 
 
-def conv_macs(in_channels: int, out_channels: int, kernel: int | tuple[int, int], out_hw: tuple[int, int]) -> int:
+def conv_macs(
+    in_channels: int, out_channels: int, kernel: int | tuple[int, int], out_hw: tuple[int, int]
+) -> int:
     """Multiply-adds of a conv layer per image: (in · K · K') per output element."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     return in_channels * kh * kw * out_channels * out_hw[0] * out_hw[1]
@@ -134,7 +154,10 @@ def layer_costs(net: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> l
             first = id(m) not in seen  # a module called twice has its parameters counted once
             seen.add(id(m))
             params = sum(p.numel() for p in m.parameters(recurse=False)) if first else 0
-            records.append(LayerCost(name, _describe(m), tuple(out.shape[1:]), params, _macs(m, args[0], out)))
+            records.append(
+                LayerCost(name, _describe(m), tuple(out.shape[1:]), params, _macs(m, args[0], out))
+            )
+
         return fn
 
     for name, m in net.named_modules():
@@ -155,7 +178,9 @@ def layer_costs(net: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> l
     counted = sum(r.params for r in records)
     total = sum(p.numel() for p in net.parameters())
     if counted != total:
-        records.append(LayerCost("(unused)", "parameters not used in forward", (), total - counted, 0))
+        records.append(
+            LayerCost("(unused)", "parameters not used in forward", (), total - counted, 0)
+        )
     return records
 
 
@@ -166,8 +191,18 @@ def _shape(s: tuple[int, ...]) -> str:
 def summary_table(costs: list[LayerCost]) -> tuple[list[str], list[list[Any]]]:
     """Markdown-ready rows: layer, type, output shape, params, MACs, and a totals row."""
     columns = ["layer", "type", "output shape", "params", "multiply-adds"]
-    rows: list[list[Any]] = [[c.name, c.kind, _shape(c.output_shape), f"{c.params:,}", f"{c.macs:,}"] for c in costs]
-    rows.append(["**total**", "", "", f"**{sum(c.params for c in costs):,}**", f"**{sum(c.macs for c in costs):,}**"])
+    rows: list[list[Any]] = [
+        [c.name, c.kind, _shape(c.output_shape), f"{c.params:,}", f"{c.macs:,}"] for c in costs
+    ]
+    rows.append(
+        [
+            "**total**",
+            "",
+            "",
+            f"**{sum(c.params for c in costs):,}**",
+            f"**{sum(c.macs for c in costs):,}**",
+        ]
+    )
     return columns, rows
 
 
@@ -187,15 +222,23 @@ def human(n: float) -> str:
     return f"{n:g}"
 
 
-def net_from_spec(net: str, net_args: dict[str, Any] | None = None, input_shape: tuple[int, int, int] = (1, 28, 28),
-                  num_classes: int = 10) -> nn.Module:
+def net_from_spec(
+    net: str,
+    net_args: dict[str, Any] | None = None,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int = 10,
+) -> nn.Module:
     """Build a registered net for ``input_shape`` (C, H, W); unknown names or arguments are an InsightError."""
     from imgcls.models import create_model
 
     c, h, w = input_shape
     try:
-        return create_model(net, **(net_args or {}), in_channels=c, num_classes=num_classes,
-                            image_size=h if h == w else (h, w))
+        return create_model(
+            net,
+            **(net_args or {}),
+            in_channels=c,
+            num_classes=num_classes,
+            image_size=h if h == w else (h, w),
+        )
     except (ValueError, TypeError) as e:
         raise InsightError(str(e)) from e
-

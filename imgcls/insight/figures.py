@@ -15,8 +15,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["DPI", "SIZES", "confusion_figure", "feature_maps_figure", "filters_figure", "kernels_figure",
-           "misclassified_figure", "pca_figure", "shift_figure", "sweep_figure", "templates_figure"]
+__all__ = [
+    "DPI",
+    "SIZES",
+    "confusion_figure",
+    "feature_maps_figure",
+    "filters_figure",
+    "kernels_figure",
+    "misclassified_figure",
+    "pca_figure",
+    "shift_figure",
+    "sweep_figure",
+    "templates_figure",
+]
 
 DPI = 100
 # Width × height in inches; at DPI 100 the PNG is 100× these in pixels.
@@ -30,7 +41,11 @@ SIZES: dict[str, tuple[float, float]] = {
     "shift": (9, 5),
     "sweep": (9, 5),
 }
-FEATURE_MAPS_WIDTH, FEATURE_MAPS_ROW_HEIGHT, FEATURE_MAPS_TOP = 12.0, 3.0, 1.5  # height = top + row · layers
+FEATURE_MAPS_WIDTH, FEATURE_MAPS_ROW_HEIGHT, FEATURE_MAPS_TOP = (
+    12.0,
+    3.0,
+    1.5,
+)  # height = top + row · layers
 MAX_CHANNELS = 64  # feature maps shown per layer
 COLORS = [f"C{i}" for i in range(10)]
 
@@ -44,8 +59,14 @@ def _grid(n: int, cols: int | None = None) -> tuple[int, int]:
     return math.ceil(n / c), c
 
 
-def _show(ax: Any, img: np.ndarray | torch.Tensor, cmap: str = "gray", title: str | None = None,
-          symmetric: bool = False, fontsize: float = 8) -> None:
+def _show(
+    ax: Any,
+    img: np.ndarray | torch.Tensor,
+    cmap: str = "gray",
+    title: str | None = None,
+    symmetric: bool = False,
+    fontsize: float = 8,
+) -> None:
     a = np.asarray(img, dtype=np.float64)
     if symmetric:
         m = float(np.abs(a).max()) or 1.0
@@ -58,8 +79,15 @@ def _show(ax: Any, img: np.ndarray | torch.Tensor, cmap: str = "gray", title: st
         ax.set_title(title, fontsize=fontsize)
 
 
-def _image_grid(fig: Figure, images: Sequence[np.ndarray | torch.Tensor], titles: Sequence[str] | None = None,
-                cols: int | None = None, cmap: str = "gray", symmetric: bool = False, fontsize: float = 8) -> None:
+def _image_grid(
+    fig: Figure,
+    images: Sequence[np.ndarray | torch.Tensor],
+    titles: Sequence[str] | None = None,
+    cols: int | None = None,
+    cmap: str = "gray",
+    symmetric: bool = False,
+    fontsize: float = 8,
+) -> None:
     rows, c = _grid(len(images), cols)
     axes = fig.subplots(rows, c, squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -73,7 +101,9 @@ def filters_figure(weights: torch.Tensor, title: str) -> Figure:
     """First-layer filters (O, I, K, K) as a grid; colour channels averaged; red > 0 > blue."""
     fig = _figure("filters")
     w = weights.float().mean(dim=1)  # (O, K, K)
-    _image_grid(fig, list(w.numpy()), [f"{i}" for i in range(len(w))], cmap="RdBu_r", symmetric=True)
+    _image_grid(
+        fig, list(w.numpy()), [f"{i}" for i in range(len(w))], cmap="RdBu_r", symmetric=True
+    )
     fig.suptitle(title)
     return fig
 
@@ -82,13 +112,17 @@ def templates_figure(templates: torch.Tensor, title: str, max_units: int = 64) -
     """An MLP's first-layer weights (U, C, H, W) as H×W templates (lecture 002, fig. 3)."""
     fig = _figure("templates")
     t = templates[:max_units].float().mean(dim=1)  # (U, H, W)
-    _image_grid(fig, list(t.numpy()), [f"unit {i}" for i in range(len(t))], cmap="RdBu_r", symmetric=True)
+    _image_grid(
+        fig, list(t.numpy()), [f"unit {i}" for i in range(len(t))], cmap="RdBu_r", symmetric=True
+    )
     shown = f" (first {len(t)} of {len(templates)})" if len(templates) > len(t) else ""
     fig.suptitle(title + shown)
     return fig
 
 
-def feature_maps_figure(image: torch.Tensor, maps: Sequence[tuple[str, torch.Tensor]], title: str) -> Figure:
+def feature_maps_figure(
+    image: torch.Tensor, maps: Sequence[tuple[str, torch.Tensor]], title: str
+) -> Figure:
     """The input image, then one block per conv layer with up to ``MAX_CHANNELS`` channel maps.
 
     Size: ``FEATURE_MAPS_WIDTH`` × (``FEATURE_MAPS_TOP`` + ``FEATURE_MAPS_ROW_HEIGHT`` · layers) inches.
@@ -96,7 +130,9 @@ def feature_maps_figure(image: torch.Tensor, maps: Sequence[tuple[str, torch.Ten
     height = FEATURE_MAPS_TOP + FEATURE_MAPS_ROW_HEIGHT * len(maps)
     fig = Figure(figsize=(FEATURE_MAPS_WIDTH, height), dpi=DPI, layout="constrained")
     # An array of SubFigures: one for the input, one per layer (always >= 2, so never a bare SubFigure).
-    subs: Any = fig.subfigures(len(maps) + 1, 1, height_ratios=[FEATURE_MAPS_TOP] + [FEATURE_MAPS_ROW_HEIGHT] * len(maps))
+    subs: Any = fig.subfigures(
+        len(maps) + 1, 1, height_ratios=[FEATURE_MAPS_TOP] + [FEATURE_MAPS_ROW_HEIGHT] * len(maps)
+    )
     top = subs[0]
     ax = top.subplots(1, 1)
     _show(ax, image.float().mean(dim=0), title="input")
@@ -106,19 +142,34 @@ def feature_maps_figure(image: torch.Tensor, maps: Sequence[tuple[str, torch.Ten
         cols = 16 if n > 8 else 8  # the same tile size for every layer of up to 8 or 16 channels
         _image_grid(sub, list(fmap[:n].numpy()), cols=cols, cmap="viridis")
         shown = f", first {n} of {len(fmap)} channels" if len(fmap) > n else f", {n} channels"
-        sub.suptitle(f"{label}: {tuple(fmap.shape[1:])[0]}×{tuple(fmap.shape[1:])[1]}{shown}", fontsize=10)
+        sub.suptitle(
+            f"{label}: {tuple(fmap.shape[1:])[0]}×{tuple(fmap.shape[1:])[1]}{shown}", fontsize=10
+        )
     return fig
 
 
-def pca_figure(scores: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], explained: torch.Tensor,
-               title: str) -> Figure:
+def pca_figure(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    explained: torch.Tensor,
+    title: str,
+) -> Figure:
     """2-D PCA scores (N, 2) of the penultimate layer, one colour per class."""
     fig = _figure("pca")
     ax = fig.subplots()
     s, y = scores.numpy(), labels.numpy()
     for k, name in enumerate(class_names):
         sel = y == k
-        ax.scatter(s[sel, 0], s[sel, 1], s=4, alpha=0.6, color=COLORS[k % len(COLORS)], label=name, rasterized=True)
+        ax.scatter(
+            s[sel, 0],
+            s[sel, 1],
+            s=4,
+            alpha=0.6,
+            color=COLORS[k % len(COLORS)],
+            label=name,
+            rasterized=True,
+        )
     ax.set_xlabel(f"PC 1 ({100 * float(explained[0]):.1f} % of variance)")
     ax.set_ylabel(f"PC 2 ({100 * float(explained[1]):.1f} % of variance)")
     ax.legend(markerscale=4, fontsize=8, loc="best")
@@ -140,14 +191,27 @@ def confusion_figure(cm: torch.Tensor, class_names: Sequence[str], title: str) -
     hi = np.log1p(m).max() or 1.0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if np.log1p(m[i, j]) > 0.6 * hi else "black")
+            ax.text(
+                j,
+                i,
+                str(m[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if np.log1p(m[i, j]) > 0.6 * hi else "black",
+            )
     ax.set_title(title)
     return fig
 
 
-def misclassified_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, class_names: Sequence[str],
-                         title: str, max_images: int = 25) -> Figure:
+def misclassified_figure(
+    images: torch.Tensor,
+    true: torch.Tensor,
+    pred: torch.Tensor,
+    class_names: Sequence[str],
+    title: str,
+    max_images: int = 25,
+) -> Figure:
     """A gallery of misclassified images (N, C, H, W) with 'true → predicted' labels."""
     fig = _figure("misclassified")
     n = min(len(images), max_images)
@@ -156,14 +220,28 @@ def misclassified_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.T
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=14)
     else:
-        titles = [f"{class_names[int(t)]} → {class_names[int(p)]}" for t, p in zip(true[:n], pred[:n], strict=True)]
-        _image_grid(fig, list(images[:n].float().mean(dim=1).numpy()), titles, cols=5, cmap="gray_r", fontsize=9)
+        titles = [
+            f"{class_names[int(t)]} → {class_names[int(p)]}"
+            for t, p in zip(true[:n], pred[:n], strict=True)
+        ]
+        _image_grid(
+            fig,
+            list(images[:n].float().mean(dim=1).numpy()),
+            titles,
+            cols=5,
+            cmap="gray_r",
+            fontsize=9,
+        )
     fig.suptitle(f"{title} (true → predicted)")
     return fig
 
 
-def kernels_figure(image: torch.Tensor, responses: Mapping[str, torch.Tensor],
-                   kernels: Mapping[str, Sequence[Sequence[float]]], title: str) -> Figure:
+def kernels_figure(
+    image: torch.Tensor,
+    responses: Mapping[str, torch.Tensor],
+    kernels: Mapping[str, Sequence[Sequence[float]]],
+    title: str,
+) -> Figure:
     """The image, then its cross-correlation with each kernel (kernel printed under each panel)."""
     fig = _figure("kernels")
     panels = 1 + len(responses)
@@ -181,8 +259,11 @@ def kernels_figure(image: torch.Tensor, responses: Mapping[str, torch.Tensor],
     return fig
 
 
-def shift_figure(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
-                 references: Mapping[str, Sequence[float]] | None, title: str) -> Figure:
+def shift_figure(
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    references: Mapping[str, Sequence[float]] | None,
+    title: str,
+) -> Figure:
     """Accuracy (%) against shift distance: per model the mean (solid) and worst direction
     (dashed); lecture curves dotted grey. ``curves``: (name, mean %, worst %)."""
     fig = _figure("shift")
@@ -193,7 +274,9 @@ def shift_figure(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
         ax.plot(d, mean, "o-", color=color, label=f"{name} (mean of 8 directions)")
         ax.plot(d, worst, "s--", color=color, alpha=0.6, label=f"{name} (worst direction)")
     for j, (name, curve) in enumerate((references or {}).items()):
-        ax.plot(np.arange(len(curve)), curve, ":", marker="x", color=str(0.2 + 0.25 * j), label=name)
+        ax.plot(
+            np.arange(len(curve)), curve, ":", marker="x", color=str(0.2 + 0.25 * j), label=name
+        )
     k = max([len(m) for _, m, _ in curves] + [len(c) for c in (references or {}).values()]) - 1
     ax.set_xticks(range(k + 1))
     ax.set_xlabel("shift (pixels, zero fill)")
@@ -205,13 +288,17 @@ def shift_figure(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     return fig
 
 
-def sweep_figure(series: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]], title: str) -> Figure:
+def sweep_figure(
+    series: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]], title: str
+) -> Figure:
     """Test accuracy (%) against training-set size, log x; error bars: std across seeds.
     ``series``: {net: (sizes, mean %, std %)}."""
     fig = _figure("sweep")
     ax = fig.subplots()
     for i, (name, (sizes, mean, std)) in enumerate(series.items()):
-        ax.errorbar(sizes, mean, yerr=std, fmt="o-", capsize=4, color=COLORS[i % len(COLORS)], label=name)
+        ax.errorbar(
+            sizes, mean, yerr=std, fmt="o-", capsize=4, color=COLORS[i % len(COLORS)], label=name
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training images")
     ax.set_ylabel("test accuracy (%)")

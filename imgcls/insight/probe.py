@@ -15,8 +15,16 @@ from torch import nn
 from imgcls.data.transforms import normalize
 from imgcls.insight import InsightError
 
-__all__ = ["NoConvLayersError", "Outputs", "conv_layers", "feature_maps", "first_conv_weights", "first_linear_templates",
-           "pca_2d", "run_net"]
+__all__ = [
+    "NoConvLayersError",
+    "Outputs",
+    "conv_layers",
+    "feature_maps",
+    "first_conv_weights",
+    "first_linear_templates",
+    "pca_2d",
+    "run_net",
+]
 
 
 class NoConvLayersError(InsightError):
@@ -34,12 +42,14 @@ class Outputs:
 
 
 @torch.inference_mode()
-def run_net(net: nn.Module, images: torch.Tensor, mean: float, std: float, batch_size: int = 1000) -> Outputs:
+def run_net(
+    net: nn.Module, images: torch.Tensor, mean: float, std: float, batch_size: int = 1000
+) -> Outputs:
     """Penultimate features and logits of ``images`` (N, C, H, W) uint8, in one pass per batch."""
     net.eval()
     feats, logits = [], []
     for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size], mean, std)
+        x = normalize(images[start : start + batch_size], mean, std)
         f = net.forward_features(x)  # type: ignore[operator]  # (B, D)
         feats.append(f.float())
         logits.append(net.head(f).float())  # type: ignore[operator]
@@ -58,8 +68,10 @@ def first_conv_weights(net: nn.Module) -> torch.Tensor:
     """
     convs = conv_layers(net)
     if not convs:
-        raise NoConvLayersError(f"this {type(net).__name__} has no convolutional layers, so it has no filters to show; "
-                                "its first-layer weights are shown as templates instead")
+        raise NoConvLayersError(
+            f"this {type(net).__name__} has no convolutional layers, so it has no filters to show; "
+            "its first-layer weights are shown as templates instead"
+        )
     return convs[0][1].weight.detach().float().cpu()
 
 
@@ -74,12 +86,16 @@ def first_linear_templates(net: nn.Module, image_shape: tuple[int, int, int]) ->
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     c, h, w = image_shape
     if not linears or linears[0].in_features != c * h * w or conv_layers(net):
-        raise InsightError("first-layer templates need a net whose first layer is fully connected on the pixels (an MLP)")
+        raise InsightError(
+            "first-layer templates need a net whose first layer is fully connected on the pixels (an MLP)"
+        )
     return linears[0].weight.detach().float().cpu().reshape(-1, c, h, w)
 
 
 @torch.inference_mode()
-def feature_maps(net: nn.Module, image: torch.Tensor, mean: float, std: float) -> list[tuple[str, torch.Tensor]]:
+def feature_maps(
+    net: nn.Module, image: torch.Tensor, mean: float, std: float
+) -> list[tuple[str, torch.Tensor]]:
     """The output of every conv layer for one uint8 image (C, H, W): [(label, (channels, H', W'))].
 
     Where the conv is followed (directly or after batch norm) by an activation in the same
@@ -87,7 +103,9 @@ def feature_maps(net: nn.Module, image: torch.Tensor, mean: float, std: float) -
     """
     convs = conv_layers(net)
     if not convs:
-        raise NoConvLayersError(f"this {type(net).__name__} has no convolutional layers, so it has no feature maps")
+        raise NoConvLayersError(
+            f"this {type(net).__name__} has no convolutional layers, so it has no feature maps"
+        )
     taps: dict[int, tuple[str, nn.Module]] = {}
     conv_ids = {id(m) for _, m in convs}
     for parent_name, parent in net.named_modules():
@@ -98,7 +116,7 @@ def feature_maps(net: nn.Module, image: torch.Tensor, mean: float, std: float) -
             if id(child) not in conv_ids:
                 continue
             tap, label = child, f"{parent_name}.{child_name}".lstrip(".")
-            for _, nxt in children[i + 1:i + 3]:
+            for _, nxt in children[i + 1 : i + 3]:
                 if isinstance(nxt, nn.modules.batchnorm._BatchNorm):
                     tap = nxt
                     continue
@@ -112,8 +130,13 @@ def feature_maps(net: nn.Module, image: torch.Tensor, mean: float, std: float) -
     hooks = []
     for _, m in convs:
         label, tap = taps[id(m)]
-        hooks.append(tap.register_forward_hook(
-            lambda mod, args, out, label=label: outputs.append((label, out[0].detach().float().cpu()))))
+        hooks.append(
+            tap.register_forward_hook(
+                lambda mod, args, out, label=label: outputs.append(
+                    (label, out[0].detach().float().cpu())
+                )
+            )
+        )
     net.eval()
     try:
         net(normalize(image[None], mean, std))
@@ -134,4 +157,6 @@ def pca_2d(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scores = x @ vh[:2].T
     var = s**2
     total = var.sum()
-    return scores.float(), (var[:2] / total if total > 0 else torch.zeros(2, dtype=var.dtype)).float()
+    return scores.float(), (
+        var[:2] / total if total > 0 else torch.zeros(2, dtype=var.dtype)
+    ).float()

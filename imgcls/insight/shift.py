@@ -24,8 +24,16 @@ import torch
 from imgcls.data.transforms import DIRECTIONS, normalize, translate
 from imgcls.insight import InsightError
 
-__all__ = ["DIRECTION_NAMES", "OnnxPredictor", "Predictor", "ShiftResult", "TorchPredictor", "evaluate_shift",
-           "load_predictor", "shift_rows"]
+__all__ = [
+    "DIRECTION_NAMES",
+    "OnnxPredictor",
+    "Predictor",
+    "ShiftResult",
+    "TorchPredictor",
+    "evaluate_shift",
+    "load_predictor",
+    "shift_rows",
+]
 
 DIRECTION_NAMES = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")  # same order as DIRECTIONS
 
@@ -42,7 +50,9 @@ class Predictor(Protocol):
 class TorchPredictor:
     """A checkpoint's ImageClassifier: normalises uint8 images as in training, then argmax."""
 
-    def __init__(self, model: Any, name: str | None = None, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, model: Any, name: str | None = None, path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.model = model.eval()
         hp = model.hparams
         self.dataset: str = hp.dataset
@@ -66,8 +76,10 @@ class OnnxPredictor:
         try:
             from imgcls.runtime import OnnxClassifier
         except ImportError as e:
-            raise InsightError(f"{path}: evaluating ONNX models needs imgcls.runtime (issue 4), which is not "
-                               f"available here ({e}); evaluate the checkpoint with --ckpt instead") from e
+            raise InsightError(
+                f"{path}: evaluating ONNX models needs imgcls.runtime (issue 4), which is not "
+                f"available here ({e}); evaluate the checkpoint with --ckpt instead"
+            ) from e
         try:
             self.runtime = OnnxClassifier(str(path), device="cpu")
         except (RuntimeError, ValueError) as e:  # a damaged file or one without imgcls metadata
@@ -76,7 +88,11 @@ class OnnxPredictor:
         self.dataset = str(meta.get("dataset", ""))
         self.class_names = [str(c) for c in meta.get("class_names", [])]
         net = meta.get("net")
-        self.name = name or (f"{model_label(str(net), meta.get('net_args'))} (onnx)" if net else f"{path.stem} (onnx)")
+        self.name = name or (
+            f"{model_label(str(net), meta.get('net_args'))} (onnx)"
+            if net
+            else f"{path.stem} (onnx)"
+        )
         self.path = path
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -132,8 +148,10 @@ def check_dataset(predictors: list[Any], dataset: str | None) -> str:
         if p.dataset and p.dataset != want:
             where = f" ({p.path})" if getattr(p, "path", None) else ""
             how = "requested with --dataset" if dataset else f"the data set of {predictors[0].name}"
-            raise InsightError(f"{p.name}{where} was trained on {p.dataset!r}, but the test set is {want!r} "
-                               f"({how}); evaluate models of one data set at a time")
+            raise InsightError(
+                f"{p.name}{where} was trained on {p.dataset!r}, but the test set is {want!r} "
+                f"({how}); evaluate models of one data set at a time"
+            )
     return want
 
 
@@ -165,15 +183,28 @@ class ShiftResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "dataset": self.dataset, "n_images": self.n_images,
-            "mean": [float(v) for v in self.mean], "worst": [float(v) for v in self.worst],
-            "per_direction": [{n: float(v) for n, v in zip(DIRECTION_NAMES, row, strict=True)} for row in self.accuracy],
+            "name": self.name,
+            "dataset": self.dataset,
+            "n_images": self.n_images,
+            "mean": [float(v) for v in self.mean],
+            "worst": [float(v) for v in self.worst],
+            "per_direction": [
+                {n: float(v) for n, v in zip(DIRECTION_NAMES, row, strict=True)}
+                for row in self.accuracy
+            ],
             **self.extra,
         }
 
 
-def evaluate_shift(predictor: Any, images: torch.Tensor, labels: torch.Tensor, max_shift: int = 3,
-                   batch_size: int = 1000, progress: bool = True, name: str | None = None) -> ShiftResult:
+def evaluate_shift(
+    predictor: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    max_shift: int = 3,
+    batch_size: int = 1000,
+    progress: bool = True,
+    name: str | None = None,
+) -> ShiftResult:
     """Accuracy of ``predictor`` on ``images`` (N, C, H, W) uint8 shifted 0…``max_shift`` px.
 
     Each batch is shifted in all 8 directions for every distance; vacated pixels are zero.
@@ -188,9 +219,11 @@ def evaluate_shift(predictor: Any, images: torch.Tensor, labels: torch.Tensor, m
     correct = torch.zeros(max_shift + 1, len(DIRECTIONS), dtype=torch.long)
     label = str(name or getattr(predictor, "name", "model"))
     steps = ((n + batch_size - 1) // batch_size) * (1 + len(DIRECTIONS) * max_shift)
-    with tqdm(total=steps, desc=f"shift {label}", unit="batch", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=steps, desc=f"shift {label}", unit="batch", disable=not progress, leave=False
+    ) as bar:
         for start in range(0, n, batch_size):
-            x, y = images[start:start + batch_size], labels[start:start + batch_size]
+            x, y = images[start : start + batch_size], labels[start : start + batch_size]
             correct[0] += int((predictor.predict(x) == y).sum())  # same for every direction
             bar.update()
             for d in range(1, max_shift + 1):
@@ -210,13 +243,24 @@ def shift_rows(results: list[ShiftResult]) -> tuple[list[str], list[list[Any]]]:
             for j, (name, (uy, ux)) in enumerate(zip(DIRECTION_NAMES, DIRECTIONS, strict=True)):
                 if d == 0 and j > 0:
                     continue
-                rows.append([r.name, r.dataset, r.n_images, d, name if d else "-", d * uy, d * ux,
-                             f"{r.accuracy[d, j]:.6f}"])
+                rows.append(
+                    [
+                        r.name,
+                        r.dataset,
+                        r.n_images,
+                        d,
+                        name if d else "-",
+                        d * uy,
+                        d * ux,
+                        f"{r.accuracy[d, j]:.6f}",
+                    ]
+                )
     return columns, rows
 
 
-def summary_table(results: list[ShiftResult], references: dict[str, tuple[float, ...]] | None = None
-                  ) -> tuple[list[str], list[list[Any]]]:
+def summary_table(
+    results: list[ShiftResult], references: dict[str, tuple[float, ...]] | None = None
+) -> tuple[list[str], list[list[Any]]]:
     """Side-by-side table: per model, accuracy % at 0 px, then mean / worst per distance.
 
     ``references`` (lecture curves, percent from 0 px) are added as rows marked "lecture".
@@ -227,15 +271,25 @@ def summary_table(results: list[ShiftResult], references: dict[str, tuple[float,
     for r in results:
         row: list[Any] = [r.name, f"{100 * r.mean[0]:.2f}"]
         for d in range(1, k + 1):
-            row.append(f"{100 * r.mean[d]:.2f} / {100 * r.worst[d]:.2f}" if d <= r.max_shift else "")
+            row.append(
+                f"{100 * r.mean[d]:.2f} / {100 * r.worst[d]:.2f}" if d <= r.max_shift else ""
+            )
         rows.append(row)
     for ref_name, curve in (references or {}).items():
-        rows.append([ref_name, f"{curve[0]:.2f}"] + [f"{curve[d]:.2f}" if d < len(curve) else "" for d in range(1, k + 1)])
+        rows.append(
+            [ref_name, f"{curve[0]:.2f}"]
+            + [f"{curve[d]:.2f}" if d < len(curve) else "" for d in range(1, k + 1)]
+        )
     return columns, rows
 
 
-def write_shift_outputs(results: list[ShiftResult], out_dir: Path, references: dict[str, tuple[float, ...]],
-                        dataset: str, prefix: str = "shift") -> dict[str, Path]:
+def write_shift_outputs(
+    results: list[ShiftResult],
+    out_dir: Path,
+    references: dict[str, tuple[float, ...]],
+    dataset: str,
+    prefix: str = "shift",
+) -> dict[str, Path]:
     """Write ``prefix``.md / _summary.csv (side by side), .csv (long), .json and .png; log them to W&B."""
     from imgcls.insight.artifacts import (
         log_to_wandb,
@@ -251,17 +305,32 @@ def write_shift_outputs(results: list[ShiftResult], out_dir: Path, references: d
     n = ", ".join(sorted({f"{r.n_images:,}" for r in results}))
     cols, rows = summary_table(results, references)
     md = out_dir / f"{prefix}.md"
-    atomic_write_text(md, f"# Accuracy (%) on shifted {dataset} test images\n\n"
-                      f"{n} test images; each distance d is tried in 8 directions (N, NE, E, SE, S, SW, W, NW; a "
-                      f"diagonal step moves d rows and d columns), zero fill. Lecture rows: lecture 002.\n\n"
-                      + markdown_table(cols, rows))
+    atomic_write_text(
+        md,
+        f"# Accuracy (%) on shifted {dataset} test images\n\n"
+        f"{n} test images; each distance d is tried in 8 directions (N, NE, E, SE, S, SW, W, NW; a "
+        f"diagonal step moves d rows and d columns), zero fill. Lecture rows: lecture 002.\n\n"
+        + markdown_table(cols, rows),
+    )
     summary_csv = write_csv(out_dir / f"{prefix}_summary.csv", cols, rows)
     long_cols, long_rows = shift_rows(results)
     long_csv = write_csv(out_dir / f"{prefix}.csv", long_cols, long_rows)
-    js = write_json(out_dir / f"{prefix}.json", {"dataset": dataset, "models": [r.to_dict() for r in results],
-                                                "references": {k: list(v) for k, v in references.items()}})
+    js = write_json(
+        out_dir / f"{prefix}.json",
+        {
+            "dataset": dataset,
+            "models": [r.to_dict() for r in results],
+            "references": {k: list(v) for k, v in references.items()},
+        },
+    )
     curves = [(r.name, list(100 * r.mean), list(100 * r.worst)) for r in results]
-    png = save_figure(shift_figure(curves, references, f"{dataset}: accuracy on shifted test images ({n} images)"),
-                      out_dir / f"{prefix}.png")
-    log_to_wandb(prefix, {"plot": png}, {"summary": (cols, rows), "per_direction": (long_cols, long_rows)})
+    png = save_figure(
+        shift_figure(
+            curves, references, f"{dataset}: accuracy on shifted test images ({n} images)"
+        ),
+        out_dir / f"{prefix}.png",
+    )
+    log_to_wandb(
+        prefix, {"plot": png}, {"summary": (cols, rows), "per_direction": (long_cols, long_rows)}
+    )
     return {"md": md, "summary_csv": summary_csv, "csv": long_csv, "json": js, "png": png}

@@ -30,9 +30,17 @@ class SweepPoint:
     fit_seconds: float
 
 
-def run_sweep(nets: Sequence[str], sizes: Sequence[int], seeds: int, epochs: int, dataset: str = "mnist",
-              data_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-              log: Callable[[str], Any] = print, test_limit: int | None = None) -> list[SweepPoint]:
+def run_sweep(
+    nets: Sequence[str],
+    sizes: Sequence[int],
+    seeds: int,
+    epochs: int,
+    dataset: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+    test_limit: int | None = None,
+) -> list[SweepPoint]:
     """Train every (net, size, seed) and test it; seeds are 0 … ``seeds`` − 1.
 
     Raises:
@@ -52,13 +60,28 @@ def run_sweep(nets: Sequence[str], sizes: Sequence[int], seeds: int, epochs: int
     for name, (net, net_args) in specs.items():
         for size in sizes:
             for seed in range(seeds):
-                log(f"[sweep {len(points) + 1}/{total}] {name}, {size:,} training images, seed {seed}, {epochs} epoch(s)")
-                result = train(TrainSpec(net, net_args, dataset, size, epochs, seed), data_dir, progress=progress)
-                acc = float(evaluate_shift(TorchPredictor(result.model, name), test.images, test.labels, 0,
-                                           progress=False).mean[0])
+                log(
+                    f"[sweep {len(points) + 1}/{total}] {name}, {size:,} training images, seed {seed}, {epochs} epoch(s)"
+                )
+                result = train(
+                    TrainSpec(net, net_args, dataset, size, epochs, seed),
+                    data_dir,
+                    progress=progress,
+                )
+                acc = float(
+                    evaluate_shift(
+                        TorchPredictor(result.model, name),
+                        test.images,
+                        test.labels,
+                        0,
+                        progress=False,
+                    ).mean[0]
+                )
                 points.append(SweepPoint(name, size, result.n_train, seed, acc, result.fit_seconds))
-                log(f"[sweep {len(points)}/{total}] {name} n={result.n_train:,} seed {seed}: test accuracy "
-                    f"{100 * acc:.2f} % (fit {result.fit_seconds:.1f} s)")
+                log(
+                    f"[sweep {len(points)}/{total}] {name} n={result.n_train:,} seed {seed}: test accuracy "
+                    f"{100 * acc:.2f} % (fit {result.fit_seconds:.1f} s)"
+                )
     return points
 
 
@@ -70,15 +93,23 @@ def summarise(points: Sequence[SweepPoint]) -> dict[str, list[dict[str, Any]]]:
         for size in sorted({p.size for p in points if p.net == net}):
             group = [p for p in points if p.net == net and p.size == size]
             accs = [100 * p.test_acc for p in group]
-            rows.append({"size": size, "n_train": group[0].n_train, "mean": statistics.fmean(accs),
-                         "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "accs": accs,
-                         "fit_seconds": statistics.fmean(p.fit_seconds for p in group)})
+            rows.append(
+                {
+                    "size": size,
+                    "n_train": group[0].n_train,
+                    "mean": statistics.fmean(accs),
+                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                    "accs": accs,
+                    "fit_seconds": statistics.fmean(p.fit_seconds for p in group),
+                }
+            )
         out[net] = rows
     return out
 
 
-def write_sweep_outputs(points: Sequence[SweepPoint], out_dir: str | os.PathLike[str], dataset: str,
-                        epochs: int) -> dict[str, Path]:
+def write_sweep_outputs(
+    points: Sequence[SweepPoint], out_dir: str | os.PathLike[str], dataset: str, epochs: int
+) -> dict[str, Path]:
     """sweep.md (mean ± std per net and size), sweep.csv (every run), sweep.json, sweep.png; and W&B."""
     from imgcls.insight.artifacts import (
         log_to_wandb,
@@ -92,23 +123,58 @@ def write_sweep_outputs(points: Sequence[SweepPoint], out_dir: str | os.PathLike
 
     out = Path(out_dir)
     summary = summarise(points)
-    cols = ["net", "training images", "test accuracy % (mean ± std)", "seeds", "per seed", "fit s (mean)"]
-    rows = [[net, f"{r['n_train']:,}", f"{r['mean']:.2f} ± {r['std']:.2f}", len(r["accs"]),
-             " ".join(f"{a:.2f}" for a in r["accs"]), f"{r['fit_seconds']:.1f}"]
-            for net, rs in summary.items() for r in rs]
+    cols = [
+        "net",
+        "training images",
+        "test accuracy % (mean ± std)",
+        "seeds",
+        "per seed",
+        "fit s (mean)",
+    ]
+    rows = [
+        [
+            net,
+            f"{r['n_train']:,}",
+            f"{r['mean']:.2f} ± {r['std']:.2f}",
+            len(r["accs"]),
+            " ".join(f"{a:.2f}" for a in r["accs"]),
+            f"{r['fit_seconds']:.1f}",
+        ]
+        for net, rs in summary.items()
+        for r in rs
+    ]
     md = out / "sweep.md"
-    atomic_write_text(md, f"# {dataset}: test accuracy against training-set size\n\n"
-                          f"{epochs} epoch(s) per run; class-balanced subsets drawn per seed; std is the sample "
-                          f"standard deviation across seeds. Lecture 002 shows the same trend as overfitting "
-                          f"with 100, 1,000, 10,000 and 60,000 images.\n\n" + markdown_table(cols, rows))
+    atomic_write_text(
+        md,
+        f"# {dataset}: test accuracy against training-set size\n\n"
+        f"{epochs} epoch(s) per run; class-balanced subsets drawn per seed; std is the sample "
+        f"standard deviation across seeds. Lecture 002 shows the same trend as overfitting "
+        f"with 100, 1,000, 10,000 and 60,000 images.\n\n" + markdown_table(cols, rows),
+    )
     long_cols = list(asdict(points[0]).keys()) if points else []
     csv_path = write_csv(out / "sweep.csv", long_cols, [list(asdict(p).values()) for p in points])
-    js = write_json(out / "sweep.json", {"dataset": dataset, "epochs": epochs, "summary": summary,
-                                          "runs": [asdict(p) for p in points]})
-    series = {net: ([r["n_train"] for r in rs], [r["mean"] for r in rs], [r["std"] for r in rs])
-              for net, rs in summary.items()}
-    png = save_figure(sweep_figure(series, f"{dataset}: test accuracy against training-set size ({epochs} epoch(s))"),
-                      out / "sweep.png")
-    log_to_wandb("sweep", {"plot": png}, {"summary": (cols, rows), "runs": (long_cols, [list(asdict(p).values())
-                                                                                          for p in points])})
+    js = write_json(
+        out / "sweep.json",
+        {
+            "dataset": dataset,
+            "epochs": epochs,
+            "summary": summary,
+            "runs": [asdict(p) for p in points],
+        },
+    )
+    series = {
+        net: ([r["n_train"] for r in rs], [r["mean"] for r in rs], [r["std"] for r in rs])
+        for net, rs in summary.items()
+    }
+    png = save_figure(
+        sweep_figure(
+            series, f"{dataset}: test accuracy against training-set size ({epochs} epoch(s))"
+        ),
+        out / "sweep.png",
+    )
+    log_to_wandb(
+        "sweep",
+        {"plot": png},
+        {"summary": (cols, rows), "runs": (long_cols, [list(asdict(p).values()) for p in points])},
+    )
     return {"md": md, "csv": csv_path, "json": js, "png": png}

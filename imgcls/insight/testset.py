@@ -26,7 +26,9 @@ class TestSet:
         return len(self.labels)
 
 
-def load_test_set(dataset: str, data_dir: str | os.PathLike[str] | None = None, limit: int | None = None) -> TestSet:
+def load_test_set(
+    dataset: str, data_dir: str | os.PathLike[str] | None = None, limit: int | None = None
+) -> TestSet:
     """The first ``limit`` (default all) images of ``dataset``'s official test set, in order.
 
     Raises:
@@ -36,11 +38,15 @@ def load_test_set(dataset: str, data_dir: str | os.PathLike[str] | None = None, 
     from imgcls.data import get_datamodule
 
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise InsightError(f"{data_dir}: data directory not found (fetch the data with `imgcls data fetch --root {data_dir}`)")
+        raise InsightError(
+            f"{data_dir}: data directory not found (fetch the data with `imgcls data fetch --root {data_dir}`)"
+        )
     if limit is not None and limit < 1:
         raise InsightError(f"the test-image limit must be >= 1, got {limit}")
     try:
-        dm = get_datamodule(dataset, data_dir=str(data_dir) if data_dir is not None else None, val_size=0)
+        dm = get_datamodule(
+            dataset, data_dir=str(data_dir) if data_dir is not None else None, val_size=0
+        )
     except ValueError as e:  # unknown data set name: the message lists the valid ones
         raise InsightError(str(e)) from e
     dm.prepare_data()

@@ -61,14 +61,20 @@ def parse_net(name: str) -> tuple[str, dict[str, Any]]:
     if m:
         return "mlp", {"hidden": [int(v) for v in m.group(1).strip("-").split("-")]}
     if name not in list_models():
-        raise InsightError(f"unknown net {name!r}; valid: {', '.join(list_models())}, or mlp-W[-W…] (hidden widths)")
+        raise InsightError(
+            f"unknown net {name!r}; valid: {', '.join(list_models())}, or mlp-W[-W…] (hidden widths)"
+        )
     return name, {}
 
 
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Lightning's per-run banners (GPU available, model summary tips) once per run are noise in a sweep."""
-    names = ["lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"]
+    names = [
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    ]
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -80,8 +86,13 @@ def _quiet_lightning() -> Iterator[None]:
             lg.setLevel(lv)
 
 
-def train(spec: TrainSpec, data_dir: str | os.PathLike[str] | None = None, progress: bool = False,
-          accelerator: str = "cpu", checkpoint: str | os.PathLike[str] | None = None) -> TrainResult:
+def train(
+    spec: TrainSpec,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    accelerator: str = "cpu",
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> TrainResult:
     """Train ``spec`` with ``lightning.Trainer`` and return the model and the wall time of ``fit``.
 
     ``train_subset`` at or above the training-set size uses every image (val_size 0). With
@@ -106,19 +117,45 @@ def train(spec: TrainSpec, data_dir: str | os.PathLike[str] | None = None, progr
         total = get_spec(spec.dataset).files[0].count  # 60,000 training images
     except ValueError as e:
         raise InsightError(str(e)) from e
-    subset = spec.train_subset if spec.train_subset is not None and spec.train_subset < total else None
-    dm = get_datamodule(spec.dataset, data_dir=str(data_dir) if data_dir else None, batch_size=spec.batch_size,
-                        val_size=0, train_subset=subset, seed=spec.seed)
+    subset = (
+        spec.train_subset if spec.train_subset is not None and spec.train_subset < total else None
+    )
+    dm = get_datamodule(
+        spec.dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        batch_size=spec.batch_size,
+        val_size=0,
+        train_subset=subset,
+        seed=spec.seed,
+    )
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    model = ImageClassifier(net=spec.net, net_args=dict(spec.net_args), dataset=dm.dataset_name,
-                            class_names=list(dm.class_names), num_classes=dm.num_classes, in_channels=dm.in_channels,
-                            image_size=dm.image_size, mean=dm.mean, std=dm.std,
-                            optimizer=lambda params: torch.optim.Adam(params, lr=spec.lr))
+    model = ImageClassifier(
+        net=spec.net,
+        net_args=dict(spec.net_args),
+        dataset=dm.dataset_name,
+        class_names=list(dm.class_names),
+        num_classes=dm.num_classes,
+        in_channels=dm.in_channels,
+        image_size=dm.image_size,
+        mean=dm.mean,
+        std=dm.std,
+        optimizer=lambda params: torch.optim.Adam(params, lr=spec.lr),
+    )
     with _quiet_lightning():
-        trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=spec.epochs, logger=False,
-                            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                            limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10,
-                            plugins=[AtomicCheckpointIO()], default_root_dir=str(Path(checkpoint).parent) if checkpoint else None)
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            max_epochs=spec.epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            log_every_n_steps=10,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(Path(checkpoint).parent) if checkpoint else None,
+        )
         with warnings.catch_warnings():
             # Lightning 2.6 on torch 2.14 warns about its own pytree use on every fit; not ours to fix.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -126,7 +163,9 @@ def train(spec: TrainSpec, data_dir: str | os.PathLike[str] | None = None, progr
             trainer.fit(model, datamodule=dm)
             seconds = time.perf_counter() - start
         if checkpoint is not None:
-            trainer.save_checkpoint(Path(checkpoint), weights_only=True)  # the model and its hparams, no optimizer state
+            trainer.save_checkpoint(
+                Path(checkpoint), weights_only=True
+            )  # the model and its hparams, no optimizer state
     assert dm.train_set is not None
     model = model.cpu().eval()
     return TrainResult(spec, model, seconds, len(dm.train_set))

@@ -42,8 +42,15 @@ from imgcls.insight.testset import TestSet
 __all__ = ["kernels_figures", "load_image_file", "model_figures"]
 
 
-def model_figures(model: Any, test: TestSet, out_dir: str | os.PathLike[str], image_index: int = 0, prefix: str = "",
-                  label: str | None = None, log: Any = print) -> tuple[dict[str, Path], dict[str, Any]]:
+def model_figures(
+    model: Any,
+    test: TestSet,
+    out_dir: str | os.PathLike[str],
+    image_index: int = 0,
+    prefix: str = "",
+    label: str | None = None,
+    log: Any = print,
+) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write every figure of ``model`` (an ImageClassifier) to ``out_dir``.
 
     Returns ({figure name: path}, facts: accuracy, n_images, notes such as the MLP message).
@@ -53,7 +60,9 @@ def model_figures(model: Any, test: TestSet, out_dir: str | os.PathLike[str], im
     """
     out = Path(out_dir)
     if not 0 <= image_index < len(test):
-        raise InsightError(f"--image_index {image_index} is outside the test set (0 … {len(test) - 1})")
+        raise InsightError(
+            f"--image_index {image_index} is outside the test set (0 … {len(test) - 1})"
+        )
     hp, net = model.hparams, model.net
     name = label or hp.net
     mean, std = float(hp.mean), float(hp.std)
@@ -67,11 +76,19 @@ def model_figures(model: Any, test: TestSet, out_dir: str | os.PathLike[str], im
         save("filters", filters_figure(first_conv_weights(net), f"{name}: first-layer filters"))
         img = test.images[image_index]
         true = test.class_names[int(test.labels[image_index])]
-        save("feature_maps", feature_maps_figure(img, feature_maps(net, img, mean, std),
-                                                 f"{name}: feature maps of test image {image_index} ({true})"))
+        save(
+            "feature_maps",
+            feature_maps_figure(
+                img,
+                feature_maps(net, img, mean, std),
+                f"{name}: feature maps of test image {image_index} ({true})",
+            ),
+        )
     else:
-        msg = (f"{name} has no convolutional layers, so it has no filters or feature maps; its first-layer "
-               f"weights are drawn as {hp.image_size}×{hp.image_size} templates instead ({prefix}templates.png)")
+        msg = (
+            f"{name} has no convolutional layers, so it has no filters or feature maps; its first-layer "
+            f"weights are drawn as {hp.image_size}×{hp.image_size} templates instead ({prefix}templates.png)"
+        )
         notes.append(msg)
         log(f"[imgcls] {msg}")
     try:
@@ -83,18 +100,46 @@ def model_figures(model: Any, test: TestSet, out_dir: str | os.PathLike[str], im
     outputs = run_net(net, test.images, mean, std)
     preds = outputs.preds
     scores, explained = pca_2d(outputs.features)
-    save("pca", pca_figure(scores, test.labels, test.class_names, explained,
-                           f"{name}: 2-D PCA of the penultimate layer ({outputs.features.shape[1]} dims, "
-                           f"{len(test)} test images)"))
+    save(
+        "pca",
+        pca_figure(
+            scores,
+            test.labels,
+            test.class_names,
+            explained,
+            f"{name}: 2-D PCA of the penultimate layer ({outputs.features.shape[1]} dims, "
+            f"{len(test)} test images)",
+        ),
+    )
     cm = multiclass_confusion_matrix(preds, test.labels, num_classes=len(test.class_names))
     acc = float((preds == test.labels).double().mean())
-    save("confusion", confusion_figure(cm, test.class_names,
-                                       f"{name}: confusion matrix, accuracy {100 * acc:.2f} % on {len(test)} test images"))
+    save(
+        "confusion",
+        confusion_figure(
+            cm,
+            test.class_names,
+            f"{name}: confusion matrix, accuracy {100 * acc:.2f} % on {len(test)} test images",
+        ),
+    )
     wrong = torch.nonzero(preds != test.labels).flatten()
-    save("misclassified", misclassified_figure(test.images[wrong], test.labels[wrong], preds[wrong], test.class_names,
-                                               f"{name}: {len(wrong)} misclassified of {len(test)}"))
-    facts = {"accuracy": acc, "n_images": len(test), "n_wrong": len(wrong), "notes": notes,
-             "pca_explained": [float(v) for v in explained], "confusion": cm.tolist()}
+    save(
+        "misclassified",
+        misclassified_figure(
+            test.images[wrong],
+            test.labels[wrong],
+            preds[wrong],
+            test.class_names,
+            f"{name}: {len(wrong)} misclassified of {len(test)}",
+        ),
+    )
+    facts = {
+        "accuracy": acc,
+        "n_images": len(test),
+        "n_wrong": len(wrong),
+        "notes": notes,
+        "pca_explained": [float(v) for v in explained],
+        "confusion": cm.tolist(),
+    }
     return paths, facts
 
 
@@ -118,8 +163,17 @@ def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
         raise InsightError(f"{p}: not a readable image file ({e})") from e
 
 
-def kernels_figures(image: torch.Tensor, out_dir: str | os.PathLike[str], title: str, name: str = "kernels") -> Path:
+def kernels_figures(
+    image: torch.Tensor, out_dir: str | os.PathLike[str], title: str, name: str = "kernels"
+) -> Path:
     """Cross-correlate ``image`` (H, W) with every classic kernel, side by side, as ``name``.png."""
     responses = apply_kernels(image)
-    return save_figure(kernels_figure(image.double() / (255.0 if image.dtype == torch.uint8 else 1.0), responses,
-                                      KERNELS, title), Path(out_dir) / f"{name}.png")
+    return save_figure(
+        kernels_figure(
+            image.double() / (255.0 if image.dtype == torch.uint8 else 1.0),
+            responses,
+            KERNELS,
+            title,
+        ),
+        Path(out_dir) / f"{name}.png",
+    )

@@ -4,4 +4,11 @@ from imgcls.models import convnet, lenet, mlp, resnet  # noqa: F401  (registers 
 from imgcls.models.layers import Net, conv_output_size
 from imgcls.models.registry import create_model, list_models, model_entrypoint, register_model
 
-__all__ = ["Net", "conv_output_size", "create_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = [
+    "Net",
+    "conv_output_size",
+    "create_model",
+    "list_models",
+    "model_entrypoint",
+    "register_model",
+]

@@ -26,27 +26,52 @@ from imgcls.models.registry import register_model
 
 
 class ConvNet(Net):
-    def __init__(self, in_channels: int, num_classes: int, hw: tuple[int, int], channels: Sequence[int], kernel_size: int,
-                 padding: str, stride: int, pool: str, pool_size: int, hidden: int, dropout: tuple[float, float],
-                 activation: str, batch_norm: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hw: tuple[int, int],
+        channels: Sequence[int],
+        kernel_size: int,
+        padding: str,
+        stride: int,
+        pool: str,
+        pool_size: int,
+        hidden: int,
+        dropout: tuple[float, float],
+        activation: str,
+        batch_norm: bool,
+    ) -> None:
         super().__init__()
         pad = conv_padding(padding, kernel_size)
         h, w = hw
         layers: list[nn.Module] = []
         cin = in_channels
         for cout in channels:
-            layers.append(nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=pad, bias=not batch_norm))
+            layers.append(
+                nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=pad, bias=not batch_norm)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(make_activation(activation))
-            h, w = conv_output_size(h, kernel_size, stride, pad), conv_output_size(w, kernel_size, stride, pad)
+            h, w = (
+                conv_output_size(h, kernel_size, stride, pad),
+                conv_output_size(w, kernel_size, stride, pad),
+            )
             cin = cout
         if pool_size > 1:
             layers.append(make_pool(pool, pool_size))
-            h, w = conv_output_size(h, pool_size, pool_size), conv_output_size(w, pool_size, pool_size)
+            h, w = (
+                conv_output_size(h, pool_size, pool_size),
+                conv_output_size(w, pool_size, pool_size),
+            )
         layers += [nn.Dropout(dropout[0]), nn.Flatten()]  # (B, C*H*W): 64*12*12 = 9216 by default
         self.flat_features = cin * h * w
-        layers += [nn.Linear(self.flat_features, hidden), make_activation(activation), nn.Dropout(dropout[1])]
+        layers += [
+            nn.Linear(self.flat_features, hidden),
+            make_activation(activation),
+            nn.Dropout(dropout[1]),
+        ]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(hidden, num_classes)
 
@@ -72,5 +97,18 @@ def convnet(
 
     1,199,882 parameters with the defaults on 1×28×28.
     """
-    return ConvNet(in_channels, num_classes, as_hw(image_size), list(channels), kernel_size, padding, stride, pool,
-                   pool_size, hidden, (float(dropout[0]), float(dropout[1])), activation, batch_norm)
+    return ConvNet(
+        in_channels,
+        num_classes,
+        as_hw(image_size),
+        list(channels),
+        kernel_size,
+        padding,
+        stride,
+        pool,
+        pool_size,
+        hidden,
+        (float(dropout[0]), float(dropout[1])),
+        activation,
+        batch_norm,
+    )

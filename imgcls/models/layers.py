@@ -10,7 +10,13 @@ Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu"]
 Padding = Literal["valid", "same"]
 Pool = Literal["max", "avg"]
 
-_ACTS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU}
+_ACTS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
 
 
 def make_activation(name: str) -> nn.Module:
@@ -20,7 +26,9 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTS)}") from None
 
 
-def fc_stack(width: int, hidden: list[int] | tuple[int, ...], activation: str, dropout: float) -> tuple[list[nn.Module], int]:
+def fc_stack(
+    width: int, hidden: list[int] | tuple[int, ...], activation: str, dropout: float
+) -> tuple[list[nn.Module], int]:
     """Linear + activation (+ dropout) for each hidden width; returns the layers and the last width."""
     layers: list[nn.Module] = []
     for h in hidden:
@@ -44,7 +52,9 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     """Output length of a convolution or pooling window: ⌊(H + 2p − K) / s⌋ + 1."""
     out = (size + 2 * padding - kernel_size) // stride + 1
     if out < 1:
-        raise ValueError(f"a {kernel_size}-wide window with stride {stride} and padding {padding} does not fit an input of {size}")
+        raise ValueError(
+            f"a {kernel_size}-wide window with stride {stride} and padding {padding} does not fit an input of {size}"
+        )
     return out
 
 

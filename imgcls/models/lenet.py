@@ -28,8 +28,17 @@ def _conv_stage(cin: int, cout: int, k: int, pad: int, act: str, pool: str) -> l
 
 
 class LeNet5(Net):
-    def __init__(self, in_channels: int, num_classes: int, hw: tuple[int, int], activation: str, pool: str,
-                 first_padding: int, fc: tuple[int, ...], dropout: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hw: tuple[int, int],
+        activation: str,
+        pool: str,
+        first_padding: int,
+        fc: tuple[int, ...],
+        dropout: float,
+    ) -> None:
         super().__init__()
         h, w = hw
         for pad in (first_padding, 0):  # C1 (+S2), C3 (+S4): 5×5 convs, 2×2 pools

@@ -11,10 +11,14 @@ from imgcls.models.registry import register_model
 
 
 class MLP(Net):
-    def __init__(self, in_features: int, hidden: list[int], num_classes: int, activation: str, dropout: float) -> None:
+    def __init__(
+        self, in_features: int, hidden: list[int], num_classes: int, activation: str, dropout: float
+    ) -> None:
         super().__init__()
         fc, width = fc_stack(in_features, hidden, activation, dropout)
-        self.features = nn.Sequential(nn.Flatten(), *fc)  # (B, C, H, W) -> (B, C*H*W) -> (B, hidden[-1])
+        self.features = nn.Sequential(
+            nn.Flatten(), *fc
+        )  # (B, C, H, W) -> (B, C*H*W) -> (B, hidden[-1])
         self.head = nn.Linear(width, num_classes)
 
 

@@ -42,15 +42,30 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(Net):
-    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], blocks: int, activation: str,
-                 batch_norm: bool, dropout: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        blocks: int,
+        activation: str,
+        batch_norm: bool,
+        dropout: float,
+    ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [conv3x3(in_channels, widths[0], bias=not batch_norm), _norm(widths[0], batch_norm),
-                                   make_activation(activation)]  # stem: (B, w0, H, W)
+        layers: list[nn.Module] = [
+            conv3x3(in_channels, widths[0], bias=not batch_norm),
+            _norm(widths[0], batch_norm),
+            make_activation(activation),
+        ]  # stem: (B, w0, H, W)
         prev = widths[0]
         for i, w in enumerate(widths):
             if i > 0:  # downsample: (B, prev, H, W) -> (B, w, H/2, W/2)
-                layers += [conv3x3(prev, w, stride=2, bias=not batch_norm), _norm(w, batch_norm), make_activation(activation)]
+                layers += [
+                    conv3x3(prev, w, stride=2, bias=not batch_norm),
+                    _norm(w, batch_norm),
+                    make_activation(activation),
+                ]
             layers += [ResidualBlock(w, activation, batch_norm) for _ in range(blocks)]
             prev = w
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]  # (B, w_last)
