@@ -1,8 +1,8 @@
 """The serving side: run an exported imgcls ONNX model with onnxruntime, without torch.
 
-Stage 8 of the data flow (checkpoint -> ONNX -> **runtime**). This module imports only
-onnxruntime, numpy, Pillow and the standard library, so a deployment needs neither torch nor
-Lightning (``tests/test_runtime.py`` checks this in a fresh interpreter).
+It runs the ONNX files that ``imgcls.export`` writes from a checkpoint. This module imports
+only onnxruntime, numpy, Pillow and the standard library, so a deployment needs neither torch
+nor Lightning (``tests/test_runtime.py`` checks this in a fresh interpreter).
 
 The model file describes itself: ``imgcls export`` writes its metadata (class names, input
 name / shape / dtype, normalisation, ...) into the ONNX ``metadata_props``, one key per

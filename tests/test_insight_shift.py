@@ -319,7 +319,7 @@ def test_evaluate_shift_command(trained_ckpt: Path, real_data_root: Path, tmp_pa
 def test_onnx_export_gives_the_same_shift_accuracy(
     trained_ckpt: Path, real_data_root: Path, tmp_path: Path
 ) -> None:
-    """The real runtime on a real export (issue 4): the same numbers as the checkpoint."""
+    """``imgcls.runtime`` on a real export: the same numbers as the checkpoint."""
     export = pytest.importorskip("imgcls.export")
     pytest.importorskip("imgcls.runtime")
     from imgcls.insight.testset import load_test_set

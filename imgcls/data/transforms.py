@@ -3,7 +3,7 @@ normalisation.
 
 These run on whole batches (B, C, H, W) on the batch's device, so the training loop has no
 per-sample Python. They are used by the DataModule (augmentation) and by the shift
-evaluation (issue 5), which needs the exact same translation.
+evaluation (``imgcls.insight.shift``), which needs the exact same translation.
 """
 
 from __future__ import annotations

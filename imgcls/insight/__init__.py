@@ -1,6 +1,7 @@
 """Insight: what the lectures claim about CNNs, made runnable.
 
-Stage "evaluation/plots" of the data flow. One module per question:
+It evaluates and plots the nets that ``imgcls.module`` trains on the data of ``imgcls.data``.
+One module per question:
 
 - ``shift``: how accuracy falls when test images are translated (translation invariance);
 - ``kernels``: the lectures' hand-made filters and their cross-correlation with an image;

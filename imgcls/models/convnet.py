@@ -2,7 +2,8 @@
 2×2 max-pool, flatten (9,216 features), fc 128, 10 outputs, dropout.
 
 Padding (valid / same), stride, pooling (max / avg), channels and kernel size are arguments,
-because lecture 000 compares them; ``batch_norm`` is for the recipes (issue 6).
+because lecture 000 compares them; ``batch_norm`` is for the training recipes in
+``configs/recipes/``.
 """
 
 from __future__ import annotations
