@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                     lenet5_b1 = (t_torch, t_ort)
 
     print(
-        f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads at batch > 1: {cores}; torch {torch.__version__}, "
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads at batch > 1: {cores}; "
+        f"torch {torch.__version__}, "
         f"onnxruntime {ort.__version__}, opset {OPSET}; {budget:g} s per cell\n"
     )
     print(markdown(rows))
@@ -243,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     torch_us, ort_us = lenet5_b1[0].p50_us, lenet5_b1[1].p50_us
     ok = ort_us <= TARGET_US and torch_us / ort_us >= TARGET_SPEEDUP
     print(
-        f"\nLeNet-5 batch 1: onnxruntime {ort_us:.1f} µs (target <= {TARGET_US:.0f}), {torch_us / ort_us:.1f}× "
-        f"faster than torch eager {torch_us:.1f} µs (target >= {TARGET_SPEEDUP:.0f}×): {'PASS' if ok else 'MISS'}"
+        f"\nLeNet-5 batch 1: onnxruntime {ort_us:.1f} µs (target <= {TARGET_US:.0f}), "
+        f"{torch_us / ort_us:.1f}× faster than torch eager {torch_us:.1f} µs "
+        f"(target >= {TARGET_SPEEDUP:.0f}×): {'PASS' if ok else 'MISS'}"
     )
     return 1 if args.check and not ok else 0
 

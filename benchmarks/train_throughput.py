@@ -20,8 +20,8 @@ Then, separately, time to 99 % MNIST test accuracy with ``imgcls fit`` and the f
 recipe (configs/recipes/mnist_lenet5_fast.yaml): training seconds only (start-up, the
 per-epoch test evaluations and checkpointing excluded).
 
-    python benchmarks/train_throughput.py                 # full: 3 rounds of 3 epochs each, then time-to-99%
-    python benchmarks/train_throughput.py --quick         # CI smoke test: tiny subset, 1+1 epochs
+    python benchmarks/train_throughput.py          # full: 3 rounds of 3 epochs, then time-to-99%
+    python benchmarks/train_throughput.py --quick  # CI smoke test: tiny subset, 1+1 epochs
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def time_to_accuracy(
             pl_module.train(was_training)
             self.acc = correct / len(labels)
             print(
-                f"  epoch {self.epochs}: test acc {self.acc:.4f} after {self.train_s:.1f} s of training",
+                f"  epoch {self.epochs}: test acc {self.acc:.4f} "
+                f"after {self.train_s:.1f} s of training",
                 flush=True,
             )
             if self.acc >= target and self.hit is None:
@@ -257,8 +258,10 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     torch.set_num_threads(torch.get_num_threads())
     print(
-        f"# train throughput: {args.net}, batch {args.batch}, Adam, {epochs} epochs (first = warm-up) x {rounds} rounds, "
-        f"{'2,000' if subset else '60,000'} images, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"# train throughput: {args.net}, batch {args.batch}, Adam, "
+        f"{epochs} epochs (first = warm-up) x {rounds} rounds, "
+        f"{'2,000' if subset else '60,000'} images, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
     )
     if args.only_tta:
         hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
@@ -295,7 +298,8 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in epochs_of.items()}
     n = subset or 60000
     print(
-        "\n| pipeline | s / epoch (best) | s / epoch (median) | images / s (best) |\n|---|---|---|---|"
+        "\n| pipeline | s / epoch (best) | s / epoch (median) | images / s (best) |"
+        "\n|---|---|---|---|"
     )
     for name in epochs_of:
         print(f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {n / best[name]:,.0f} |")
@@ -311,7 +315,8 @@ def main() -> None:
             print(f"\ntime to 99% test accuracy: not reached in {ep} epochs (best {acc:.4f})")
         else:
             print(
-                f"\ntime to 99% test accuracy: {hit:.1f} s of training ({ep} epochs, test acc {acc:.4f})   (target <= 20 s)"
+                f"\ntime to 99% test accuracy: {hit:.1f} s of training "
+                f"({ep} epochs, test acc {acc:.4f})   (target <= 20 s)"
             )
 
 
