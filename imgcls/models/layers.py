@@ -29,7 +29,11 @@ def make_activation(name: str) -> nn.Module:
 def fc_stack(
     width: int, hidden: list[int] | tuple[int, ...], activation: str, dropout: float
 ) -> tuple[list[nn.Module], int]:
-    """Linear + activation (+ dropout) for each hidden width; returns the layers and the last width."""
+    """Linear + activation (+ dropout) for each hidden width.
+
+    Returns:
+        The layers and the last width.
+    """
     layers: list[nn.Module] = []
     for h in hidden:
         layers += [nn.Linear(width, h), make_activation(activation)]
@@ -53,7 +57,8 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     out = (size + 2 * padding - kernel_size) // stride + 1
     if out < 1:
         raise ValueError(
-            f"a {kernel_size}-wide window with stride {stride} and padding {padding} does not fit an input of {size}"
+            f"a {kernel_size}-wide window with stride {stride} and padding {padding} "
+            f"does not fit an input of {size}"
         )
     return out
 

@@ -87,7 +87,10 @@ def resnet(
     num_classes: int = 10,
     image_size: int | tuple[int, int] = 28,
 ) -> ResNet:
-    """Small ResNet: stem 3×3, then per width ``blocks`` residual blocks (depth = 2·blocks·stages + stages + 1 layers)."""
+    """Small ResNet: stem 3×3, then per width ``blocks`` residual blocks.
+
+    Depth = 2·blocks·stages + stages + 1 layers.
+    """
     del image_size  # global average pooling makes the net size-agnostic
     if not widths or blocks < 0:
         raise ValueError("resnet needs at least one width and blocks >= 0")
