@@ -51,7 +51,10 @@ _NUMBER_CHARS = re.compile(r"[0-9.,%±/+\-–*~≈× ]|\b[skMG]\b")
 
 
 def _numeric(v: Any) -> bool:
-    """A cell that reads as a number (12.3, 1,024, 97.0 / 95.1, 4.2 s, 1.20 M) or is empty / a dash."""
+    """A cell that reads as a number or is empty / a dash.
+
+    Numbers as the tables write them: 12.3, 1,024, 97.0 / 95.1, 4.2 s, 1.20 M.
+    """
     s = str(v).strip()
     if s in ("", "-", "–", "n/a", "?"):
         return True

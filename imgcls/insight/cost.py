@@ -71,7 +71,10 @@ def _padding(kernel: int, padding: str | int) -> int:
 
 
 def output_size_text(size: int, kernel: int, stride: int = 1, padding: str | int = "valid") -> str:
-    """One line with the formula filled in, e.g. '28 → 28  (⌊(28 + 2·2 − 5)/1⌋ + 1, padding same)'."""
+    """One line with the formula filled in.
+
+    For example '28 → 28  (⌊(28 + 2·2 − 5)/1⌋ + 1, padding same)'.
+    """
     p = _padding(kernel, padding)
     out = output_size(size, kernel, stride, padding)
     return f"{size} → {out}  (⌊({size} + 2·{p} − {kernel})/{stride}⌋ + 1, padding {padding})"
@@ -228,7 +231,10 @@ def net_from_spec(
     input_shape: tuple[int, int, int] = (1, 28, 28),
     num_classes: int = 10,
 ) -> nn.Module:
-    """Build a registered net for ``input_shape`` (C, H, W); unknown names or arguments are an InsightError."""
+    """Build a registered net for ``input_shape`` (C, H, W).
+
+    Unknown names or arguments are an InsightError.
+    """
     from imgcls.models import create_model
 
     c, h, w = input_shape

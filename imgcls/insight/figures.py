@@ -125,11 +125,13 @@ def feature_maps_figure(
 ) -> Figure:
     """The input image, then one block per conv layer with up to ``MAX_CHANNELS`` channel maps.
 
-    Size: ``FEATURE_MAPS_WIDTH`` × (``FEATURE_MAPS_TOP`` + ``FEATURE_MAPS_ROW_HEIGHT`` · layers) inches.
+    Size: ``FEATURE_MAPS_WIDTH`` × (``FEATURE_MAPS_TOP`` + ``FEATURE_MAPS_ROW_HEIGHT`` · layers)
+    inches.
     """
     height = FEATURE_MAPS_TOP + FEATURE_MAPS_ROW_HEIGHT * len(maps)
     fig = Figure(figsize=(FEATURE_MAPS_WIDTH, height), dpi=DPI, layout="constrained")
-    # An array of SubFigures: one for the input, one per layer (always >= 2, so never a bare SubFigure).
+    # An array of SubFigures: one for the input, one per layer; always >= 2 of them, so never
+    # a bare SubFigure.
     subs: Any = fig.subfigures(
         len(maps) + 1, 1, height_ratios=[FEATURE_MAPS_TOP] + [FEATURE_MAPS_ROW_HEIGHT] * len(maps)
     )

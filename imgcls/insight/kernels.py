@@ -63,7 +63,8 @@ def cross_correlate2d(
     img, ker = _as_float(image), _as_float(kernel)
     if img.ndim != 2 or ker.ndim != 2:
         raise InsightError(
-            f"cross_correlate2d needs a 2-D image and kernel, got shapes {tuple(img.shape)} and {tuple(ker.shape)}"
+            "cross_correlate2d needs a 2-D image and kernel, "
+            f"got shapes {tuple(img.shape)} and {tuple(ker.shape)}"
         )
     if padding not in ("valid", "same"):
         raise InsightError(f"padding must be 'valid' or 'same', got {padding!r}")

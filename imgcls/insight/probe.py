@@ -87,7 +87,8 @@ def first_linear_templates(net: nn.Module, image_shape: tuple[int, int, int]) ->
     c, h, w = image_shape
     if not linears or linears[0].in_features != c * h * w or conv_layers(net):
         raise InsightError(
-            "first-layer templates need a net whose first layer is fully connected on the pixels (an MLP)"
+            "first-layer templates need a net whose first layer is fully connected on the pixels "
+            "(an MLP)"
         )
     return linears[0].weight.detach().float().cpu().reshape(-1, c, h, w)
 

@@ -282,7 +282,10 @@ def _machine(threads: int) -> dict[str, Any]:
 
 
 def _external(name: str, path: str, exp: Experiment) -> tuple[Any, int | None, int | None, str]:
-    """Load a checkpoint given with --ckpt NAME=PATH; it must be the experiment's net and data set."""
+    """Load a checkpoint given with --ckpt NAME=PATH.
+
+    It must be the experiment's net and data set.
+    """
     import torch
 
     from imgcls.checkpoint import load_classifier, resolve_checkpoint
@@ -303,7 +306,9 @@ def _external(name: str, path: str, exp: Experiment) -> tuple[Any, int | None, i
     ckpt = torch.load(resolved, map_location="cpu", weights_only=True)
     dm = ckpt.get("datamodule_hyper_parameters") or {}
     n_train = None
-    if dm:  # saved by `imgcls fit` runs: the training images are the subset, or all but the validation split
+    # Saved by `imgcls fit` runs: the training images are the subset, or all but the
+    # validation split.
+    if dm:
         from imgcls.data.provision import get_spec
 
         total = get_spec(hp.dataset).files[0].count
@@ -324,7 +329,10 @@ def _obtain(
     progress: bool,
     log: Callable[[str], Any],
 ) -> tuple[Any, int | None, int | None, float | None, str]:
-    """(model, n_train, epochs, fit seconds, origin) of one experiment: external, reused or trained."""
+    """(model, n_train, epochs, fit seconds, origin) of one experiment.
+
+    The model is the external checkpoint, a reused finished run or a new training run.
+    """
     from imgcls.checkpoint import CheckpointError, load_classifier
     from imgcls.insight.training import train
     from imgcls.utils import atomic_write_text
@@ -345,7 +353,8 @@ def _obtain(
             log(f"[report] {exp.name}: cannot reuse {run} ({e}); training again")
     size = f"{spec.train_subset:,}" if spec.train_subset else "all"
     log(
-        f"[report] {exp.name}: training {spec.net} on {size} {spec.dataset} images for {spec.epochs} epoch(s)"
+        f"[report] {exp.name}: training {spec.net} on {size} {spec.dataset} images "
+        f"for {spec.epochs} epoch(s)"
     )
     result = train(spec, data_dir, progress=progress, checkpoint=ckpt)
     atomic_write_text(
@@ -371,7 +380,8 @@ def build_report(
     """Run (or reuse) every experiment, evaluate it, draw the figures into ``out_dir``/figures.
 
     Raises:
-        InsightError: a --ckpt NAME that is no experiment, or a checkpoint of the wrong net / data set.
+        InsightError: a --ckpt NAME that is no experiment, or a checkpoint of the wrong net /
+            data set.
     """
     import torch
 
@@ -583,7 +593,8 @@ def render_report(data: ReportData) -> str:
     if quick:
         out.append(
             "> **Quick mode**: small training subsets and one epoch, evaluated on the first "
-            f"{n_test} test images. The numbers show that the pipeline works, not what the nets can do; "
+            f"{n_test} test images. The numbers show that the pipeline works, "
+            "not what the nets can do; "
             "run `imgcls report` (without `--quick`) for the real comparison.\n"
         )
 
@@ -591,11 +602,13 @@ def render_report(data: ReportData) -> str:
     m = data.machine
     out.append(f"```\n{data.command}\n```\n")
     out.append(
-        f"Made {data.created} on {m.get('cpu_count')} CPU core(s) ({m.get('cpu')}), {m.get('torch_threads')} "
-        f"torch thread(s), torch {m.get('torch')}, Python {m.get('python')}; {m.get('platform')}. "
-        f"Test accuracy is measured on {n_test} images of the official test set. Each run trains with Adam "
-        "(lr 1e-3, batch 128) on a class-balanced, seeded subset of the 60,000 training images (all of them "
-        "when the table says 60,000), with no validation split, and is tested after its last epoch.\n"
+        f"Made {data.created} on {m.get('cpu_count')} CPU core(s) ({m.get('cpu')}), "
+        f"{m.get('torch_threads')} torch thread(s), torch {m.get('torch')}, "
+        f"Python {m.get('python')}; {m.get('platform')}. "
+        f"Test accuracy is measured on {n_test} images of the official test set. "
+        "Each run trains with Adam (lr 1e-3, batch 128) on a class-balanced, seeded subset of "
+        "the 60,000 training images (all of them when the table says 60,000), "
+        "with no validation split, and is tested after its last epoch.\n"
     )
 
     out.append(f"## {SECTIONS[1]}\n")
@@ -636,15 +649,17 @@ def render_report(data: ReportData) -> str:
         )
     out.append(markdown_table(cols, rows))
     out.append(
-        "\nShift columns are the mean over 8 directions; the lecture does not say which direction it used. "
+        "\nShift columns are the mean over 8 directions; "
+        "the lecture does not say which direction it used. "
         "Multiply-adds are per image. – : the lectures give no number.\n"
     )
 
     out.append(f"## {SECTIONS[2]}\n")
     out.append(
-        "Every test image is moved d pixels (zero fill) in each of the 8 compass directions; a diagonal "
-        "move shifts d rows and d columns. Lecture 002's point: the MLP loses 10 points at 1 px and 35 at "
-        "2 px, the CNN (convolution + pooling) far less.\n"
+        "Every test image is moved d pixels (zero fill) in each of the 8 compass directions; "
+        "a diagonal move shifts d rows and d columns. "
+        "Lecture 002's point: the MLP loses 10 points at 1 px and 35 at 2 px, "
+        "the CNN (convolution + pooling) far less.\n"
     )
     cols = (
         ["experiment", "0 px"]
@@ -667,10 +682,10 @@ def render_report(data: ReportData) -> str:
 
     out.append(f"## {SECTIONS[3]}\n")
     out.append(
-        "Lecture 000: a conv layer needs few weights because a filter is shared across the image, but "
-        "sliding it over every position costs many multiply-adds. Counted per image: a conv layer "
-        "(C_in·K·K per output element), a linear layer (in·out), batch norm (one per element); biases, "
-        "activations and pooling are not counted.\n"
+        "Lecture 000: a conv layer needs few weights because a filter is shared across the "
+        "image, but sliding it over every position costs many multiply-adds. "
+        "Counted per image: a conv layer (C_in·K·K per output element), a linear layer (in·out), "
+        "batch norm (one per element); biases, activations and pooling are not counted.\n"
     )
     cols = ["experiment", "params", "multiply-adds", "multiply-adds per param"]
     rows = [[e.name, f"{e.params:,}", f"{e.macs:,}", f"{e.macs / e.params:.1f}"] for e in exps]
@@ -682,9 +697,11 @@ def render_report(data: ReportData) -> str:
     lenet20 = next((e for e in exps if e.name == "lenet5-20k"), None)
     if lenet20 is not None:
         out.append(
-            f"Lecture 000 trains LeNet-5 on a subsample of {lectures.LENET5_20K_IMAGES:,} images and says it "
-            f'"takes around {lectures.LENET5_20K_SECONDS:g} seconds to train" (epochs not stated). Here '
-            f"{lenet20.epochs} epoch(s) on {lenet20.n_train or 0:,} images took **{_secs(lenet20.fit_seconds)}** "
+            "Lecture 000 trains LeNet-5 on a subsample of "
+            f"{lectures.LENET5_20K_IMAGES:,} images and says it "
+            f'"takes around {lectures.LENET5_20K_SECONDS:g} seconds to train" (epochs not stated). '
+            f"Here {lenet20.epochs} epoch(s) on {lenet20.n_train or 0:,} images "
+            f"took **{_secs(lenet20.fit_seconds)}** "
             f"on this machine ({m.get('torch_threads')} CPU thread(s)), reaching "
             f"{100 * lenet20.shift_mean[0]:.2f} % test accuracy.\n"
         )
@@ -704,9 +721,10 @@ def render_report(data: ReportData) -> str:
 
     out.append(f"\n## {SECTIONS[5]}\n")
     out.append(
-        "For greyscale digits the first conv layer learns oriented edges and strokes (lecture 000); "
-        "an MLP's hidden units are whole-image templates (lecture 002). The penultimate layer separates the "
-        "classes well enough for a linear head, which the PCA shows in 2-D.\n"
+        "For greyscale digits the first conv layer learns oriented edges and strokes "
+        "(lecture 000); an MLP's hidden units are whole-image templates (lecture 002). "
+        "The penultimate layer separates the classes well enough for a linear head, "
+        "which the PCA shows in 2-D.\n"
     )
     for key in (
         "filters_convnet",
@@ -723,14 +741,17 @@ def render_report(data: ReportData) -> str:
 
     out.append(f"## {SECTIONS[7]}\n")
     out.append(
-        "What ML calls convolution is cross-correlation: the kernel slides unflipped (lecture 000). Kernels "
-        "from lecture 002 (Sobel, Laplacian, outline, emboss, sharpen) and lecture 000's 5×5 prong filter.\n"
+        "What ML calls convolution is cross-correlation: "
+        "the kernel slides unflipped (lecture 000). "
+        "Kernels from lecture 002 (Sobel, Laplacian, outline, emboss, sharpen) "
+        "and lecture 000's 5×5 prong filter.\n"
     )
     out.append(_fig(data, "kernels"))
 
     out.append(f"## {SECTIONS[8]}\n")
     out.append(
-        "Recomputed by `imgcls.insight.kernels` and `imgcls.insight.cost` (and checked by the tests).\n"
+        "Recomputed by `imgcls.insight.kernels` and `imgcls.insight.cost` "
+        "(and checked by the tests).\n"
     )
     cols = ["lecture 000", "lecture says", "imgcls computes", "same"]
     rows = [
@@ -739,18 +760,24 @@ def render_report(data: ReportData) -> str:
     ]
     out.append(markdown_table(cols, rows, align="llll"))
     out.append(
-        "\nLecture 000 prints the pooled size as (H − K)/(s + 1); its own example (3×3, K = 2, s = 1 → 2×2) "
-        "follows ⌊(H − K)/s⌋ + 1, which `imgcls summary --size H --kernel K --pool` uses.\n"
+        "\nLecture 000 prints the pooled size as (H − K)/(s + 1); "
+        "its own example (3×3, K = 2, s = 1 → 2×2) follows ⌊(H − K)/s⌋ + 1, "
+        "which `imgcls summary --size H --kernel K --pool` uses.\n"
     )
 
     out.append(f"## {SECTIONS[9]}\n")
     diffs = [
-        "Optimiser: Adam (lr 1e-3, batch 128) for every net. Lecture 002's CNN is PyTorch's MNIST example "
-        "(Adadelta, lr 1.0, step decay); its MLPs' optimiser is not stated.",
-        "Epochs (full mode): 14 for the CNNs, as lecture 002; 10 for the others, which the lectures do not state.",
-        "Shifts: mean and worst of 8 directions; lecture 002 reports one number per distance without a direction.",
-        "LeNet-5 is the 28×28 variant (first conv padded by 2), ReLU and max-pool (lecture 000's notebook).",
-        "Training time is measured on this machine's CPU; the lectures' times come from other hardware.",
+        "Optimiser: Adam (lr 1e-3, batch 128) for every net. "
+        "Lecture 002's CNN is PyTorch's MNIST example (Adadelta, lr 1.0, step decay); "
+        "its MLPs' optimiser is not stated.",
+        "Epochs (full mode): 14 for the CNNs, as lecture 002; "
+        "10 for the others, which the lectures do not state.",
+        "Shifts: mean and worst of 8 directions; "
+        "lecture 002 reports one number per distance without a direction.",
+        "LeNet-5 is the 28×28 variant (first conv padded by 2), ReLU and max-pool "
+        "(lecture 000's notebook).",
+        "Training time is measured on this machine's CPU; "
+        "the lectures' times come from other hardware.",
     ]
     if quick:
         diffs.insert(

@@ -61,7 +61,8 @@ def run_sweep(
         for size in sizes:
             for seed in range(seeds):
                 log(
-                    f"[sweep {len(points) + 1}/{total}] {name}, {size:,} training images, seed {seed}, {epochs} epoch(s)"
+                    f"[sweep {len(points) + 1}/{total}] {name}, {size:,} training images, "
+                    f"seed {seed}, {epochs} epoch(s)"
                 )
                 result = train(
                     TrainSpec(net, net_args, dataset, size, epochs, seed),
@@ -79,8 +80,8 @@ def run_sweep(
                 )
                 points.append(SweepPoint(name, size, result.n_train, seed, acc, result.fit_seconds))
                 log(
-                    f"[sweep {len(points)}/{total}] {name} n={result.n_train:,} seed {seed}: test accuracy "
-                    f"{100 * acc:.2f} % (fit {result.fit_seconds:.1f} s)"
+                    f"[sweep {len(points)}/{total}] {name} n={result.n_train:,} seed {seed}: "
+                    f"test accuracy {100 * acc:.2f} % (fit {result.fit_seconds:.1f} s)"
                 )
     return points
 
@@ -110,7 +111,10 @@ def summarise(points: Sequence[SweepPoint]) -> dict[str, list[dict[str, Any]]]:
 def write_sweep_outputs(
     points: Sequence[SweepPoint], out_dir: str | os.PathLike[str], dataset: str, epochs: int
 ) -> dict[str, Path]:
-    """sweep.md (mean ± std per net and size), sweep.csv (every run), sweep.json, sweep.png; and W&B."""
+    """Write sweep.md (mean ± std per net and size), sweep.csv (every run), sweep.json, sweep.png.
+
+    Also logs them to W&B when a run is active.
+    """
     from imgcls.insight.artifacts import (
         log_to_wandb,
         markdown_table,

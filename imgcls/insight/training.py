@@ -62,14 +62,18 @@ def parse_net(name: str) -> tuple[str, dict[str, Any]]:
         return "mlp", {"hidden": [int(v) for v in m.group(1).strip("-").split("-")]}
     if name not in list_models():
         raise InsightError(
-            f"unknown net {name!r}; valid: {', '.join(list_models())}, or mlp-W[-W…] (hidden widths)"
+            f"unknown net {name!r}; valid: {', '.join(list_models())}, "
+            "or mlp-W[-W…] (hidden widths)"
         )
     return name, {}
 
 
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Lightning's per-run banners (GPU available, model summary tips) once per run are noise in a sweep."""
+    """Silence Lightning's per-run banners (GPU available, model summary tips).
+
+    Printed once per run, they are noise in a sweep.
+    """
     names = [
         "lightning.pytorch.utilities.rank_zero",
         "lightning.pytorch.accelerators.cuda",
@@ -157,7 +161,8 @@ def train(
             default_root_dir=str(Path(checkpoint).parent) if checkpoint else None,
         )
         with warnings.catch_warnings():
-            # Lightning 2.6 on torch 2.14 warns about its own pytree use on every fit; not ours to fix.
+            # Lightning 2.6 on torch 2.14 warns about its own pytree use on every fit;
+            # not ours to fix.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
             start = time.perf_counter()
             trainer.fit(model, datamodule=dm)

@@ -86,8 +86,9 @@ def model_figures(
         )
     else:
         msg = (
-            f"{name} has no convolutional layers, so it has no filters or feature maps; its first-layer "
-            f"weights are drawn as {hp.image_size}×{hp.image_size} templates instead ({prefix}templates.png)"
+            f"{name} has no convolutional layers, so it has no filters or feature maps; "
+            f"its first-layer weights are drawn as {hp.image_size}×{hp.image_size} templates "
+            f"instead ({prefix}templates.png)"
         )
         notes.append(msg)
         log(f"[imgcls] {msg}")
