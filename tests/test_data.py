@@ -143,7 +143,10 @@ def test_flipped_byte_detected_even_after_cached_verification(tiny_data):
 
 
 def test_concurrent_fetch_processes(tiny_data, tmp_path):
-    """Two `imgcls data fetch` at once (two DDP ranks, two terminals): both succeed, files verify."""
+    """Two `imgcls data fetch` at once (two DDP ranks, two terminals).
+
+    Both succeed and the files verify.
+    """
     dst = tmp_path / "shared"
     raw = raw_dir(dst, "mnist")
     raw.mkdir(parents=True)

@@ -163,7 +163,8 @@ def test_kernels_are_cross_correlation_not_convolution() -> None:
         response = cross_correlate2d(delta, kt, padding="same")[
             3 - r : 3 + r + 1, 3 - r : 3 + r + 1
         ]
-        # Cross-correlating a delta gives the kernel rotated by 180°; a true convolution would give it as is.
+        # Cross-correlating a delta gives the kernel rotated by 180°; a true convolution would
+        # give it as is.
         assert torch.equal(response, torch.flip(kt, dims=(0, 1))), name
 
 

@@ -38,7 +38,10 @@ from .conftest import run_imgcls
 def make_checkpoint(
     path: Path, net: str = "mlp", net_args: dict | None = None, dataset: str = "mnist"
 ) -> Path:
-    """An untrained imgcls checkpoint (state_dict + hyper_parameters), enough for load_classifier."""
+    """An untrained imgcls checkpoint (state_dict + hyper_parameters).
+
+    It is enough for load_classifier.
+    """
     from imgcls.data import DATAMODULES
     from imgcls.module import ImageClassifier
 
@@ -237,7 +240,10 @@ def test_dataset_mismatch_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_onnx_models_go_through_imgcls_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ONNX path, against the runtime's interface (a stand-in, so this runs without an export)."""
+    """The ONNX path, against the runtime's interface.
+
+    The runtime is a stand-in, so this runs without an export.
+    """
 
     class FakeOnnxClassifier:
         def __init__(self, path: str, device: str = "auto") -> None:

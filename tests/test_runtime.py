@@ -385,7 +385,10 @@ def test_bad_files_are_errors_naming_them(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- imgcls infer
 def _infer_without_torch(*args: str) -> subprocess.CompletedProcess[str]:
-    """``imgcls infer`` in a fresh interpreter where ``import torch`` / ``import lightning`` fail."""
+    """``imgcls infer`` in a fresh interpreter.
+
+    There ``import torch`` and ``import lightning`` fail.
+    """
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None; "
         "from imgcls.__main__ import main; sys.exit(main(sys.argv[1:]))"

@@ -44,7 +44,11 @@ def iter_records(path: Path):
 
 
 def read_offline_run(run_dir: Path) -> dict[str, Any]:
-    """{"history": [ {key: value} ...], "summary": {...}, "config": {...}} of an offline run directory."""
+    """The records of an offline run directory.
+
+    Returns:
+        {"history": [ {key: value} ...], "summary": {...}, "config": {...}}.
+    """
     wandb_file = next(run_dir.glob("run-*.wandb"))
     out: dict[str, Any] = {"history": [], "summary": {}, "config": {}}
     for rec in iter_records(wandb_file):
