@@ -75,14 +75,14 @@ def train(session: nox.Session) -> None:
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "mnist", env=env)
     _run(
-        session, "imgcls", "fit", "--config", "configs/mnist/lenet5.yaml", *session.posargs, env=env
+        session, "imgcls", "fit", "--config", "configs/model/lenet5.yaml", *session.posargs, env=env
     )
     _run(
         session,
         "imgcls",
         "test",
         "--config",
-        "configs/mnist/lenet5.yaml",
+        "configs/model/lenet5.yaml",
         "--ckpt_path",
         "best",
         env=env,

@@ -94,11 +94,9 @@ def imgcls_fit(
     net_name: str, batch: int, epochs: int, subset: int | None, data_dir: Path, workdir: Path
 ) -> list[float]:
     """(b) ``imgcls fit`` exactly as the CLI builds it (progress bar, logging, checkpoints)."""
-    # The default config, with its one-cycle schedule switched off: a and c train with a constant
-    # learning rate, and the comparison is of pipelines, not of optimisers.
+    # The CLI's defaults (no config), with the one-cycle schedule switched off: a and c train with
+    # a constant learning rate, and the comparison is of pipelines, not of optimisers.
     args = [
-        "--config",
-        str(ROOT / "configs/mnist/lenet5.yaml"),
         "--model.net",
         net_name,
         "--model.scheduler",

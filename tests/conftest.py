@@ -172,7 +172,7 @@ def trained_run(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_imgcls(
         "fit",
         "--config",
-        str(ROOT / "configs/mnist/lenet5.yaml"),
+        str(ROOT / "configs/model/lenet5.yaml"),
         *FAST,
         "--trainer.max_epochs",
         "2",

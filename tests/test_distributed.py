@@ -33,7 +33,7 @@ def _files(root: Path) -> list[str]:
 def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
     common = [
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         "--config",
         str(CONFIGS / "trainer/ddp_cpu.yaml"),
         *DDP,
@@ -72,7 +72,7 @@ def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
     run_imgcls(
         "test",
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         *DDP,
         "--trainer.accelerator",
         "cpu",
@@ -108,7 +108,7 @@ def test_torchrun_launch(real_data_root, tmp_path):
         "imgcls",
         "fit",
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         "--config",
         str(CONFIGS / "trainer/ddp_cpu.yaml"),
         *DDP,

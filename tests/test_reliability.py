@@ -128,7 +128,7 @@ def test_sigkill_mid_epoch_then_resume_last(real_data_root, tmp_path):
     args = [
         "fit",
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         *FAST,
         "--trainer.max_epochs",
         "3",
@@ -248,7 +248,7 @@ def test_bad_checkpoint_in_cli(bad_checkpoints, real_data_root, tmp_path, comman
         proc = run_imgcls(
             command,
             "--config",
-            str(CONFIGS / "mnist/lenet5.yaml"),
+            str(CONFIGS / "model/lenet5.yaml"),
             *FAST,
             "--ckpt_path",
             str(path),
@@ -307,7 +307,7 @@ def test_unwritable_output_dir_fails_before_training(tiny_data, tmp_path, monkey
             args=[
                 "fit",
                 "--config",
-                str(CONFIGS / "mnist/lenet5.yaml"),
+                str(CONFIGS / "model/lenet5.yaml"),
                 "--data.init_args.data_dir",
                 str(tiny_data),
                 "--data.init_args.val_size",
@@ -326,7 +326,7 @@ def test_paths_with_spaces_and_non_ascii(real_data_root, tmp_path):
     run_imgcls(
         "fit",
         "--config",
-        str(CONFIGS / "mnist/lenet5_small.yaml"),
+        str(CONFIGS / "model/lenet5_small.yaml"),
         *FAST,
         "--trainer.max_epochs",
         "1",

@@ -21,9 +21,6 @@ from imgcls.module import ImageClassifier, NonFiniteLossError
 from .conftest import FAST, ROOT, run_imgcls
 
 CONFIGS = ROOT / "configs"
-DATA_CONFIGS = sorted((CONFIGS / "mnist").glob("*.yaml")) + sorted(
-    (CONFIGS / "fashion_mnist").glob("*.yaml")
-)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +41,7 @@ def _last(rows: list[dict[str, str]], key: str) -> float:
 NO_SCHED = ("--model.scheduler", "null")
 
 
-def small_fit(cwd: Path, data_root: Path, *extra: str, config: str = "mnist/lenet5.yaml") -> None:
+def small_fit(cwd: Path, data_root: Path, *extra: str, config: str = "model/lenet5.yaml") -> None:
     run_imgcls(
         "fit",
         "--config",
@@ -87,7 +84,7 @@ def test_fit_then_test_learns_and_lays_out_the_run(trained_run, real_data_root, 
     run_imgcls(
         "test",
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         *FAST,
         "--ckpt_path",
         "best",
@@ -143,7 +140,7 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
     run_imgcls(
         "predict",
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         *FAST,
         "--ckpt_path",
         str(run / "checkpoints" / "best.ckpt"),
@@ -160,28 +157,7 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
 
 
 # ----------------------------------------------------------------------------- configs
-@pytest.mark.parametrize("config", DATA_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_data_net_config_instantiates(config, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cli = ImgclsCLI(
-        args=[
-            "--config",
-            str(config),
-            "--data.init_args.data_dir",
-            str(tiny_data),
-            "--data.init_args.val_size",
-            "100",
-            "--trainer.logger",
-            "false",
-        ],
-        run=False,
-    )
-    assert isinstance(cli.model, ImageClassifier) and isinstance(cli.trainer, L.Trainer)
-    assert cli.model.hparams.dataset == cli.datamodule.dataset_name == config.parent.name
-    out = cli.model(torch.zeros(2, 1, 28, 28))
-    assert out.shape == (2, 10)
-
-
+# Every data x model file and every recipe: tests/test_configs.py.
 @pytest.mark.parametrize(
     "preset",
     [
@@ -197,7 +173,7 @@ def test_presets_instantiate(preset, tiny_data, tmp_path, monkeypatch):
     cli = ImgclsCLI(
         args=[
             "--config",
-            str(CONFIGS / "mnist/lenet5.yaml"),
+            str(CONFIGS / "model/lenet5.yaml"),
             "--config",
             str(CONFIGS / preset),
             "--data.init_args.data_dir",
@@ -217,7 +193,7 @@ def test_gpu_presets_parse(preset, capsys):
             args=[
                 "fit",
                 "--config",
-                str(CONFIGS / "mnist/convnet.yaml"),
+                str(CONFIGS / "model/convnet.yaml"),
                 "--config",
                 str(CONFIGS / preset),
                 "--print_config",
@@ -230,7 +206,7 @@ def test_gpu_presets_parse(preset, capsys):
 
 def test_print_config_reruns_unchanged(tmp_path):
     first = run_imgcls(
-        "fit", "--config", str(CONFIGS / "mnist/mlp32.yaml"), "--print_config", cwd=tmp_path
+        "fit", "--config", str(CONFIGS / "model/mlp32.yaml"), "--print_config", cwd=tmp_path
     ).stdout
     (tmp_path / "printed.yaml").write_text(first)
     second = run_imgcls(
@@ -247,7 +223,7 @@ def test_print_config_reruns_unchanged(tmp_path):
 def test_unknown_yaml_key_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        (CONFIGS / "mnist/lenet5.yaml")
+        (CONFIGS / "model/lenet5.yaml")
         .read_text()
         .replace("  net: lenet5", "  net: lenet5\n  learning_rate: 0.1")
     )
@@ -262,7 +238,7 @@ def test_unknown_net_lists_valid_names(tiny_data, tmp_path):
     proc = run_imgcls(
         "fit",
         "--config",
-        str(CONFIGS / "mnist/lenet5.yaml"),
+        str(CONFIGS / "model/lenet5.yaml"),
         "--model.net",
         "alexnet",
         "--data.init_args.data_dir",
