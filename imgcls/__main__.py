@@ -4,13 +4,20 @@ Training subcommands (``fit``, ``validate``, ``test``, ``predict``) go to Lightn
 others are small argparse tools listed in ``COMMANDS``, each a module with
 ``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command asked for
 is imported, so ``imgcls infer`` never imports torch.
+
+Every error meant for a user derives from ``imgcls.errors.ImgclsError`` and is caught here,
+once: its message on stderr and exit status 2 (the traceback with ``--debug`` or
+``IMGCLS_DEBUG=1``). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from imgcls.errors import ImgclsError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,35 +37,59 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the lectures' experiments, reproduced, as one markdown report",
     ),
 }
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _usage() -> str:
     lines = [
-        "usage: imgcls COMMAND [options]",
+        "usage: imgcls [--debug] COMMAND [options]",
         "",
         "Training (LightningCLI; `imgcls fit --help`):",
         "  fit, validate, test, predict",
         "",
-        "Tools:",
+        "Tools (`imgcls COMMAND --help`):",
     ]
     lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "--debug (or IMGCLS_DEBUG=1): show the traceback of an error"]
     return "\n".join(lines)
 
 
+def _debug_wanted(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("IMGCLS_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_wanted(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _dispatch(argv)
+    except ImgclsError as e:
+        if debug:
+            raise
+        print(f"imgcls: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("imgcls: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from imgcls.cli import cli_main
 
-        cli_main(None if from_shell else argv)  # LightningCLI reads sys.argv itself
+        cli_main(argv)
         return 0
-    if not argv or argv[0] not in COMMANDS:
-        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nimgcls: error: unknown command {argv[0]!r}", file=sys.stderr)
-            return 2
-        return 0 if argv else 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USER_ERROR
+    if argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stderr)
+        print(f"\nimgcls: error: unknown command {argv[0]!r}", file=sys.stderr)
+        return EXIT_USER_ERROR
     name = argv[0]
     module_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)

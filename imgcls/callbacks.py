@@ -1,15 +1,32 @@
-"""Callbacks: training throughput and the time-to-accuracy clock used by the benchmarks."""
+"""Callbacks that every ``imgcls`` run uses: training throughput (``EpochTimer``, also the
+benchmarks' clock), best and last checkpoints (``RunCheckpoint``), a resumable RNG state, the
+model-vs-data check, and the files a test or predict run writes into its run directory."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
-__all__ = ["EpochTimer", "RunCheckpoint"]
+from imgcls.errors import ConfigError
+from imgcls.module import mismatch
+from imgcls.utils import atomic_write_text
+
+__all__ = [
+    "CSVPredictionWriter",
+    "DataCheck",
+    "EpochTimer",
+    "RngState",
+    "RunCheckpoint",
+    "TestReport",
+    "report_checkpoints",
+]
 
 
 class EpochTimer(L.Callback):
@@ -76,3 +93,158 @@ class RunCheckpoint(ModelCheckpoint):
         # Skipped when this step already wrote a checkpoint (then last.ckpt was written too).
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class RngState(L.Callback):
+    """Saves the RNG state in every checkpoint and restores it on resume, so that a resumed run
+    is bit-identical to an uninterrupted one on the CPU (shuffling, dropout and augmentation
+    draw from it)."""
+
+    KEY = "imgcls_rng"
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint[self.KEY] = state
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        state = checkpoint.get(self.KEY)
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        cuda = state.get("cuda")
+        if (
+            cuda is not None
+            and torch.cuda.is_available()
+            and len(cuda) == torch.cuda.device_count()
+        ):
+            torch.cuda.set_rng_state_all(cuda)
+
+
+class DataCheck(L.Callback):
+    """A net built for another data set fails before any step runs, in every stage."""
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = getattr(trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "info"):
+            return
+        info = dm.info()
+        data = {
+            "dataset": info["dataset"],
+            "num_classes": len(info["class_names"]),
+            "in_channels": info["image_shape"][0],
+            "image_size": info["image_shape"][1],
+        }
+        detail = mismatch(pl_module.hparams, data, "model", "data")
+        if detail:
+            raise ConfigError(
+                f"the model does not match the data set ({detail}). Use a checkpoint trained on "
+                f"{info['dataset']}, or the data module the model was trained with."
+            )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != "fit":  # checked once at the start of fit already
+            self._check(trainer, pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+
+def report_checkpoints(trainer: L.Trainer) -> None:
+    """After fit: tell the loggers (W&B summary) and the user where the best and last
+    checkpoints are."""
+    log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+    ckpt = trainer.checkpoint_callback
+    if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
+        return
+    score = ckpt.best_model_score
+    summary = {
+        "best_model_path": ckpt.best_model_path,
+        "last_model_path": ckpt.last_model_path,
+        "best_val_acc": float(score) if score is not None else None,
+    }
+    for logger in trainer.loggers:
+        exp: Any = getattr(logger, "experiment", None)
+        if exp is not None and hasattr(exp, "summary"):  # W&B
+            exp.summary.update(summary)
+    print(
+        f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
+        f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}",
+        flush=True,
+    )
+
+
+class TestReport(Callback):
+    """After test: writes the confusion matrix and the per-class accuracy into the run directory."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        cm = getattr(pl_module, "test_confusion", None)
+        if cm is None or not trainer.is_global_zero or not log_dir:
+            return
+        names = pl_module.class_names
+        rows = [",".join(["true\\pred", *names])]
+        rows += [
+            ",".join([n, *(str(int(v)) for v in row)])
+            for n, row in zip(names, cm.tolist(), strict=True)
+        ]
+        atomic_write_text(Path(log_dir) / "confusion_matrix.csv", "\n".join(rows) + "\n")
+
+
+class CSVPredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` (index, file, pred, class_name, confidence, target) into the
+    run dir."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: Any, predictions: Any, batch_indices: Any
+    ) -> None:
+        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        idxs = (
+            batch_indices[0]
+            if batch_indices and isinstance(batch_indices[0], list)
+            else batch_indices
+        )
+        dm = getattr(trainer, "datamodule", None)
+        files = getattr(dm, "predict_files", []) if getattr(dm, "predict_dir", None) else []
+        rank = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        out = Path(trainer.log_dir or ".") / f"predictions{rank}.csv"
+        lines = []
+        for batch, ix in zip(preds, idxs, strict=True):
+            for i, p, c, t in zip(
+                ix,
+                batch["pred"].tolist(),
+                batch["confidence"].tolist(),
+                batch["target"].tolist(),
+                strict=True,
+            ):
+                lines.append(
+                    [
+                        i,
+                        str(files[i]) if files else "",
+                        p,
+                        pl_module.class_names[p],
+                        f"{c:.6f}",
+                        "" if t < 0 else t,
+                    ]
+                )
+        lines.sort(key=lambda r: r[0])
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["index", "file", "pred", "class_name", "confidence", "target"])
+        w.writerows(lines)
+        atomic_write_text(out, buf.getvalue())
+        print(f"[imgcls] predictions: {out}", flush=True)

@@ -1,8 +1,10 @@
-"""Checkpoints: atomic writes, safe (``weights_only``) loading with clear errors, and the
-``best`` / ``last`` shorthands of a run directory."""
+"""Checkpoints: atomic writes with a digest of the weights, and safe (``weights_only``)
+loading with clear errors. Which file ``best`` / ``last`` / a run folder means is
+``imgcls.runs``' business."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,58 +13,48 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from imgcls.errors import CheckpointError
 from imgcls.utils import atomic_path
 
 __all__ = [
+    "DIGEST_KEY",
     "AtomicCheckpointIO",
     "CheckpointError",
     "load_checkpoint",
     "load_classifier",
-    "resolve_checkpoint",
+    "state_digest",
 ]
 
+DIGEST_KEY = "imgcls_digest"
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, damaged or not an imgcls checkpoint. The message names the file."""
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names and bytes of every tensor of a state_dict (order-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temp file beside the target, then ``os.replace``.
 
-    A crash, a full disk or a kill mid-write leaves the previous checkpoint intact.
+    A crash, a full disk or a kill mid-write leaves the previous checkpoint intact. The
+    checkpoint also gets the sha256 of its weights (``imgcls_digest``): this runs after every
+    hook (EMA has swapped its weights in by then), so the digest covers exactly the weights
+    that are saved, and a flipped bit in them is caught on load.
     """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
     ) -> None:
+        if "state_dict" in checkpoint:
+            checkpoint = {**checkpoint, DIGEST_KEY: state_digest(checkpoint["state_dict"])}
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-
-
-def resolve_checkpoint(
-    ckpt: str | os.PathLike[str], run_dir: str | os.PathLike[str] | None = None
-) -> Path:
-    """A .ckpt path, a run directory (its best checkpoint), or ``best`` / ``last`` of ``run_dir``.
-
-    Raises:
-        CheckpointError: when nothing matches, naming where it looked.
-    """
-    s = str(ckpt)
-    if s in ("best", "last"):
-        if run_dir is None:
-            raise CheckpointError(f"`{s}` needs a run directory (--run_dir runs/<name>/version_N)")
-        path = Path(run_dir) / "checkpoints" / f"{s}.ckpt"
-    else:
-        path = Path(s)
-        if path.is_dir():
-            path = (
-                path / "checkpoints" / "best.ckpt"
-                if (path / "checkpoints").is_dir()
-                else path / "best.ckpt"
-            )
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -76,23 +68,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as e:  # torch.load fails in many ways on junk: each means "not a readable checkpoint"
+    except Exception as e:  # torch.load fails in many ways on junk: each means "not readable"
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, corrupted, or not a torch file): {str(e).splitlines()[0][:200]}"
+            f"{path}: not a readable checkpoint (truncated, corrupted, or not a torch file): "
+            f"{reason}"
         ) from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(
-            f"{path}: not a Lightning checkpoint of an imgcls model (no state_dict / hyper_parameters)"
+            f"{path}: not a Lightning checkpoint of an imgcls model "
+            "(no state_dict / hyper_parameters)"
         )
     if "net" not in ckpt["hyper_parameters"]:
         raise CheckpointError(
             f"{path}: a Lightning checkpoint, but not of an imgcls ImageClassifier"
         )
-    from imgcls.module import state_digest
-
-    if "imgcls_digest" in ckpt and state_digest(ckpt["state_dict"]) != ckpt["imgcls_digest"]:
+    if DIGEST_KEY in ckpt and state_digest(ckpt["state_dict"]) != ckpt[DIGEST_KEY]:
         raise CheckpointError(
             f"{path}: the weights do not match their recorded sha256: the file is corrupted "
             "(a flipped bit?); use another checkpoint, e.g. last.ckpt or a re-trained run"
@@ -100,10 +91,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
-def load_classifier(
-    path: str | os.PathLike[str],
-):  # -> ImageClassifier (import kept local: cheap module)
-    """Rebuild the ImageClassifier of a checkpoint from the checkpoint alone, in eval mode on the CPU."""
+def load_classifier(path: str | os.PathLike[str]) -> Any:
+    """Rebuild the ``ImageClassifier`` of a checkpoint from the checkpoint alone, in eval mode,
+    on the CPU. (Typed ``Any``: callers read its hparams as attributes, which mypy cannot see.)"""
     from imgcls.module import ImageClassifier
 
     ckpt = load_checkpoint(path)

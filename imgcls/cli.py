@@ -1,17 +1,19 @@
 """``imgcls fit | validate | test | predict``: a LightningCLI over ``ImageClassifier`` and the
-data modules, driven by the YAML files in ``configs/``.
+data modules.
 
-Runs live in ``runs/<dataset>-<net>/version_N/`` (config.yaml, checkpoints/best.ckpt and
-last.ckpt, metrics.csv, predictions.csv); a new run never reuses an old directory, and
-``--ckpt_path last`` resumes the newest run of the same experiment in its own directory.
+``imgcls/defaults.yaml`` is the default run (LeNet-5 on MNIST); the YAML files in
+``configs/`` stack on it (data, model, trainer and logger pieces, or a recipe). Where runs
+go and what ``--ckpt_path best | last | <folder>`` means is ``imgcls.runs``' business: a new
+run gets a new ``<root>/<dataset>-<net>/version_N``; ``fit --ckpt_path last`` (or a run
+folder) resumes that run in its own folder; validate / test / predict of a run log inside it.
 """
 
 from __future__ import annotations
 
-import csv
+import logging
 import os
-import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +23,33 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     Callback,
-    ModelCheckpoint,
     ProgressBar,
     TQDMProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
-from imgcls.callbacks import RunCheckpoint
-from imgcls.checkpoint import AtomicCheckpointIO
+from imgcls import runs
+from imgcls.callbacks import (
+    CSVPredictionWriter,
+    DataCheck,
+    EpochTimer,
+    RngState,
+    RunCheckpoint,
+    TestReport,
+    report_checkpoints,
+)
+from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint
 from imgcls.data.datamodule import ImageDataModule
+from imgcls.errors import ConfigError, ImgclsError
 from imgcls.loggers import RunCSVLogger
 from imgcls.module import ImageClassifier
-from imgcls.utils import atomic_write_text
 
-__all__ = ["ImgclsCLI", "cli_main"]
+__all__ = ["DEFAULTS", "ImgclsCLI", "cli_main"]
 
-RUNS_DIR = "runs"
+DEFAULTS = Path(__file__).with_name("defaults.yaml")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -63,134 +75,62 @@ class RunConfigCallback(SaveConfigCallback):
                 logger.log_hyperparams({"config": config})
 
 
-def report_checkpoints(trainer: Trainer) -> None:
-    """After fit: tell the loggers (W&B summary) and the user where the best and last checkpoints are."""
-    log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
-    ckpt = trainer.checkpoint_callback
-    if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
-        return
-    score = ckpt.best_model_score
-    summary = {
-        "best_model_path": ckpt.best_model_path,
-        "last_model_path": ckpt.last_model_path,
-        "best_val_acc": float(score) if score is not None else None,
-    }
-    for logger in trainer.loggers:
-        exp: Any = getattr(logger, "experiment", None)
-        if exp is not None and hasattr(exp, "summary"):  # W&B
-            exp.summary.update(summary)
-    print(
-        f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
-        f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}",
-        flush=True,
-    )
+def _experiment(cfg: Namespace) -> str:
+    """``<dataset>-<net>`` of a parsed config (``runs.experiment_name``)."""
+    data_cls = str(cfg.data.class_path if "class_path" in cfg.data else "").rsplit(".", 1)[-1]
+    from imgcls.data.datamodule import DATAMODULES
+
+    dataset = next((n for n, c in DATAMODULES.items() if c.__name__ == data_cls), "data")
+    return runs.experiment_name(dataset, cfg.model.net, cfg.model.net_args)
 
 
-class TestReport(Callback):
-    """After test: writes the confusion matrix and the per-class accuracy into the run directory."""
-
-    def on_test_end(self, trainer: Trainer, pl_module: Any) -> None:
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
-        cm = getattr(pl_module, "test_confusion", None)
-        if cm is None or not trainer.is_global_zero or not log_dir:
-            return
-        names = pl_module.class_names
-        rows = [",".join(["true\\pred", *names])]
-        rows += [
-            ",".join([n, *(str(int(v)) for v in row)])
-            for n, row in zip(names, cm.tolist(), strict=True)
-        ]
-        atomic_write_text(Path(log_dir) / "confusion_matrix.csv", "\n".join(rows) + "\n")
-
-
-class CSVPredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` (index, file, pred, class_name, confidence, target) into the run dir."""
-
-    def __init__(self) -> None:
-        super().__init__(write_interval="epoch")
-
-    def write_on_epoch_end(
-        self, trainer: Trainer, pl_module: Any, predictions: Any, batch_indices: Any
-    ) -> None:
-        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        idxs = (
-            batch_indices[0]
-            if batch_indices and isinstance(batch_indices[0], list)
-            else batch_indices
-        )
-        dm = getattr(trainer, "datamodule", None)
-        files = getattr(dm, "predict_files", []) if getattr(dm, "predict_dir", None) else []
-        rank = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        out = Path(trainer.log_dir or ".") / f"predictions{rank}.csv"
-        lines = []
-        for batch, ix in zip(preds, idxs, strict=True):
-            for i, p, c, t in zip(
-                ix,
-                batch["pred"].tolist(),
-                batch["confidence"].tolist(),
-                batch["target"].tolist(),
-                strict=True,
-            ):
-                lines.append(
-                    [
-                        i,
-                        str(files[i]) if files else "",
-                        p,
-                        pl_module.class_names[p],
-                        f"{c:.6f}",
-                        "" if t < 0 else t,
-                    ]
-                )
-        lines.sort(key=lambda r: r[0])
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["index", "file", "pred", "class_name", "confidence", "target"])
-        w.writerows(lines)
-        atomic_write_text(out, buf.getvalue())
-        print(f"[imgcls] predictions: {out}", flush=True)
-
-
-def _experiment_name(cfg: Namespace) -> str:
-    data_cls = str(cfg.data.class_path if "class_path" in cfg.data else "")
-    dataset = {"MNISTDataModule": "mnist", "FashionMNISTDataModule": "fashion_mnist"}.get(
-        data_cls.rsplit(".", 1)[-1], "data"
-    )
-    net = cfg.model.net
-    hidden = (cfg.model.net_args or {}).get("hidden") if net == "mlp" else None
-    if hidden:
-        net += "-" + "-".join(str(h) for h in hidden)
-    return f"{dataset}-{net}"
-
-
-def _latest_version(exp_dir: Path, need: str) -> Path | None:
-    """The newest ``version_N`` of an experiment that holds ``checkpoints/<need>.ckpt``."""
-    versions = []
-    for d in exp_dir.glob("version_*"):
-        m = re.fullmatch(r"version_(\d+)", d.name)
-        if m and (d / "checkpoints" / f"{need}.ckpt").is_file():
-            versions.append((int(m.group(1)), d))
-    return max(versions)[1] if versions else None
-
-
-def _logger_items(cfg: Namespace) -> list[Any]:
+def _logger_args(cfg: Namespace) -> list[Any]:
+    """The ``init_args`` of every logger in a parsed config (dicts or Namespaces)."""
     loggers = cfg.trainer.logger
-    return (
+    items = (
         loggers
         if isinstance(loggers, list)
         else [loggers]
         if isinstance(loggers, Namespace | dict)
         else []
     )
+    found = []
+    for lg in items:
+        args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
+        if args is not None:
+            found.append(args)
+    return found
+
+
+def with_defaults(args: list[str], run: bool = True) -> list[str]:
+    """``args`` with ``--config imgcls/defaults.yaml`` first, so that every config stacks on it.
+
+    (A plain ``--config`` rather than the parser's ``default_config_files``, which jsonargparse
+    does not merge correctly into the optimizer and scheduler callables.)
+    """
+    if run and args and args[0] in SUBCOMMANDS:
+        return [args[0], "--config", str(DEFAULTS), *args[1:]]
+    return args if run else ["--config", str(DEFAULTS), *args]
+
+
+def _user_error_in_chain(e: BaseException) -> ImgclsError | None:
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        if isinstance(x, ImgclsError):
+            return x
+        seen.add(id(x))
+        x = x.__cause__ or x.__context__
+    return None
 
 
 class ImgclsCLI(LightningCLI):
-    def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        # Loggers write to the trainer's default_root_dir (filled in below), so that
+        # --trainer.default_root_dir moves the whole run: logs, config and checkpoints.
         trainer_defaults = {
-            "max_epochs": 3,
-            "default_root_dir": RUNS_DIR,
-            "logger": lazy_instance(RunCSVLogger, save_dir=RUNS_DIR, name="auto"),
+            "default_root_dir": runs.RUNS_DIR,
+            "logger": lazy_instance(RunCSVLogger, name="auto"),
         }
         super().__init__(
             ImageClassifier,
@@ -199,7 +139,8 @@ class ImgclsCLI(LightningCLI):
             save_config_callback=RunConfigCallback,
             trainer_defaults=trainer_defaults,
             parser_kwargs={"parser_mode": "yaml"},
-            args=args,
+            args=with_defaults(sys.argv[1:] if args is None else args, run),
+            run=run,
             **kwargs,
         )
 
@@ -217,7 +158,6 @@ class ImgclsCLI(LightningCLI):
                 "checkpoint.enable_version_counter": False,
             }
         )
-        parser.set_defaults({"data": {"class_path": "imgcls.data.MNISTDataModule"}})
         for src, dst in [
             ("num_classes", "num_classes"),
             ("in_channels", "in_channels"),
@@ -234,138 +174,123 @@ class ImgclsCLI(LightningCLI):
                 compute_fn=list if src == "class_names" else None,
             )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyper-parameters: resolve the spellings
+        # and open the file safely, so a damaged one fails naming itself.
+        if self.config.get("subcommand"):
+            self._resolve_ckpt_path(self.config[self.config.subcommand], self.config.subcommand)
+
+    def _resolve_ckpt_path(self, cfg: Namespace, subcommand: str) -> None:
+        spec = cfg.get("ckpt_path")
+        if spec is None:
+            return
+        root = Path(cfg.trainer.default_root_dir or runs.RUNS_DIR)
+        which = "last" if subcommand == "fit" else "best"
+        path = runs.resolve_checkpoint(spec, which, experiment_dir=root / _experiment(cfg))
+        load_checkpoint(path)
+        cfg.ckpt_path = str(path)
+        run = runs.run_of(path)
+        if subcommand != "fit":
+            # An evaluation neither saves checkpoints nor needs the checkpoint callback's state;
+            # Lightning's warning that the state is not reloaded says nothing a user can act on.
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        if run is None:
+            return
+        for args in _logger_args(cfg):
+            if "version" not in args:
+                continue
+            if subcommand == "fit":  # resume in the same run directory
+                args["save_dir"], args["name"] = str(run.parent.parent), run.parent.name
+                args["version"] = int(run.name.removeprefix("version_"))
+            elif "save_dir" in args:  # evaluations of a run are logged inside it
+                args["save_dir"], args["name"], args["version"] = str(run), subcommand, None
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         from imgcls.models import model_entrypoint
 
         model_entrypoint(cfg.model.net)  # an unknown net fails here, listing the valid names
-        name = _experiment_name(cfg)
-        for lg in _logger_items(cfg):
-            args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
-            if args is None:
-                continue
-            if "name" in args and args["name"] in (None, "", "auto"):
+        name = _experiment(cfg)
+        for args in _logger_args(cfg):
+            if args.get("name") in (None, "", "auto"):
                 args["name"] = name
+            if "save_dir" in args and args["save_dir"] is None:
+                args["save_dir"] = cfg.trainer.default_root_dir
 
-    def _parse_ckpt_path(self) -> None:
-        # Runs before LightningCLI reads the checkpoint's hyper-parameters: resolve the
-        # shorthands and open the file safely first, so a damaged one fails naming itself.
-        if self.config.get("subcommand"):
-            cfg = self.config[self.config.subcommand]
-            self._resolve_resume(cfg, _experiment_name(cfg), _logger_items(cfg))
-        super()._parse_ckpt_path()
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            # jsonargparse re-raises an error of a class's __init__ as its own ValueError; a
+            # user error (a bad val_size in a YAML, say) keeps its own class and message.
+            cause = _user_error_in_chain(e)
+            if cause is None:
+                raise
+            raise cause from e
 
-    def _resolve_resume(self, cfg: Namespace, name: str, loggers: list[Any]) -> None:
-        """Resolve ``--ckpt_path``: ``last`` / ``best`` mean the newest run of this experiment.
-
-        ``fit --ckpt_path last`` (or a run directory, or a checkpoint inside one) resumes that
-        run in its own directory; validate / test / predict only read the checkpoint. Any
-        checkpoint is opened (weights_only) first, so a damaged file fails here, naming itself.
-        """
-        ckpt = cfg.get("ckpt_path")
-        subcommand = self.config.subcommand
-        if ckpt is None:
-            return
-        from imgcls.checkpoint import CheckpointError, load_checkpoint
-
-        run: Path | None = None
-        if ckpt in ("last", "best"):
-            run = _latest_version(Path(RUNS_DIR) / name, ckpt)
-            path = run / "checkpoints" / f"{ckpt}.ckpt" if run is not None else None
-            if path is None or not path.is_file():
-                raise CheckpointError(
-                    f"--ckpt_path {ckpt}: no {RUNS_DIR}/{name}/version_*/checkpoints/{ckpt}.ckpt; "
-                    "train a run first or give a checkpoint path"
-                )
-        elif Path(ckpt).is_dir():
-            run = Path(ckpt)
-            path = run / "checkpoints" / ("last.ckpt" if subcommand == "fit" else "best.ckpt")
-        else:
-            path = Path(ckpt)
-            if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
-                run = path.parent.parent
-        load_checkpoint(path)
-        cfg.ckpt_path = str(path)
-        m = re.fullmatch(r"version_(\d+)", run.name) if run is not None else None
-        if m is None or run is None:
-            return
-        if subcommand != "fit":  # evaluations of a run are logged inside it: <run>/test/version_K
-            for lg in loggers:
-                args = (
-                    lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
-                )
-                if args is not None and "save_dir" in args and "version" in args:
-                    args["save_dir"], args["name"], args["version"] = str(run), subcommand, None
-            return
-        for lg in loggers:  # resume in the same run directory
-            args = lg.get("init_args") if isinstance(lg, dict) else getattr(lg, "init_args", None)
-            if args is not None and "version" in args:
-                args["version"] = int(m.group(1))
-                args["save_dir"] = str(run.parent.parent)
-                args["name"] = run.parent.name
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        from lightning.pytorch.plugins.io import CheckpointIO
-
-        plugins = config.get("plugins") or []
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_cfg = cfg["trainer"]
+        if trainer_cfg.get("enable_checkpointing") is False:
+            # The always-on checkpoint callback stands down when checkpointing is switched off.
+            cfg["checkpoint"] = Callback()
+        plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(
-                AtomicCheckpointIO()
-            )  # checkpoints are written to a temp file, then renamed
-        config["plugins"] = plugins
-        from imgcls.callbacks import EpochTimer
-
-        callbacks = [*callbacks, EpochTimer()]  # logs time/train_epoch_s and images/s
-        given = [*(config.get("callbacks") or []), *callbacks]
-        if config.get("enable_progress_bar", True) is not False and not any(
-            isinstance(c, ProgressBar) for c in given
-        ):
+            plugins.append(AtomicCheckpointIO())  # checkpoints: temp file, then rename
+        given = trainer_cfg.get("callbacks") or []
+        given = list(given) if isinstance(given, list | tuple) else [given]
+        callbacks = [*given, EpochTimer(), RngState(), DataCheck()]
+        bar_wanted = trainer_cfg.get("enable_progress_bar", True) is not False
+        if bar_wanted and not any(isinstance(c, ProgressBar) for c in given):
             # Redrawing the bar every step costs time on small nets and floods logs: every 10
             # steps on a terminal, every 100 when the output goes to a file.
             callbacks.append(TQDMProgressBar(refresh_rate=10 if sys.stdout.isatty() else 100))
-        return super()._instantiate_trainer(config, callbacks)
+        return super().instantiate_trainer(**{"plugins": plugins, "callbacks": callbacks, **kwargs})
 
     def before_fit(self) -> None:
-        self._check_output_dir()
-
-    def _check_output_dir(self) -> None:
         """A run directory we cannot write fails now, not after an epoch of training."""
         root = Path(self.trainer.default_root_dir)
         probe_dir = root
         while not probe_dir.exists() and probe_dir.parent != probe_dir:
             probe_dir = probe_dir.parent
         if not os.access(probe_dir, os.W_OK):
-            raise SystemExit(
-                f"imgcls: error: cannot write runs under {root.resolve()} ({probe_dir} is read-only); "
-                "run from a writable folder or set trainer.default_root_dir and the logger's save_dir"
+            raise ConfigError(
+                f"cannot write runs under {root.resolve()} ({probe_dir} is read-only); run from a "
+                "writable folder or set --trainer.default_root_dir"
             )
 
-    def before_predict(self) -> None:
-        callbacks: list[Callback] = self.trainer.callbacks  # type: ignore[attr-defined]
-        if not any(isinstance(cb, BasePredictionWriter) for cb in callbacks):
-            callbacks.append(CSVPredictionWriter())
-
     def after_fit(self) -> None:
-        # Rank 0 tells W&B and the user where the checkpoints are.
         report_checkpoints(self.trainer)
 
     def before_test(self) -> None:
+        self._add_callback(TestReport, TestReport)
+
+    def before_predict(self) -> None:
+        self._add_callback(BasePredictionWriter, CSVPredictionWriter)
+
+    def _add_callback(self, kind: type[Callback], make: type[Callback]) -> None:
         callbacks: list[Callback] = self.trainer.callbacks  # type: ignore[attr-defined]
-        if not any(isinstance(cb, TestReport) for cb in callbacks):
-            callbacks.append(TestReport())
+        if not any(isinstance(cb, kind) for cb in callbacks):
+            callbacks.append(make())
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+def _quiet() -> None:
+    """Silence what a user cannot act on: Lightning's adverts for its cloud services, a deprecation
+    inside Lightning's own pytree code, and LightningCLI's warning that ``args`` and
+    ``sys.argv`` are both given (``imgcls`` builds ``args`` from ``sys.argv`` on purpose)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 
 def cli_main(args: list[str] | None = None) -> ImgclsCLI:
     torch.set_float32_matmul_precision("high")
-    from imgcls.checkpoint import CheckpointError
-    from imgcls.data.provision import DataError
-    from imgcls.module import NonFiniteLossError
-
-    try:
-        return ImgclsCLI(args=args)
-    except (DataError, CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
-        if os.environ.get("IMGCLS_DEBUG"):
-            raise
-        print(f"imgcls: error: {e}\n(set IMGCLS_DEBUG=1 for the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
+    _quiet()
+    return ImgclsCLI(args=args)

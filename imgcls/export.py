@@ -1,7 +1,6 @@
-"""Export stage: a checkpoint becomes a verified ONNX model.
-
-Stage 7 of the data flow (checkpoint -> **ONNX** -> runtime). ``export_checkpoint`` rebuilds
-the net from the checkpoint alone (``load_classifier``), exports it with the dynamo-based
+"""Export: a checkpoint (``imgcls.checkpoint``) becomes a verified ONNX model for the
+torch-free runtime (``imgcls.runtime``). ``export_checkpoint`` rebuilds the net from the
+checkpoint alone (``load_classifier``), exports it with the dynamo-based
 ``torch.onnx.export`` (opset pinned, batch axis dynamic) and lets it land only if it passes
 the gate:
 
@@ -48,7 +47,9 @@ import torch
 from torch import nn
 
 import imgcls
-from imgcls.checkpoint import CheckpointError, load_checkpoint, load_classifier, resolve_checkpoint
+from imgcls.checkpoint import load_checkpoint, load_classifier
+from imgcls.errors import ConfigError, ExportError, GateError
+from imgcls.runs import run_of
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
 from imgcls.utils import sha256_file
 
@@ -63,7 +64,6 @@ __all__ = [
     "PixelClassifier",
     "default_export_dir",
     "export_checkpoint",
-    "find_checkpoint",
     "reference_logits",
     "to_onnx",
 ]
@@ -77,14 +77,6 @@ MIN_FP32_AGREEMENT = 1.0  # fp32 gate: top-1 agreement with the PyTorch model
 MIN_FP16_AGREEMENT = 0.999  # fp16 gate: top-1 agreement with the fp32 ONNX model
 ARTIFACTS = ("model.onnx", "model.fp16.onnx", "metadata.json", "parity.json")
 EXPORT_ROOT = Path("export")
-
-
-class ExportError(RuntimeError):
-    """The export cannot be made or placed (bad output folder, data set mismatch, exporter failure)."""
-
-
-class GateError(ExportError):
-    """The exported model failed the checker or the parity gate; nothing was written at the target."""
 
 
 # ----------------------------------------------------------------------------- the graph
@@ -168,7 +160,8 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    """Replace ``proto.metadata_props`` with ``metadata``, one key per entry, values JSON-encoded."""
+    """Replace ``proto.metadata_props`` with ``metadata``, one key per entry, values
+    JSON-encoded."""
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in metadata.items()})
 
@@ -177,7 +170,8 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
 def reference_logits(
     model: nn.Module, images: torch.Tensor, mean: float, std: float, batch_size: int = 1000
 ) -> np.ndarray:
-    """The PyTorch model's logits (N, K) on uint8 images (N, C, H, W), the way training evaluates them."""
+    """The PyTorch model's logits (N, K) on uint8 images (N, C, H, W), the way training
+    evaluates them."""
     from imgcls.data.transforms import normalize
 
     out = []
@@ -204,33 +198,6 @@ def _val_scores(ckpt: dict[str, Any], path: Path) -> dict[str, float | None]:
 
 
 # ----------------------------------------------------------------------------- where
-def find_checkpoint(
-    ckpt: str | os.PathLike[str] | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
-    which: str = "best",
-) -> Path:
-    """The checkpoint to export: ``ckpt``, or ``best`` / ``last`` of ``run_dir``.
-
-    ``run_dir`` is ``runs/<experiment>/version_N``, or ``runs/<experiment>`` for its newest
-    version (highest N).
-
-    Raises:
-        CheckpointError: nothing found; the message says where it looked.
-    """
-    if ckpt is not None:
-        return resolve_checkpoint(ckpt)
-    if run_dir is None:
-        raise CheckpointError("give a checkpoint (--ckpt) or a run directory (--run_dir)")
-    run = Path(run_dir)
-    if not (run / "checkpoints").is_dir():
-        versions = [
-            p for p in run.glob("version_*") if p.is_dir() and p.name[len("version_") :].isdigit()
-        ]
-        if versions:
-            run = max(versions, key=lambda p: int(p.name[len("version_") :]))
-    return resolve_checkpoint(which, run)
-
-
 def default_export_dir(ckpt_path: str | os.PathLike[str], dataset: str, net: str) -> Path:
     """``export/<experiment>-<version>`` (``-last`` etc. appended for other than best.ckpt).
 
@@ -239,9 +206,9 @@ def default_export_dir(ckpt_path: str | os.PathLike[str], dataset: str, net: str
     """
     path = Path(ckpt_path)
     suffix = "" if path.stem == "best" else f"-{path.stem}"
-    parts = path.resolve().parts
-    if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_"):
-        return EXPORT_ROOT / f"{parts[-4]}-{parts[-3]}{suffix}"
+    run = run_of(path.resolve())
+    if run is not None:
+        return EXPORT_ROOT / f"{run.parent.name}-{run.name}{suffix}"
     return EXPORT_ROOT / f"{dataset}-{net}-{path.stem}"
 
 
@@ -253,7 +220,8 @@ def _check_replaceable(out: Path) -> None:
         foreign = sorted(p.name for p in out.iterdir() if p.name not in ARTIFACTS)
         if foreign:
             raise ExportError(
-                f"{out} holds files that are not part of an imgcls export ({', '.join(foreign[:5])}); "
+                f"{out} holds files that are not part of an imgcls export "
+                f"({', '.join(foreign[:5])}); "
                 "it would be replaced as a whole: pass a new or empty --out folder"
             )
 
@@ -307,9 +275,13 @@ class ExportResult:
 
 def _gate(stage: str, failures: list[str], out: Path) -> None:
     if failures:
+        where = (
+            "the previous export in " + str(out) + " is untouched"
+            if out.exists()
+            else str(out) + " was not created"
+        )
         raise GateError(
-            f"{stage} gate failed: {'; '.join(failures)}. Nothing was written; "
-            f"{'the previous export in ' + str(out) + ' is untouched' if out.exists() else str(out) + ' was not created'}."
+            f"{stage} gate failed: {'; '.join(failures)}. Nothing was written; {where}."
         )
 
 
@@ -357,7 +329,7 @@ def export_checkpoint(
     )
     _check_replaceable(out)
     if parity_subset is not None and parity_subset < 1:
-        raise ValueError(f"parity_subset must be >= 1, got {parity_subset}")
+        raise ConfigError(f"--parity_subset must be >= 1, got {parity_subset}")
 
     dm = get_datamodule(hp.dataset, data_dir=str(data_dir) if data_dir is not None else None)
     dm.setup("test")
@@ -448,7 +420,8 @@ def export_checkpoint(
         failures.append(f"max |Δlogit| {max_diff:.3g} > {MAX_ABS_LOGIT_DIFF}")
     if agree < MIN_FP32_AGREEMENT:
         failures.append(
-            f"top-1 agreement {agree:.4%} < {MIN_FP32_AGREEMENT:.0%} ({fp32['disagreements']} images differ)"
+            f"top-1 agreement {agree:.4%} < {MIN_FP32_AGREEMENT:.0%} "
+            f"({fp32['disagreements']} images differ)"
         )
     _gate("fp32 parity", failures, out)
     metadata["test_accuracy"] = fp32["onnx_accuracy"]

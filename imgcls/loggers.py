@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from imgcls.runs import RUNS_DIR
+
 __all__ = ["RunCSVLogger", "WandbLogger", "wandb_api_key_available"]
 
 
@@ -39,7 +41,7 @@ class WandbLogger(_LightningWandbLogger):
     def __init__(
         self,
         name: str | None = None,
-        save_dir: str = "runs",
+        save_dir: str | None = None,
         project: str = "imgcls",
         offline: bool | None = None,
         log_model: bool = False,
@@ -48,7 +50,8 @@ class WandbLogger(_LightningWandbLogger):
         """
         Args:
             name: W&B run name (``auto``: ``<dataset>-<net>``, set by the CLI).
-            save_dir: where W&B keeps its files (``<save_dir>/wandb/``).
+            save_dir: where W&B keeps its files (``<save_dir>/wandb/``); default: the
+                trainer's ``default_root_dir`` (set by the CLI), else ``runs``.
             project: W&B project.
             offline: None = offline unless an API key is configured.
             log_model: upload checkpoints as artifacts (online only).
@@ -60,7 +63,7 @@ class WandbLogger(_LightningWandbLogger):
             )
         super().__init__(
             name=name,
-            save_dir=save_dir,
+            save_dir=save_dir or RUNS_DIR,
             project=project,
             offline=offline,
             log_model=False if offline else log_model,
@@ -94,7 +97,20 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class RunCSVLogger(CSVLogger):
-    """``CSVLogger`` whose ``metrics.csv`` survives a resume (``--ckpt_path last``): rows are appended."""
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume (``--ckpt_path last``): rows are
+    appended."""
+
+    def __init__(
+        self, save_dir: str | None = None, name: str | None = "auto", **kwargs: Any
+    ) -> None:
+        """
+        Args:
+            save_dir: the runs' root; default: the trainer's ``default_root_dir`` (set by the
+                CLI), else ``runs``.
+            name: the experiment (``auto``: ``<dataset>-<net>``, set by the CLI).
+            kwargs: the other arguments of Lightning's ``CSVLogger`` (version, prefix, ...).
+        """
+        super().__init__(save_dir=save_dir or RUNS_DIR, name=name, **kwargs)
 
     @property
     @rank_zero_experiment

@@ -2,12 +2,15 @@
 
 It records everything a checkpoint alone needs to rebuild the net and use it (net name and
 arguments, data set, class names, normalisation, input shape) via ``save_hyperparameters``;
-export (issue 4) and evaluation read them back with ``load_classifier``.
+export and evaluation read them back with ``imgcls.checkpoint.load_classifier``. It trains
+and evaluates, nothing else: checkpoint bookkeeping (digest, RNG state) and the check that
+model and data fit each other live in ``imgcls.checkpoint`` and ``imgcls.callbacks``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import inspect
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -21,24 +24,10 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from imgcls.errors import CheckpointError, ConfigError, NonFiniteLossError
 from imgcls.models import create_model
 
-__all__ = ["ImageClassifier", "NonFiniteLossError", "state_digest"]
-
-
-def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over the names and bytes of every tensor of a state_dict (order-independent)."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name]
-        h.update(name.encode())
-        if isinstance(t, torch.Tensor):
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; the run is stopped before anything is saved from it."""
+__all__ = ["FACTS", "ImageClassifier", "NonFiniteLossError", "mismatch"]
 
 
 class ImageClassifier(L.LightningModule):
@@ -79,12 +68,12 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
         if len(self.class_names) != num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for num_classes={num_classes}")
+            raise ConfigError(f"{len(self.class_names)} class names for num_classes={num_classes}")
         self.net = create_model(
             net,
             **(net_args or {}),
@@ -101,8 +90,9 @@ class ImageClassifier(L.LightningModule):
             }
         )
         # Training tracks loss and accuracy as on-device sums (loss x images, correct, images), read
-        # once an epoch: a torchmetrics update costs ~0.1 ms of Python a step, 1 % of a LeNet-5 step
-        # on a CPU. float32 counts are exact far beyond an epoch's 60,000 images.
+        # once an epoch: a torchmetrics update every step is Python overhead that a small net's
+        # step cannot hide (docs/benchmarks.md). float32 counts are exact far beyond an epoch's
+        # 60,000 images.
         self.register_buffer("_train_sums", torch.zeros(3), persistent=False)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -141,16 +131,18 @@ class ImageClassifier(L.LightningModule):
         loss = self._loss(logits, y, self.hparams["label_smoothing"])
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"training loss became {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}). Lower the learning rate or try precision 32; nothing from this step was saved."
+                f"training loss became {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, "
+                f"batch {batch_idx}). Lower the learning rate or try precision 32; "
+                "nothing from this step was saved."
             )
         with torch.no_grad():
             correct = (logits.argmax(1) == y).sum()
             self._train_sums += torch.stack(
                 [loss.float() * len(y), correct.float(), correct.new_tensor(len(y)).float()]
             )
-        # `self.log` costs ~0.1-1 ms of Python a call (it moves its result state to the value's
-        # device every time), as much as a whole LeNet-5 step on a GPU. So the step loss is logged
+        # `self.log` is costly Python (it moves its result state to the value's device on every
+        # call), comparable to a whole LeNet-5 step on a GPU. So the step loss is logged
         # only on the steps the logger writes (every `log_every_n_steps`; the progress bar shows
         # the latest), and train/acc once an epoch from the counters.
         if (self.global_step + 1) % getattr(
@@ -220,82 +212,56 @@ class ImageClassifier(L.LightningModule):
         opt = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return opt
-        # OneCycleLR and friends need the run's length, which only the trainer knows. At least
-        # 100 steps: OneCycleLR divides by zero when pct_start * total_steps == 1 (a 4-step smoke
-        # run); a run shorter than that simply does not reach the end of its schedule.
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 100)
-        try:
+        if _takes_total_steps(self.scheduler_factory):
+            # OneCycleLR and friends need the run's length, which only the trainer knows. At
+            # least 100 steps: OneCycleLR divides by zero when pct_start * total_steps == 1 (a
+            # 4-step smoke run); a shorter run simply does not reach the end of its schedule.
+            total_steps = max(int(self.trainer.estimated_stepping_batches), 100)
             sched = self.scheduler_factory(opt, total_steps=total_steps)  # type: ignore[call-arg]
-        except TypeError:
+        else:
             sched = self.scheduler_factory(opt)
         return {
             "optimizer": opt,
             "lr_scheduler": {"scheduler": sched, "interval": self.hparams["scheduler_interval"]},
         }
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Runs after the callbacks' hooks (EMA swaps its weights in first), so the digest covers
-        # exactly the weights that are saved; a flipped bit in them is caught on load.
-        checkpoint["imgcls_digest"] = state_digest(checkpoint["state_dict"])
-        # The RNG state makes a resumed run bit-identical to an uninterrupted one on the CPU
-        # (shuffling, dropout and augmentation draw from it).
-        checkpoint["imgcls_rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            checkpoint["imgcls_rng"]["cuda"] = torch.cuda.get_rng_state_all()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse weights of a model built for another data set or net (same shapes can hide it)."""
-        if rng := checkpoint.get("imgcls_rng"):
-            torch.set_rng_state(rng["torch"])
-            if (
-                "cuda" in rng
-                and torch.cuda.is_available()
-                and len(rng["cuda"]) == torch.cuda.device_count()
-            ):
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        theirs = checkpoint.get("hyper_parameters", {})
-        keys = ("net", "dataset", "num_classes", "in_channels", "image_size")
-        diff = {
-            k: (theirs.get(k), self.hparams.get(k))
-            for k in keys
-            if k in theirs and theirs.get(k) != self.hparams.get(k)
-        }
-        if diff:
-            detail = ", ".join(
-                f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items()
-            )
-            raise ValueError(
-                f"the checkpoint does not fit this model/data ({detail}); use the config it was trained with"
+        detail = mismatch(
+            checkpoint.get("hyper_parameters", {}), self.hparams, "checkpoint", "this run"
+        )
+        if detail:
+            raise CheckpointError(
+                f"the checkpoint does not fit this model/data ({detail}); "
+                "use the config it was trained with"
             )
 
-    def on_fit_start(self) -> None:
-        self._check_datamodule()
 
-    def on_test_start(self) -> None:
-        self._check_datamodule()
+# What a model and the data (or a checkpoint and the model) must agree on.
+FACTS = ("net", "dataset", "num_classes", "in_channels", "image_size")
 
-    def _check_datamodule(self) -> None:
-        """A net built for another data set fails before any step runs."""
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "info"):
-            return
-        info = dm.info()
-        mine = {
-            "dataset": self.hparams["dataset"],
-            "num_classes": self.hparams["num_classes"],
-            "in_channels": self.hparams["in_channels"],
-            "image_size": self.hparams["image_size"],
-        }
-        theirs = {
-            "dataset": info["dataset"],
-            "num_classes": len(info["class_names"]),
-            "in_channels": info["image_shape"][0],
-            "image_size": info["image_shape"][1],
-        }
-        diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
-        if diff:
-            detail = ", ".join(f"{k}: model {a!r} vs data {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(
-                f"the model does not match the data set ({detail}). Use a checkpoint trained on "
-                f"{info['dataset']}, or the data module the model was trained with."
-            )
+
+def mismatch(a: Mapping[str, Any], b: Mapping[str, Any], a_name: str, b_name: str) -> str:
+    """``"key: <a_name> x vs <b_name> y, …"`` for each of ``FACTS`` that both give and that
+    differ; empty when they fit."""
+    return ", ".join(
+        f"{k}: {a_name} {a[k]!r} vs {b_name} {b[k]!r}"
+        for k in FACTS
+        if k in a and k in b and a[k] != b[k]
+    )
+
+
+def _takes_total_steps(factory: Any) -> bool:
+    """Whether a scheduler factory has a ``total_steps`` argument left to fill (OneCycleLR).
+
+    The CLI's factories are ``functools.partial`` objects whose keywords hold every argument
+    of the class (``total_steps=None`` when the config left it out); other callables are
+    asked for their signature.
+    """
+    keywords = getattr(factory, "keywords", None) or {}
+    if "total_steps" in keywords:
+        return keywords["total_steps"] is None
+    try:
+        return "total_steps" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False

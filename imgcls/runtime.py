@@ -43,6 +43,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
+from imgcls.errors import ConfigError, ImageFileError, InputError, ModelLoadError, ProviderError
+
 __all__ = [
     "DEVICES",
     "IMAGE_SUFFIXES",
@@ -85,25 +87,6 @@ _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
     )
     if hasattr(_ort_state, n)
 )
-
-
-class InputError(ValueError):
-    """Images handed to the runtime have the wrong rank, size, dtype or values.
-
-    The message says what was expected.
-    """
-
-
-class ImageFileError(InputError):
-    """An input path is missing, not an image, or a damaged IDX file. The message names the file."""
-
-
-class ModelLoadError(RuntimeError):
-    """The ONNX file is missing, unreadable, or not an imgcls export. The message names the file."""
-
-
-class ProviderError(RuntimeError):
-    """The execution provider asked for (CUDA, TensorRT) cannot run this session."""
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -412,9 +395,9 @@ class OnnxClassifier:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.source = "<bytes>" if isinstance(model, bytes | bytearray) else str(model)
         if not isinstance(model, bytes | bytearray) and not Path(model).is_file():
             raise ModelLoadError(f"{model}: no such ONNX file (export one with `imgcls export`)")

@@ -144,7 +144,8 @@ def run_imgcls(
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"imgcls {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            f"imgcls {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
 

@@ -1,5 +1,5 @@
 """Smoke tests of the benchmark scripts at tiny size: they run end to end on the real data and
-print every figure the README quotes. (The figures themselves are not asserted: a benchmark
+print every figure docs/benchmarks.md quotes. (The figures themselves are not asserted: a benchmark
 prints numbers, it is not a timed test.)"""
 
 from __future__ import annotations

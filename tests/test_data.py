@@ -164,7 +164,7 @@ def test_concurrent_fetch_processes(tiny_data, tmp_path):
         "fetch",
         "--dataset",
         "mnist",
-        "--root",
+        "--data_dir",
         str(dst),
     ]
     procs = [
@@ -337,7 +337,7 @@ def test_predict_dir_of_images(tiny_data, tmp_path):
     assert x.shape == (2, 1, 28, 28) and x[0].float().mean() == 200 and (y == -1).all()
     (folder / "b.png").unlink()
     (folder / "c.png").write_text("not an image")
-    with pytest.raises(ValueError, match=r"c\.png"):
+    with pytest.raises(DataError, match=r"c\.png"):
         MNISTDataModule(data_dir=str(tiny_data), val_size=100, predict_dir=str(folder)).setup(
             "predict"
         )

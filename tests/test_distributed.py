@@ -88,7 +88,8 @@ def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
     single = run / "test" / "version_1" / "metrics.csv"
     assert _last(ddp_metrics, "test/acc") == pytest.approx(_last(single, "test/acc"), abs=1e-6)
     assert _last(ddp_metrics, "test/f1") == pytest.approx(_last(single, "test/f1"), abs=1e-6)
-    # the odd-sized validation set (1,001 images) was not padded either: val/acc is a multiple of 1/1001
+    # the odd-sized validation set (1,001 images) was not padded either: val/acc is a multiple
+    # of 1/1001
     val_acc = _last(run / "metrics.csv", "val/acc")
     assert abs(val_acc * 1001 - round(val_acc * 1001)) < 1e-3
 

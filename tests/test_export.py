@@ -29,7 +29,6 @@ from imgcls.export import (
     GateError,
     default_export_dir,
     export_checkpoint,
-    find_checkpoint,
     to_onnx,
 )
 from imgcls.models import create_model, list_models
@@ -100,7 +99,8 @@ def net_ckpts(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def full_export(
     trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """``imgcls export`` of the trained LeNet-5 with fp16, gated on the full test set (a subprocess)."""
+    """``imgcls export`` of the trained LeNet-5 with fp16, gated on the full test set
+    (a subprocess)."""
     out = tmp_path_factory.mktemp("full") / "export" / "lenet5"
     proc = run_imgcls(
         "export",
@@ -109,6 +109,7 @@ def full_export(
         "--out",
         str(out),
         "--fp16",
+        "--json",
         "--data_dir",
         str(real_data_root),
         cwd=out.parents[1],
@@ -308,7 +309,7 @@ def test_failed_parity_gate_keeps_previous_export(
     if (
         "imgcls_digest" in ckpt
     ):  # the checkpoint's integrity digest must describe the edited weights
-        from imgcls.module import state_digest
+        from imgcls.checkpoint import state_digest
 
         ckpt["imgcls_digest"] = state_digest(ckpt["state_dict"])
     changed = tmp_path / "changed.ckpt"
@@ -390,7 +391,7 @@ def test_bad_checkpoint_is_an_error_naming_it(
         export_checkpoint(path, out, log=quiet)
     rc = main(["export", "--ckpt", str(path), "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("imgcls: error: ") and str(path) in err
+    assert rc == 2 and err.startswith("imgcls: error: ") and str(path) in err
     assert not out.parent.exists() and onnx_files(tmp_path) == []
 
 
@@ -403,37 +404,13 @@ def test_out_folder_with_foreign_files_is_refused(tmp_path: Path, trained_ckpt: 
     assert [p.name for p in out.iterdir()] == ["README.md"]
 
 
-def test_which_goes_with_run_dir_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_which_goes_with_a_folder_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "a.ckpt").write_bytes(b"x")
     assert main(["export", "--ckpt", str(tmp_path / "a.ckpt"), "--which", "last"]) == 2
-    assert "--which goes with --run_dir" in capsys.readouterr().err
+    assert "--which picks a checkpoint of a folder" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- where things go
-def test_find_checkpoint_in_run_and_experiment_dirs(tmp_path: Path) -> None:
-    exp = tmp_path / "runs" / "mnist-lenet5"
-    for v in (0, 2, 10):
-        ck = exp / f"version_{v}" / "checkpoints"
-        ck.mkdir(parents=True)
-        (ck / "best.ckpt").write_bytes(b"x")
-        (ck / "last.ckpt").write_bytes(b"x")
-    (exp / "version_notes").mkdir()
-    assert (
-        find_checkpoint(run_dir=exp) == exp / "version_10" / "checkpoints" / "best.ckpt"
-    )  # numeric, not text
-    assert (
-        find_checkpoint(run_dir=exp / "version_2", which="last")
-        == exp / "version_2" / "checkpoints" / "last.ckpt"
-    )
-    assert (
-        find_checkpoint(ckpt=exp / "version_0" / "checkpoints" / "best.ckpt").parent.parent.name
-        == "version_0"
-    )
-    with pytest.raises(CheckpointError, match="version_3"):
-        find_checkpoint(run_dir=exp / "version_3")
-    with pytest.raises(CheckpointError, match="--run_dir"):
-        find_checkpoint()
-
-
 def test_default_export_dir(tmp_path: Path) -> None:
     ck = tmp_path / "runs" / "mnist-lenet5" / "version_3" / "checkpoints"
     assert default_export_dir(ck / "best.ckpt", "mnist", "lenet5") == Path(
@@ -467,11 +444,18 @@ def test_export_command_defaults_to_export_run_name(
             str(real_data_root),
             "--parity_subset",
             "100",
+            "--json",
         ]
     )
     summary = json.loads(capsys.readouterr().out)
     expected = Path("export") / f"{trained_run.parent.name}-{trained_run.name}-last"
     assert rc == 0 and summary["out_dir"] == str(expected)
+    # without --json: one line a person reads, naming the model file
+    argv = ["export", "--run_dir", str(trained_run.parent), "--parity_subset", "100"]
+    assert main([*argv, "--data_dir", str(real_data_root)]) == 0
+    out = capsys.readouterr().out
+    model = Path("export") / f"{trained_run.parent.name}-{trained_run.name}" / "model.onnx"
+    assert out.startswith(f"[imgcls] ONNX model: {model} (test accuracy ") and out.count("\n") == 1
     assert (tmp_path / expected / "model.onnx").is_file()
     meta = json.loads((tmp_path / expected / "metadata.json").read_text())
     assert Path(meta["checkpoint"]["path"]).name == "last.ckpt"

@@ -26,11 +26,11 @@ from imgcls.insight.shift import (
     check_dataset,
     evaluate_shift,
     load_predictor,
-    model_label,
     split_named,
     summary_table,
     write_shift_outputs,
 )
+from imgcls.runs import net_label
 
 from .conftest import run_imgcls
 
@@ -177,8 +177,8 @@ def test_outputs_are_written(tmp_path: Path) -> None:
 
 
 def test_names_and_specs() -> None:
-    assert model_label("mlp", {"hidden": [32]}) == "mlp-32"
-    assert model_label("lenet5", {}) == "lenet5"
+    assert net_label("mlp", {"hidden": [32]}) == "mlp-32"
+    assert net_label("lenet5", {}) == "lenet5"
     assert split_named("cnn=runs/a.ckpt") == ("cnn", "runs/a.ckpt")
     assert split_named("runs/a.ckpt") == (None, "runs/a.ckpt")
 

@@ -1,4 +1,4 @@
-"""Reliability (issue 7): interrupted runs, damaged files, determinism, failing ranks, odd paths.
+"""Reliability: interrupted runs, damaged files, determinism, failing ranks, odd paths.
 
 Each test asserts the outcome a user relies on, not merely that nothing crashed.
 """
@@ -19,6 +19,7 @@ import torch
 
 from imgcls.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, load_classifier
 from imgcls.data import MNISTDataModule
+from imgcls.errors import ConfigError
 from imgcls.module import ImageClassifier
 
 from .conftest import CONFIGS_DIR as CONFIGS
@@ -28,7 +29,7 @@ from .conftest import FAST, run_imgcls
 def _fit(
     tmp_path: Path, data: Path, epochs: int, ckpt_path: str | None = None, **trainer_kw
 ) -> tuple[L.Trainer, ImageClassifier]:
-    from imgcls.callbacks import RunCheckpoint
+    from imgcls.callbacks import RngState, RunCheckpoint
 
     L.seed_everything(7, verbose=False)
     model = ImageClassifier(
@@ -53,7 +54,7 @@ def _fit(
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ckpt],
+        callbacks=[ckpt, RngState()],  # what every `imgcls fit` has
         plugins=[AtomicCheckpointIO()],
         **trainer_kw,
     )
@@ -81,7 +82,8 @@ def test_resume_parity_is_bit_identical(tiny_data, tmp_path):
 
 
 def test_last_ckpt_is_the_last_epoch_even_without_a_new_best(tiny_data, tmp_path):
-    """Lightning 2.6 alone leaves last.ckpt at the last *best* epoch; a resume would repeat epochs."""
+    """Lightning 2.6 alone leaves last.ckpt at the last *best* epoch; a resume would repeat
+    epochs."""
     from functools import partial
 
     from imgcls.callbacks import RunCheckpoint
@@ -278,9 +280,11 @@ def test_ddp_rank_failure_ends_the_run(real_data_root, tmp_path):
                 if trainer.global_rank == 1 and batch_idx == 2:
                     raise RuntimeError("rank 1 fails on purpose")
 
-        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, callbacks=[FailOnRank1()])
-        trainer.fit(ImageClassifier(), MNISTDataModule(data_dir={str(real_data_root)!r}, train_subset=2000, val_size=500))
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            callbacks=[FailOnRank1()])
+        trainer.fit(ImageClassifier(), MNISTDataModule(data_dir={str(real_data_root)!r},
+                                                       train_subset=2000, val_size=500))
     """)
     )
     t0 = time.time()
@@ -302,7 +306,7 @@ def test_unwritable_output_dir_fails_before_training(tiny_data, tmp_path, monkey
     monkeypatch.setattr(
         os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode)
     )
-    with pytest.raises(SystemExit, match="cannot write runs"):
+    with pytest.raises(ConfigError, match="cannot write runs"):
         ImgclsCLI(
             args=[
                 "fit",

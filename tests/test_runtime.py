@@ -442,7 +442,7 @@ def test_infer_json_to_file(
             "cpu",
             "--format",
             "json",
-            "--output",
+            "--out",
             str(out),
             str(tmp_path / "few-idx3-ubyte"),
         ]
@@ -459,10 +459,10 @@ def test_infer_json_to_file(
 def test_infer_errors(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "notes.jpg"
     bad.write_text("hello")
-    assert main(["infer", "--model", str(model_path), "--device", "cpu", str(bad)]) == 1
+    assert main(["infer", "--model", str(model_path), "--device", "cpu", str(bad)]) == 2
     assert f"imgcls: error: {bad}: not a readable image file" in capsys.readouterr().err
-    assert main(["infer", "--model", str(tmp_path / "none.onnx"), str(bad)]) == 1
+    assert main(["infer", "--model", str(tmp_path / "none.onnx"), str(bad)]) == 2
     assert "none.onnx: no such ONNX file" in capsys.readouterr().err
     if not HAS_CUDA:
-        assert main(["infer", "--model", str(model_path), "--device", "cuda", str(bad)]) == 1
+        assert main(["infer", "--model", str(model_path), "--device", "cuda", str(bad)]) == 2
         assert "imgcls: error: CUDAExecutionProvider" in capsys.readouterr().err

@@ -13,9 +13,11 @@ import pytest
 import torch
 import yaml
 
+from imgcls.callbacks import DataCheck
 from imgcls.checkpoint import load_checkpoint, load_classifier
 from imgcls.cli import ImgclsCLI
 from imgcls.data import FashionMNISTDataModule, MNISTDataModule
+from imgcls.errors import CheckpointError, ConfigError
 from imgcls.module import ImageClassifier, NonFiniteLossError
 
 from .conftest import FAST, ROOT, run_imgcls
@@ -267,12 +269,12 @@ def _trainer(tmp_path: Path, **kw) -> L.Trainer:
 def test_model_data_mismatch_fails_before_training(tiny_data, tmp_path):
     model = ImageClassifier(net="lenet5", num_classes=10, dataset="mnist")
     dm = FashionMNISTDataModule(data_dir=str(tiny_data), val_size=100)
-    trainer = _trainer(tmp_path, enable_checkpointing=False)
-    with pytest.raises(ValueError, match="dataset: model 'mnist' vs data 'fashion_mnist'"):
+    trainer = _trainer(tmp_path, enable_checkpointing=False, callbacks=[DataCheck()])
+    with pytest.raises(ConfigError, match="dataset: model 'mnist' vs data 'fashion_mnist'"):
         trainer.fit(model, dm)
     assert trainer.global_step == 0
-    with pytest.raises(ValueError, match="num_classes"):
-        _trainer(tmp_path, enable_checkpointing=False).fit(
+    with pytest.raises(ConfigError, match="num_classes"):
+        _trainer(tmp_path, enable_checkpointing=False, callbacks=[DataCheck()]).fit(
             ImageClassifier(num_classes=5, class_names=list("abcde")),
             MNISTDataModule(data_dir=str(tiny_data), val_size=100),
         )
@@ -280,7 +282,7 @@ def test_model_data_mismatch_fails_before_training(tiny_data, tmp_path):
 
 def test_checkpoint_of_another_dataset_is_refused(trained_ckpt, tmp_path):
     model = ImageClassifier(net="lenet5", dataset="fashion_mnist")
-    with pytest.raises(ValueError, match="dataset: checkpoint 'mnist'"):
+    with pytest.raises(CheckpointError, match="dataset: checkpoint 'mnist'"):
         model.on_load_checkpoint(load_checkpoint(trained_ckpt))
 
 

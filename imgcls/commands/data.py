@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from imgcls.data.provision import DATASETS, DataError, default_root, fetch, raw_dir, verify
+from imgcls.commands.options import add_data_dir
+from imgcls.data.provision import DATASETS, default_root, fetch, raw_dir, verify
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,9 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ):
         a = sub.add_parser(action, help=help_)
         a.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
-        a.add_argument(
-            "--root", default=None, help=f"data root (default: $IMGCLS_DATA or {default_root()})"
-        )
+        add_data_dir(a)
         if action == "fetch":
             a.add_argument(
                 "--force", action="store_true", help="fetch again even if the files verify"
@@ -25,16 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = args.root or default_root()
+    root = args.data_dir or default_root()
     names = list(DATASETS) if args.dataset == "all" else [args.dataset]
-    try:
-        for name in names:
-            if args.action == "fetch":
-                fetch(name, root, force=args.force)
-            else:
-                verify(root, name)
-            print(f"{name}: verified in {raw_dir(root, name)}")
-    except DataError as e:
-        print(f"imgcls: error: {e}")
-        return 1
+    for name in names:
+        if args.action == "fetch":
+            fetch(name, root, force=args.force)
+        else:
+            verify(root, name)
+        print(f"{name}: verified in {raw_dir(root, name)}")
     return 0

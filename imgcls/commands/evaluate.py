@@ -1,6 +1,7 @@
 """``imgcls evaluate shift``: test accuracy of one or more models on shifted test images.
 
-    imgcls evaluate shift --ckpt runs/mnist-mlp-32/version_0 --ckpt cnn=runs/mnist-convnet/version_0 \\
+    imgcls evaluate shift --ckpt runs/mnist-mlp-32/version_0 \\
+        --ckpt cnn=runs/mnist-convnet/version_0 \\
         [--onnx export/lenet5.onnx] [--max_shift 3] [--out runs/insight/shift]
 
 Writes shift.md (models side by side, lecture numbers beneath), shift_summary.csv,
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.insight.cli import add_common_arguments, guarded, wandb_session
+from imgcls.commands.options import CKPT_HELP, add_ckpt, add_common_arguments, add_which
 
 OUT = "runs/insight/shift"
 
@@ -25,13 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         description="Accuracy on test images shifted by 0…k pixels in each of the 8 compass "
         "directions (zero fill): mean and worst direction per distance.",
     )
-    s.add_argument(
-        "--ckpt",
+    add_ckpt(
+        s,
         action="append",
         default=[],
         metavar="[NAME=]PATH",
-        help="checkpoint or run directory (repeatable); NAME labels it in the table",
+        help=f"{CKPT_HELP} (repeatable); NAME labels it in the table",
     )
+    add_which(s)
     s.add_argument(
         "--onnx",
         action="append",
@@ -58,7 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(s, OUT)
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     from imgcls.insight.lectures import shift_references
     from imgcls.insight.shift import (
@@ -69,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
     )
     from imgcls.insight.testset import load_test_set
 
-    predictors = [load_predictor(c, "ckpt") for c in args.ckpt] + [
+    predictors = [load_predictor(c, "ckpt", args.which or "best") for c in args.ckpt] + [
         load_predictor(o, "onnx") for o in args.onnx
     ]
     dataset = check_dataset(predictors, args.dataset)
     test = load_test_set(dataset, args.data_dir, args.limit)
+    from imgcls.insight.artifacts import wandb_session
+
     with wandb_session(
         args.wandb, "evaluate-shift", {"max_shift": args.max_shift, "dataset": dataset}
     ):

@@ -10,42 +10,30 @@ import argparse
 import json
 import sys
 
-from imgcls.runtime import DEVICES
+from imgcls.commands.options import add_data_dir, add_device, add_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        required=True,
-        help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
-    )
-    p.add_argument(
-        "--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)"
-    )
-    p.add_argument(
-        "--device", choices=DEVICES, default="cpu", help="execution provider (default cpu)"
-    )
+    add_model(p)
+    add_data_dir(p)
+    add_device(p, "cpu")
     p.add_argument("--batch_size", type=int, default=1000, help="images per onnxruntime run")
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from imgcls.data.provision import DataError, default_root, raw_dir, verify
-    from imgcls.runtime import InputError, ModelLoadError, OnnxClassifier, ProviderError, read_idx
+    from imgcls.data.provision import default_root, raw_dir, verify
+    from imgcls.runtime import OnnxClassifier, read_idx
 
-    try:
-        clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
-        dataset = clf.metadata["dataset"]
-        root = args.data_dir or default_root()
-        verify(root, dataset)  # the pinned sha256: this is the official test set
-        raw = raw_dir(root, dataset)
-        images = read_idx(raw / "t10k-images-idx3-ubyte")  # (N, H, W) uint8
-        labels = read_idx(raw / "t10k-labels-idx1-ubyte").astype(np.int64)  # (N,)
-        pred, _ = clf.predict(images)
-    except (ModelLoadError, ProviderError, InputError, DataError, ValueError) as e:
-        print(f"imgcls: error: {e}", file=sys.stderr)
-        return 1
+    clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
+    dataset = clf.metadata["dataset"]
+    root = args.data_dir or default_root()
+    verify(root, dataset)  # the pinned sha256: this is the official test set
+    raw = raw_dir(root, dataset)
+    images = read_idx(raw / "t10k-images-idx3-ubyte")  # (N, H, W) uint8
+    labels = read_idx(raw / "t10k-labels-idx1-ubyte").astype(np.int64)  # (N,)
+    pred, _ = clf.predict(images)
     correct = pred == labels
     per_class = {
         name: float(correct[labels == k].mean())

@@ -1,7 +1,7 @@
 """``imgcls infer``: classify images with an exported ONNX model, without torch.
 
 Prints the execution provider that actually ran to stderr, and one row per image (input,
-label, class_name, probability) as CSV or JSON to stdout or ``--output``.
+label, class_name, probability) as CSV or JSON to stdout or ``--out``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ import json
 import sys
 import warnings
 
-from imgcls.runtime import DEVICES
+from imgcls.commands.options import add_device, add_model, add_out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        required=True,
-        help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
-    )
+    add_model(p)
     p.add_argument(
         "inputs",
         nargs="+",
@@ -31,14 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format", choices=["csv", "json"], default="csv", help="output format (default csv)"
     )
-    p.add_argument("--output", default=None, help="write the rows to this file (default: stdout)")
-    p.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt; cuda/tensorrt fail "
-        "rather than fall back to the CPU",
-    )
+    add_out(p, None, "write the rows to this file (default: stdout)")
+    add_device(p, "auto")
     p.add_argument("--batch_size", type=int, default=1024, help="images per onnxruntime run")
 
 
@@ -55,33 +45,23 @@ def format_rows(rows: list[dict[str, object]], fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.runtime import (
-        InputError,
-        ModelLoadError,
-        OnnxClassifier,
-        ProviderError,
-        load_images,
-    )
+    from imgcls.runtime import OnnxClassifier, load_images
     from imgcls.utils import atomic_write_text
 
-    try:
-        clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
-        print(
-            f"[imgcls infer] provider: {clf.providers_in_use[0]} (device {clf.device}; session providers "
-            f"{', '.join(clf.providers_in_use)})",
-            file=sys.stderr,
-            flush=True,
-        )
-        c, h, w = clf.input_shape
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            names, images = load_images(args.inputs, channels=c, size=(h, w))
-        for warning in caught:  # resized images: say so, one line each, without a source line
-            print(f"[imgcls infer] warning: {warning.message}", file=sys.stderr)
-        labels, probs = clf.predict(images)
-    except (ModelLoadError, ProviderError, InputError, ValueError) as e:
-        print(f"imgcls: error: {e}", file=sys.stderr)
-        return 1
+    clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
+    print(
+        f"[imgcls infer] provider: {clf.providers_in_use[0]} (device {clf.device}; "
+        f"session providers {', '.join(clf.providers_in_use)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    c, h, w = clf.input_shape
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names, images = load_images(args.inputs, channels=c, size=(h, w))
+    for warning in caught:  # resized images: say so, one line each, without a source line
+        print(f"[imgcls infer] warning: {warning.message}", file=sys.stderr)
+    labels, probs = clf.predict(images)
     rows: list[dict[str, object]] = [
         {
             "input": name,
@@ -92,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         for name, k, p in zip(names, labels, probs, strict=True)
     ]
     text = format_rows(rows, args.format)
-    if args.output:
-        atomic_write_text(args.output, text)
-        print(f"[imgcls infer] {len(rows)} predictions written to {args.output}", file=sys.stderr)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"[imgcls infer] {len(rows)} predictions written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imgcls.insight.cli import guarded, wandb_session
+from imgcls.commands.options import CKPT_HELP, add_ckpt, add_data_dir, add_out
 
 OUT, QUICK_OUT = "docs/report", "runs/report-quick/report"
 
@@ -28,9 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="small subsets, 1 epoch, 500 test images (CI: under 3 minutes)",
     )
-    p.add_argument(
-        "--out", default=None, help=f"report folder (default {OUT}; with --quick {QUICK_OUT})"
-    )
+    add_out(p, None, f"report folder (default {OUT}; with --quick {QUICK_OUT})")
     p.add_argument(
         "--reuse",
         action="store_true",
@@ -41,19 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="where trained models are kept (default runs/report[-quick])",
     )
-    p.add_argument(
-        "--ckpt",
+    add_ckpt(
+        p,
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="use this checkpoint for experiment NAME instead of training (repeatable)",
+        help="use this checkpoint for experiment NAME instead of training (repeatable); PATH is "
+        f"{CKPT_HELP}",
     )
     p.add_argument(
         "--extra",
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="add a row for any checkpoint (e.g. a recipe's best.ckpt): evaluated beside the lectures' "
+        help="add a row for any checkpoint (e.g. a recipe's best.ckpt): "
+        "evaluated beside the lectures' "
         "experiments, not trained (repeatable)",
     )
     p.add_argument(
@@ -62,9 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)"
     )
-    p.add_argument(
-        "--data_dir", default=None, help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)"
-    )
+    add_data_dir(p)
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the report to it"
@@ -73,11 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _extra_experiment(name: str, path: str) -> Any:
     """An experiment row for a checkpoint trained elsewhere: its own net, data set and size."""
-    from imgcls.checkpoint import load_checkpoint, resolve_checkpoint
+    from imgcls.checkpoint import load_checkpoint
+    from imgcls.commands.options import checkpoint_from
     from imgcls.insight.report import Experiment
     from imgcls.insight.training import TrainSpec
 
-    hp = load_checkpoint(resolve_checkpoint(path))["hyper_parameters"]
+    hp = load_checkpoint(checkpoint_from(path))["hyper_parameters"]
     spec = TrainSpec(hp["net"], dict(hp.get("net_args") or {}), hp["dataset"], None, 0)
     title = f"{name} ({hp['net']}, {hp['dataset']})"
     return Experiment(
@@ -85,7 +84,6 @@ def _extra_experiment(name: str, path: str) -> Any:
     )
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -108,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         name, path = split_named(spec)
         if name is None or name in checkpoints or any(e.name == name for e in experiments):
             raise InsightError(
-                f"--extra {spec!r}: expected a new NAME=PATH, e.g. recipe-lenet5=runs/mnist-lenet5/version_3"
+                f"--extra {spec!r}: expected a new NAME=PATH, "
+                "e.g. recipe-lenet5=runs/mnist-lenet5/version_3"
             )
         experiments.append(_extra_experiment(name, path))
         checkpoints[name] = path
@@ -118,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         if sys.argv[1:2] == ["report"]
         else "imgcls report" + (" --quick" if args.quick else "")
     )
+    from imgcls.insight.artifacts import wandb_session
+
     with wandb_session(args.wandb, "report", {"quick": args.quick}):
         data = build_report(
             out,

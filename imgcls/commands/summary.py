@@ -14,13 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from imgcls.insight.cli import guarded
+from imgcls.commands.options import CKPT_HELP, add_ckpt, add_out, add_which
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--net", help="a registered net (imgcls.models.list_models())")
-    src.add_argument("--ckpt", metavar="PATH", help="a checkpoint or run directory")
+    add_ckpt(src, help=f"the net of a checkpoint: {CKPT_HELP}")
+    add_which(p)
     src.add_argument(
         "--size",
         type=int,
@@ -50,13 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pool", action="store_true", help="--size: a pooling window (stride defaults to K)"
     )
-    p.add_argument("--out", default=None, help="also write summary.md / .csv / .json here")
+    add_out(p, None, "also write summary.md / .csv / .json here")
     p.add_argument(
         "--wandb", metavar="PROJECT", default=None, help="start a W&B run and log the table to it"
     )
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     from imgcls.insight import InsightError
 
@@ -64,14 +64,20 @@ def run(args: argparse.Namespace) -> int:
         return _size(args)
     if not (args.net or args.ckpt):
         raise InsightError("give --net NAME [--net_args JSON], --ckpt PATH, or --size H --kernel K")
-    from imgcls.insight.artifacts import log_to_wandb, markdown_table, write_json, write_table
-    from imgcls.insight.cli import wandb_session
+    from imgcls.insight.artifacts import (
+        log_to_wandb,
+        markdown_table,
+        wandb_session,
+        write_json,
+        write_table,
+    )
     from imgcls.insight.cost import layer_costs, net_from_spec, summary_table, totals
 
     if args.ckpt:
-        from imgcls.checkpoint import load_classifier, resolve_checkpoint
+        from imgcls.checkpoint import load_classifier
+        from imgcls.commands.options import checkpoint_from
 
-        path = resolve_checkpoint(args.ckpt)
+        path = checkpoint_from(args.ckpt, args.which)
         model = load_classifier(path)
         hp = model.hparams
         shape: tuple[int, ...] = (hp.in_channels, hp.image_size, hp.image_size)
@@ -92,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     costs = layer_costs(net, shape)
     cols, rows = summary_table(costs)
     params, macs = totals(costs)
-    heading = f"{title}, input {'×'.join(map(str, shape))}: {params:,} parameters, {macs:,} multiply-adds per image"
+    heading = (
+        f"{title}, input {'×'.join(map(str, shape))}: "
+        f"{params:,} parameters, {macs:,} multiply-adds per image"
+    )
     print(f"# {heading}\n\n{markdown_table(cols, rows)}")
     if args.out:
         with wandb_session(args.wandb, "summary", {"net": title}):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.insight.cli import add_common_arguments, guarded, wandb_session
+from imgcls.commands.options import add_common_arguments
 
 OUT = "runs/insight/sweep"
 
@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sizes",
         type=_ints,
         default=[100, 1000, 10000, 60000],
-        help="training-set sizes (default 100,1000,10000,60000; 60000 is every image, no validation)",
+        help="training-set sizes "
+        "(default 100,1000,10000,60000; 60000 is every image, no validation)",
     )
     s.add_argument("--seeds", type=int, default=3, help="seeds per size (default 3)")
     s.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
@@ -54,7 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(s, OUT)
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "dataset": args.dataset,
     }
+    from imgcls.insight.artifacts import wandb_session
+
     with wandb_session(args.wandb, "sweep-subset", config):
         points = run_sweep(
             nets,

@@ -1,7 +1,9 @@
 """``imgcls visualize``: what a trained model learned, and what classic kernels do.
 
-    imgcls visualize --ckpt runs/mnist-convnet/version_0 [--image_index 1] [--out runs/insight/visualize]
-    imgcls visualize kernels [--image FILE | --index 18 --dataset mnist] [--out runs/insight/kernels]
+    imgcls visualize --ckpt runs/mnist-convnet/version_0 [--image_index 1] \\
+        [--out runs/insight/visualize]
+    imgcls visualize kernels [--image FILE | --index 18 --dataset mnist] \\
+        [--out runs/insight/kernels]
 
 The first writes filters.png (conv nets) or templates.png (MLPs), feature_maps.png,
 pca.png, confusion.png and misclassified.png; the second kernels.png.
@@ -12,13 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.insight.cli import add_common_arguments, guarded, wandb_session
+from imgcls.commands.options import CKPT_HELP, add_ckpt, add_common_arguments, add_which
 
 OUT, KERNELS_OUT = "runs/insight/visualize", "runs/insight/kernels"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", metavar="PATH", help="checkpoint or run directory to visualise")
+    add_ckpt(p, help=f"the model to visualise: {CKPT_HELP}")
+    add_which(p)
     p.add_argument(
         "--image_index",
         type=int,
@@ -41,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     k = sub.add_parser(
         "kernels",
         help="apply the lectures' classic kernels to an image, side by side",
-        description="Cross-correlate an image with Sobel vertical / horizontal, Laplacian, outline, "
+        description="Cross-correlate an image with Sobel vertical / horizontal, "
+        "Laplacian, outline, "
         "emboss, sharpen and lecture 000's 5×5 prong filter (same padding).",
     )
     src = k.add_mutually_exclusive_group()
@@ -58,7 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(k, KERNELS_OUT)
 
 
-@guarded
 def run(args: argparse.Namespace) -> int:
     if args.what == "kernels":
         return _kernels(args)
@@ -66,16 +69,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from imgcls.checkpoint import load_classifier, resolve_checkpoint
+    from imgcls.checkpoint import load_classifier
+    from imgcls.commands.options import checkpoint_from
     from imgcls.insight import InsightError
-    from imgcls.insight.artifacts import log_to_wandb
-    from imgcls.insight.shift import model_label
+    from imgcls.insight.artifacts import log_to_wandb, wandb_session
     from imgcls.insight.testset import load_test_set
     from imgcls.insight.visualize import model_figures
+    from imgcls.runs import net_label
 
     if not args.ckpt:
         raise InsightError("give a model with --ckpt PATH, or use `imgcls visualize kernels`")
-    path = resolve_checkpoint(args.ckpt)
+    path = checkpoint_from(args.ckpt, args.which)
     model = load_classifier(path)
     trained_on = model.hparams.dataset
     if args.dataset and args.dataset != trained_on:
@@ -90,11 +94,12 @@ def _model(args: argparse.Namespace) -> int:
             test,
             Path(args.out),
             args.image_index,
-            label=model_label(model.hparams.net, model.hparams.net_args),
+            label=net_label(model.hparams.net, model.hparams.net_args),
         )
         log_to_wandb("visualize", paths)
     print(
-        f"[imgcls] {path}: accuracy {100 * facts['accuracy']:.2f} % on {facts['n_images']} {trained_on} test images"
+        f"[imgcls] {path}: accuracy {100 * facts['accuracy']:.2f} % "
+        f"on {facts['n_images']} {trained_on} test images"
     )
     for name, p in paths.items():
         print(f"[imgcls] {name}: {p}")
@@ -105,7 +110,7 @@ KERNEL_DEFAULT_INDEX = 18  # an MNIST 3, as in lecture 000's prong example
 
 
 def _kernels(args: argparse.Namespace) -> int:
-    from imgcls.insight.artifacts import log_to_wandb
+    from imgcls.insight.artifacts import log_to_wandb, wandb_session
     from imgcls.insight.testset import load_test_set
     from imgcls.insight.visualize import kernels_figures, load_image_file
 
@@ -119,11 +124,15 @@ def _kernels(args: argparse.Namespace) -> int:
         test = load_test_set(args.kernel_dataset, args.data_dir)
         if not 0 <= index < len(test):
             raise InsightError(
-                f"--index {index} is outside the {args.kernel_dataset} test set (0 … {len(test) - 1})"
+                f"--index {index} is outside the {args.kernel_dataset} test set "
+                f"(0 … {len(test) - 1})"
             )
         image = test.images[index, 0]
         label = test.class_names[int(test.labels[index])]
-        title = f"classic kernels on {args.kernel_dataset} test image {index} ({label}); cross-correlation, same padding"
+        title = (
+            f"classic kernels on {args.kernel_dataset} test image {index} ({label}); "
+            "cross-correlation, same padding"
+        )
     with wandb_session(args.wandb, "visualize-kernels", {}):
         png = kernels_figures(image, Path(args.out), title)
         log_to_wandb("kernels", {"kernels": png})

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imgcls.data.provision import ensure_dataset, get_spec, raw_dir, verify
 from imgcls.data.transforms import normalize, random_erase, random_hflip, random_shift
+from imgcls.errors import ConfigError, DataError
 
 __all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
 
@@ -162,16 +163,16 @@ class ImageDataModule(L.LightningDataModule):
         self.train_total = get_spec(self.dataset_name).files[0].count  # 60,000
         self.n_val = self._resolve_val_size(val_size)
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}"
             )
         if shift_augment < 0:
-            raise ValueError(f"shift_augment must be >= 0 pixels, got {shift_augment}")
+            raise ConfigError(f"shift_augment must be >= 0 pixels, got {shift_augment}")
         if not 0.0 <= random_erase <= 1.0:
-            raise ValueError(f"random_erase is a probability in [0, 1], got {random_erase}")
+            raise ConfigError(f"random_erase is a probability in [0, 1], got {random_erase}")
         pool = self.train_total - self.n_val
         if train_subset is not None and not 1 <= train_subset <= pool:
-            raise ValueError(
+            raise ConfigError(
                 f"train_subset={train_subset} is out of range: it must be between 1 and {pool} "
                 f"({self.train_total} training images minus val_size={self.n_val})."
             )
@@ -197,10 +198,10 @@ class ImageDataModule(L.LightningDataModule):
     def _resolve_val_size(self, val_size: int | float) -> int:
         if isinstance(val_size, float) and not isinstance(val_size, bool):
             if not 0.0 <= val_size < 1.0:
-                raise ValueError(f"val_size as a fraction must be in [0, 1), got {val_size}")
+                raise ConfigError(f"val_size as a fraction must be in [0, 1), got {val_size}")
             return round(val_size * self.train_total)
         if not 0 <= int(val_size) < self.train_total:
-            raise ValueError(
+            raise ConfigError(
                 f"val_size must be between 0 and {self.train_total - 1} images, got {val_size}"
             )
         return int(val_size)
@@ -257,14 +258,10 @@ class ImageDataModule(L.LightningDataModule):
 
         assert self.predict_dir is not None
         if not self.predict_dir.is_dir():
-            raise FileNotFoundError(
-                f"predict_dir {self.predict_dir} does not exist or is not a folder"
-            )
+            raise DataError(f"predict_dir {self.predict_dir} does not exist or is not a folder")
         files = sorted(p for p in self.predict_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(
-                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.predict_dir}"
-            )
+            raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.predict_dir}")
         c, h, w = self.image_shape
         arrays = []
         for p in files:  # predict-time only; training never goes through PIL
@@ -278,7 +275,7 @@ class ImageDataModule(L.LightningDataModule):
                     im = im.resize((w, h), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
             except (UnidentifiedImageError, OSError) as e:
-                raise ValueError(f"{p}: not a readable image file ({e})") from e
+                raise DataError(f"{p}: not a readable image file ({e})") from e
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         self.predict_files = files
         self.predict_set = TensorImageDataset(

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgcls.errors import ConfigError, DataError
 from imgcls.utils import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = [
@@ -46,10 +47,6 @@ __all__ = [
     "raw_dir",
     "verify",
 ]
-
-
-class DataError(RuntimeError):
-    """A data file is missing, corrupted or cannot be fetched. The message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +152,7 @@ def get_spec(dataset: str) -> DatasetSpec:
     (the test suite uses it for its small generated files).
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}")
+        raise ConfigError(f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}")
     if path := os.environ.get("IMGCLS_DATASET_SPECS"):
         try:
             override = json.loads(Path(path).read_text()).get(dataset)

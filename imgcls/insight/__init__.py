@@ -17,9 +17,6 @@ Submodules are imported on demand (``imgcls summary`` needs neither matplotlib n
 
 from __future__ import annotations
 
+from imgcls.errors import InsightError
 
-class InsightError(ValueError):
-    """A user error in an insight command (bad path, mismatched data set, wrong kind of net).
-
-    The message says what was wrong and what to do.
-    """
+__all__ = ["InsightError"]

@@ -7,13 +7,14 @@ crash never leaves half a figure where a good one was.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "log_to_wandb",
     "markdown_table",
     "save_figure",
+    "wandb_session",
     "write_csv",
     "write_json",
     "write_table",
@@ -133,3 +135,18 @@ def log_to_wandb(
     if payload:
         wandb.run.log(payload)
     return True
+
+
+@contextlib.contextmanager
+def wandb_session(project: str | None, job_type: str, config: dict[str, Any]) -> Iterator[None]:
+    """A W&B run for the duration of a command when ``--wandb PROJECT`` is given; else nothing."""
+    if not project:
+        yield
+        return
+    import wandb
+
+    run = wandb.init(project=project, job_type=job_type, config=config)
+    try:
+        yield
+    finally:
+        run.finish()

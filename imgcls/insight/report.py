@@ -288,7 +288,8 @@ def _external(name: str, path: str, exp: Experiment) -> tuple[Any, int | None, i
     """
     import torch
 
-    from imgcls.checkpoint import load_classifier, resolve_checkpoint
+    from imgcls.checkpoint import load_classifier
+    from imgcls.runs import resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
     model = load_classifier(resolved)

@@ -23,6 +23,7 @@ import torch
 
 from imgcls.data.transforms import DIRECTIONS, normalize, translate
 from imgcls.insight import InsightError
+from imgcls.runs import net_label
 
 __all__ = [
     "DIRECTION_NAMES",
@@ -58,7 +59,7 @@ class TorchPredictor:
         self.dataset: str = hp.dataset
         self.class_names: list[str] = list(model.class_names)
         self.mean, self.std = float(hp.mean), float(hp.std)
-        self.name = name or model_label(hp.net, hp.net_args)
+        self.name = name or net_label(hp.net, hp.net_args)
         self.path = Path(path) if path is not None else None
 
     @torch.inference_mode()
@@ -67,45 +68,31 @@ class TorchPredictor:
 
 
 class OnnxPredictor:
-    """An exported ONNX model run by ``imgcls.runtime.OnnxClassifier`` (issue 4)."""
+    """An exported ONNX model run by ``imgcls.runtime.OnnxClassifier``."""
 
     def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
         path = Path(path)
         if not path.is_file():
             raise InsightError(f"{path}: ONNX model not found")
-        try:
-            from imgcls.runtime import OnnxClassifier
-        except ImportError as e:
-            raise InsightError(
-                f"{path}: evaluating ONNX models needs imgcls.runtime (issue 4), which is not "
-                f"available here ({e}); evaluate the checkpoint with --ckpt instead"
-            ) from e
+        from imgcls.errors import ModelLoadError
+        from imgcls.runtime import OnnxClassifier
+
         try:
             self.runtime = OnnxClassifier(str(path), device="cpu")
-        except (RuntimeError, ValueError) as e:  # a damaged file or one without imgcls metadata
+        except ModelLoadError as e:  # a damaged file or one without imgcls metadata
             raise InsightError(f"{path}: cannot load this ONNX model: {e}") from e
         meta = dict(getattr(self.runtime, "metadata", {}) or {})
         self.dataset = str(meta.get("dataset", ""))
         self.class_names = [str(c) for c in meta.get("class_names", [])]
         net = meta.get("net")
         self.name = name or (
-            f"{model_label(str(net), meta.get('net_args'))} (onnx)"
-            if net
-            else f"{path.stem} (onnx)"
+            f"{net_label(str(net), meta.get('net_args'))} (onnx)" if net else f"{path.stem} (onnx)"
         )
         self.path = path
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         labels, _ = self.runtime.predict(images.cpu().numpy())
         return torch.as_tensor(np.asarray(labels), dtype=torch.long)
-
-
-def model_label(net: str, net_args: dict[str, Any] | None) -> str:
-    """Short name of a net: ``lenet5``, ``mlp-32`` (MLP widths appended), ``convnet``."""
-    hidden = (net_args or {}).get("hidden") if net == "mlp" else None
-    if hidden is not None:
-        return "-".join([net, *(str(h) for h in hidden)]) if len(hidden) else "mlp-linear"
-    return net
 
 
 def split_named(spec: str) -> tuple[str | None, str]:
@@ -117,8 +104,11 @@ def split_named(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def load_predictor(spec: str, kind: str = "ckpt") -> TorchPredictor | OnnxPredictor:
-    """Load ``[NAME=]PATH`` as a checkpoint (``kind="ckpt"``) or ONNX model (``kind="onnx"``).
+def load_predictor(
+    spec: str, kind: str = "ckpt", which: str = "best"
+) -> TorchPredictor | OnnxPredictor:
+    """Load ``[NAME=]PATH`` as a checkpoint (``kind="ckpt"``; ``which`` of a run or experiment
+    folder) or ONNX model (``kind="onnx"``).
 
     Raises:
         CheckpointError: a checkpoint that is missing or damaged (the message names it).
@@ -127,9 +117,10 @@ def load_predictor(spec: str, kind: str = "ckpt") -> TorchPredictor | OnnxPredic
     name, path = split_named(spec)
     if kind == "onnx":
         return OnnxPredictor(path, name)
-    from imgcls.checkpoint import load_classifier, resolve_checkpoint
+    from imgcls.checkpoint import load_classifier
+    from imgcls.runs import resolve_checkpoint
 
-    resolved = resolve_checkpoint(path)
+    resolved = resolve_checkpoint(path, which)
     return TorchPredictor(load_classifier(resolved), name, resolved)
 
 
@@ -290,7 +281,8 @@ def write_shift_outputs(
     dataset: str,
     prefix: str = "shift",
 ) -> dict[str, Path]:
-    """Write ``prefix``.md / _summary.csv (side by side), .csv (long), .json and .png; log them to W&B."""
+    """Write ``prefix``.md / _summary.csv (side by side), .csv (long), .json and .png; log them
+    to W&B."""
     from imgcls.insight.artifacts import (
         log_to_wandb,
         markdown_table,

@@ -6,6 +6,8 @@ from typing import Literal
 
 from torch import nn
 
+from imgcls.errors import ConfigError
+
 Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu"]
 Padding = Literal["valid", "same"]
 Pool = Literal["max", "avg"]
@@ -23,7 +25,7 @@ def make_activation(name: str) -> nn.Module:
     try:
         return _ACTS[name]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(_ACTS)}") from None
 
 
 def fc_stack(
@@ -49,14 +51,14 @@ def conv_padding(padding: str, kernel_size: int) -> int:
         return 0
     if padding == "same":
         return kernel_size // 2
-    raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    raise ConfigError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
     """Output length of a convolution or pooling window: ⌊(H + 2p − K) / s⌋ + 1."""
     out = (size + 2 * padding - kernel_size) // stride + 1
     if out < 1:
-        raise ValueError(
+        raise ConfigError(
             f"a {kernel_size}-wide window with stride {stride} and padding {padding} "
             f"does not fit an input of {size}"
         )
@@ -68,7 +70,7 @@ def make_pool(kind: str, size: int) -> nn.Module:
         return nn.MaxPool2d(size)
     if kind == "avg":
         return nn.AvgPool2d(size)
-    raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
+    raise ConfigError(f"pool must be 'max' or 'avg', got {kind!r}")
 
 
 def as_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from imgcls.errors import ConfigError
+
 __all__ = ["create_model", "list_models", "model_entrypoint", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -36,7 +38,9 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     try:
         return _MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown net {name!r}; valid names: {', '.join(list_models())}") from None
+        raise ConfigError(
+            f"unknown net {name!r}; valid names: {', '.join(list_models())}"
+        ) from None
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -50,5 +54,5 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        raise ValueError(f"net {name!r} takes no argument(s) {unknown}; it takes {sorted(params)}")
+        raise ConfigError(f"net {name!r} takes no argument(s) {unknown}; it takes {sorted(params)}")
     return fn(**kwargs)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from imgcls.errors import ConfigError
 from imgcls.models.layers import Activation, Net, make_activation
 from imgcls.models.registry import register_model
 
@@ -93,5 +94,5 @@ def resnet(
     """
     del image_size  # global average pooling makes the net size-agnostic
     if not widths or blocks < 0:
-        raise ValueError("resnet needs at least one width and blocks >= 0")
+        raise ConfigError("resnet needs at least one width and blocks >= 0")
     return ResNet(in_channels, num_classes, list(widths), blocks, activation, batch_norm, dropout)

@@ -1,0 +1,105 @@
+"""Options that several commands share: one name, one help text, one meaning each."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from imgcls.errors import ConfigError
+
+__all__ = [
+    "CKPT_HELP",
+    "add_ckpt",
+    "add_common_arguments",
+    "add_data_dir",
+    "add_device",
+    "add_model",
+    "add_out",
+    "add_which",
+    "checkpoint_from",
+]
+
+CKPT_HELP = (
+    "a run folder (runs/<experiment>/version_N), an experiment folder (runs/<experiment>: "
+    "its newest run with that checkpoint) or a .ckpt file"
+)
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data_dir",
+        default=None,
+        help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)",
+    )
+
+
+def add_out(p: argparse.ArgumentParser, default: str | None, what: str = "output folder") -> None:
+    shown = default if default is not None else "see above"
+    p.add_argument("--out", default=default, help=f"{what} (default: {shown})")
+
+
+def add_ckpt(
+    p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, **kwargs: object
+) -> None:
+    """``--ckpt``; keyword arguments (``required``, ``action``, ``metavar``, ``help``) adapt it."""
+    kwargs.setdefault("metavar", "PATH")
+    kwargs.setdefault("help", CKPT_HELP)
+    p.add_argument("--ckpt", **kwargs)  # type: ignore[arg-type]
+
+
+def add_which(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--which",
+        choices=["best", "last"],
+        default=None,
+        help="which checkpoint of a run or experiment folder (default: best)",
+    )
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        required=True,
+        help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
+    )
+
+
+def add_device(p: argparse.ArgumentParser, default: str) -> None:
+    from imgcls.runtime import DEVICES
+
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=default,
+        help="auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt "
+        f"(default {default}); "
+        "cuda/tensorrt fail rather than fall back to the CPU",
+    )
+
+
+def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
+    """What the insight commands share: --out, --data_dir, --no_progress and --wandb."""
+    add_out(p, out_default)
+    add_data_dir(p)
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        default=None,
+        help="start a W&B run in PROJECT and log the figures and tables to it (they are also "
+        "logged to any W&B run already active in the calling process)",
+    )
+
+
+def checkpoint_from(spec: str, which: str | None = None) -> Path:
+    """The checkpoint file that ``--ckpt spec [--which best|last]`` names (``imgcls.runs``).
+
+    Raises:
+        ConfigError: ``--which`` with a checkpoint file.
+        RunNotFoundError: nothing there.
+    """
+    from imgcls.runs import resolve_checkpoint
+
+    if which is not None and Path(spec).is_file():
+        raise ConfigError(f"--which picks a checkpoint of a folder; {spec} is a file already")
+    return resolve_checkpoint(spec, which or "best")

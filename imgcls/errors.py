@@ -1,0 +1,80 @@
+"""The errors a user can meet, under one base class.
+
+The ``imgcls`` entry point catches :class:`ImgclsError` once: it prints the message (which
+says what was wrong and what to do) on stderr and exits with status 2; ``--debug`` or
+``IMGCLS_DEBUG=1`` shows the traceback. Anything else that escapes a command is a bug and
+keeps its traceback (exit status 1).
+
+This module imports nothing but the standard library, so the torch-free runtime
+(``imgcls.runtime``, ``imgcls infer``) shares it with the training side.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "GateError",
+    "ImageFileError",
+    "ImgclsError",
+    "InputError",
+    "InsightError",
+    "ModelLoadError",
+    "NonFiniteLossError",
+    "ProviderError",
+    "RunNotFoundError",
+]
+
+
+class ImgclsError(Exception):
+    """Base of every error meant for a user. The message says what was wrong and what to do."""
+
+
+class ConfigError(ImgclsError, ValueError):
+    """An option or a config value is invalid, or two of them contradict each other."""
+
+
+class DataError(ImgclsError, RuntimeError):
+    """A data file is missing, corrupted or cannot be fetched."""
+
+
+class CheckpointError(ImgclsError, RuntimeError):
+    """A checkpoint is missing, damaged, or does not fit the model or data it is used with."""
+
+
+class RunNotFoundError(CheckpointError):
+    """``best`` / ``last`` / a run or experiment folder names no run that has that checkpoint."""
+
+
+class ExportError(ImgclsError, RuntimeError):
+    """An export cannot be made or placed (bad output folder, exporter failure)."""
+
+
+class GateError(ExportError):
+    """The exported model failed the checker or a parity gate; nothing was written."""
+
+
+class InputError(ImgclsError, ValueError):
+    """Images handed to the runtime have the wrong rank, size, dtype or values."""
+
+
+class ImageFileError(InputError):
+    """An input path is missing, not an image, or a damaged IDX file."""
+
+
+class ModelLoadError(ImgclsError, RuntimeError):
+    """An ONNX file is missing, unreadable, or not an imgcls export."""
+
+
+class ProviderError(ImgclsError, RuntimeError):
+    """The execution provider asked for (CUDA, TensorRT) cannot run here."""
+
+
+class InsightError(ImgclsError, ValueError):
+    """A bad path, a mismatched data set or the wrong kind of net in an insight command."""
+
+
+class NonFiniteLossError(ImgclsError, FloatingPointError):
+    """The training loss became NaN or inf; the run stopped before saving anything from it."""
