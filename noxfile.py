@@ -49,7 +49,8 @@ def data(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite: fetches the real data (cached), then pytest. `nox -s tests -- -m "not slow"`."""
+    """The test suite: fetches the real data (cached), then pytest.
+    `nox -s tests -- -m "not slow"`."""
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", env=env)
     _run(session, "python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
@@ -57,9 +58,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the code."""
+    """ruff: lint and format check."""
     env = _env(session)
-    _run(session, "ruff", "check", "imgcls", "tests", "benchmarks", "noxfile.py", env=env)
+    paths = ["imgcls", "tests", "benchmarks", "noxfile.py"]
+    _run(session, "ruff", "check", *paths, env=env)
+    _run(session, "ruff", "format", "--check", *paths, env=env)
 
 
 @nox.session
@@ -71,22 +74,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def train(session: nox.Session) -> None:
-    """The main job: data, then LeNet-5 on real MNIST, then export of the best checkpoint to ONNX."""
+    """The main job: data, then LeNet-5 on real MNIST, then export of the best checkpoint to
+    ONNX."""
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "mnist", env=env)
-    _run(
-        session, "imgcls", "fit", "--config", "configs/model/lenet5.yaml", *session.posargs, env=env
-    )
-    _run(
-        session,
-        "imgcls",
-        "test",
-        "--config",
-        "configs/model/lenet5.yaml",
-        "--ckpt_path",
-        "best",
-        env=env,
-    )
+    _run(session, "imgcls", "fit", *session.posargs, env=env)  # the default: imgcls/defaults.yaml
+    _run(session, "imgcls", "test", "--ckpt_path", "best", env=env)
     _run(session, "imgcls", "export", "--run_dir", "runs/mnist-lenet5", env=env)
 
 
