@@ -4,8 +4,12 @@ model-vs-data check, and the files a test or predict run writes into its run dir
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ __all__ = [
     "EpochTimer",
     "RngState",
     "RunCheckpoint",
+    "RunDirectory",
     "TestReport",
     "report_checkpoints",
 ]
@@ -161,6 +166,53 @@ class DataCheck(L.Callback):
         self._check(trainer, pl_module)
 
 
+class RunDirectory(L.Callback):
+    """The run folder of a fit: one process trains in it at a time, and a run that fails
+    before its first step leaves no folder behind (it would hold nothing but a config)."""
+
+    LOCK = ".lock"
+
+    def __init__(self) -> None:
+        self._lock: Any = None
+        self._dir: str | None = None
+        self._fresh = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        if stage != "fit" or not trainer.is_global_zero or not log_dir:
+            return
+        # The logger may have made the folder already; a new run's folder is still empty.
+        self._fresh = not os.path.isdir(log_dir) or not any(os.scandir(log_dir))
+        os.makedirs(log_dir, exist_ok=True)
+        fh = open(os.path.join(log_dir, self.LOCK), "a+")  # noqa: SIM115 - held until teardown
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise ConfigError(
+                f"{log_dir} is in use: another imgcls fit is training in it. Wait for it to "
+                "finish, or start a new run"
+            ) from None
+        self._lock, self._dir = fh, log_dir
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if self._dir and self._fresh and trainer.global_step == 0:
+            self._release()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the experiment folder too, if that left it empty
+                os.rmdir(os.path.dirname(self._dir))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the lock
+            self._lock = None
+
+
 def report_checkpoints(trainer: L.Trainer) -> None:
     """After fit: tell the loggers (W&B summary) and the user where the best and last
     checkpoints are."""
@@ -178,11 +230,16 @@ def report_checkpoints(trainer: L.Trainer) -> None:
         exp: Any = getattr(logger, "experiment", None)
         if exp is not None and hasattr(exp, "summary"):  # W&B
             exp.summary.update(summary)
-    print(
-        f"[imgcls] run directory: {log_dir}\n[imgcls] best checkpoint: {ckpt.best_model_path} "
-        f"(val/acc {summary['best_val_acc']})\n[imgcls] last checkpoint: {ckpt.last_model_path}",
-        flush=True,
-    )
+    lines = [f"[imgcls] run directory: {log_dir}"]
+    if ckpt.best_model_path and os.path.isfile(ckpt.best_model_path):
+        lines.append(
+            f"[imgcls] best checkpoint: {ckpt.best_model_path} (val/acc {summary['best_val_acc']})"
+        )
+    if ckpt.last_model_path and os.path.isfile(ckpt.last_model_path):
+        lines.append(f"[imgcls] last checkpoint: {ckpt.last_model_path}")
+    if len(lines) == 1:
+        lines.append("[imgcls] no checkpoint was written: no epoch finished")
+    print("\n".join(lines), flush=True)
 
 
 class TestReport(Callback):

@@ -4,6 +4,7 @@ loading with clear errors. Which file ``best`` / ``last`` / a run folder means i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -53,8 +54,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if "state_dict" in checkpoint:
             checkpoint = {**checkpoint, DIGEST_KEY: state_digest(checkpoint["state_dict"])}
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise CheckpointError(
+                f"{path}: the disk is full; the checkpoint was not written and the previous one "
+                "there is intact. Free some space and resume with --ckpt_path last"
+            ) from e
+        except RuntimeError as e:  # torch.save reports a failed write as a RuntimeError
+            if "No space left" not in str(e) and "unexpected pos" not in str(e):
+                raise
+            raise CheckpointError(
+                f"{path}: the disk is full; the checkpoint was not written and the previous one "
+                "there is intact. Free some space and resume with --ckpt_path last"
+            ) from e
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -83,6 +99,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: a Lightning checkpoint, but not of an imgcls ImageClassifier"
         )
+    bad = [
+        name
+        for name, t in ckpt["state_dict"].items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path}: the checkpoint holds NaN or inf weights ({', '.join(bad[:3])}"
+            f"{', …' if len(bad) > 3 else ''}); it cannot be used: take another checkpoint "
+            "(e.g. best.ckpt of the run) or train again with a lower learning rate"
+        )
     if DIGEST_KEY in ckpt and state_digest(ckpt["state_dict"]) != ckpt[DIGEST_KEY]:
         raise CheckpointError(
             f"{path}: the weights do not match their recorded sha256: the file is corrupted "
@@ -106,7 +133,5 @@ def load_classifier(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(
             f"{path}: cannot rebuild the model from its hyper-parameters: {e}"
         ) from e
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise CheckpointError(f"{path}: the checkpoint holds NaN or inf weights; it cannot be used")
     model.eval()
     return model

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from imgcls import runs
 from imgcls.callbacks import (
@@ -37,6 +38,7 @@ from imgcls.callbacks import (
     EpochTimer,
     RngState,
     RunCheckpoint,
+    RunDirectory,
     TestReport,
     report_checkpoints,
 )
@@ -44,12 +46,24 @@ from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint
 from imgcls.data.datamodule import ImageDataModule
 from imgcls.errors import ConfigError, ImgclsError
 from imgcls.loggers import RunCSVLogger
-from imgcls.module import ImageClassifier
+from imgcls.module import ImageClassifier, mismatch
 
 __all__ = ["DEFAULTS", "ImgclsCLI", "cli_main"]
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+UNTRAINED = "untrained"  # --ckpt_path for evaluating the initial weights on purpose
+TOP_LEVEL_KEYS = (
+    "seed_everything",
+    "model",
+    "data",
+    "trainer",
+    "checkpoint",
+    "optimizer",
+    "lr_scheduler",
+    "ckpt_path",
+    "weights_only",
+)
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -75,13 +89,93 @@ class RunConfigCallback(SaveConfigCallback):
                 logger.log_hyperparams({"config": config})
 
 
-def _experiment(cfg: Namespace) -> str:
-    """``<dataset>-<net>`` of a parsed config (``runs.experiment_name``)."""
-    data_cls = str(cfg.data.class_path if "class_path" in cfg.data else "").rsplit(".", 1)[-1]
+def _dataset(cfg: Namespace) -> str:
+    """The data set a parsed config trains on (its data module's ``dataset_name``)."""
     from imgcls.data.datamodule import DATAMODULES
 
-    dataset = next((n for n, c in DATAMODULES.items() if c.__name__ == data_cls), "data")
-    return runs.experiment_name(dataset, cfg.model.net, cfg.model.net_args)
+    data_cls = str(cfg.data.class_path if "class_path" in cfg.data else "").rsplit(".", 1)[-1]
+    return next((n for n, c in DATAMODULES.items() if c.__name__ == data_cls), "data")
+
+
+def _experiment(cfg: Namespace) -> str:
+    """``<dataset>-<net>`` of a parsed config (``runs.experiment_name``)."""
+    return runs.experiment_name(_dataset(cfg), cfg.model.net, cfg.model.net_args)
+
+
+def _config_files(args: list[str]) -> list[str]:
+    """The files given with ``-c`` / ``--config`` in a command line."""
+    found = []
+    for i, a in enumerate(args):
+        if a in ("-c", "--config") and i + 1 < len(args):
+            found.append(args[i + 1])
+        elif a.startswith("--config="):
+            found.append(a.split("=", 1)[1])
+    return found
+
+
+def _check_config_file(path: str) -> None:
+    """A config file that is not YAML, or has a key no command knows, fails naming the file.
+
+    (jsonargparse reports YAML errors without the file's name, and ignores an unknown key
+    whose value is an empty mapping.)
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        return  # jsonargparse says that the file does not exist
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{line}: {getattr(e, 'problem', None) or e}"
+        ) from e
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys (model:, data:, trainer:, …)")
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; a config may hold "
+            f"{', '.join(TOP_LEVEL_KEYS)}"
+        )
+
+
+def _check_resumable(ckpt: dict[str, Any], path: Path, cfg: Namespace) -> None:
+    """Refuse, before anything is written, a resume that cannot go as the user expects."""
+    hp = ckpt.get("hyper_parameters", {})
+    mine = {"net": cfg.model.net, "dataset": _dataset(cfg)}
+    detail = mismatch(hp, mine, "checkpoint", "config")
+    if not detail and (hp.get("net_args") or {}) != (cfg.model.net_args or {}):
+        detail = f"net_args: checkpoint {hp.get('net_args')!r} vs config {cfg.model.net_args!r}"
+    if detail:
+        raise ConfigError(
+            f"{path} does not fit this config ({detail}); resume with the config it was trained "
+            "with (its run's config.yaml: -c <run>/config.yaml)"
+        )
+    epochs_done = int(ckpt.get("epoch", -1)) + 1
+    max_epochs = cfg.trainer.max_epochs
+    if max_epochs is not None and max_epochs > 0 and epochs_done >= max_epochs:
+        raise ConfigError(
+            f"{path} has finished {epochs_done} epoch(s) and max_epochs is {max_epochs}: nothing "
+            f"to train. Pass --trainer.max_epochs N with N > {epochs_done} to train longer"
+        )
+    steps_done = int(ckpt.get("global_step", 0))
+    for state in ckpt.get("lr_schedulers") or []:
+        total = state.get("total_steps") if isinstance(state, dict) else None
+        if not total or not steps_done or max_epochs is None or max_epochs < 0:
+            continue
+        wanted = round(steps_done / epochs_done * max_epochs)
+        if wanted > total:
+            raise ConfigError(
+                f"{path}: its one-cycle learning-rate schedule ends after {total} steps, and "
+                f"max_epochs {max_epochs} needs about {wanted}; a resumed schedule cannot be "
+                "stretched. Resume with the run's own max_epochs, or train a new run with "
+                f"--trainer.max_epochs {max_epochs}"
+            )
 
 
 def _logger_args(cfg: Namespace) -> list[Any]:
@@ -175,6 +269,9 @@ class ImgclsCLI(LightningCLI):
             )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if isinstance(args, list):
+            for path in _config_files(args):
+                _check_config_file(path)
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyper-parameters: resolve the spellings
         # and open the file safely, so a damaged one fails naming itself.
@@ -183,13 +280,24 @@ class ImgclsCLI(LightningCLI):
 
     def _resolve_ckpt_path(self, cfg: Namespace, subcommand: str) -> None:
         spec = cfg.get("ckpt_path")
+        if spec == UNTRAINED and subcommand != "fit":
+            cfg.ckpt_path = None  # asked for explicitly: evaluate the initial weights
+            return
         if spec is None:
+            if subcommand != "fit":
+                raise ConfigError(
+                    f"`imgcls {subcommand}` needs trained weights: pass --ckpt_path best, last, a "
+                    f"run folder or a .ckpt file (or --ckpt_path {UNTRAINED} to evaluate a "
+                    "randomly initialised model on purpose)"
+                )
             return
         root = Path(cfg.trainer.default_root_dir or runs.RUNS_DIR)
         which = "last" if subcommand == "fit" else "best"
         path = runs.resolve_checkpoint(spec, which, experiment_dir=root / _experiment(cfg))
-        load_checkpoint(path)
+        ckpt = load_checkpoint(path)
         cfg.ckpt_path = str(path)
+        if subcommand == "fit":
+            _check_resumable(ckpt, path, cfg)
         run = runs.run_of(path)
         if subcommand != "fit":
             # An evaluation neither saves checkpoints nor needs the checkpoint callback's state;
@@ -241,17 +349,27 @@ class ImgclsCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())  # checkpoints: temp file, then rename
         given = trainer_cfg.get("callbacks") or []
         given = list(given) if isinstance(given, list | tuple) else [given]
-        callbacks = [*given, EpochTimer(), RngState(), DataCheck()]
+        callbacks = [*given, RunDirectory(), EpochTimer(), RngState(), DataCheck()]
         bar_wanted = trainer_cfg.get("enable_progress_bar", True) is not False
         if bar_wanted and not any(isinstance(c, ProgressBar) for c in given):
             # Redrawing the bar every step costs time on small nets and floods logs: every 10
             # steps on a terminal, every 100 when the output goes to a file.
             callbacks.append(TQDMProgressBar(refresh_rate=10 if sys.stdout.isatty() else 100))
-        return super().instantiate_trainer(**{"plugins": plugins, "callbacks": callbacks, **kwargs})
+        try:
+            return super().instantiate_trainer(
+                **{"plugins": plugins, "callbacks": callbacks, **kwargs}
+            )
+        except MisconfigurationException as e:  # e.g. accelerator gpu on a machine without one
+            raise ConfigError(f"the trainer cannot start as configured: {e}") from e
 
     def before_fit(self) -> None:
         """A run directory we cannot write fails now, not after an epoch of training."""
         root = Path(self.trainer.default_root_dir)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(
+                f"{root} is a file, not a folder for runs; move it away or set "
+                "--trainer.default_root_dir"
+            )
         probe_dir = root
         while not probe_dir.exists() and probe_dir.parent != probe_dir:
             probe_dir = probe_dir.parent

@@ -209,7 +209,10 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        opt = self.optimizer_factory(self.parameters())
+        try:
+            opt = self.optimizer_factory(self.parameters())
+        except ValueError as e:  # torch checks the optimizer's arguments (a negative lr, ...)
+            raise ConfigError(f"the optimizer refuses its arguments: {e}") from e
         if self.scheduler_factory is None:
             return opt
         if _takes_total_steps(self.scheduler_factory):
