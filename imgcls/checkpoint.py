@@ -85,7 +85,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on junk: each means "not readable"
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        text = str(e)
+        if text.startswith("Weights only load failed"):
+            # torch's own explanation is the line after its preamble (which global was refused)
+            why = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects besides weights, which could run "
+                f"code when loaded ({why[0] if why else 'no detail'}); use a checkpoint written by "
+                "imgcls"
+            ) from e
+        reason = text.splitlines()[0][:200] if text else type(e).__name__
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, corrupted, or not a torch file): "
             f"{reason}"

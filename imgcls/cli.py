@@ -45,7 +45,7 @@ from imgcls.callbacks import (
 from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint
 from imgcls.data.datamodule import ImageDataModule
 from imgcls.errors import ConfigError, ImgclsError
-from imgcls.loggers import RunCSVLogger
+from imgcls.loggers import RunCSVLogger, drop_rows_after
 from imgcls.module import ImageClassifier, mismatch
 
 __all__ = ["DEFAULTS", "ImgclsCLI", "cli_main"]
@@ -305,6 +305,8 @@ class ImgclsCLI(LightningCLI):
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
         if run is None:
             return
+        if subcommand == "fit":  # the rows of an interrupted epoch are logged again on resume
+            drop_rows_after(run / "metrics.csv", int(ckpt.get("epoch", -1)))
         for args in _logger_args(cfg):
             if "version" not in args:
                 continue

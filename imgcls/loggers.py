@@ -9,9 +9,11 @@ Under DDP, Lightning's logger creates one W&B run, on rank 0.
 from __future__ import annotations
 
 import csv
+import io
 import netrc
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
@@ -20,8 +22,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from imgcls.runs import RUNS_DIR
+from imgcls.utils import atomic_write_text
 
-__all__ = ["RunCSVLogger", "WandbLogger", "wandb_api_key_available"]
+__all__ = ["RunCSVLogger", "WandbLogger", "drop_rows_after", "wandb_api_key_available"]
 
 
 def wandb_api_key_available() -> bool:
@@ -94,6 +97,28 @@ class _AppendingWriter(ExperimentWriter):
             with open(self.metrics_file_path, newline="") as fh:
                 header = next(csv.reader(fh), [])
             self.metrics_keys = sorted(set(header))
+
+
+def drop_rows_after(metrics_csv: str | os.PathLike[str], epoch: int) -> int:
+    """Remove the rows of epochs after ``epoch`` from a run's ``metrics.csv``; return how many.
+
+    A run interrupted mid-epoch has logged part of an epoch that its resume (from the last
+    finished epoch's checkpoint) trains again: without this its rows would appear twice.
+    """
+    path = Path(metrics_csv)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames or [], list(reader)
+    keep = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) <= epoch]
+    if len(keep) < len(rows):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(keep)
+        atomic_write_text(path, buf.getvalue())
+    return len(rows) - len(keep)
 
 
 class RunCSVLogger(CSVLogger):

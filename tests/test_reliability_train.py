@@ -193,3 +193,37 @@ def test_full_disk_during_checkpoint_save_keeps_the_previous_file(tmp_path, monk
         io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "epoch": 1}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
+
+
+def test_a_pickle_is_refused_with_torchs_reason(tmp_path) -> None:
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": "x"}, "x": Payload()}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(f"{path}: refused: the file holds Python objects besides")
+    assert "GLOBAL posix.system" in str(e.value) or "GLOBAL os.system" in str(e.value)
+
+
+def test_resume_after_an_interrupted_epoch_logs_each_row_once(small_run, tiny_data, tmp_path):
+    import csv
+
+    metrics = small_run / "metrics.csv"
+    with open(metrics, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    fields = list(rows[0])
+    # what a Ctrl-C in the middle of epoch 2 leaves behind: a row of that epoch
+    ghost = dict.fromkeys(fields, "")
+    ghost.update({"epoch": "2", "step": "24", "train/loss_epoch": "9.99"})
+    with open(metrics, "a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=fields).writerow(ghost)
+    _fit(tmp_path, tiny_data, "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    with open(metrics, newline="") as fh:
+        after = list(csv.DictReader(fh))
+    assert "9.99" not in {r.get("train/loss_epoch") for r in after}
+    assert [r["epoch"] for r in after if r.get("val/acc")] == ["0", "1", "2"]
