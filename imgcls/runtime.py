@@ -596,6 +596,31 @@ class OnnxClassifier:
                 f"{self.source}: graph outputs {self.output_names}, expected logits, probabilities"
             )
         self.class_names: list[str] = list(self.metadata["class_names"])
+        self._check_shapes(inputs[0].shape, self.session.get_outputs())
+
+    def _check_shapes(self, graph_in: Sequence[Any], outputs: Sequence[Any]) -> None:
+        """The metadata must describe the graph: a mismatch would feed the wrong pixels or
+        name the wrong classes without any error at run time."""
+        meta_shape = list(self.metadata["input"]["shape"])
+        # Symbolic axes (the batch) are strings or None in the graph; only fixed sizes count.
+        fixed = [(i, g) for i, g in enumerate(graph_in) if isinstance(g, int)]
+        if len(graph_in) != len(meta_shape) or any(
+            not isinstance(meta_shape[i], int) or meta_shape[i] != g for i, g in fixed
+        ):
+            raise ModelLoadError(
+                f"{self.source}: its metadata says input shape {meta_shape} but the graph takes "
+                f"{list(graph_in)}; the file was altered after export: export it again"
+            )
+        n = len(self.class_names)
+        declared = self.metadata.get("num_classes", n)
+        widths = {o.name: o.shape[-1] for o in outputs[:2] if o.shape}
+        bad = {k: v for k, v in widths.items() if isinstance(v, int) and v != n}
+        if declared != n or bad:
+            raise ModelLoadError(
+                f"{self.source}: its metadata names {n} classes (num_classes {declared}) but "
+                f"the graph outputs {widths}; the file was altered after export: "
+                "export it again"
+            )
 
     # -------------------------------------------------------------- properties
     @property

@@ -25,7 +25,7 @@ import imgcls.commands.infer as infer_cmd
 from imgcls.__main__ import main
 from imgcls.data import MNISTDataModule
 from imgcls.data.provision import DataError
-from imgcls.runtime import ImageFileError, load_images
+from imgcls.runtime import ImageFileError, ModelLoadError, OnnxClassifier, load_images
 
 ROOT_USER = os.geteuid() == 0
 
@@ -206,6 +206,27 @@ def test_infer_out_into_a_read_only_folder_for_real(
         capsys, "--model", str(model), "--out", str(locked / "p.csv"), str(tmp_path / "a.png")
     )
     assert rc == 2 and "cannot write into" in err
+
+
+@pytest.mark.parametrize(
+    ("kw", "expect"),
+    [
+        ({"meta_shape": ["batch", 1, 32, 32]}, r"metadata says input shape \['batch', 1, 32, 32\]"),
+        ({"meta_shape": ["batch", 3, 28, 28]}, "metadata says input shape"),
+        ({"class_names": list("abcde")}, "metadata names 5 classes"),
+    ],
+    ids=["size", "channels", "classes"],
+)
+def test_onnx_metadata_that_disagrees_with_its_graph(
+    tmp_path: Path, kw: dict[str, object], expect: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = band_model(tmp_path / "m.onnx", **kw)  # type: ignore[arg-type]
+    with pytest.raises(ModelLoadError, match=expect):
+        OnnxClassifier(path, device="cpu")
+    Image.fromarray(bar_digit()).save(tmp_path / "a.png")
+    rc, out, err = infer(capsys, "--model", str(path), str(tmp_path / "a.png"))
+    assert rc == 2 and out == "" and "export it again" in err
+    OnnxClassifier(band_model(tmp_path / "ok.onnx"), device="cpu")  # the consistent one loads
 
 
 # ----------------------------------------------------------------------------- 4. smaller
