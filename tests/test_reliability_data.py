@@ -9,6 +9,7 @@ neither a trained checkpoint nor torch for the runtime side.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -24,8 +25,10 @@ from PIL import Image
 import imgcls.commands.infer as infer_cmd
 from imgcls.__main__ import main
 from imgcls.data import MNISTDataModule
-from imgcls.data.provision import DataError
+from imgcls.data.provision import DataError, raw_dir, verify
 from imgcls.runtime import ImageFileError, ModelLoadError, OnnxClassifier, load_images
+
+from .conftest import write_idx_labels
 
 ROOT_USER = os.geteuid() == 0
 
@@ -144,6 +147,44 @@ def test_predict_dir_shares_the_runtime_decoder(tiny_data: Path, tmp_path: Path)
     np.testing.assert_array_equal(x[0, 0].numpy(), digit)
     np.testing.assert_array_equal(x[1, 0].numpy(), digit)
     assert [p.name for p in dm.predict_files] == ["a.png", "b.png"]
+
+
+# ----------------------------------------------------------------------------- 2. verification
+def test_data_verify_hashes_a_file_edited_in_place_with_its_mtime_restored(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    verify(tiny_data, "mnist")  # leaves the stamps in .verified.json
+    p = raw_dir(tiny_data, "mnist") / "t10k-images-idx3-ubyte"
+    st = p.stat()
+    with p.open("r+b") as fh:  # same inode, same size
+        fh.seek(st.st_size - 1)
+        last = fh.read(1)
+        fh.seek(st.st_size - 1)
+        fh.write(bytes([last[0] ^ 0x10]))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert main(["data", "verify", "--dataset", "mnist", "--data_dir", str(tiny_data)]) == 2
+    err = capsys.readouterr().err
+    assert f"imgcls: error: {p}: sha256 mismatch" in err and err.count("\n") == 1
+
+
+def test_labels_outside_the_classes_are_a_data_error_naming_the_file(tiny_data: Path) -> None:
+    raw = raw_dir(tiny_data, "mnist")
+    labels_file = raw / "train-labels-idx1-ubyte"
+    labels = np.frombuffer(labels_file.read_bytes()[8:], np.uint8).copy()
+    labels[37] = 12
+    write_idx_labels(labels_file, labels)
+    spec_file = Path(os.environ["IMGCLS_DATASET_SPECS"])  # pin the edited file's hash
+    specs = json.loads(spec_file.read_text())
+    for f in specs["mnist"]:
+        if f["name"] == labels_file.name:
+            f["sha256"] = hashlib.sha256(labels_file.read_bytes()).hexdigest()
+    spec_file.write_text(json.dumps(specs))
+    dm = MNISTDataModule(data_dir=str(tiny_data), val_size=100)
+    dm.prepare_data()  # the hash matches: provisioning has nothing against it
+    with pytest.raises(DataError) as e:
+        dm.setup("fit")
+    msg = str(e.value)
+    assert str(labels_file) in msg and "first: 12 at index 37" in msg and "0..9" in msg
 
 
 # ----------------------------------------------------------------------------- 3. one-line errors

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.provision import ensure_dataset, get_spec, raw_dir, verify
+from imgcls.data.provision import ensure_dataset, fetch_command, get_spec, raw_dir, verify
 from imgcls.data.transforms import normalize, random_erase, random_hflip, random_shift
 from imgcls.errors import ConfigError, DataError
 
@@ -214,7 +214,18 @@ class ImageDataModule(L.LightningDataModule):
         raw = raw_dir(self.data_dir, self.dataset_name)
         prefix = "train" if train else "t10k"
         images = read_image_file(str(raw / f"{prefix}-images-idx3-ubyte"))
-        labels = read_label_file(str(raw / f"{prefix}-labels-idx1-ubyte"))
+        label_file = raw / f"{prefix}-labels-idx1-ubyte"
+        labels = read_label_file(str(label_file))
+        # A label outside the classes would pass the hash pinned for it and fail only deep in
+        # training (an index error in the loss, or a device-side assert on a GPU).
+        if len(labels) and int(labels.max()) >= self.num_classes:
+            bad = labels >= self.num_classes
+            raise DataError(
+                f"{label_file}: {int(bad.sum())} label(s) outside the {self.num_classes} classes "
+                f"0..{self.num_classes - 1} (first: {int(labels[bad][0])} at index "
+                f"{int(bad.nonzero()[0, 0])}); the file does not belong to {self.dataset_name}: "
+                f"replace it, e.g. with: {fetch_command(self.dataset_name, self.data_dir)}"
+            )
         return images.unsqueeze(1).contiguous(), labels.long()  # (N, 1, 28, 28) uint8, (N,)
 
     def split_indices(self, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

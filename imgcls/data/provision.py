@@ -11,9 +11,11 @@ package registries, so the files come, in order, from:
 Files land uncompressed in ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/``, exactly
 where ``torchvision.datasets.MNIST(root, download=False)`` reads them. Every file is checked
 against its pinned sha256 before it is moved into place and before first use; a verified
-file is remembered (size + mtime) in ``.verified.json`` so it is not re-hashed on every run.
-Writes go to a temp file that is renamed into place, and a lock file serialises concurrent
-fetches (two DDP ranks, two terminals).
+file is remembered (size, mtime, inode) in ``.verified.json`` so that training does not re-hash
+it on every run. ``imgcls data verify`` ignores that cache and always hashes, since an edit in
+place with the mtime put back leaves the stamp unchanged. Writes go to a temp file that is
+renamed into place, and a lock file serialises concurrent fetches (two DDP ranks, two
+terminals).
 """
 
 from __future__ import annotations
@@ -230,15 +232,21 @@ def _load_verified(raw: Path) -> dict[str, list[int]]:
         return {}
 
 
-def verify(root: str | os.PathLike[str], dataset: str) -> None:
-    """Verify every file of ``dataset`` under ``root``; re-hash only files changed since last time.
+def verify(root: str | os.PathLike[str], dataset: str, *, use_cache: bool = True) -> None:
+    """Verify every file of ``dataset`` under ``root``.
+
+    Args:
+        use_cache: skip the hash of a file whose size, mtime and inode match the last
+            verification. That stamp cannot see an edit in place whose mtime was put back,
+            so an explicit check (``imgcls data verify``) passes False and hashes every file.
 
     Raises:
         DataError: on the first missing or corrupted file, naming it and the fix.
     """
     spec, root = get_spec(dataset), Path(root)
     raw = raw_dir(root, dataset)
-    known = _load_verified(raw)
+    stored = _load_verified(raw)
+    known = stored if use_cache else {}
     fresh: dict[str, list[int]] = {}
     for f in spec.files:
         path = raw / f.name
@@ -246,7 +254,7 @@ def verify(root: str | os.PathLike[str], dataset: str) -> None:
         cached = path.is_file() and known.get(f.name) == _stamp(path)
         check_file(path, f, dataset=dataset, root=root, full_hash=not cached)
         fresh[f.name] = _stamp(path)
-    if fresh != known:
+    if fresh != stored:
         with contextlib.suppress(OSError):  # a read-only data dir still works, just re-hashes
             atomic_write_text(raw / _VERIFIED, json.dumps(fresh, indent=1))
 
