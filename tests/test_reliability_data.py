@@ -32,7 +32,7 @@ from imgcls.data import MNISTDataModule
 from imgcls.data.provision import DataError, fetch, raw_dir, verify
 from imgcls.runtime import ImageFileError, ModelLoadError, OnnxClassifier, load_images
 
-from .conftest import write_idx_labels
+from .conftest import CONFIGS_DIR, FAST, write_idx_labels
 
 ROOT_USER = os.geteuid() == 0
 
@@ -212,6 +212,34 @@ def test_decompression_bomb_is_refused_with_an_error_naming_it(
     dm = MNISTDataModule(data_dir=str(tiny_data), val_size=100, predict_dir=str(bomb.parent))
     with pytest.raises(DataError, match=f"{bomb}: refused, too many pixels"):
         dm.setup("predict")
+
+
+def test_decompression_bomb_in_predict_is_one_line(
+    bomb: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc = main(
+        [
+            "predict",
+            "--config",
+            str(CONFIGS_DIR / "model" / "mlp32.yaml"),
+            *FAST,
+            "--data.init_args.data_dir",
+            str(tiny_data),
+            "--data.init_args.val_size",
+            "100",
+            "--data.init_args.predict_dir",
+            str(bomb.parent),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"imgcls: error: predict_dir: {bomb}: refused, too many pixels" in err
+    assert "Traceback" not in err
 
 
 def _only_local(monkeypatch: pytest.MonkeyPatch) -> None:
