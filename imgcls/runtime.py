@@ -21,7 +21,9 @@ CUDA build of torch as the ``nvidia-*`` pip packages, and ``onnxruntime.preload_
 ``LD_LIBRARY_PATH`` nor ``import torch`` is needed.
 
 Images: PNG / JPEG / ... files, folders of them, and IDX files (MNIST's format, read with
-numpy). Colour images become greyscale; other sizes are resized with a warning.
+numpy). Colour images become greyscale; other sizes are resized with a warning. In a
+transparent image the alpha channel is the ink, composited white-on-black; an animated image
+is read as its first frame, with a warning.
 """
 
 from __future__ import annotations
@@ -205,13 +207,11 @@ def _has_alpha(im: Any) -> bool:
 def _composite_alpha(im: Any, channels: int) -> np.ndarray | None:
     """A transparent image -> (H, W, C) uint8, ink bright on a black background.
 
-    None when every pixel is opaque: then the alpha channel says nothing and the colours are
-    read as they are.
-
     The alpha channel is the ink: where it is 0 there is background, whatever colour the
     invisible pixels hold. Dark ink (black on transparent, the usual drawing) is inverted
     before compositing onto black, so both dark and light ink come out white-on-black, as
-    MNIST digits are.
+    MNIST digits are. Returns None when every pixel is opaque: then the alpha channel says
+    nothing and the colours are read as they are.
     """
     rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
     if (rgba[..., 3] == 255).all():
