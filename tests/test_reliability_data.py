@@ -9,6 +9,7 @@ neither a trained checkpoint nor torch for the runtime side.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -276,21 +277,30 @@ def test_a_folder_in_place_of_a_data_file(
     assert (p / "x").read_text() == "something"  # nothing of the user's was removed
 
 
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS], ids=["no-permission", "ro-mount"])
 def test_read_only_data_root_with_a_missing_file(
-    tiny_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_data: Path,
+    code: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     _only_local(monkeypatch)
     raw = raw_dir(tiny_data, "mnist")
-    (raw / "t10k-labels-idx1-ubyte").unlink()
+    assert main(["data", "fetch", "--dataset", "mnist", "--data_dir", str(tiny_data)]) == 0
+    capsys.readouterr()
     real_open = Path.open
 
     def read_only_open(self: Path, mode: str = "r", *a: object, **kw: object):  # type: ignore[no-untyped-def]
-        # What a read-only mount does to a write (as root, chmod alone would not stop it).
+        # What a write meets in a folder of another user or on a read-only mount (the test
+        # may run as root, whom chmod does not stop).
         if self.parent == raw and any(c in mode for c in "wax+"):
-            raise PermissionError(13, "Permission denied", str(self))
+            raise OSError(code, os.strerror(code), str(self))  # EACCES: a PermissionError
         return real_open(self, mode, *a, **kw)  # type: ignore[call-overload]
 
     monkeypatch.setattr(Path, "open", read_only_open)
+    # Complete data needs no write: fetch has nothing to do and says so.
+    assert main(["data", "fetch", "--dataset", "mnist", "--data_dir", str(tiny_data)]) == 0
+    (raw / "t10k-labels-idx1-ubyte").unlink()
     rc = main(["data", "fetch", "--dataset", "mnist", "--data_dir", str(tiny_data)])
     err = capsys.readouterr().err
     assert rc == 2

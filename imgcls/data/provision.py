@@ -22,6 +22,7 @@ folder; those left by a killed fetch are removed by the next one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -447,10 +448,12 @@ def _lock(raw: Path, root: Path) -> Iterator[None]:
     try:
         raw.mkdir(parents=True, exist_ok=True)
         fh = (raw / ".fetch.lock").open("a")
-    except PermissionError as e:
+    except OSError as e:
+        if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+            raise
         raise DataError(
-            f"{raw}: the data folder is not writable ({e.strerror}), so the missing files "
-            f"cannot be fetched into it. Point imgcls at a writable folder with --data_dir "
+            f"{raw}: the data folder is not writable ({e.strerror}), so files cannot be "
+            f"fetched into it. Point imgcls at a writable folder with --data_dir "
             f"(or data.init_args.data_dir for training) or $IMGCLS_DATA, or fetch the files "
             f"into {root} as a user who may write there"
         ) from e
@@ -502,10 +505,14 @@ def fetch(
     spec = get_spec(dataset)
     root = Path(root) if root is not None else default_root()
     raw = raw_dir(root, dataset)
+    with contextlib.suppress(OSError):
+        clean_stale_staging()
+    # Files are renamed into place whole, so this check needs no lock; and a complete data
+    # folder that is read-only (a shared mount) then needs no write at all.
+    if not force and is_verified(root, dataset):
+        return raw
     with _lock(raw, root):
-        with contextlib.suppress(OSError):
-            clean_stale_staging()
-        if not force and is_verified(root, dataset):
+        if not force and is_verified(root, dataset):  # fetched meanwhile by another process
             return raw
         for f in spec.files:  # a folder in a file's place cannot be replaced by a rename
             if (raw / f.name).is_dir():
