@@ -472,3 +472,17 @@ def test_fetch_removes_staging_folders_that_killed_fetches_left(
     other.mkdir()
     fetch("mnist", tiny_data, sources=[])  # already verified: nothing to fetch
     assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])
+
+
+def test_fetch_removes_half_written_files_of_a_killed_fetch(tiny_data: Path) -> None:
+    raw = raw_dir(tiny_data, "mnist")
+    p = raw / "train-images-idx3-ubyte"
+    good = p.read_bytes()
+    half = raw / f".{p.name}.k1ll3d.tmp"  # as atomic_path names it
+    half.write_bytes(good[:1000])
+    keep = raw / ".verified.json.x.tmp"  # not a data file: not fetch's to remove
+    keep.write_text("{}")
+    p.unlink()
+    fetch("mnist", tiny_data, sources=[("copy", lambda spec, root: iter([(p.name, good)]))])
+    assert not half.exists() and keep.exists()
+    verify(tiny_data, "mnist", use_cache=False)

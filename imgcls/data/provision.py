@@ -520,6 +520,11 @@ def fetch(
                     f"{raw / f.name}: is a folder where the data file should be. "
                     f"{_folder_fix(raw / f.name)}"
                 )
+            # Under the lock only this process writes data files: a temp file of one now
+            # is the remains of a fetch that was killed while writing it.
+            for tmp in raw.glob(f".{f.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         missing = {f.name: f for f in spec.files}
         if not force:  # keep the files that are already good
             for f in spec.files:
