@@ -486,3 +486,11 @@ def test_fetch_removes_half_written_files_of_a_killed_fetch(tiny_data: Path) -> 
     fetch("mnist", tiny_data, sources=[("copy", lambda spec, root: iter([(p.name, good)]))])
     assert not half.exists() and keep.exists()
     verify(tiny_data, "mnist", use_cache=False)
+
+
+def test_evaluate_onnx_on_a_model_that_names_no_data_set(
+    model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate-onnx", "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"imgcls: error: {model}: its metadata names no data set" in err
