@@ -21,7 +21,9 @@ CUDA build of torch as the ``nvidia-*`` pip packages, and ``onnxruntime.preload_
 ``LD_LIBRARY_PATH`` nor ``import torch`` is needed.
 
 Images: PNG / JPEG / ... files, folders of them, and IDX files (MNIST's format, read with
-numpy). Colour images become greyscale; other sizes are resized with a warning.
+numpy). Colour images become greyscale; other sizes are resized with a warning. In a
+transparent image the alpha channel is the ink, composited white-on-black; an animated image
+is read as its first frame, with a warning.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "OnnxClassifier",
     "ProviderError",
     "cuda_device_count",
+    "load_image_file",
     "load_images",
     "read_idx",
     "read_metadata",
@@ -197,14 +200,55 @@ def _fit_images(
     return np.repeat(out, channels, axis=1) if channels != 1 else out
 
 
+def _has_alpha(im: Any) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+
+
+def _composite_alpha(im: Any, channels: int) -> np.ndarray | None:
+    """A transparent image -> (H, W, C) uint8, ink bright on a black background.
+
+    The alpha channel is the ink: where it is 0 there is background, whatever colour the
+    invisible pixels hold. Dark ink (black on transparent, the usual drawing) is inverted
+    before compositing onto black, so both dark and light ink come out white-on-black, as
+    MNIST digits are. Returns None when every pixel is opaque: then the alpha channel says
+    nothing and the colours are read as they are.
+    """
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+    if (rgba[..., 3] == 255).all():
+        return None
+    alpha = rgba[..., 3:] / 255.0
+    colour = rgba[..., :3]
+    if channels == 1:  # ITU-R 601 luma, as Pillow's convert("L")
+        colour = colour @ np.array([[0.299], [0.587], [0.114]], np.float32)
+    weight = float(alpha.sum())
+    ink = float((colour * alpha).sum() / (weight * colour.shape[-1])) if weight else 255.0
+    if ink < 128.0:
+        colour = 255.0 - colour
+    return np.clip(np.rint(colour * alpha), 0, 255).astype(np.uint8)
+
+
 def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """One image file -> (C, H, W) uint8: greyscale (or RGB) conversion, resize with a warning."""
+    """One image file -> (C, H, W) uint8.
+
+    Greyscale (or RGB) conversion, transparency composited (``_composite_alpha``), the first
+    frame of an animation and a resize, each of the last two with a warning.
+    """
     from PIL import Image, UnidentifiedImageError
 
     h, w = size
     try:
         with Image.open(path) as src:
-            im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
+            frames = int(getattr(src, "n_frames", 1))
+            if frames > 1:
+                warnings.warn(
+                    f"{path}: animated ({frames} frames); only the first frame is used",
+                    stacklevel=3,
+                )
+            ink = _composite_alpha(src, channels) if _has_alpha(src) else None
+            if ink is not None:
+                im = Image.fromarray(ink[..., 0] if channels == 1 else ink)
+            else:
+                im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
         if im.size != (w, h):
             warnings.warn(
                 f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} "
@@ -213,25 +257,55 @@ def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.nda
             )
             im = im.resize((w, h), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
+    except Image.DecompressionBombError as e:
+        # Pillow refuses to decode it (a small file that would expand to gigabytes).
+        raise ImageFileError(
+            f"{path}: refused, too many pixels to decode safely ({e}); "
+            "shrink the image or check where it came from"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(f"{path}: not a readable image file ({e})") from e
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def load_image_file(
+    path: str | os.PathLike[str], *, channels: int = 1, size: tuple[int, int] = (28, 28)
+) -> np.ndarray:
+    """One image file (PNG, JPEG, ...) -> (C, H, W) uint8 at the model's size.
+
+    The one decoder that ``load_images``, ``imgcls infer`` and the data modules'
+    ``predict_dir`` share.
+
+    Raises:
+        ImageFileError: the file is not a readable image or is too large to decode safely.
+    """
+    return _load_image_file(Path(path), channels, size)
+
+
 def load_images(
-    inputs: Sequence[str | os.PathLike[str]], *, channels: int = 1, size: tuple[int, int] = (28, 28)
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    channels: int = 1,
+    size: tuple[int, int] = (28, 28),
+    skipped: list[ImageFileError] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Read image files, folders of image files and IDX image files into one uint8 batch.
 
     A folder contributes its image files (``IMAGE_SUFFIXES``, not recursive) in name order;
     an IDX file contributes every image, named ``file[i]``.
 
+    Args:
+        skipped: when given, an unreadable file inside a folder is appended here and left
+            out, so the good files of a folder are still read; files named directly always
+            raise.
+
     Returns:
         (names, images): one name per image, images (N, C, H, W) uint8.
 
     Raises:
-        ImageFileError: a path does not exist, a folder holds no image file, a file is not
-            an image (the message names it), or an IDX file is damaged or holds labels.
+        ImageFileError: a path does not exist, a folder holds no image file (or, with
+            ``skipped``, no readable one), a file is not an image (the message names it), or
+            an IDX file is damaged or holds labels.
     """
     names: list[str] = []
     batches: list[np.ndarray] = []
@@ -247,9 +321,23 @@ def load_images(
                 raise ImageFileError(
                     f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                 )
+            read = 0
             for f in files:
+                try:
+                    image = _load_image_file(f, channels, size)
+                except ImageFileError as e:
+                    if skipped is None:
+                        raise
+                    skipped.append(e)
+                    continue
                 names.append(str(f))
-                batches.append(_load_image_file(f, channels, size)[None])
+                batches.append(image[None])
+                read += 1
+            if not read and skipped:
+                raise ImageFileError(
+                    f"{path}: none of its {len(files)} image file(s) is readable "
+                    f"(first: {skipped[-len(files)]})"
+                )
         elif path.is_file():
             if path.suffix.lower() not in IMAGE_SUFFIXES and _file_is_idx(path):
                 arr = read_idx(path)
@@ -508,6 +596,31 @@ class OnnxClassifier:
                 f"{self.source}: graph outputs {self.output_names}, expected logits, probabilities"
             )
         self.class_names: list[str] = list(self.metadata["class_names"])
+        self._check_shapes(inputs[0].shape, self.session.get_outputs())
+
+    def _check_shapes(self, graph_in: Sequence[Any], outputs: Sequence[Any]) -> None:
+        """The metadata must describe the graph: a mismatch would feed the wrong pixels or
+        name the wrong classes without any error at run time."""
+        meta_shape = list(self.metadata["input"]["shape"])
+        # Symbolic axes (the batch) are strings or None in the graph; only fixed sizes count.
+        fixed = [(i, g) for i, g in enumerate(graph_in) if isinstance(g, int)]
+        if len(graph_in) != len(meta_shape) or any(
+            not isinstance(meta_shape[i], int) or meta_shape[i] != g for i, g in fixed
+        ):
+            raise ModelLoadError(
+                f"{self.source}: its metadata says input shape {meta_shape} but the graph takes "
+                f"{list(graph_in)}; the file was altered after export: export it again"
+            )
+        n = len(self.class_names)
+        declared = self.metadata.get("num_classes", n)
+        widths = {o.name: o.shape[-1] for o in outputs[:2] if o.shape}
+        bad = {k: v for k, v in widths.items() if isinstance(v, int) and v != n}
+        if declared != n or bad:
+            raise ModelLoadError(
+                f"{self.source}: its metadata names {n} classes (num_classes {declared}) but "
+                f"the graph outputs {widths}; the file was altered after export: "
+                "export it again"
+            )
 
     # -------------------------------------------------------------- properties
     @property

@@ -24,10 +24,15 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from imgcls.data.provision import default_root, raw_dir, verify
-    from imgcls.runtime import OnnxClassifier, read_idx
+    from imgcls.runtime import ModelLoadError, OnnxClassifier, read_idx
 
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
-    dataset = clf.metadata["dataset"]
+    dataset = clf.metadata.get("dataset")
+    if not isinstance(dataset, str):
+        raise ModelLoadError(
+            f"{args.model}: its metadata names no data set, so there is no test set to evaluate "
+            "it on; export it with `imgcls export`, or classify images with `imgcls infer`"
+        )
     root = args.data_dir or default_root()
     verify(root, dataset)  # the pinned sha256: this is the official test set
     raw = raw_dir(root, dataset)

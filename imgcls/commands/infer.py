@@ -1,7 +1,9 @@
 """``imgcls infer``: classify images with an exported ONNX model, without torch.
 
 Prints the execution provider that actually ran to stderr, and one row per image (input,
-label, class_name, probability) as CSV or JSON to stdout or ``--out``.
+label, class_name, probability) as CSV or JSON to stdout or ``--out``. Unreadable files inside
+a folder are listed on stderr, one line each, after the rows of the good ones are written; the
+exit status is then 2.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import csv
 import io
 import json
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 from imgcls.commands.options import add_device, add_model, add_out
+from imgcls.errors import ConfigError
+
+EXIT_SOME_FAILED = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,10 +51,36 @@ def format_rows(rows: list[dict[str, object]], fmt: str) -> str:
     return buf.getvalue()
 
 
+def check_out(out: str) -> None:
+    """Refuse an ``--out`` that cannot be written, before any inference is run.
+
+    Raises:
+        ConfigError: ``out`` is a folder, or the folder it would go into is not writable.
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name, e.g. {path / 'pred.csv'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # it will be created: check above
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"--out {out}: cannot write into {folder} ({e.strerror or e}); "
+            "choose a writable place or leave --out out to print to stdout"
+        ) from e
+
+
 def run(args: argparse.Namespace) -> int:
-    from imgcls.runtime import OnnxClassifier, load_images
+    from imgcls.runtime import ImageFileError, OnnxClassifier, load_images
     from imgcls.utils import atomic_write_text
 
+    if args.out:
+        check_out(args.out)
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
     print(
         f"[imgcls infer] provider: {clf.providers_in_use[0]} (device {clf.device}; "
@@ -56,10 +89,11 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     c, h, w = clf.input_shape
+    skipped: list[ImageFileError] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        names, images = load_images(args.inputs, channels=c, size=(h, w))
-    for warning in caught:  # resized images: say so, one line each, without a source line
+        names, images = load_images(args.inputs, channels=c, size=(h, w), skipped=skipped)
+    for warning in caught:  # resized or animated images: one line each, without a source line
         print(f"[imgcls infer] warning: {warning.message}", file=sys.stderr)
     labels, probs = clf.predict(images)
     rows: list[dict[str, object]] = [
@@ -77,4 +111,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"[imgcls infer] {len(rows)} predictions written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+        sys.stdout.flush()
+    for error in skipped:
+        print(f"imgcls: error: {error}", file=sys.stderr)
+    if skipped:
+        print(
+            f"imgcls: error: {len(skipped)} of {len(rows) + len(skipped)} files could not be "
+            "read (listed above); the others were classified",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     return 0

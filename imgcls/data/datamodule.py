@@ -12,7 +12,6 @@ Splits: a seeded, class-stratified validation set is drawn from the 60,000 train
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,13 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.provision import ensure_dataset, get_spec, raw_dir, verify
+from imgcls.data.provision import ensure_dataset, fetch_command, get_spec, raw_dir, verify
 from imgcls.data.transforms import normalize, random_erase, random_hflip, random_shift
 from imgcls.errors import ConfigError, DataError
 
 __all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -217,7 +214,18 @@ class ImageDataModule(L.LightningDataModule):
         raw = raw_dir(self.data_dir, self.dataset_name)
         prefix = "train" if train else "t10k"
         images = read_image_file(str(raw / f"{prefix}-images-idx3-ubyte"))
-        labels = read_label_file(str(raw / f"{prefix}-labels-idx1-ubyte"))
+        label_file = raw / f"{prefix}-labels-idx1-ubyte"
+        labels = read_label_file(str(label_file))
+        # A label outside the classes would pass the hash pinned for it and fail only deep in
+        # training (an index error in the loss, or a device-side assert on a GPU).
+        if len(labels) and int(labels.max()) >= self.num_classes:
+            bad = labels >= self.num_classes
+            raise DataError(
+                f"{label_file}: {int(bad.sum())} label(s) outside the {self.num_classes} classes "
+                f"0..{self.num_classes - 1} (first: {int(labels[bad][0])} at index "
+                f"{int(bad.nonzero()[0, 0])}); the file does not belong to {self.dataset_name}: "
+                f"replace it, e.g. with: {fetch_command(self.dataset_name, self.data_dir)}"
+            )
         return images.unsqueeze(1).contiguous(), labels.long()  # (N, 1, 28, 28) uint8, (N,)
 
     def split_indices(self, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -254,32 +262,21 @@ class ImageDataModule(L.LightningDataModule):
         return device if device.type == "cuda" else None
 
     def _load_predict_dir(self) -> None:
-        from PIL import Image, UnidentifiedImageError
+        # The runtime's decoder, so that predict sees the same pixels as `imgcls infer`.
+        from imgcls.runtime import ImageFileError, load_images
 
         assert self.predict_dir is not None
         if not self.predict_dir.is_dir():
             raise DataError(f"predict_dir {self.predict_dir} does not exist or is not a folder")
-        files = sorted(p for p in self.predict_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.predict_dir}")
         c, h, w = self.image_shape
-        arrays = []
-        for p in files:  # predict-time only; training never goes through PIL
-            try:
-                with Image.open(p) as src:
-                    im = src.convert("L" if c == 1 else "RGB")
-                if im.size != (w, h):
-                    warnings.warn(
-                        f"{p}: resized from {im.size[0]}x{im.size[1]} to {w}x{h}", stacklevel=2
-                    )
-                    im = im.resize((w, h), Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"{p}: not a readable image file ({e})") from e
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        self.predict_files = files
+        try:
+            names, arrays = load_images([self.predict_dir], channels=c, size=(h, w))
+        except ImageFileError as e:
+            raise DataError(f"predict_dir: {e}") from e
+        images = torch.from_numpy(arrays).contiguous()
+        self.predict_files = [Path(n) for n in names]
         self.predict_set = TensorImageDataset(
-            images, torch.full((len(files),), -1, dtype=torch.long)
+            images, torch.full((len(names),), -1, dtype=torch.long)
         )
 
     # ------------------------------------------------------------------ loaders

