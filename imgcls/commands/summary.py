@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
             ) from e
         if not isinstance(net_args, dict) or len(shape) != 3:
             raise InsightError("--net_args must be a JSON object and --input three integers C,H,W")
+        if min(shape) < 1 or args.num_classes < 1:
+            raise InsightError(
+                f"--input C,H,W and --num_classes must be positive, got --input {args.input} "
+                f"and --num_classes {args.num_classes}"
+            )
         net = net_from_spec(args.net, net_args, shape, args.num_classes)  # type: ignore[arg-type]
         title = f"{args.net} {json.dumps(net_args)}"
     costs = layer_costs(net, shape)
