@@ -48,6 +48,7 @@ from torch import nn
 
 import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
+from imgcls.commands.options import check_writable_folder
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.runs import run_of
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
@@ -328,10 +329,13 @@ def export_checkpoint(
         Path(out_dir) if out_dir is not None else default_export_dir(ckpt_path, hp.dataset, hp.net)
     )
     _check_replaceable(out)
+    check_writable_folder(out.parent)  # the staged folder goes beside `out`
     if parity_subset is not None and parity_subset < 1:
         raise ConfigError(f"--parity_subset must be >= 1, got {parity_subset}")
 
-    dm = get_datamodule(hp.dataset, data_dir=str(data_dir) if data_dir is not None else None)
+    dm = get_datamodule(  # only the test set is read: no validation split to carve out
+        hp.dataset, data_dir=str(data_dir) if data_dir is not None else None, val_size=0
+    )
     dm.setup("test")
     assert dm.test_set is not None
     images, labels = dm.test_set.images.cpu(), dm.test_set.labels.cpu()

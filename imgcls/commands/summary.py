@@ -14,7 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from imgcls.commands.options import CKPT_HELP, add_ckpt, add_out, add_which
+from imgcls.commands.options import (
+    CKPT_HELP,
+    add_ckpt,
+    add_out,
+    add_which,
+    check_writable_folder,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size is not None:
         return _size(args)
+    if args.out:
+        check_writable_folder(args.out)
     if not (args.net or args.ckpt):
         raise InsightError("give --net NAME [--net_args JSON], --ckpt PATH, or --size H --kernel K")
     from imgcls.insight.artifacts import (
