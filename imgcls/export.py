@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -476,11 +477,17 @@ def export_checkpoint(
     blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
     blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for name, data in blobs.items():
-            _write_durable(staged / name, data)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise _placement_error(e, out) from e
+    try:
+        try:
+            for name, data in blobs.items():
+                _write_durable(staged / name, data)
+        except OSError as e:
+            raise _placement_error(e, out) from e
         onnx.checker.check_model(str(staged / "model.onnx"), full_check=True)  # the file as written
         os.chmod(staged, 0o777 & ~_umask())
         _swap_into_place(staged, out)
@@ -489,6 +496,25 @@ def export_checkpoint(
             shutil.rmtree(staged)
     log(f"wrote {out}: " + ", ".join(blobs))
     return ExportResult(out, [out / name for name in blobs], metadata, parity)
+
+
+def _placement_error(e: OSError, out: Path) -> ExportError:
+    """What a failed write of the staged folder means to the user; the caller removes the
+    staged folder before the error leaves ``export_checkpoint``."""
+    kept = (
+        f"the previous export in {out} is untouched" if out.exists() else f"{out} was not created"
+    )
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(
+            f"the disk holding {out.parent} is full (no space left, or over quota): the export "
+            f"could not be written; nothing was lost: {kept}. Free some space, or pass --out "
+            "on another disk, and export again"
+        )
+    return ExportError(
+        f"cannot write the export beside {out}: {e.strerror or e} "
+        f"({e.filename or out.parent}); nothing was lost: {kept}. Pass --out with a writable "
+        "folder"
+    )
 
 
 def _umask() -> int:

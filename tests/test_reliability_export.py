@@ -1,6 +1,7 @@
 """Reliability of ``imgcls export`` and the insight commands' output folders.
 
-An output folder that cannot be written is refused before any data is loaded.
+An output folder that cannot be written is refused before any data is loaded; a full disk
+during an export leaves the previous export as it was.
 
 The exports here start from an untrained MLP checkpoint and the small generated data set
 (``tiny_data``): parity between PyTorch and ONNX does not need a trained model.
@@ -8,6 +9,7 @@ The exports here start from an untrained MLP checkpoint and the small generated 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import imgcls.data
+import imgcls.export as export_mod
 import imgcls.insight.testset
 from imgcls.__main__ import main
 from imgcls.errors import ConfigError
@@ -144,3 +147,56 @@ def test_writable_and_missing_out_is_accepted(
     out = tmp_path / "not" / "yet" / "there"
     assert main(export_args(ckpt, out, tiny_data)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.onnx", "parity.json"]
+
+
+# ----------------------------------------------------------------------------- full disk
+@pytest.mark.parametrize("fail_at", [0, 2])
+def test_full_disk_keeps_the_previous_export(
+    fail_at: int,
+    ckpt: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "export" / "run"
+    assert main(export_args(ckpt, out, tiny_data)) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+
+    real_write = export_mod._write_durable
+    calls: list[str] = []
+
+    def write(path: Path, data: bytes) -> None:
+        calls.append(path.name)
+        if len(calls) > fail_at:
+            with path.open("wb") as fh:  # part of the file lands, as on a real full disk
+                fh.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(export_mod, "_write_durable", write)
+    assert main(export_args(ckpt, out, tiny_data)) == 2
+    err = one_error_line(capsys)
+    assert "is full" in err and f"the previous export in {out} is untouched" in err
+    assert "Free some space" in err
+    assert len(calls) == fail_at + 1
+    assert snapshot(out) == before
+    assert [p.name for p in out.parent.iterdir()] == ["run"]  # no staged folder left
+
+
+def test_full_disk_on_a_first_export_creates_nothing(
+    ckpt: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(export_mod, "_write_durable", full)
+    out = tmp_path / "export" / "run"
+    assert main(export_args(ckpt, out, tiny_data)) == 2
+    assert f"{out} was not created" in one_error_line(capsys)
+    assert list(out.parent.iterdir()) == []
