@@ -1,7 +1,8 @@
 """Reliability of ``imgcls export`` and the insight commands' output folders.
 
 An output folder that cannot be written is refused before any data is loaded; a full disk
-during an export leaves the previous export as it was.
+during an export leaves the previous export as it was; staged folders that a killed export
+left behind are removed by the next export into the same parent.
 
 The exports here start from an untrained MLP checkpoint and the small generated data set
 (``tiny_data``): parity between PyTorch and ONNX does not need a trained model.
@@ -12,6 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,7 @@ import imgcls.export as export_mod
 import imgcls.insight.testset
 from imgcls.__main__ import main
 from imgcls.errors import ConfigError
-from imgcls.export import export_checkpoint
+from imgcls.export import STALE_AFTER_S, export_checkpoint
 
 from .test_insight_shift import make_checkpoint
 
@@ -200,3 +204,89 @@ def test_full_disk_on_a_first_export_creates_nothing(
     assert main(export_args(ckpt, out, tiny_data)) == 2
     assert f"{out} was not created" in one_error_line(capsys)
     assert list(out.parent.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- stale staged folders
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def staged_folder(parent: Path, name: str, age_s: float = 0.0) -> Path:
+    folder = parent / name
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"half a model")
+    if age_s:
+        then = time.time() - age_s
+        os.utime(folder, (then, then))
+    return folder
+
+
+def test_staged_folders_of_killed_exports_are_removed(
+    ckpt: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parent = tmp_path / "export"
+    parent.mkdir()
+    pid = dead_pid()
+    stale = [
+        staged_folder(parent, f".run.{pid}.abcd1234.tmp"),  # its process is gone
+        staged_folder(parent, f".other.{pid}.x_y9z8w7.tmp"),  # another export's, also dead
+        staged_folder(parent, f".run.{os.getpid()}.old12345.tmp", STALE_AFTER_S + 60),  # too old
+        staged_folder(parent, ".run.nopid123.tmp", STALE_AFTER_S + 60),  # no pid, too old
+    ]
+    kept = [
+        staged_folder(parent, f".run.{os.getpid()}.live1234.tmp"),  # a running export's
+        staged_folder(parent, ".run.nopid456.tmp", 60),  # no pid, recent
+        staged_folder(parent, ".notes.tmp", STALE_AFTER_S + 60),  # not a staged folder
+        staged_folder(parent, "run.1.abcdefgh.tmp", STALE_AFTER_S + 60),  # no leading dot
+    ]
+    staged_names: list[str] = []
+    real_swap = export_mod._swap_into_place
+
+    def swap(staged: Path, out: Path) -> None:
+        staged_names.append(staged.name)
+        real_swap(staged, out)
+
+    monkeypatch.setattr(export_mod, "_swap_into_place", swap)
+    export_checkpoint(ckpt, parent / "run", data_dir=tiny_data, parity_subset=50, log=quiet)
+
+    assert not any(p.exists() for p in stale)
+    assert all((p / "model.onnx").read_bytes() == b"half a model" for p in kept)
+    assert sorted(p.name for p in parent.iterdir()) == sorted(["run", *(p.name for p in kept)])
+    # The new staged folder carried this process's pid, so a kill would be cleaned up too.
+    assert len(staged_names) == 1
+    assert re.fullmatch(rf"\.run\.{os.getpid()}\.[a-z0-9_]{{8}}\.tmp", staged_names[0])
+    assert export_mod._STAGED.match(staged_names[0])["pid"] == str(os.getpid())  # type: ignore[index]
+
+
+def test_killed_export_is_cleaned_up_by_the_next(
+    ckpt: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """A real export process killed while its staged folder exists; the next export removes it."""
+    parent = tmp_path / "export"
+    script = f"""
+import os, signal
+import imgcls.export as e
+real = e._write_durable
+def write(path, data):
+    real(path, data)
+    os.kill(os.getpid(), signal.SIGKILL)  # dies with the staged folder half written
+e._write_durable = write
+e.export_checkpoint({str(ckpt)!r}, {str(parent / "run")!r}, data_dir={str(tiny_data)!r},
+                    parity_subset=20, log=lambda m: None)
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == -9, stderr[-2000:]
+    left = [p.name for p in parent.iterdir()]
+    assert len(left) == 1 and re.fullmatch(rf"\.run\.{proc.pid}\.[a-z0-9_]{{8}}\.tmp", left[0])
+    assert [p.name for p in (parent / left[0]).iterdir()] == ["model.onnx"]
+
+    export_checkpoint(ckpt, parent / "run", data_dir=tiny_data, parity_subset=20, log=quiet)
+    assert sorted(p.name for p in parent.iterdir()) == ["run"]
