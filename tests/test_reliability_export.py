@@ -113,10 +113,26 @@ def test_read_only_out_fails_before_any_work(
         out = read_only / "model"  # the export is staged beside --out, in read_only itself
     assert main(commands(ckpt, out)[command]) == 2
     err = one_error_line(capsys)
-    assert f"cannot write into {out if command != 'export' else read_only}" in err
-    assert f"{read_only} is not writable" in err or "it is not writable" in err
-    assert "pass --out with a writable folder" in err
+    if command == "export":
+        assert f"cannot write into {read_only}: it is not writable" in err
+    else:
+        assert f"cannot write into {out}: {read_only} is not writable" in err
+    assert err.endswith("pass --out with a writable folder")
     assert list(read_only.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_chmod_read_only_folder_is_refused(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert main(["export", "--ckpt", str(ckpt), "--out", str(folder / "model")]) == 2
+        assert f"cannot write into {folder}: it is not writable" in one_error_line(capsys)
+    finally:
+        folder.chmod(0o755)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
