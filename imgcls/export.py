@@ -19,7 +19,9 @@ so nobody can feed the model un-normalised, or twice-normalised, pixels by mista
 
 Everything is written into a temp folder beside the target, and that folder replaces the
 target only after the gate passed: a failed export leaves the previous good one untouched
-and no partial file anywhere.
+and no partial file anywhere. The temp folder's name carries the pid of the process that
+made it (``.<name>.<pid>.<random>.tmp``), so that the next export into the same parent can
+remove the ones a killed export left behind.
 
 References: timm ``utils/onnx.py`` (dynamic batch, checker, onnxruntime comparison);
 https://pytorch.org/docs/stable/onnx_dynamo.html.
@@ -29,12 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +53,7 @@ from torch import nn
 
 import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
+from imgcls.commands.options import check_writable_folder
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.runs import run_of
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
@@ -77,6 +83,9 @@ MIN_FP32_AGREEMENT = 1.0  # fp32 gate: top-1 agreement with the PyTorch model
 MIN_FP16_AGREEMENT = 0.999  # fp16 gate: top-1 agreement with the fp32 ONNX model
 ARTIFACTS = ("model.onnx", "model.fp16.onnx", "metadata.json", "parity.json")
 EXPORT_ROOT = Path("export")
+STALE_AFTER_S = 3600  # a staged folder this old is left over even if its pid is alive again
+# .<name>.<pid>.<random>.tmp, or .<name>.<random>.tmp (no pid) from earlier versions
+_STAGED = re.compile(r"^\..+?\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
 
 
 # ----------------------------------------------------------------------------- the graph
@@ -226,6 +235,39 @@ def _check_replaceable(out: Path) -> None:
             )
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def _remove_stale_staged(parent: Path, log: Callable[[str], None]) -> None:
+    """Remove the staged folders that killed exports left in ``parent``.
+
+    A staged folder is stale when the process named in it is gone, or when it is older than
+    ``STALE_AFTER_S`` (the pid may have been reused, or the name has no pid).
+    """
+    if not parent.is_dir():
+        return
+    now = time.time()
+    for entry in parent.iterdir():
+        match = _STAGED.match(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            age = now - entry.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile by the export that made it
+            continue
+        pid = match["pid"]
+        if age > STALE_AFTER_S or (pid is not None and not _pid_alive(int(pid))):
+            log(f"removing {entry}, left behind by an export that did not finish")
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _write_durable(path: Path, data: bytes) -> None:
     with path.open("wb") as fh:
         fh.write(data)
@@ -328,10 +370,14 @@ def export_checkpoint(
         Path(out_dir) if out_dir is not None else default_export_dir(ckpt_path, hp.dataset, hp.net)
     )
     _check_replaceable(out)
+    check_writable_folder(out.parent)  # the staged folder goes beside `out`
+    _remove_stale_staged(out.parent, log)
     if parity_subset is not None and parity_subset < 1:
         raise ConfigError(f"--parity_subset must be >= 1, got {parity_subset}")
 
-    dm = get_datamodule(hp.dataset, data_dir=str(data_dir) if data_dir is not None else None)
+    dm = get_datamodule(  # only the test set is read: no validation split to carve out
+        hp.dataset, data_dir=str(data_dir) if data_dir is not None else None, val_size=0
+    )
     dm.setup("test")
     assert dm.test_set is not None
     images, labels = dm.test_set.images.cpu(), dm.test_set.labels.cpu()
@@ -472,11 +518,19 @@ def export_checkpoint(
     blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
     blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for name, data in blobs.items():
-            _write_durable(staged / name, data)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(
+            tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent)
+        )
+    except OSError as e:
+        raise _placement_error(e, out) from e
+    try:
+        try:
+            for name, data in blobs.items():
+                _write_durable(staged / name, data)
+        except OSError as e:
+            raise _placement_error(e, out) from e
         onnx.checker.check_model(str(staged / "model.onnx"), full_check=True)  # the file as written
         os.chmod(staged, 0o777 & ~_umask())
         _swap_into_place(staged, out)
@@ -485,6 +539,25 @@ def export_checkpoint(
             shutil.rmtree(staged)
     log(f"wrote {out}: " + ", ".join(blobs))
     return ExportResult(out, [out / name for name in blobs], metadata, parity)
+
+
+def _placement_error(e: OSError, out: Path) -> ExportError:
+    """What a failed write of the staged folder means to the user; the caller removes the
+    staged folder before the error leaves ``export_checkpoint``."""
+    kept = (
+        f"the previous export in {out} is untouched" if out.exists() else f"{out} was not created"
+    )
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(
+            f"the disk holding {out.parent} is full (no space left, or over quota): the export "
+            f"could not be written; nothing was lost: {kept}. Free some space, or pass --out "
+            "on another disk, and export again"
+        )
+    return ExportError(
+        f"cannot write the export beside {out}: {e.strerror or e} "
+        f"({e.filename or out.parent}); nothing was lost: {kept}. Pass --out with a writable "
+        "folder"
+    )
 
 
 def _umask() -> int:

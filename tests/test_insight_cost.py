@@ -227,6 +227,37 @@ def test_summary_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert "odd" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("net_args", "expected"),
+    [
+        ('{"hidden": -5}', "mlp: hidden must be a list of positive integers"),
+        ('{"hidden": [-5]}', "mlp: hidden must be a list of positive integers"),
+        ('{"hidden": "32"}', "mlp: hidden must be a list of positive integers"),
+        ('{"hiden": [32]}', "net 'mlp' takes no argument(s) ['hiden']"),
+        ('{"hidden": [32], "dropout": 2}', "mlp: dropout must be a probability"),
+        ("[32]", "--net_args must be a JSON object"),
+    ],
+)
+def test_summary_bad_net_args_is_one_line(
+    net_args: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["summary", "--net", "mlp", "--net_args", net_args]) == 2
+    captured = capsys.readouterr()
+    assert (
+        captured.err.startswith("imgcls: error: ")
+        and captured.err.count("\n") == 1
+        and expected in captured.err
+    )
+    assert captured.out == ""
+
+
+def test_summary_bad_input_shape_or_classes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--net", "mlp", "--num_classes", "-1"]) == 2
+    assert "--num_classes must be positive" in capsys.readouterr().err
+    assert main(["summary", "--net", "mlp", "--input", "1,-3,28"]) == 2
+    assert "got --input 1,-3,28" in capsys.readouterr().err
+
+
 def test_summary_of_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from .test_insight_shift import make_checkpoint
 

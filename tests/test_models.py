@@ -111,3 +111,34 @@ def test_unknown_argument_is_an_error():
 def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="already registered"):
         register_model("mlp")(lambda **kw: None)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "message"),
+    [
+        ("mlp", {"hidden": -5}, "mlp: hidden must be a list of positive integers.*got -5"),
+        ("mlp", {"hidden": [32, -5]}, r"mlp: hidden must be .*got \[32, -5\]"),
+        ("mlp", {"hidden": "32"}, "mlp: hidden must be .*got '32'"),
+        ("mlp", {"hidden": [1.5]}, r"mlp: hidden must be .*got \[1.5\]"),
+        ("mlp", {"hidden": [True]}, r"mlp: hidden must be .*got \[True\]"),
+        ("mlp", {"dropout": 1.5}, r"mlp: dropout must be a probability in \[0, 1\), got 1.5"),
+        ("convnet", {"channels": [0, 8]}, r"convnet: channels must be .*got \[0, 8\]"),
+        ("convnet", {"hidden": 0}, "convnet: hidden must be a positive integer, got 0"),
+        ("convnet", {"stride": "2"}, "convnet: stride must be a positive integer, got '2'"),
+        ("convnet", {"dropout": 0.5}, "convnet: dropout must be two probabilities"),
+        ("lenet5", {"dropout": -0.1}, "lenet5: dropout must be a probability"),
+        ("resnet", {"widths": 16}, "resnet: widths must be a list of positive integers"),
+        ("resnet", {"blocks": -1}, "resnet needs at least one width and blocks >= 0"),
+    ],
+)
+def test_bad_net_arguments_are_config_errors_naming_the_argument(name, kw, message):
+    from imgcls.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        create_model(name, **kw)
+
+
+def test_valid_edge_arguments_still_build():
+    assert isinstance(create_model("mlp", hidden=[]).head, torch.nn.Linear)  # logistic regression
+    assert create_model("mlp", hidden=(8, 4)).head.in_features == 4
+    assert create_model("resnet", blocks=0)(torch.randn(1, 1, 28, 28)).shape == (1, 10)

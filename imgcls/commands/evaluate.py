@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.commands.options import CKPT_HELP, add_ckpt, add_common_arguments, add_which
+from imgcls.commands.options import (
+    CKPT_HELP,
+    add_ckpt,
+    add_common_arguments,
+    add_which,
+    check_writable_folder,
+)
 
 OUT = "runs/insight/shift"
 
@@ -61,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_folder(args.out)
     from imgcls.insight.lectures import shift_references
     from imgcls.insight.shift import (
         check_dataset,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from imgcls.commands.options import (
     CKPT_HELP,
@@ -12,9 +13,10 @@ from imgcls.commands.options import (
     add_data_dir,
     add_out,
     add_which,
+    check_writable_folder,
     checkpoint_from,
 )
-from imgcls.export import OPSET
+from imgcls.export import EXPORT_ROOT, OPSET
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from imgcls.export import export_checkpoint
 
+    # The model is staged beside --out (default export/<run>): a folder we cannot write is
+    # found now, not after the parity run over the whole test set.
+    check_writable_folder(Path(args.out).parent if args.out else EXPORT_ROOT)
     result = export_checkpoint(
         checkpoint_from(args.ckpt, args.which),
         args.out,

@@ -14,10 +14,15 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
-from imgcls.commands.options import CKPT_HELP, add_ckpt, add_data_dir, add_out
+from imgcls.commands.options import (
+    CKPT_HELP,
+    add_ckpt,
+    add_data_dir,
+    add_out,
+    check_writable_folder,
+)
 
 OUT, QUICK_OUT = "docs/report", "runs/report-quick/report"
 
@@ -85,6 +90,10 @@ def _extra_experiment(name: str, path: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_writable_folder(args.out or (QUICK_OUT if args.quick else OUT))
+    check_writable_folder(
+        args.runs_dir or ("runs/report-quick" if args.quick else "runs/report"), "--runs_dir"
+    )
     import torch
 
     from imgcls.insight import InsightError
@@ -111,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
             )
         experiments.append(_extra_experiment(name, path))
         checkpoints[name] = path
-    out = Path(args.out or (QUICK_OUT if args.quick else OUT))
     command = (
         "imgcls report " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if sys.argv[1:2] == ["report"]

@@ -14,7 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from imgcls.commands.options import CKPT_HELP, add_ckpt, add_out, add_which
+from imgcls.commands.options import (
+    CKPT_HELP,
+    add_ckpt,
+    add_out,
+    add_which,
+    check_writable_folder,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size is not None:
         return _size(args)
+    if args.out:
+        check_writable_folder(args.out)
     if not (args.net or args.ckpt):
         raise InsightError("give --net NAME [--net_args JSON], --ckpt PATH, or --size H --kernel K")
     from imgcls.insight.artifacts import (
@@ -93,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
             ) from e
         if not isinstance(net_args, dict) or len(shape) != 3:
             raise InsightError("--net_args must be a JSON object and --input three integers C,H,W")
+        if min(shape) < 1 or args.num_classes < 1:
+            raise InsightError(
+                f"--input C,H,W and --num_classes must be positive, got --input {args.input} "
+                f"and --num_classes {args.num_classes}"
+            )
         net = net_from_spec(args.net, net_args, shape, args.num_classes)  # type: ignore[arg-type]
         title = f"{args.net} {json.dumps(net_args)}"
     costs = layer_costs(net, shape)

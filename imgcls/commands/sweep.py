@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.commands.options import add_common_arguments
+from imgcls.commands.options import add_common_arguments, check_writable_folder
 
 OUT = "runs/insight/sweep"
 
@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_folder(args.out)
     import torch
 
     from imgcls.insight.sweep import run_sweep, write_sweep_outputs

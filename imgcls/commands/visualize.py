@@ -14,7 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.commands.options import CKPT_HELP, add_ckpt, add_common_arguments, add_which
+from imgcls.commands.options import (
+    CKPT_HELP,
+    add_ckpt,
+    add_common_arguments,
+    add_which,
+    check_writable_folder,
+)
 
 OUT, KERNELS_OUT = "runs/insight/visualize", "runs/insight/kernels"
 
@@ -63,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable_folder(args.out)
     if args.what == "kernels":
         return _kernels(args)
     return _model(args)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from imgcls.errors import ConfigError
 from imgcls.models.layers import (
     Activation,
     Net,
@@ -20,8 +21,11 @@ from imgcls.models.layers import (
     as_hw,
     conv_output_size,
     conv_padding,
+    dropout_p,
     make_activation,
     make_pool,
+    positive_int,
+    positive_ints,
 )
 from imgcls.models.registry import register_model
 
@@ -98,18 +102,25 @@ def convnet(
 
     1,199,882 parameters with the defaults on 1×28×28.
     """
+    if isinstance(dropout, str | bytes) or not isinstance(dropout, Sequence) or len(dropout) != 2:
+        raise ConfigError(
+            f"convnet: dropout must be two probabilities [after conv, after fc], got {dropout!r}"
+        )
     return ConvNet(
         in_channels,
         num_classes,
         as_hw(image_size),
-        list(channels),
-        kernel_size,
+        positive_ints("convnet: channels", channels, "[32, 64]"),
+        positive_int("convnet: kernel_size", kernel_size),
         padding,
-        stride,
+        positive_int("convnet: stride", stride),
         pool,
-        pool_size,
-        hidden,
-        (float(dropout[0]), float(dropout[1])),
+        positive_int("convnet: pool_size", pool_size),
+        positive_int("convnet: hidden", hidden),
+        (
+            dropout_p("convnet: dropout[0]", dropout[0]),
+            dropout_p("convnet: dropout[1]", dropout[1]),
+        ),
         activation,
         batch_norm,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from torch import nn
@@ -19,6 +20,36 @@ _ACTS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "silu": nn.SiLU,
 }
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (a width, a kernel size, a stride), else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def positive_ints(name: str, value: object, example: str = "[128]") -> list[int]:
+    """``value`` as a list of ints >= 1 (layer widths), else a ConfigError.
+
+    A string is refused although it is a sequence: ``"32"`` would read as widths 3 and 2.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigError(
+            f"{name} must be a list of positive integers, e.g. {example}, got {value!r}"
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ConfigError(
+            f"{name} must be a list of positive integers, e.g. {example}, got {list(value)!r}"
+        )
+    return list(value)
+
+
+def dropout_p(name: str, value: object) -> float:
+    """``value`` as a drop probability in [0, 1), else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
 
 
 def make_activation(name: str) -> nn.Module:

@@ -16,6 +16,7 @@ from imgcls.models.layers import (
     Pool,
     as_hw,
     conv_output_size,
+    dropout_p,
     fc_stack,
     make_activation,
     make_pool,
@@ -70,7 +71,16 @@ def lenet5(
     """
     hw = as_hw(image_size)
     first_pad = 2 if hw == (28, 28) else 0  # 32×32 inputs are LeCun's own size
-    return LeNet5(in_channels, num_classes, hw, activation, pool, first_pad, (120, 84), dropout)
+    return LeNet5(
+        in_channels,
+        num_classes,
+        hw,
+        activation,
+        pool,
+        first_pad,
+        (120, 84),
+        dropout_p("lenet5: dropout", dropout),
+    )
 
 
 @register_model("lenet5_small")

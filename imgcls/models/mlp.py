@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from imgcls.models.layers import Activation, Net, as_hw, fc_stack
+from imgcls.models.layers import (
+    Activation,
+    Net,
+    as_hw,
+    dropout_p,
+    fc_stack,
+    positive_ints,
+)
 from imgcls.models.registry import register_model
 
 
@@ -40,4 +47,10 @@ def mlp(
     ``hidden=[]`` gives multinomial logistic regression.
     """
     h, w = as_hw(image_size)
-    return MLP(in_channels * h * w, list(hidden), num_classes, activation, dropout)
+    return MLP(
+        in_channels * h * w,
+        positive_ints("mlp: hidden", hidden, "[32] or [128, 64]; [] for no hidden layer"),
+        num_classes,
+        activation,
+        dropout_p("mlp: dropout", dropout),
+    )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from imgcls.errors import ConfigError
-from imgcls.models.layers import Activation, Net, make_activation
+from imgcls.models.layers import Activation, Net, dropout_p, make_activation, positive_ints
 from imgcls.models.registry import register_model
 
 
@@ -93,6 +93,18 @@ def resnet(
     Depth = 2·blocks·stages + stages + 1 layers.
     """
     del image_size  # global average pooling makes the net size-agnostic
-    if not widths or blocks < 0:
-        raise ConfigError("resnet needs at least one width and blocks >= 0")
-    return ResNet(in_channels, num_classes, list(widths), blocks, activation, batch_norm, dropout)
+    widths = positive_ints("resnet: widths", widths, "[16, 32, 64]")
+    if not widths or isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ConfigError(
+            f"resnet needs at least one width and blocks >= 0, got widths {widths}, "
+            f"blocks {blocks!r}"
+        )
+    return ResNet(
+        in_channels,
+        num_classes,
+        widths,
+        blocks,
+        activation,
+        batch_norm,
+        dropout_p("resnet: dropout", dropout),
+    )
