@@ -47,6 +47,7 @@ from imgcls.data.datamodule import ImageDataModule
 from imgcls.errors import ConfigError, ImgclsError
 from imgcls.loggers import RunCSVLogger, drop_rows_after
 from imgcls.module import ImageClassifier, mismatch
+from imgcls.utils import check_writable_folder
 
 __all__ = ["DEFAULTS", "ImgclsCLI", "cli_main"]
 
@@ -365,29 +366,27 @@ class ImgclsCLI(LightningCLI):
             raise ConfigError(f"the trainer cannot start as configured: {e}") from e
 
     def before_fit(self) -> None:
-        """A run directory we cannot write fails now, not after an epoch of training."""
-        root = Path(self.trainer.default_root_dir)
-        if root.exists() and not root.is_dir():
-            raise ConfigError(
-                f"{root} is a file, not a folder for runs; move it away or set "
-                "--trainer.default_root_dir"
-            )
-        probe_dir = root
-        while not probe_dir.exists() and probe_dir.parent != probe_dir:
-            probe_dir = probe_dir.parent
-        if not os.access(probe_dir, os.W_OK):
-            raise ConfigError(
-                f"cannot write runs under {root.resolve()} ({probe_dir} is read-only); run from a "
-                "writable folder or set --trainer.default_root_dir"
-            )
+        self._check_writable()
+
+    def before_validate(self) -> None:
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        """A run folder we cannot write fails now, not after an epoch or a whole evaluation."""
+        # where the loggers write (an evaluation of a run: inside it), else the runs' root
+        folders = [lg.save_dir for lg in self.trainer.loggers if lg.save_dir is not None]
+        for folder in folders or [self.trainer.default_root_dir]:
+            check_writable_folder(folder, "--trainer.default_root_dir")
 
     def after_fit(self) -> None:
         report_checkpoints(self.trainer)
 
     def before_test(self) -> None:
+        self._check_writable()
         self._add_callback(TestReport, TestReport)
 
     def before_predict(self) -> None:
+        self._check_writable()
         self._add_callback(BasePredictionWriter, CSVPredictionWriter)
 
     def _add_callback(self, kind: type[Callback], make: type[Callback]) -> None:

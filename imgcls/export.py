@@ -53,11 +53,10 @@ from torch import nn
 
 import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
-from imgcls.commands.options import check_writable_folder
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.runs import run_of
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
-from imgcls.utils import sha256_file
+from imgcls.utils import check_writable_folder, sha256_file
 
 __all__ = [
     "ARTIFACTS",

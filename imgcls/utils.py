@@ -10,7 +10,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
+from imgcls.errors import ConfigError
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable_folder",
+    "sha256_file",
+]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -60,3 +68,31 @@ def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
     _atomic_write(final, "w", lambda fh: fh.write(text))
+
+
+def check_writable_folder(folder: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Fail now, before any data is loaded or any model run, if nothing can be written into
+    ``folder``: it, or the nearest part of its path that exists, must be a writable folder.
+
+    Folders that do not exist yet are not created here; the command creates them when it
+    writes.
+
+    Raises:
+        ConfigError: a part of the path is a file, or the folder is not writable.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"cannot write into {folder}: {existing} is a file, not a folder; "
+            f"pass {option} with another folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it" if existing == folder else f"{existing}"
+        raise ConfigError(
+            f"cannot write into {folder}: {where} is not writable (read-only or not yours); "
+            f"pass {option} with a writable folder"
+        )
+    return folder

@@ -235,6 +235,8 @@ def test_decompression_bomb_in_predict_is_one_line(
             "100",
             "--data.init_args.predict_dir",
             str(bomb.parent),
+            "--ckpt_path",
+            "untrained",
         ]
     )
     err = capsys.readouterr().err

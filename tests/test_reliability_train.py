@@ -161,7 +161,7 @@ def test_gpu_preset_without_a_gpu(tiny_data, tmp_path) -> None:
 def test_runs_being_a_file(tiny_data, tmp_path) -> None:
     (tmp_path / "runs").write_text("notes")
     proc = _fit(tmp_path, tiny_data, check=False)
-    _one_line_error(proc, "runs is a file, not a folder for runs")
+    _one_line_error(proc, "cannot write into runs: runs is a file, not a folder")
     assert (tmp_path / "runs").read_text() == "notes"
 
 
@@ -227,3 +227,24 @@ def test_resume_after_an_interrupted_epoch_logs_each_row_once(small_run, tiny_da
         after = list(csv.DictReader(fh))
     assert "9.99" not in {r.get("train/loss_epoch") for r in after}
     assert [r["epoch"] for r in after if r.get("val/acc")] == ["0", "1", "2"]
+
+
+def test_evaluating_into_a_read_only_run_fails_before_the_evaluation(
+    small_run, tiny_data, tmp_path, monkeypatch
+) -> None:
+    import os
+    import sys
+
+    from imgcls.cli import ImgclsCLI
+    from imgcls.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["imgcls"])
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if mode & os.W_OK else real_access(p, mode)
+    )
+    args = ["--ckpt_path", str(small_run), "--data.data_dir", str(tiny_data), *FAST, *SMALL]
+    with pytest.raises(ConfigError, match=f"cannot write into {small_run}.* is not writable"):
+        ImgclsCLI(args=["test", *args])
+    assert not (small_run / "test").exists()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from imgcls.errors import ConfigError
+from imgcls.utils import check_writable_folder
 
 __all__ = [
     "CKPT_HELP",
@@ -17,7 +17,7 @@ __all__ = [
     "add_model",
     "add_out",
     "add_which",
-    "check_writable_folder",
+    "check_writable_folder",  # imgcls.utils', for the commands
     "checkpoint_from",
 ]
 
@@ -105,31 +105,3 @@ def checkpoint_from(spec: str, which: str | None = None) -> Path:
     if which is not None and Path(spec).is_file():
         raise ConfigError(f"--which picks a checkpoint of a folder; {spec} is a file already")
     return resolve_checkpoint(spec, which or "best")
-
-
-def check_writable_folder(folder: str | os.PathLike[str], option: str = "--out") -> Path:
-    """Fail now, before any data is loaded or any model run, if nothing can be written into
-    ``folder``: it, or the nearest part of its path that exists, must be a writable folder.
-
-    Folders that do not exist yet are not created here; the command creates them when it
-    writes.
-
-    Raises:
-        ConfigError: a part of the path is a file, or the folder is not writable.
-    """
-    folder = Path(folder)
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(
-            f"cannot write into {folder}: {existing} is a file, not a folder; "
-            f"pass {option} with another folder"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "it" if existing == folder else f"{existing}"
-        raise ConfigError(
-            f"cannot write into {folder}: {where} is not writable (read-only or not yours); "
-            f"pass {option} with a writable folder"
-        )
-    return folder

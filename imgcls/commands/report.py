@@ -90,10 +90,10 @@ def _extra_experiment(name: str, path: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from imgcls.insight.report import default_runs_dir
+
     out = check_writable_folder(args.out or (QUICK_OUT if args.quick else OUT))
-    check_writable_folder(
-        args.runs_dir or ("runs/report-quick" if args.quick else "runs/report"), "--runs_dir"
-    )
+    check_writable_folder(args.runs_dir or default_runs_dir(args.quick), "--runs_dir")
     import torch
 
     from imgcls.insight import InsightError

@@ -365,6 +365,11 @@ def _obtain(
     return result.model, result.n_train, spec.epochs, result.fit_seconds, "trained"
 
 
+def default_runs_dir(quick: bool) -> Path:
+    """Where the report keeps the models it trains, unless told otherwise."""
+    return Path("runs") / ("report-quick" if quick else "report")
+
+
 def build_report(
     out_dir: str | os.PathLike[str],
     quick: bool = False,
@@ -397,7 +402,7 @@ def build_report(
 
     out = Path(out_dir)
     fig_dir = out / "figures"
-    runs = Path(runs_dir) if runs_dir else Path("runs") / ("report-quick" if quick else "report")
+    runs = Path(runs_dir) if runs_dir else default_runs_dir(quick)
     checkpoints = dict(checkpoints or {})
     unknown = sorted(set(checkpoints) - {e.name for e in experiments})
     if unknown:
