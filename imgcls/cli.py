@@ -145,6 +145,27 @@ def _check_config_file(path: str) -> None:
         )
 
 
+def _empty_mappings(data: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of ``data`` whose value is an empty mapping."""
+    found = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}{k}"
+            found += [key] if v == {} else _empty_mappings(v, key + ".")
+    return found
+
+
+def _check_empty_keys(path: str, cfg: Namespace) -> None:
+    """jsonargparse drops a key whose value is ``{}`` without checking it; any such key that
+    the parsed config does not hold is unknown."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+    unknown = [k for k in _empty_mappings(data) if k not in cfg]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+
+
 def _check_resumable(ckpt: dict[str, Any], path: Path, cfg: Namespace) -> None:
     """Refuse, before anything is written, a resume that cannot go as the user expects."""
     hp = ckpt.get("hyper_parameters", {})
@@ -270,10 +291,13 @@ class ImgclsCLI(LightningCLI):
             )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        if isinstance(args, list):
-            for path in _config_files(args):
-                _check_config_file(path)
+        files = _config_files(args) if isinstance(args, list) else []
+        for path in files:
+            _check_config_file(path)
         super().parse_arguments(parser, args)
+        cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        for path in files:
+            _check_empty_keys(path, cfg)
         # Before LightningCLI reads the checkpoint's hyper-parameters: resolve the spellings
         # and open the file safely, so a damaged one fails naming itself.
         if self.config.get("subcommand"):

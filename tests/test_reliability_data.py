@@ -496,3 +496,28 @@ def test_evaluate_onnx_on_a_model_that_names_no_data_set(
     assert main(["evaluate-onnx", "--model", str(model)]) == 2
     err = capsys.readouterr().err
     assert f"imgcls: error: {model}: its metadata names no data set" in err
+
+
+def test_a_full_disk_during_fetch_says_so_and_loses_nothing(
+    tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    raw = prov.raw_dir(tiny_data, "mnist")
+    labels = raw / "train-labels-idx1-ubyte"
+    blob = labels.read_bytes()
+    labels.unlink()
+    kept = {p.name: p.read_bytes() for p in raw.iterdir() if p.is_file()}
+
+    def fake_source(spec, root):
+        yield labels.name, blob
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prov, "atomic_write_bytes", full)
+    with pytest.raises(prov.DataError, match="the disk is full while fetching MNIST .* nothing"):
+        prov.fetch("mnist", tiny_data, sources=[("fake", fake_source)], log=lambda m: None)
+    after = {p.name: p.read_bytes() for p in raw.iterdir() if p.is_file()}
+    after.pop(".fetch.lock", None)  # the fetch's lock file, empty
+    assert after == kept

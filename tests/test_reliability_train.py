@@ -174,6 +174,10 @@ def test_config_file_errors_name_the_file(tmp_path) -> None:
     empty_unknown.write_text("trainer:\n  max_epochs: 1\nfoo: {}\n")
     proc = run_imgcls("fit", "-c", str(empty_unknown), cwd=tmp_path, check=False)
     _one_line_error(proc, f"{empty_unknown}: unknown key(s) foo")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  net_args: {}\n  foo: {}\n")
+    proc = run_imgcls("fit", "-c", str(nested), cwd=tmp_path, check=False)
+    _one_line_error(proc, f"{nested}: unknown key(s) model.foo")
     assert not (tmp_path / "runs").exists()
 
 

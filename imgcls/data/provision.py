@@ -551,6 +551,14 @@ def fetch(
                     log(f"[imgcls] {spec.folder}: {got} file(s) from {label}")
             except _SourceUnavailable as e:
                 tried.append(f"{label}: {e}")
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DataError(
+                    f"the disk is full while fetching {spec.folder} into {raw}: nothing was lost "
+                    "(the files in place are whole; a partial one was removed). Free some space "
+                    f"and run `imgcls data fetch --dataset {dataset}` again"
+                ) from e
         if missing:
             raise DataError(_no_source_message(spec, root, tried, sorted(missing)))
         verify(root, dataset)
