@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "ExportError",
     "GateError",
     "ImageFileError",
@@ -46,6 +47,14 @@ class CheckpointError(ImgclsError, RuntimeError):
 
 class RunNotFoundError(CheckpointError):
     """``best`` / ``last`` / a run or experiment folder names no run that has that checkpoint."""
+
+
+class DiskFullError(ImgclsError, OSError):
+    """A write ran out of disk space; the file it was replacing is intact. An ``OSError`` with
+    ``errno`` ENOSPC (or EDQUOT), so code that handles those keeps working."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class ExportError(ImgclsError, RuntimeError):

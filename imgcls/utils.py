@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from imgcls.errors import ConfigError
+from imgcls.errors import ConfigError, DiskFullError
 
 __all__ = [
     "atomic_path",
@@ -35,7 +36,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
     """Yield a temp path beside ``final``; rename it onto ``final`` only if the block succeeds.
 
     A crash or exception leaves ``final`` as it was and removes the temp file, so a reader
-    never sees half a file where a good one was.
+    never sees half a file where a good one was. A full disk becomes ``DiskFullError``.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,14 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
         with open(tmp_path, "rb+") as fh:  # make the content durable before the rename
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or isinstance(e, DiskFullError):
+            raise
+        raise DiskFullError(
+            e.errno,
+            f"{final}: the disk is full; it was not written, and what was there before is "
+            "intact. Free some space and run the command again",
+        ) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

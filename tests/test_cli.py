@@ -291,3 +291,28 @@ def test_private_api_list_is_complete() -> None:
         names = set(re.findall(r"\b(_[a-z]\w*)\b", inspect.getsource(ours)))
         used = {n for n in names if callable(getattr(base, n, None))}
         assert used and used <= {n for b, n in listed if b == base.__name__}, (ours, used)
+
+
+def test_a_full_disk_in_any_atomic_write_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    import errno
+    import os
+
+    from imgcls.errors import DiskFullError
+    from imgcls.utils import atomic_write_text
+
+    target = tmp_path / "table.md"
+    atomic_write_text(target, "before")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(DiskFullError) as e:
+        atomic_write_text(target, "after")
+    assert e.value.errno == errno.ENOSPC and isinstance(e.value, OSError)
+    assert target.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["table.md"]
+    # a command that writes through it: one line, exit 2
+    out = tmp_path / "summary"
+    assert main(["summary", "--net", "lenet5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ONE_LINE.fullmatch(err) and "the disk is full; it was not written" in err
