@@ -57,15 +57,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with atomic_path(path) as tmp:
                 torch.save(checkpoint, tmp)
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            raise CheckpointError(
-                f"{path}: the disk is full; the checkpoint was not written and the previous one "
-                "there is intact. Free some space and resume with --ckpt_path last"
-            ) from e
-        except RuntimeError as e:  # torch.save reports a failed write as a RuntimeError
-            if "No space left" not in str(e) and "unexpected pos" not in str(e):
+        except (OSError, RuntimeError) as e:
+            # atomic_path turns ENOSPC into an OSError of that errno; torch.save reports a write
+            # that failed in its C++ writer as a RuntimeError ("unexpected pos ...").
+            full = getattr(e, "errno", None) == errno.ENOSPC or (
+                isinstance(e, RuntimeError)
+                and ("No space left" in str(e) or "unexpected pos" in str(e))
+            )
+            if not full:
                 raise
             raise CheckpointError(
                 f"{path}: the disk is full; the checkpoint was not written and the previous one "

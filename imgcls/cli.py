@@ -114,8 +114,9 @@ def _config_files(args: list[str]) -> list[str]:
     return found
 
 
-def _check_config_file(path: str) -> None:
-    """A config file that is not YAML, or has a key no command knows, fails naming the file.
+def _check_config_file(path: str) -> Any:
+    """A config file that is not YAML, or has a key no command knows, fails naming the file;
+    else its content (None for a file that is not there or empty).
 
     (jsonargparse reports YAML errors without the file's name, and ignores an unknown key
     whose value is an empty mapping.)
@@ -124,7 +125,7 @@ def _check_config_file(path: str) -> None:
 
     p = Path(path)
     if not p.is_file():
-        return  # jsonargparse says that the file does not exist
+        return None  # jsonargparse says that the file does not exist
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -134,7 +135,7 @@ def _check_config_file(path: str) -> None:
             f"{path}: not valid YAML{line}: {getattr(e, 'problem', None) or e}"
         ) from e
     if data is None:
-        return
+        return None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a mapping of keys (model:, data:, trainer:, …)")
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
@@ -143,6 +144,7 @@ def _check_config_file(path: str) -> None:
             f"{path}: unknown key(s) {', '.join(unknown)}; a config may hold "
             f"{', '.join(TOP_LEVEL_KEYS)}"
         )
+    return data
 
 
 def _empty_mappings(data: Any, prefix: str = "") -> list[str]:
@@ -155,12 +157,9 @@ def _empty_mappings(data: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def _check_empty_keys(path: str, cfg: Namespace) -> None:
+def _check_empty_keys(path: str, data: Any, cfg: Namespace) -> None:
     """jsonargparse drops a key whose value is ``{}`` without checking it; any such key that
     the parsed config does not hold is unknown."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
     unknown = [k for k in _empty_mappings(data) if k not in cfg]
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -292,12 +291,11 @@ class ImgclsCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         files = _config_files(args) if isinstance(args, list) else []
-        for path in files:
-            _check_config_file(path)
+        contents = {path: _check_config_file(path) for path in files}
         super().parse_arguments(parser, args)
         cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
-        for path in files:
-            _check_empty_keys(path, cfg)
+        for path, data in contents.items():
+            _check_empty_keys(path, data, cfg)
         # Before LightningCLI reads the checkpoint's hyper-parameters: resolve the spellings
         # and open the file safely, so a damaged one fails naming itself.
         if self.config.get("subcommand"):
