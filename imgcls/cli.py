@@ -434,4 +434,9 @@ def _quiet() -> None:
 def cli_main(args: list[str] | None = None) -> ImgclsCLI:
     torch.set_float32_matmul_precision("high")
     _quiet()
-    return ImgclsCLI(args=args)
+    cli = ImgclsCLI(args=args)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Lightning leaves the process group to its launcher; left to interpreter exit, gloo's
+        # threads can abort a rank ("terminate called without an active exception").
+        torch.distributed.destroy_process_group()
+    return cli
