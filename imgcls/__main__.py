@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("imgcls.commands.data", "fetch and verify the MNIST / Fashion-MNIST files"),
     "export": ("imgcls.commands.export", "export a checkpoint to a verified ONNX model"),
     "infer": ("imgcls.commands.infer", "classify images with an exported ONNX model (no torch)"),
+    "serve": (
+        "imgcls.commands.serve",
+        "serve an exported ONNX model over HTTP, with a draw-a-digit page (no torch)",
+    ),
     "evaluate-onnx": (
         "imgcls.commands.evaluate_onnx",
         "accuracy of an ONNX model on the official test set",

@@ -26,6 +26,7 @@ __all__ = [
     "NonFiniteLossError",
     "ProviderError",
     "RunNotFoundError",
+    "ServeError",
 ]
 
 
@@ -87,3 +88,7 @@ class InsightError(ImgclsError, ValueError):
 
 class NonFiniteLossError(ImgclsError, FloatingPointError):
     """The training loss became NaN or inf; the run stopped before saving anything from it."""
+
+
+class ServeError(ImgclsError, RuntimeError):
+    """``imgcls serve`` could not start: a worker failed to load the model."""

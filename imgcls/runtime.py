@@ -227,21 +227,169 @@ def _composite_alpha(im: Any, channels: int) -> np.ndarray | None:
     return np.clip(np.rint(colour * alpha), 0, 255).astype(np.uint8)
 
 
-def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """One image file -> (C, H, W) uint8.
+PREPROCESS: tuple[str, ...] = ("auto", "mnist", "fashion_mnist", "none")
+# A photo from a phone is 12-50 megapixels; a PNG that declares more is refused before decoding
+# (Pillow's own bomb guard only warns below 179 megapixels).
+MAX_PIXELS = 64_000_000
+_MNIST_BOX = 20  # LeCun et al.: the digit's bounding box is scaled to fit 20x20 ...
+_INK_FRACTION = 0.2  # pixels darker than this fraction of the ink's peak are paper, not ink
 
-    Greyscale (or RGB) conversion, transparency composited (``_composite_alpha``), the first
-    frame of an animation and a resize, each of the last two with a warning.
+
+def _background_light(grey: np.ndarray) -> bool:
+    """Paper (light background, dark ink) or MNIST-like (dark background, light ink)?
+
+    Judged on the border, where a framed drawing or a photo of a page shows background.
     """
+    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    return float(np.median(border)) > 127.5
+
+
+def _ink(grey: np.ndarray) -> np.ndarray:
+    """White-on-black ink in [0, 255] float32: inverted if the background is light, the
+    background level (uneven, grey-ish paper) subtracted, the peak stretched to 255."""
+    g = grey.astype(np.float32)
+    if _background_light(g):
+        g = 255.0 - g
+    border = np.concatenate([g[0], g[-1], g[1:-1, 0], g[1:-1, -1]])
+    g = np.clip(g - float(np.percentile(border, 90)), 0.0, None)
+    peak = float(g.max())
+    if peak <= 0.0:
+        return np.zeros_like(g)
+    g *= 255.0 / peak
+    g[g < _INK_FRACTION * 255.0] = 0.0
+    return g
+
+
+def _resize_float(a: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Anti-aliased resize of a float image (Pillow's area-weighted Lanczos)."""
+    from PIL import Image
+
+    im = Image.fromarray(a.astype(np.float32), mode="F")
+    return np.asarray(im.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
+
+
+def frame_like_mnist(grey: np.ndarray, size: int = 28) -> np.ndarray:
+    """Frame a picture of a digit the way MNIST's digits were framed (LeCun et al.).
+
+    Grey, light background inverted to white-on-black, the ink's bounding box scaled (aspect
+    kept, anti-aliased) to fit 20x20, then placed in ``size`` x ``size`` so that the ink's
+    centre of mass is at the centre. A picture with no ink comes out black.
+
+    Args:
+        grey: (H, W) uint8.
+
+    Returns:
+        (size, size) uint8.
+    """
+    ink = _ink(grey)
+    out = np.zeros((size, size), np.float32)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not len(rows):
+        return out.astype(np.uint8)
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = _MNIST_BOX * size / 28.0
+    scale = box / max(crop.shape)
+    h, w = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
+    digit = np.clip(_resize_float(crop, w, h), 0.0, 255.0)
+    mass = float(digit.sum())
+    if mass <= 0.0:
+        return out.astype(np.uint8)
+    cy = float((digit.sum(axis=1) * np.arange(h)).sum()) / mass
+    cx = float((digit.sum(axis=0) * np.arange(w)).sum()) / mass
+    # ... and translated so that the centre of mass sits at the centre, kept inside the frame.
+    top = min(max(round(size / 2 - cy - 0.5), 0), size - h)
+    left = min(max(round(size / 2 - cx - 0.5), 0), size - w)
+    out[top : top + h, left : left + w] = digit
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def frame_like_fashion(grey: np.ndarray, size: int = 28) -> np.ndarray:
+    """Frame a product photo the way Fashion-MNIST's were (Xiao et al., 2017): edges close to
+    the corner colour trimmed, the longest edge resized to ``size``, sharpened, centred on a
+    square canvas, intensities negated (a light background becomes black).
+
+    Args:
+        grey: (H, W) uint8.
+
+    Returns:
+        (size, size) uint8.
+    """
+    from PIL import Image, ImageFilter
+
+    g = grey.astype(np.float32)
+    if _background_light(g):
+        g = 255.0 - g
+    corner = float(np.median([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]))
+    keep = np.abs(g - corner) > 0.1 * 255.0
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    out = np.zeros((size, size), np.float32)
+    if not len(rows):
+        return out.astype(np.uint8)
+    crop = np.clip(g[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] - corner, 0.0, 255.0)
+    scale = size / max(crop.shape)
+    h, w = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
+    small = Image.fromarray(np.clip(_resize_float(crop, w, h), 0, 255).astype(np.uint8))
+    small = small.filter(ImageFilter.UnsharpMask(radius=1, percent=100, threshold=0))
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = np.asarray(small, dtype=np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+_FRAMING = {"mnist": frame_like_mnist, "fashion_mnist": frame_like_fashion}
+
+
+def framing_for(preprocess: str, dataset: str | None) -> str:
+    """The framing ``preprocess`` means for a model trained on ``dataset``: ``mnist``,
+    ``fashion_mnist`` or ``none``. ``auto`` takes the model's dataset (digits otherwise)."""
+    if preprocess not in PREPROCESS:
+        raise ConfigError(f"preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")
+    if preprocess == "auto":
+        return "fashion_mnist" if dataset == "fashion_mnist" else "mnist"
+    return preprocess
+
+
+def decode_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    channels: int = 1,
+    size: tuple[int, int] = (28, 28),
+    preprocess: str = "none",
+    dataset: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """One image (a file, or its bytes as uploaded) -> (C, H, W) uint8 at the model's size.
+
+    The one decoder that ``imgcls infer``, ``imgcls serve`` and the data modules'
+    ``predict_dir`` share. Greyscale (or RGB) conversion, transparency composited
+    (``_composite_alpha``), the first frame of an animation (with a warning). An image already
+    at the model's size is taken as a model input, unchanged. Any other size is framed the way
+    the model's training images were (``preprocess``: ``auto`` picks by ``dataset``;
+    ``mnist``; ``fashion_mnist``), or with ``none`` squashed to the model's size (a warning).
+
+    Raises:
+        ImageFileError: not a readable image, or it declares more than ``max_pixels`` pixels
+            (refused before its pixels are decoded).
+    """
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
+    label = name or ("<bytes>" if isinstance(source, bytes | bytearray) else str(source))
+    framing = framing_for(preprocess, dataset)
     h, w = size
+    opened = io.BytesIO(source) if isinstance(source, bytes | bytearray) else Path(source)
     try:
-        with Image.open(path) as src:
+        with Image.open(opened) as src:
+            if src.width * src.height > max_pixels:
+                raise ImageFileError(
+                    f"{label}: refused, it declares {src.width}x{src.height} pixels, more than "
+                    f"the {max_pixels:,} allowed; shrink the image or check where it came from"
+                )
             frames = int(getattr(src, "n_frames", 1))
             if frames > 1:
                 warnings.warn(
-                    f"{path}: animated ({frames} frames); only the first frame is used",
+                    f"{label}: animated ({frames} frames); only the first frame is used",
                     stacklevel=3,
                 )
             ink = _composite_alpha(src, channels) if _has_alpha(src) else None
@@ -249,37 +397,47 @@ def _load_image_file(path: Path, channels: int, size: tuple[int, int]) -> np.nda
                 im = Image.fromarray(ink[..., 0] if channels == 1 else ink)
             else:
                 im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
-        if im.size != (w, h):
+        if im.size == (w, h):
+            arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
+        elif framing != "none" and channels == 1 and h == w:
+            arr = _FRAMING[framing](np.asarray(im, dtype=np.uint8), h)[..., None]
+        else:
             warnings.warn(
-                f"{path}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} "
+                f"{label}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} "
                 "(the model's input size)",
                 stacklevel=3,
             )
             im = im.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
+            arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
     except Image.DecompressionBombError as e:
         # Pillow refuses to decode it (a small file that would expand to gigabytes).
         raise ImageFileError(
-            f"{path}: refused, too many pixels to decode safely ({e}); "
+            f"{label}: refused, too many pixels to decode safely ({e}); "
             "shrink the image or check where it came from"
         ) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageFileError(f"{path}: not a readable image file ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageFileError(
+            f"{label}: not an image file Pillow can read (PNG, JPEG, GIF, WebP, BMP, TIFF, ...)"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageFileError(f"{label}: not a readable image file ({e})") from e
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def load_image_file(
-    path: str | os.PathLike[str], *, channels: int = 1, size: tuple[int, int] = (28, 28)
+    path: str | os.PathLike[str],
+    *,
+    channels: int = 1,
+    size: tuple[int, int] = (28, 28),
+    preprocess: str = "none",
+    dataset: str | None = None,
 ) -> np.ndarray:
-    """One image file (PNG, JPEG, ...) -> (C, H, W) uint8 at the model's size.
-
-    The one decoder that ``load_images``, ``imgcls infer`` and the data modules'
-    ``predict_dir`` share.
+    """One image file (PNG, JPEG, ...) -> (C, H, W) uint8 at the model's size (``decode_image``).
 
     Raises:
         ImageFileError: the file is not a readable image or is too large to decode safely.
     """
-    return _load_image_file(Path(path), channels, size)
+    return decode_image(path, channels=channels, size=size, preprocess=preprocess, dataset=dataset)
 
 
 def load_images(
@@ -288,6 +446,8 @@ def load_images(
     channels: int = 1,
     size: tuple[int, int] = (28, 28),
     skipped: list[ImageFileError] | None = None,
+    preprocess: str = "none",
+    dataset: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Read image files, folders of image files and IDX image files into one uint8 batch.
 
@@ -298,6 +458,8 @@ def load_images(
         skipped: when given, an unreadable file inside a folder is appended here and left
             out, so the good files of a folder are still read; files named directly always
             raise.
+        preprocess, dataset: how image files of another size are framed (``decode_image``);
+            IDX images are the model's own kind and are only resized.
 
     Returns:
         (names, images): one name per image, images (N, C, H, W) uint8.
@@ -307,6 +469,13 @@ def load_images(
             ``skipped``, no readable one), a file is not an image (the message names it), or
             an IDX file is damaged or holds labels.
     """
+    opts: dict[str, Any] = {
+        "channels": channels,
+        "size": size,
+        "preprocess": preprocess,
+        "dataset": dataset,
+    }
+    framing_for(preprocess, dataset)  # a bad value is refused before any file is read
     names: list[str] = []
     batches: list[np.ndarray] = []
     for item in inputs:
@@ -324,7 +493,7 @@ def load_images(
             read = 0
             for f in files:
                 try:
-                    image = _load_image_file(f, channels, size)
+                    image = decode_image(f, **opts)
                 except ImageFileError as e:
                     if skipped is None:
                         raise
@@ -350,7 +519,7 @@ def load_images(
                 batches.append(_fit_images(arr, channels, size, str(path)))
             else:
                 names.append(str(path))
-                batches.append(_load_image_file(path, channels, size)[None])
+                batches.append(decode_image(path, **opts)[None])
         else:
             raise ImageFileError(f"{path}: no such file or folder")
     if not batches:
@@ -454,6 +623,73 @@ def read_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
     return _decode_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
 
 
+# ----------------------------------------------------------------------------- inputs
+def to_pixels(
+    images: np.ndarray | Mapping[str, np.ndarray],
+    input_shape: tuple[int, int, int],
+    input_name: str = "pixels",
+) -> np.ndarray:
+    """Check a batch and turn it into the model input: float32 pixels in [0, 1], (N, C, H, W).
+
+    Accepts uint8 (0..255) or float32 in [0, 1], shaped (N, C, H, W) or (N, H, W) for
+    one-channel models; or ``{input_name: array}``.
+
+    Raises:
+        InputError: wrong input name, rank, size, dtype, an empty batch, NaN/inf, or
+            floats outside [0, 1] (e.g. already-normalised pixels).
+    """
+    if isinstance(images, Mapping):
+        if set(images) != {input_name}:
+            raise InputError(
+                f"input names {sorted(images)} do not match the model's single input {input_name!r}"
+            )
+        images = images[input_name]
+    x = np.asarray(images)
+    c, h, w = input_shape
+    if x.ndim == 3 and c == 1:
+        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    if x.ndim != 4:
+        expected = f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else "")
+        hint = (
+            "; for a single image add a batch axis: images[None]"
+            if x.ndim == (2 if c == 1 else 3)
+            else ""
+        )
+        raise InputError(
+            f"expected images of shape {expected}, got rank {x.ndim} shape {x.shape}{hint}"
+        )
+    if x.shape[1:] != (c, h, w):
+        raise InputError(
+            f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; "
+            f"resize them to {h}x{w} {'greyscale' if c == 1 else 'RGB'} (load_images does this)"
+        )
+    if x.shape[0] == 0:
+        raise InputError("empty batch: no images given")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    if x.dtype != np.float32:
+        raise InputError(
+            f"expected uint8 pixels (0..255) or float32 pixels in [0, 1], got {x.dtype}; "
+            "convert with images.astype(np.float32) after scaling to [0, 1]"
+        )
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).sum())
+        first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
+        raise InputError(
+            f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); "
+            "pixels must be finite"
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(
+            f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. "
+            "The model normalises its input itself (normalization: in_graph): "
+            "pass raw pixels/255 or uint8 images, not normalised ones"
+        )
+    return np.ascontiguousarray(x)
+
+
 # ----------------------------------------------------------------------------- the classifier
 class OnnxClassifier:
     """An exported imgcls model in an onnxruntime session.
@@ -466,6 +702,8 @@ class OnnxClassifier:
         batch_size: largest batch sent to the session in one run; larger inputs are split.
         provider_options: per-provider option overrides, e.g.
             ``{"TensorrtExecutionProvider": {"trt_fp16_enable": "1"}}``.
+        session_config: onnxruntime session config entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` where other processes share the cores.
 
     Raises:
         ModelLoadError: missing or damaged file, or no imgcls metadata.
@@ -481,6 +719,7 @@ class OnnxClassifier:
         intra_op_threads: int | None = None,
         batch_size: int = 1024,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        session_config: Mapping[str, str] | None = None,
     ) -> None:
         if device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -498,6 +737,8 @@ class OnnxClassifier:
         if intra_op_threads is not None:
             self._options.intra_op_num_threads = intra_op_threads
             self._options.inter_op_num_threads = 1
+        for key, value in (session_config or {}).items():
+            self._options.add_session_config_entry(key, value)
         self.batch_size = batch_size
 
         self.requested_device = device
@@ -630,66 +871,8 @@ class OnnxClassifier:
 
     # -------------------------------------------------------------- inputs
     def to_pixels(self, images: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
-        """Check a batch and turn it into the model input: float32 pixels in [0, 1], (N, C, H, W).
-
-        Accepts uint8 (0..255) or float32 in [0, 1], shaped (N, C, H, W) or (N, H, W) for
-        one-channel models; or ``{input_name: array}``.
-
-        Raises:
-            InputError: wrong input name, rank, size, dtype, an empty batch, NaN/inf, or
-                floats outside [0, 1] (e.g. already-normalised pixels).
-        """
-        if isinstance(images, Mapping):
-            if set(images) != {self.input_name}:
-                raise InputError(
-                    f"input names {sorted(images)} do not match the model's single input "
-                    f"{self.input_name!r}"
-                )
-            images = images[self.input_name]
-        x = np.asarray(images)
-        c, h, w = self.input_shape
-        if x.ndim == 3 and c == 1:
-            x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
-        if x.ndim != 4:
-            expected = f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else "")
-            hint = (
-                "; for a single image add a batch axis: images[None]"
-                if x.ndim == (2 if c == 1 else 3)
-                else ""
-            )
-            raise InputError(
-                f"expected images of shape {expected}, got rank {x.ndim} shape {x.shape}{hint}"
-            )
-        if x.shape[1:] != (c, h, w):
-            raise InputError(
-                f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; "
-                f"resize them to {h}x{w} {'greyscale' if c == 1 else 'RGB'} (load_images does this)"
-            )
-        if x.shape[0] == 0:
-            raise InputError("empty batch: no images given")
-        if x.dtype == np.uint8:
-            return x.astype(np.float32) / np.float32(255.0)
-        if x.dtype != np.float32:
-            raise InputError(
-                f"expected uint8 pixels (0..255) or float32 pixels in [0, 1], got {x.dtype}; "
-                "convert with images.astype(np.float32) after scaling to [0, 1]"
-            )
-        finite = np.isfinite(x)
-        if not finite.all():
-            bad = int((~finite).sum())
-            first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
-            raise InputError(
-                f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); "
-                "pixels must be finite"
-            )
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise InputError(
-                f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. "
-                "The model normalises its input itself (normalization: in_graph): "
-                "pass raw pixels/255 or uint8 images, not normalised ones"
-            )
-        return np.ascontiguousarray(x)
+        """Check a batch and turn it into the model input (module function ``to_pixels``)."""
+        return to_pixels(images, self.input_shape, self.input_name)
 
     # -------------------------------------------------------------- inference
     def run(self, images: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from imgcls.commands.options import add_device, add_model, add_out
+from imgcls.commands.options import add_device, add_model, add_out, add_preprocess
 from imgcls.errors import ConfigError
 
 EXIT_SOME_FAILED = 2
@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_out(p, None, "write the rows to this file (default: stdout)")
     add_device(p, "auto")
+    add_preprocess(p)
     p.add_argument("--batch_size", type=int, default=1024, help="images per onnxruntime run")
 
 
@@ -92,7 +93,14 @@ def run(args: argparse.Namespace) -> int:
     skipped: list[ImageFileError] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        names, images = load_images(args.inputs, channels=c, size=(h, w), skipped=skipped)
+        names, images = load_images(
+            args.inputs,
+            channels=c,
+            size=(h, w),
+            skipped=skipped,
+            preprocess=args.preprocess,
+            dataset=clf.metadata.get("dataset"),
+        )
     for warning in caught:  # resized or animated images: one line each, without a source line
         print(f"[imgcls infer] warning: {warning.message}", file=sys.stderr)
     labels, probs = clf.predict(images)

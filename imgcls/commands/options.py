@@ -16,6 +16,7 @@ __all__ = [
     "add_device",
     "add_model",
     "add_out",
+    "add_preprocess",
     "add_which",
     "check_writable_folder",  # imgcls.utils', for the commands
     "checkpoint_from",
@@ -76,6 +77,20 @@ def add_device(p: argparse.ArgumentParser, default: str) -> None:
         help="auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt "
         f"(default {default}); "
         "cuda/tensorrt fail rather than fall back to the CPU",
+    )
+
+
+def add_preprocess(p: argparse.ArgumentParser) -> None:
+    from imgcls.runtime import PREPROCESS
+
+    p.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        default="auto",
+        help="how an image that is not already the model's size (a photo, a scan, a drawing) "
+        "becomes a model input: auto (the framing of the model's data set: MNIST's for "
+        "digits, Fashion-MNIST's for clothes), mnist, fashion_mnist, or none (squash it to "
+        "the model's size). An image of the model's size is used as it is (default auto)",
     )
 
 

@@ -1,0 +1,91 @@
+"""Start ``imgcls serve`` the way a user does (a subprocess on 127.0.0.1, a free port) and wait
+until ``GET /health`` says it is ready. Shared by the service, page and benchmark tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"imgcls serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(
+        f"imgcls serve not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}"
+    )
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 30.0) -> int:
+    """SIGTERM, as a process manager stops a service; SIGKILL the group if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return int(proc.returncode)
+
+
+@contextlib.contextmanager
+def running_server(
+    model: Path, *args: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``imgcls serve --model MODEL --port <free> ARGS``; yields once /health answers 200."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(model), "--port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*cmd, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,  # its workers can be killed as a group if it hangs
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, log, READY_TIMEOUT_S)
+        yield Server(url, proc, log)
+    finally:
+        stop(proc)
