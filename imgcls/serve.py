@@ -241,7 +241,8 @@ class ImageSpec(LitSpec):
         self.metadata = metadata
         self.model_id = mid
         self.class_names: list[str] = list(metadata["class_names"])
-        self.input_shape = tuple(int(d) for d in metadata["input"]["shape"][1:])
+        c, h, w = (int(d) for d in metadata["input"]["shape"][1:])
+        self.input_shape: tuple[int, int, int] = (c, h, w)
         self.input_name = str(metadata["input"]["name"])
         self.framing = framing_for(options.preprocess, metadata.get("dataset"))
 
