@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,12 +48,40 @@ def data(session: nox.Session) -> None:
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", *session.posargs, env=env)
 
 
+def _ensure_chromium(session: nox.Session) -> None:
+    """The page tests drive a system Chromium (Playwright's own download needs the internet):
+    install Debian's package when we are root with apt-get; else say that those tests skip."""
+    paths = [
+        os.environ.get("IMGCLS_CHROMIUM", ""),
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+    ]
+
+    def found() -> bool:
+        return any(p and os.access(p, os.X_OK) for p in paths)
+
+    if found():
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        session.log("no Chromium: the browser tests will skip (`apt-get install chromium` as root)")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "--no-install-recommends", "chromium"]
+    # apt-get exits 100 when a fresh container has no package lists yet: update only then.
+    session.run(*install, env=env, external=True, success_codes=[0, 100])
+    if not found():
+        session.run(apt, "update", env=env, external=True)
+        session.run(*install, env=env, external=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite: fetches the real data (cached), then pytest.
-    `nox -s tests -- -m "not slow"`."""
+    """The test suite: fetches the real data (cached), installs Chromium for the page tests
+    (root on Debian), then pytest. `nox -s tests -- -m "not slow"`."""
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", env=env)
+    _ensure_chromium(session)
     _run(session, "python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
 
 

@@ -1,0 +1,407 @@
+// The draw-a-digit page of `imgcls serve`. Plain browser JavaScript: no build step, no CDN,
+// so the page works offline from the installed package.
+"use strict";
+
+(() => {
+  const $ = (sel) => document.querySelector(sel);
+  const app = $("#app");
+  const pad = $("#pad");
+  const ctx = pad.getContext("2d");
+  const predictionEl = $("#prediction");
+  const confidenceEl = $("#confidence");
+  const barsEl = $("#bars");
+  const statusEl = $("#status");
+  const fmapsEl = $("#fmaps");
+  const featuresNote = $("#features-note");
+  const uploadEl = $("#upload");
+  const photoFigure = $("#photo-figure");
+  const photoEl = $("#photo");
+
+  // MNIST digits are ~20 px strokes-in-a-box of 28 px; a line of 1/13 of the pad keeps that
+  // stroke-to-size ratio once the server frames the ink into 20×20.
+  const LINE_WIDTH = Math.round(pad.width / 13);
+  const INK = "#111";
+  const PAPER = "#fff";
+
+  let meta = null;
+  let hasInk = false;
+  let drawing = false;
+  let last = null;
+  // Every change of the input (a stroke, Clear, an upload) gets a new generation; an answer
+  // for an older generation is dropped so a late reply cannot overwrite a cleared page.
+  let generation = 0;
+  let inFlight = false;
+  let pending = null; // () => Promise<Blob>: the newest input waiting for the request in flight
+  let photoUrl = null;
+
+  // ---------------------------------------------------------------------------- status
+  function setStatus(text, isError = false) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("error", isError);
+  }
+
+  async function errorDetail(resp) {
+    try {
+      const body = await resp.json();
+      if (body && body.detail) {
+        return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      }
+    } catch (_) {
+      // not JSON: fall back to the HTTP status line
+    }
+    return `${resp.status} ${resp.statusText}`.trim();
+  }
+
+  function setBusy() {
+    app.dataset.busy = String(inFlight || pending !== null || drawing);
+  }
+
+  // ---------------------------------------------------------------------------- metadata
+  function classNames() {
+    if (meta && Array.isArray(meta.class_names)) return meta.class_names;
+    return Array.from({ length: 10 }, (_, i) => String(i));
+  }
+
+  function buildBars() {
+    barsEl.replaceChildren();
+    classNames().forEach((name, i) => {
+      const li = document.createElement("li");
+      li.className = "bar";
+      li.dataset.class = String(i);
+      li.dataset.probability = "0";
+      const label = document.createElement("span");
+      label.className = "bar-label";
+      label.textContent = name;
+      const track = document.createElement("span");
+      track.className = "bar-track";
+      const fill = document.createElement("span");
+      fill.className = "bar-fill";
+      track.append(fill);
+      const value = document.createElement("span");
+      value.className = "bar-value";
+      value.textContent = "–";
+      li.append(label, track, value);
+      barsEl.append(li);
+    });
+  }
+
+  function buildFeatureGroups(maps) {
+    fmapsEl.replaceChildren();
+    for (const m of maps) {
+      const [c, h, w] = m.shape;
+      const group = document.createElement("figure");
+      group.className = `fmap-layer fmap-${m.kind}`;
+      group.dataset.label = m.label;
+      const caption = document.createElement("figcaption");
+      caption.textContent = `${m.label} · ${m.kind} · ${c}×${h}×${w}`;
+      const grid = document.createElement("div");
+      grid.className = "fmap-grid";
+      for (let k = 0; k < c; k++) {
+        const tile = document.createElement("canvas");
+        tile.className = "fmap-tile";
+        tile.width = w;
+        tile.height = h;
+        tile.dataset.channel = String(k);
+        tile.setAttribute("role", "img");
+        tile.setAttribute("aria-label", `${m.label}, channel ${k + 1} of ${c}`);
+        grid.append(tile);
+      }
+      group.append(caption, grid);
+      fmapsEl.append(group);
+    }
+  }
+
+  function showNoFeatures(text) {
+    fmapsEl.replaceChildren();
+    featuresNote.textContent = text;
+    featuresNote.hidden = false;
+  }
+
+  async function loadMetadata() {
+    try {
+      const resp = await fetch("metadata", { headers: { Accept: "application/json" } });
+      if (!resp.ok) throw new Error(await errorDetail(resp));
+      meta = await resp.json();
+    } catch (err) {
+      setStatus(`Could not read the model's metadata: ${err.message}`, true);
+      buildBars();
+      return;
+    }
+    const dataset = { mnist: "MNIST", fashion_mnist: "Fashion-MNIST" }[meta.dataset] || meta.dataset;
+    $("#model-name").textContent = `${meta.net || "model"} on ${dataset || "?"}`;
+    document.title = `imgcls: ${meta.net || "model"} on ${dataset || "?"}`;
+    const bits = [`model ${meta.model_id || "?"}`];
+    if (meta.provider) bits.push(meta.provider);
+    if (typeof meta.test_accuracy === "number") {
+      bits.push(`test accuracy ${(100 * meta.test_accuracy).toFixed(2)} %`);
+    }
+    $("#model-info").textContent = bits.join(" · ");
+    buildBars();
+    if (meta.features && Array.isArray(meta.feature_maps) && meta.feature_maps.length) {
+      buildFeatureGroups(meta.feature_maps);
+      featuresNote.hidden = true;
+    } else {
+      showNoFeatures(
+        `No feature maps for this model (${meta.net || "?"}): it has no convolution or ` +
+          "pooling layers, or it was exported without its feature-map model.",
+      );
+    }
+    setStatus(hasInk ? "" : "Ready: draw a " + (meta.dataset === "mnist" ? "digit." : "shape."));
+    if (hasInk) requestPrediction();
+  }
+
+  // ---------------------------------------------------------------------------- drawing
+  function resetPad() {
+    // An opaque background: a transparent PNG would decode as black ink on black paper.
+    ctx.fillStyle = PAPER;
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    ctx.strokeStyle = INK;
+    ctx.fillStyle = INK;
+    ctx.lineWidth = LINE_WIDTH;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    hasInk = false;
+  }
+
+  function padPoint(ev) {
+    const r = pad.getBoundingClientRect();
+    return {
+      x: ((ev.clientX - r.left) * pad.width) / r.width,
+      y: ((ev.clientY - r.top) * pad.height) / r.height,
+    };
+  }
+
+  function dot(p) {
+    ctx.beginPath();
+    ctx.arc(p.x, p.y, LINE_WIDTH / 2, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+
+  pad.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 0) return;
+    ev.preventDefault();
+    pad.setPointerCapture(ev.pointerId);
+    if (!photoFigure.hidden) hidePhoto();
+    drawing = true;
+    last = padPoint(ev);
+    dot(last);
+    hasInk = true;
+    setBusy();
+    requestPrediction();
+  });
+
+  pad.addEventListener("pointermove", (ev) => {
+    if (!drawing) return;
+    ev.preventDefault();
+    // Coalesced events keep fast strokes smooth where the browser batches pointer moves.
+    const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
+    ctx.beginPath();
+    ctx.moveTo(last.x, last.y);
+    for (const e of events.length ? events : [ev]) {
+      last = padPoint(e);
+      ctx.lineTo(last.x, last.y);
+    }
+    ctx.stroke();
+    requestPrediction();
+  });
+
+  function endStroke(ev) {
+    if (!drawing) return;
+    drawing = false;
+    if (pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
+    requestPrediction();
+  }
+  pad.addEventListener("pointerup", endStroke);
+  pad.addEventListener("pointercancel", endStroke);
+
+  // ---------------------------------------------------------------------------- requests
+  function padBlob() {
+    return new Promise((resolve, reject) => {
+      pad.toBlob((b) => (b ? resolve(b) : reject(new Error("the canvas gave no image"))), "image/png");
+    });
+  }
+
+  function requestPrediction() {
+    if (!hasInk) return;
+    submit(padBlob);
+  }
+
+  // At most one request in flight: a newer input waits in `pending` (replacing any older one)
+  // and goes out when the answer in flight comes back, so drawing never queues up requests.
+  function submit(getBlob) {
+    generation += 1;
+    if (inFlight) {
+      pending = getBlob;
+      setBusy();
+      return;
+    }
+    send(getBlob, generation);
+  }
+
+  async function send(getBlob, gen) {
+    inFlight = true;
+    setBusy();
+    try {
+      const blob = await getBlob();
+      const wantFeatures = Boolean(meta && meta.features);
+      let resp = await post(wantFeatures ? "features" : "predict", blob);
+      if (wantFeatures && resp.status === 404) {
+        // the export has no feature model after all: predictions still work
+        meta.features = false;
+        showNoFeatures("This model has no feature maps to show.");
+        resp = await post("predict", blob);
+      }
+      if (!resp.ok) {
+        const detail = await errorDetail(resp);
+        if (gen === generation) setStatus(`The server refused the image: ${detail}`, true);
+      } else {
+        const answer = await resp.json();
+        if (gen === generation) {
+          showAnswer(answer);
+          setStatus("");
+        }
+      }
+    } catch (err) {
+      if (gen === generation) setStatus(`No answer from the server: ${err.message}`, true);
+    } finally {
+      inFlight = false;
+      const next = pending;
+      pending = null;
+      if (next) {
+        send(next, generation);
+      } else {
+        setBusy();
+      }
+    }
+  }
+
+  function post(path, blob) {
+    return fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": blob.type || "application/octet-stream", Accept: "application/json" },
+      body: blob,
+    });
+  }
+
+  // ---------------------------------------------------------------------------- answers
+  function showAnswer(answer) {
+    const names = classNames();
+    const probs = answer.probabilities || [];
+    predictionEl.dataset.label = String(answer.label);
+    predictionEl.textContent = answer.class_name ?? names[answer.label] ?? String(answer.label);
+    predictionEl.classList.remove("empty");
+    const p = probs[answer.label];
+    confidenceEl.textContent =
+      typeof p === "number" ? `probability ${(100 * p).toFixed(1)} %` : "";
+    barsEl.querySelectorAll(".bar").forEach((bar, i) => {
+      const q = typeof probs[i] === "number" ? probs[i] : 0;
+      bar.dataset.probability = String(q);
+      bar.classList.toggle("top", i === answer.label);
+      bar.querySelector(".bar-fill").style.width = `${(100 * q).toFixed(2)}%`;
+      bar.querySelector(".bar-value").textContent = `${(100 * q).toFixed(1)} %`;
+    });
+    if (Array.isArray(answer.maps)) drawMaps(answer.maps);
+  }
+
+  function decodeBase64(text) {
+    const bin = atob(text);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+
+  function drawMaps(maps) {
+    const layers = fmapsEl.querySelectorAll(".fmap-layer");
+    const fits =
+      layers.length === maps.length &&
+      maps.every((m, i) => layers[i].querySelectorAll(".fmap-tile").length === m.shape[0]);
+    if (!fits) buildFeatureGroups(maps); // metadata had no (or other) layer list
+    fmapsEl.querySelectorAll(".fmap-layer").forEach((layer, li) => {
+      const m = maps[li];
+      const [c, h, w] = m.shape;
+      const bytes = decodeBase64(m.data);
+      if (bytes.length !== c * h * w) {
+        setStatus(`Feature map ${m.label}: ${bytes.length} bytes for shape ${c}×${h}×${w}`, true);
+        return;
+      }
+      layer.querySelectorAll(".fmap-tile").forEach((tile, k) => {
+        const tctx = tile.getContext("2d");
+        const img = tctx.createImageData(w, h);
+        const base = k * h * w;
+        for (let j = 0; j < h * w; j++) {
+          const v = bytes[base + j];
+          img.data[4 * j] = v;
+          img.data[4 * j + 1] = v;
+          img.data[4 * j + 2] = v;
+          img.data[4 * j + 3] = 255;
+        }
+        tctx.putImageData(img, 0, 0);
+      });
+    });
+  }
+
+  function clearAnswer() {
+    delete predictionEl.dataset.label;
+    predictionEl.textContent = "–";
+    predictionEl.classList.add("empty");
+    confidenceEl.textContent = "Draw something to start.";
+    barsEl.querySelectorAll(".bar").forEach((bar) => {
+      bar.dataset.probability = "0";
+      bar.classList.remove("top");
+      bar.querySelector(".bar-fill").style.width = "0%";
+      bar.querySelector(".bar-value").textContent = "–";
+    });
+    fmapsEl.querySelectorAll(".fmap-tile").forEach((tile) => {
+      tile.getContext("2d").clearRect(0, 0, tile.width, tile.height);
+    });
+  }
+
+  function hidePhoto() {
+    photoFigure.hidden = true;
+    photoEl.removeAttribute("src");
+    if (photoUrl) URL.revokeObjectURL(photoUrl);
+    photoUrl = null;
+  }
+
+  function clearAll() {
+    generation += 1; // drops any answer still on its way
+    pending = null;
+    drawing = false;
+    resetPad();
+    hidePhoto();
+    uploadEl.value = "";
+    clearAnswer();
+    setStatus("Cleared.");
+    setBusy();
+  }
+
+  photoEl.addEventListener("error", () => {
+    // not an image the browser can show (the server says why in the status line)
+    if (photoEl.getAttribute("src")) hidePhoto();
+  });
+
+  $("#clear").addEventListener("click", clearAll);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") {
+      ev.preventDefault();
+      clearAll();
+    }
+  });
+
+  uploadEl.addEventListener("change", () => {
+    const file = uploadEl.files && uploadEl.files[0];
+    if (!file) return;
+    resetPad();
+    clearAnswer();
+    hidePhoto();
+    photoUrl = URL.createObjectURL(file);
+    photoEl.src = photoUrl;
+    photoFigure.hidden = false;
+    setStatus(`Sent ${file.name}.`);
+    submit(() => Promise.resolve(file));
+  });
+
+  resetPad();
+  buildBars();
+  loadMetadata();
+})();
