@@ -9,7 +9,12 @@ the gate:
    subset is asked for), run through the serving runtime (``imgcls.runtime``, onnxruntime
    on the CPU): largest |Δlogit| <= 1e-4 and top-1 agreement 100 %;
 3. with ``fp16=True``, ``model.fp16.onnx`` (float16 weights, float32 inputs and outputs)
-   must agree on the top-1 class with the fp32 model on >= 99.9 % of those images.
+   must agree on the top-1 class with the fp32 model on >= 99.9 % of those images;
+4. for a net with conv layers (unless ``features=False``), ``model.features.onnx``: the same
+   graph with the feature maps as extra outputs ``fmap_0``, ``fmap_1``, ... (see
+   ``FeatureMapClassifier``). It must pass the checker, give model.onnx's logits on the
+   parity images (same thresholds), and give the PyTorch feature maps on a few of them.
+   ``model.onnx`` itself is exported without them, so it stays what the runtime serves.
 
 Decision: normalisation is baked into the graph. The ONNX input ``pixels`` is float32 in
 [0, 1], shape (N, C, H, W); the graph computes ``(pixels - mean) / std`` then the net, and
@@ -40,7 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +59,7 @@ from torch import nn
 import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
 from imgcls.errors import ConfigError, ExportError, GateError
+from imgcls.insight import probe
 from imgcls.runs import run_of
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
 from imgcls.utils import check_writable_folder, sha256_file
@@ -65,11 +71,14 @@ __all__ = [
     "OPSET",
     "ExportError",
     "ExportResult",
+    "FeatureMapClassifier",
     "GateError",
     "PixelClassifier",
     "default_export_dir",
     "export_checkpoint",
+    "feature_outputs",
     "reference_logits",
+    "to_features_onnx",
     "to_onnx",
 ]
 
@@ -80,7 +89,11 @@ EXAMPLE_BATCH = 4  # > 1, so that torch.export does not specialise the batch axi
 MAX_ABS_LOGIT_DIFF = 1e-4  # fp32 gate: largest |logit_onnx - logit_torch| over the test set
 MIN_FP32_AGREEMENT = 1.0  # fp32 gate: top-1 agreement with the PyTorch model
 MIN_FP16_AGREEMENT = 0.999  # fp16 gate: top-1 agreement with the fp32 ONNX model
-ARTIFACTS = ("model.onnx", "model.fp16.onnx", "metadata.json", "parity.json")
+FEATURES_FILE = "model.features.onnx"
+FMAP_PREFIX = "fmap_"
+MAX_ABS_FMAP_DIFF = 1e-4  # features gate: largest |map_onnx - map_torch| on FMAP_CHECK_IMAGES
+FMAP_CHECK_IMAGES = 16
+ARTIFACTS = ("model.onnx", "model.fp16.onnx", FEATURES_FILE, "metadata.json", "parity.json")
 EXPORT_ROOT = Path("export")
 STALE_AFTER_S = 3600  # a staged folder this old is left over even if its pid is alive again
 # .<name>.<pid>.<random>.tmp, or .<name>.<random>.tmp (no pid) from earlier versions
@@ -108,15 +121,109 @@ class PixelClassifier(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-def to_onnx(
-    net: nn.Module, mean: float, std: float, input_shape: tuple[int, int, int], opset: int = OPSET
+class FeatureMapClassifier(PixelClassifier):
+    """``PixelClassifier`` that also returns the outputs of ``taps`` (modules inside ``net``):
+    pixels -> (logits, probabilities, map_0, map_1, ...), each map (N, C_k, H_k, W_k).
+
+    Forward hooks on the taps keep each one's first output of the forward pass. The hooks
+    stay on ``net`` until ``remove_hooks`` (or the end of a ``with`` block).
+    """
+
+    def __init__(self, net: nn.Module, mean: float, std: float, taps: Sequence[nn.Module]) -> None:
+        super().__init__(net, mean, std)
+        self.n_taps = len(taps)
+        self._maps: list[torch.Tensor | None] | None = None
+        self._hooks = [
+            tap.register_forward_hook(lambda mod, args, out, i=i: self._keep(i, out))
+            for i, tap in enumerate(taps)
+        ]
+
+    def _keep(self, i: int, out: torch.Tensor) -> None:
+        if self._maps is not None and self._maps[i] is None:
+            self._maps[i] = out
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        self._maps = [None] * self.n_taps
+        try:
+            logits, probs = super().forward(pixels)
+            maps = self._maps
+        finally:
+            self._maps = None
+        missing = [i for i, m in enumerate(maps) if m is None]
+        if missing:
+            raise ExportError(f"feature taps {missing} were not reached by the forward pass")
+        return (logits, probs, *(m for m in maps if m is not None))
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def __enter__(self) -> FeatureMapClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove_hooks()
+
+
+def feature_outputs(
+    net: nn.Module, input_shape: tuple[int, int, int]
+) -> list[tuple[str, str, nn.Module, tuple[int, int, int]]]:
+    """The feature-map taps of ``net`` (``probe.feature_taps``, pools included) in the order
+    the forward pass reaches them, each with its map's shape (C, H, W):
+    [(label, kind, module, shape)]. Empty for a net without conv layers.
+
+    Raises:
+        ExportError: a tap does not output a 4-D map.
+    """
+    if not probe.conv_layers(net):
+        return []
+    taps = probe.feature_taps(net, pools=True)
+    first: dict[int, tuple[int, tuple[int, ...]]] = {}  # tap index -> (firing rank, shape)
+
+    def record(i: int, out: object) -> None:
+        if i not in first:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+            first[i] = (len(first), shape)
+
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, i=i: record(i, out))
+        for i, (_, _, m) in enumerate(taps)
+    ]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.inference_mode():
+            net(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    found = []
+    for i, (label, kind, module) in enumerate(taps):
+        if i not in first:
+            raise ExportError(f"the feature tap {label} is not reached by the forward pass")
+        rank, shape = first[i]
+        if len(shape) != 4:
+            raise ExportError(f"the feature tap {label} outputs shape {shape}, not (N, C, H, W)")
+        found.append((rank, label, kind, module, (shape[1], shape[2], shape[3])))
+    return [
+        (label, kind, m, shape) for _, label, kind, m, shape in sorted(found, key=lambda t: t[0])
+    ]
+
+
+def _export_graph(
+    wrapper: nn.Module,
+    input_shape: tuple[int, int, int],
+    output_names: Sequence[str],
+    opset: int,
 ) -> onnx.ModelProto:
-    """Export ``net`` (in eval mode) wrapped in ``PixelClassifier`` with a dynamic batch axis.
+    """The dynamo-based ``torch.onnx.export`` of ``wrapper`` (pixels -> ``output_names``) with
+    a dynamic batch axis, checked for its names, opset and dynamic batch.
 
     Raises:
         ExportError: the exporter failed, or the graph lost its names or its dynamic batch.
     """
-    wrapper = PixelClassifier(net, mean, std).eval()
     example = torch.rand(EXAMPLE_BATCH, *input_shape)
     batch = torch.export.Dim("batch", min=1)
     try:
@@ -126,7 +233,7 @@ def to_onnx(
             dynamo=True,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names),
             dynamic_shapes={"pixels": {0: batch}},
             external_data=False,
             verbose=False,
@@ -140,9 +247,10 @@ def to_onnx(
     assert program is not None  # dynamo=True always returns an ONNXProgram
     proto = program.model_proto
     names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
-    if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
+    if names != ([INPUT_NAME], list(output_names)):
         raise ExportError(
-            f"exported graph has inputs/outputs {names}, expected {INPUT_NAME} -> {OUTPUT_NAMES}"
+            f"exported graph has inputs/outputs {names}, expected {INPUT_NAME} -> "
+            f"{tuple(output_names)}"
         )
     actual = {o.domain: o.version for o in proto.opset_import}.get("")
     if actual != opset:
@@ -152,6 +260,36 @@ def to_onnx(
             "the exported graph has a fixed batch size; the batch axis must stay dynamic"
         )
     return proto
+
+
+def to_onnx(
+    net: nn.Module, mean: float, std: float, input_shape: tuple[int, int, int], opset: int = OPSET
+) -> onnx.ModelProto:
+    """Export ``net`` (in eval mode) wrapped in ``PixelClassifier`` with a dynamic batch axis.
+
+    Raises:
+        ExportError: the exporter failed, or the graph lost its names or its dynamic batch.
+    """
+    return _export_graph(PixelClassifier(net, mean, std).eval(), input_shape, OUTPUT_NAMES, opset)
+
+
+def to_features_onnx(
+    net: nn.Module,
+    mean: float,
+    std: float,
+    input_shape: tuple[int, int, int],
+    taps: Sequence[nn.Module],
+    opset: int = OPSET,
+) -> onnx.ModelProto:
+    """Export ``net`` wrapped in ``FeatureMapClassifier``: outputs ``logits``,
+    ``probabilities``, then ``fmap_<k>`` the output of ``taps[k]``, all with a dynamic batch.
+
+    Raises:
+        ExportError: the exporter failed, or the graph lost its names or its dynamic batch.
+    """
+    names = [*OUTPUT_NAMES, *(f"{FMAP_PREFIX}{k}" for k in range(len(taps)))]
+    with FeatureMapClassifier(net, mean, std, taps) as wrapper:
+        return _export_graph(wrapper.eval(), input_shape, names, opset)
 
 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -331,6 +469,7 @@ def export_checkpoint(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     fp16: bool = False,
+    features: bool = True,
     opset: int = OPSET,
     data_dir: str | os.PathLike[str] | None = None,
     parity_subset: int | None = None,
@@ -340,13 +479,16 @@ def export_checkpoint(
     """Export a checkpoint to ``out_dir`` (default ``export/<run-name>``) through the gate.
 
     Writes ``model.onnx``, ``metadata.json``, ``parity.json`` (and ``model.fp16.onnx`` with
-    ``fp16``) into a temp folder beside ``out_dir`` that replaces it only after every check
-    passed.
+    ``fp16``, ``model.features.onnx`` with ``features`` for a net with conv layers) into a
+    temp folder beside ``out_dir`` that replaces it only after every check passed.
 
     Args:
         ckpt_path: a Lightning checkpoint of an ``ImageClassifier``.
         out_dir: target folder; a previous export there is replaced as a whole.
         fp16: also write and gate ``model.fp16.onnx``.
+        features: also write and gate ``model.features.onnx`` (the feature maps of each conv
+            and pooling layer as extra outputs); skipped, with a log line, for a net without
+            conv layers.
         opset: ONNX opset (default pinned ``OPSET``).
         data_dir: data root holding the test set (default ``$IMGCLS_DATA`` / ``~/.cache``).
         parity_subset: check parity on the first N test images only (for tests); default all.
@@ -512,6 +654,25 @@ def export_checkpoint(
         )
         blobs["model.fp16.onnx"] = half.SerializeToString()
 
+    if features:
+        features_blob, parity_features = _features_model(
+            model.net,
+            float(hp.mean),
+            float(hp.std),
+            shape,
+            opset,
+            metadata,
+            blobs["model.onnx"],
+            images,
+            got,
+            batch_size,
+            out,
+            log,
+        )
+        if features_blob is not None:
+            blobs[FEATURES_FILE] = features_blob
+            parity["features"] = parity_features
+
     parity["model_sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}
     parity["passed"] = True
     blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
@@ -530,7 +691,9 @@ def export_checkpoint(
                 _write_durable(staged / name, data)
         except OSError as e:
             raise _placement_error(e, out) from e
-        onnx.checker.check_model(str(staged / "model.onnx"), full_check=True)  # the file as written
+        for name in blobs:  # the files as written
+            if name.endswith(".onnx") and name != "model.fp16.onnx":
+                onnx.checker.check_model(str(staged / name), full_check=True)
         os.chmod(staged, 0o777 & ~_umask())
         _swap_into_place(staged, out)
     finally:
@@ -538,6 +701,107 @@ def export_checkpoint(
             shutil.rmtree(staged)
     log(f"wrote {out}: " + ", ".join(blobs))
     return ExportResult(out, [out / name for name in blobs], metadata, parity)
+
+
+def _features_model(
+    net: nn.Module,
+    mean: float,
+    std: float,
+    shape: tuple[int, int, int],
+    opset: int,
+    metadata: dict[str, Any],
+    model_bytes: bytes,
+    images: torch.Tensor,
+    logits: np.ndarray,
+    batch_size: int,
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[bytes | None, dict[str, Any]]:
+    """``model.features.onnx`` through its gate, and its parity figures; (None, {}) for a net
+    without conv layers.
+
+    ``logits`` are model.onnx's on ``images``: the features graph must give the same, so the
+    gate needs no second PyTorch pass over the test set; the maps themselves are compared
+    with the PyTorch hooks on the first ``FMAP_CHECK_IMAGES`` images.
+    """
+    outs = feature_outputs(net, shape)
+    if not outs:
+        log(
+            f"no {FEATURES_FILE}: this {type(net).__name__} has no convolutional layers, "
+            "so it has no feature maps"
+        )
+        return None, {}
+    log(f"exporting {FEATURES_FILE} ({len(outs)} feature maps as extra outputs)")
+    taps = [m for _, _, m, _ in outs]
+    proto = to_features_onnx(net, mean, std, shape, taps, opset)
+    feature_maps = [
+        {"output": f"{FMAP_PREFIX}{k}", "label": label, "kind": kind, "shape": list(s)}
+        for k, (label, kind, _, s) in enumerate(outs)
+    ]
+    set_metadata(
+        proto,
+        {
+            **metadata,
+            "feature_maps": feature_maps,
+            "features_of": hashlib.sha256(model_bytes).hexdigest(),
+        },
+    )
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        _gate("onnx.checker (features)", [str(e).splitlines()[0][:300]], out)
+
+    failures = []
+    for fm, value in zip(feature_maps, proto.graph.output[len(OUTPUT_NAMES) :], strict=True):
+        t = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+        if t.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1:] != fm["shape"]:
+            failures.append(f"graph output {fm['output']} is {dims}, metadata says {fm['shape']}")
+    blob = proto.SerializeToString()
+    session = OnnxClassifier(blob, device="cpu", batch_size=batch_size)
+    got = session.logits(images.numpy())
+    diff = np.abs(got.astype(np.float64) - logits.astype(np.float64))
+    max_diff, agree = float(diff.max()), float((got.argmax(1) == logits.argmax(1)).mean())
+
+    pixels = session.to_pixels(images[:FMAP_CHECK_IMAGES].numpy())
+    onnx_maps = session.session.run(None, {INPUT_NAME: pixels})[len(OUTPUT_NAMES) :]
+    with FeatureMapClassifier(net, mean, std, taps) as wrapper, torch.inference_mode():
+        torch_maps = [t.float().numpy() for t in wrapper.eval()(torch.from_numpy(pixels))[2:]]
+    fmap_diff = 0.0
+    for fm, got_map, ref_map in zip(feature_maps, onnx_maps, torch_maps, strict=True):
+        expected = (len(pixels), *fm["shape"])
+        if got_map.shape != expected or ref_map.shape != expected:
+            failures.append(
+                f"{fm['output']} has shape {got_map.shape} (PyTorch {ref_map.shape}), "
+                f"metadata says {expected}"
+            )
+            continue
+        fmap_diff = max(fmap_diff, float(np.abs(got_map.astype(np.float64) - ref_map).max()))
+    figures = {
+        "n_images": len(logits),
+        "outputs": [fm["output"] for fm in feature_maps],
+        "max_abs_logit_diff_vs_fp32": max_diff,
+        "top1_agreement_with_fp32": agree,
+        "disagreements": int((got.argmax(1) != logits.argmax(1)).sum()),
+        "fmap_images": len(pixels),
+        "max_abs_fmap_diff_vs_torch": fmap_diff,
+        "thresholds": {
+            "max_abs_logit_diff_vs_fp32": MAX_ABS_LOGIT_DIFF,
+            "min_top1_agreement_with_fp32": MIN_FP32_AGREEMENT,
+            "max_abs_fmap_diff_vs_torch": MAX_ABS_FMAP_DIFF,
+        },
+    }
+    if not max_diff <= MAX_ABS_LOGIT_DIFF:  # written so that NaN fails too
+        failures.append(f"max |Δlogit| vs model.onnx {max_diff:.3g} > {MAX_ABS_LOGIT_DIFF}")
+    if agree < MIN_FP32_AGREEMENT:
+        failures.append(
+            f"top-1 agreement with model.onnx {agree:.4%} < {MIN_FP32_AGREEMENT:.0%} "
+            f"({figures['disagreements']} images differ)"
+        )
+    if not fmap_diff <= MAX_ABS_FMAP_DIFF:
+        failures.append(f"max |Δfeature map| vs PyTorch {fmap_diff:.3g} > {MAX_ABS_FMAP_DIFF}")
+    _gate("features parity", failures, out)
+    return blob, figures
 
 
 def _placement_error(e: OSError, out: Path) -> ExportError:

@@ -40,6 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also write model.fp16.onnx (fp32 inputs/outputs), gated "
         "on >= 99.9%% top-1 agreement with the fp32 model",
     )
+    p.add_argument(
+        "--features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write model.features.onnx: the same net with the feature maps of each conv "
+        "and pooling layer as extra outputs fmap_0, fmap_1, ... (default: on; nets without "
+        "conv layers get none)",
+    )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     add_data_dir(p)
     p.add_argument(
@@ -64,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_from(args.ckpt, args.which),
         args.out,
         fp16=args.fp16,
+        features=args.features,
         opset=args.opset,
         data_dir=args.data_dir,
         parity_subset=args.parity_subset,
@@ -82,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     }
     if "fp16" in result.parity:
         summary["fp16_top1_agreement"] = result.parity["fp16"]["top1_agreement_with_fp32"]
+    features = result.parity.get("features")
+    summary["features_model"] = (
+        str(result.out_dir / "model.features.onnx") if features is not None else None
+    )
+    if features is not None:
+        summary["feature_maps"] = len(features["outputs"])
+        summary["features_max_abs_fmap_diff"] = features["max_abs_fmap_diff_vs_torch"]
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -90,5 +106,10 @@ def run(args: argparse.Namespace) -> int:
         f"{100 * fp32['onnx_accuracy']:.2f} % on {summary['n_images']:,} images; parity with "
         f"PyTorch: max |Δlogit| {fp32['max_abs_logit_diff']:.2g}, top-1 agreement "
         f"{100 * fp32['top1_agreement']:.2f} %)"
+        + (
+            f"; feature maps: {summary['features_model']} ({len(features['outputs'])} maps)"
+            if features is not None
+            else ""
+        )
     )
     return 0

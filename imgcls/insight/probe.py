@@ -20,6 +20,7 @@ __all__ = [
     "Outputs",
     "conv_layers",
     "feature_maps",
+    "feature_taps",
     "first_conv_weights",
     "first_linear_templates",
     "pca_2d",
@@ -93,22 +94,33 @@ def first_linear_templates(net: nn.Module, image_shape: tuple[int, int, int]) ->
     return linears[0].weight.detach().float().cpu().reshape(-1, c, h, w)
 
 
-@torch.inference_mode()
-def feature_maps(
-    net: nn.Module, image: torch.Tensor, mean: float, std: float
-) -> list[tuple[str, torch.Tensor]]:
-    """The output of every conv layer for one uint8 image (C, H, W): [(label, (channels, H', W'))].
+_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
 
-    Where the conv is followed (directly or after batch norm) by an activation in the same
-    ``nn.Sequential``, the activation's output is taken, as the lectures show (after the ReLU).
+
+def _is_global_pool(m: nn.Module) -> bool:
+    """An adaptive pool down to 1×1: one number per channel, no map to show."""
+    if not isinstance(m, nn.AdaptiveMaxPool2d | nn.AdaptiveAvgPool2d):
+        return False
+    size = m.output_size
+    sizes = size if isinstance(size, tuple | list) else (size, size)
+    return all(s == 1 for s in sizes)
+
+
+def feature_taps(net: nn.Module, pools: bool = True) -> list[tuple[str, str, nn.Module]]:
+    """The modules whose outputs are a net's feature maps: [(label, kind, module)].
+
+    For each conv layer (kind ``"conv"``): where it is followed in the same ``nn.Sequential``
+    by an activation (directly or after batch norm), the activation, labelled
+    ``"<conv name> + ReLU"``, as the lectures show the maps; else the batch norm after it, or
+    the conv itself (a conv outside a Sequential, e.g. in a residual block). With ``pools``,
+    also each pooling layer (kind ``"pool"``, labelled ``"<name> (MaxPool2d)"``), except an
+    adaptive pool down to 1×1. In module registration order, which is the forward order of
+    the nets built here.
     """
     convs = conv_layers(net)
-    if not convs:
-        raise NoConvLayersError(
-            f"this {type(net).__name__} has no convolutional layers, so it has no feature maps"
-        )
-    taps: dict[int, tuple[str, nn.Module]] = {}
     conv_ids = {id(m) for _, m in convs}
+    taps: dict[int, tuple[str, nn.Module]] = {}
     for parent_name, parent in net.named_modules():
         if not isinstance(parent, nn.Sequential):
             continue
@@ -121,16 +133,39 @@ def feature_maps(
                 if isinstance(nxt, nn.modules.batchnorm._BatchNorm):
                     tap = nxt
                     continue
-                if isinstance(nxt, nn.ReLU | nn.Tanh | nn.Sigmoid | nn.GELU | nn.SiLU):
+                if isinstance(nxt, _ACTIVATIONS):
                     tap, label = nxt, label + f" + {type(nxt).__name__}"
                 break
             taps[id(child)] = (label, tap)
     for name, m in convs:  # convs outside a Sequential (residual blocks): their own output
         taps.setdefault(id(m), (name, m))
+    out: list[tuple[str, str, nn.Module]] = []
+    for name, m in net.named_modules():
+        if id(m) in conv_ids:
+            label, tap = taps[id(m)]
+            out.append((label, "conv", tap))
+        elif pools and isinstance(m, _POOLS) and not _is_global_pool(m):
+            out.append((f"{name} ({type(m).__name__})", "pool", m))
+    return out
+
+
+@torch.inference_mode()
+def feature_maps(
+    net: nn.Module, image: torch.Tensor, mean: float, std: float
+) -> list[tuple[str, torch.Tensor]]:
+    """The output of every conv layer for one uint8 image (C, H, W): [(label, (channels, H', W'))].
+
+    Where the conv is followed (directly or after batch norm) by an activation in the same
+    ``nn.Sequential``, the activation's output is taken, as the lectures show (after the ReLU);
+    ``feature_taps`` says which module each map comes from.
+    """
+    if not conv_layers(net):
+        raise NoConvLayersError(
+            f"this {type(net).__name__} has no convolutional layers, so it has no feature maps"
+        )
     outputs: list[tuple[str, torch.Tensor]] = []
     hooks = []
-    for _, m in convs:
-        label, tap = taps[id(m)]
+    for label, _, tap in feature_taps(net, pools=False):
         hooks.append(
             tap.register_forward_hook(
                 lambda mod, args, out, label=label: outputs.append(
