@@ -575,7 +575,13 @@ def _stop_http_first(server: ls.LitServer) -> Callable[[int, Any], None]:
     """SIGTERM: let the HTTP processes finish their in-flight requests (uvicorn's graceful
     shutdown, while the workers still answer), then stop LitServe."""
 
+    main = os.getpid()
+
     def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main:
+            # An HTTP process (forked, so it inherits this handler) re-raises the signal once
+            # uvicorn has finished its requests: it is done, and exits quietly.
+            raise SystemExit(0)
         http = [p for p in multiprocessing.active_children() if p.name.startswith("LitServer-")]
         for p in http:
             if p.pid is not None:
