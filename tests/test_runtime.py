@@ -31,6 +31,7 @@ from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
 from imgcls.export import export_checkpoint
+from imgcls.photos import render_photos
 from imgcls.runtime import (
     ImageFileError,
     InputError,
@@ -470,23 +471,6 @@ def test_infer_errors(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 # ----------------------------------------------------------------------------- framing
-def _photographed(digit: np.ndarray, rng: np.random.Generator) -> bytes:
-    """An MNIST digit as a person photographs one: dark ink on grey-ish paper, 4-10x larger,
-    off centre on a canvas of another aspect ratio, mildly blurred, saved as JPEG."""
-    from PIL import ImageFilter
-
-    side = int(28 * rng.uniform(4, 10))
-    ink = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
-    w, h = int(side * rng.uniform(1.2, 2.0)), int(side * rng.uniform(1.1, 1.6))
-    paper = Image.new("L", (w, h), int(rng.integers(170, 235)))
-    dark = Image.new("L", (side, side), int(rng.integers(10, 60)))
-    paper.paste(dark, (int(rng.integers(0, w - side)), int(rng.integers(0, h - side))), ink)
-    paper = paper.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.5))))
-    buf = io.BytesIO()
-    paper.convert("RGB").save(buf, "JPEG", quality=int(rng.integers(60, 90)))
-    return buf.getvalue()
-
-
 def test_framing_puts_the_ink_where_mnist_has_it() -> None:
     """A light square drawn anywhere: framed to fit 20x20, its centre of mass at the centre."""
     canvas = np.full((300, 200), 230, np.uint8)  # light paper
@@ -515,7 +499,8 @@ def test_model_sized_images_are_unchanged_and_photos_are_framed(
     clf: OnnxClassifier, test_set: tuple[np.ndarray, np.ndarray]
 ) -> None:
     """28x28 test images as PNG come out bit-identical with preprocess auto (the accuracy
-    cannot change); the same digits photographed are recognised only thanks to the framing."""
+    cannot change); the same digits photographed (``imgcls.photos``: grey and colour JPEGs,
+    transparent PNGs) are recognised only thanks to the framing."""
     images, labels = test_set
     pngs = []
     for im in images[:1000, 0]:
@@ -525,8 +510,7 @@ def test_model_sized_images_are_unchanged_and_photos_are_framed(
     auto = np.stack([rt.decode_image(b, preprocess="auto", dataset="mnist") for b in pngs])
     np.testing.assert_array_equal(auto, images[:1000])
 
-    rng = np.random.default_rng(0)
-    photos = [_photographed(im, rng) for im in images[:300, 0]]
+    photos = [b for _, b in render_photos(images[:300, 0], seed=0)]
     framed = np.stack([rt.decode_image(p, preprocess="auto", dataset="mnist") for p in photos])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "resized": what none does
@@ -536,7 +520,7 @@ def test_model_sized_images_are_unchanged_and_photos_are_framed(
     acc_squashed = float((clf.predict(squashed)[0] == y).mean())
     base = float((clf.predict(images[:300])[0] == y).mean())
     print(f"framed {acc_framed:.3f} squashed {acc_squashed:.3f} test images {base:.3f}")
-    assert acc_framed >= base - 0.06, (acc_framed, base)  # the short-trained model: ~0.95
+    assert acc_framed >= base - 0.05, (acc_framed, base)  # the short-trained model: ~0.95
     assert acc_squashed < 0.4, acc_squashed  # what the runtime did before: chance-like
 
 
@@ -545,9 +529,8 @@ def test_infer_frames_a_photo(
     model_path: Path, tmp_path: Path, test_set: tuple[np.ndarray, np.ndarray]
 ) -> None:
     images, labels = test_set
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        (tmp_path / f"{i}.jpg").write_bytes(_photographed(images[i, 0], rng))
+    for i, (_, photo) in enumerate(render_photos(images[:3, 0], seed=1, kinds=("grey_jpeg",))):
+        (tmp_path / f"{i}.jpg").write_bytes(photo)
     proc = subprocess.run(
         [
             sys.executable,
