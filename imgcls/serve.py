@@ -38,14 +38,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import litserve as ls
 import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.simple_loops import BatchedLoop
 from litserve.specs.base import LitSpec
-from litserve.utils import LitAPIStatus, ResponseBufferItem
+from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.staticfiles import StaticFiles
@@ -85,7 +88,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch_size: int = 64
-    batch_timeout_ms: float = 2.0
+    batch_timeout_ms: float = 0.0
     workers_per_device: int = 1
     max_body_mb: float = 10.0
     max_pixels: int = MAX_PIXELS
@@ -93,7 +96,7 @@ class ServeOptions:
     timeout_s: float = 30.0
     log_level: str = "warning"
     access_log: bool = False
-    intra_op_threads: int | None = None
+    intra_op_threads: int | None = 1  # None: onnxruntime's default, one thread per core
     features: Path | None = field(default=None)  # model.features.onnx beside the model, if any
 
     @property
@@ -131,6 +134,51 @@ def encode_maps(maps: list[np.ndarray], layers: list[dict[str, Any]]) -> list[di
 
 
 # ----------------------------------------------------------------------------- the worker
+class GreedyBatchLoop(BatchedLoop):
+    """Dynamic batching that adds no wait: block until a request arrives, take every request
+    already queued behind it (up to ``max_batch_size``), then wait at most ``batch_timeout``
+    for more while the batch is not full.
+
+    LitServe's own collection waits out the whole ``batch_timeout`` in 1 ms slices even when
+    nothing else is queued, so a lone request always paid it; with ``batch_timeout`` 0 it polls
+    the queue without blocking, which keeps a core busy when idle. Under load, requests queue
+    while the worker runs the previous batch, so batches form by themselves.
+    """
+
+    def get_batch_requests(self, lit_api: Any, request_queue: Any, transport: Any) -> Any:
+        items = [request_queue.get()]
+        deadline = time.monotonic() + lit_api.batch_timeout
+        while len(items) < lit_api.max_batch_size:
+            try:
+                items.append(request_queue.get_nowait())
+                continue
+            except Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                items.append(request_queue.get(timeout=remaining))
+            except Empty:
+                break
+        payloads, timed_out = [], []
+        limit = lit_api.request_timeout
+        limited = limit not in (None, False, -1)
+        for item in items:
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            response_queue_id, uid, timestamp, job = item
+            # Tells the HTTP process which worker holds the request (as LitServe's own does).
+            self.put_response(
+                transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR
+            )
+            if limited and time.monotonic() - timestamp > limit:
+                timed_out.append((response_queue_id, uid))
+            else:
+                payloads.append((response_queue_id, uid, job))
+        return payloads, timed_out
+
+
 @dataclass
 class Job:
     """What crosses the queue: checked pixels (N, C, H, W) float32, and what to answer."""
@@ -149,6 +197,7 @@ class ClassifierAPI(ls.LitAPI):
             batch_timeout=options.batch_timeout_ms / 1000.0,
             api_path="/predict",
             spec=spec,
+            loop=GreedyBatchLoop() if options.max_batch_size > 1 else "auto",
         )
         self.options = options
         self.clf: OnnxClassifier | None = None
@@ -165,7 +214,9 @@ class ClassifierAPI(ls.LitAPI):
         common: dict[str, Any] = {
             "device": "cpu" if kind == "cpu" else self.options.device,
             "provider_options": provider_options,
-            "intra_op_threads": self.options.intra_op_threads,
+            # On the CPU one thread per worker: the HTTP process and the clients share the
+            # cores, and more workers (--workers_per_device) use more of them.
+            "intra_op_threads": self.options.intra_op_threads if kind == "cpu" else None,
             # The HTTP process and the clients share the cores: spinning threads steal them.
             "session_config": {"session.intra_op.allow_spinning": "0"} if kind == "cpu" else None,
             "batch_size": max(self.options.max_batch_size, MAX_JSON_IMAGES),
