@@ -4,11 +4,14 @@ prints numbers, it is not a timed test.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,3 +53,23 @@ def test_onnx_latency_quick(tmp_path: Path) -> None:
         "onnx_latency.py", "--quick", "--nets", "lenet5", "--batches", "1,4", tmp_path=tmp_path
     )
     assert "lenet5" in out and re.search(r"\d", out)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_serve_load_quick(trained_ckpt: Path, tmp_path: Path) -> None:
+    from imgcls.export import export_checkpoint
+
+    export_checkpoint(trained_ckpt, tmp_path / "export", parity_subset=500)
+    model = str(tmp_path / "export" / "model.onnx")
+    # the LeNet-5 export stands in for the ResNet too: the smoke test checks the cells, not speed
+    out = _run("serve_load.py", "--quick", "--lenet5", model, "--resnet", model, tmp_path=tmp_path)
+    figures = json.loads(out.strip().splitlines()[-1])
+    for name in ("lenet5", "resnet"):
+        cells = figures["cells"][name]
+        assert sorted(cells) == ["a", "b", "c"], out
+        for setup in cells.values():
+            assert sorted(setup) == ["1", "8"], out
+            for cell in setup.values():
+                assert cell["failed"] == 0 and cell["rps"] > 0, out
+    assert figures["lenet5_c_over_a_pct"] > 0 and figures["resnet_c_over_b"] > 0, out
