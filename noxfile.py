@@ -1,15 +1,23 @@
-"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench``.
+"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy``.
 
 All sessions share ONE virtual environment, ``.venv`` in the project (torch is 5.5 GB: it
 installs once). It is (re)installed from pyproject.toml whenever that file changes.
+``deploy`` alone builds a venv of its own: the torch-free deployment install.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import nox
@@ -119,3 +127,160 @@ def bench(session: nox.Session) -> None:
     _run(session, "imgcls", "data", "fetch", "--dataset", "mnist", env=env)
     _run(session, "python", "benchmarks/train_throughput.py", *session.posargs, env=env)
     _run(session, "python", "benchmarks/onnx_latency.py", env=env)
+
+
+DEPLOY_VENV = ROOT / ".nox" / "deploy"
+DEPLOY_MAX_RATIO = 0.10
+
+
+def _du_mb(path: Path) -> int:
+    """``du -sm``: what the folder takes on disk, in MB."""
+    out = subprocess.run(["du", "-sm", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def _deploy_model(session: nox.Session) -> Path:
+    """The model to deploy: the session's argument, $IMGCLS_DEPLOY_MODEL, or the newest
+    export/*/model.onnx."""
+    given = session.posargs[0] if session.posargs else os.environ.get("IMGCLS_DEPLOY_MODEL")
+    if given:
+        model = Path(given).resolve()
+        if not model.is_file():
+            session.error(f"no model at {model}")
+        return model
+    exported = sorted((ROOT / "export").glob("*/model.onnx"), key=lambda p: p.stat().st_mtime)
+    if not exported:
+        session.error(
+            "no exported model in export/: make one with `nox -s train` (or `imgcls export "
+            "--run_dir runs/<experiment>/version_N`), or name one: "
+            "`nox -s deploy -- path/to/model.onnx` (or IMGCLS_DEPLOY_MODEL=...)"
+        )
+    return exported[-1]
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """The deployment install, checked: a fresh venv in .nox/deploy with `pip install .` (no
+    extras, so no torch), then `imgcls infer`, `imgcls serve` and `imgcls evaluate-onnx` there
+    on a model (`nox -s deploy -- MODEL`; default the newest export/*/model.onnx), and the
+    venv's size against the training .venv's. See docs/deployment.md."""
+    model = _deploy_model(session)
+    shutil.rmtree(DEPLOY_VENV, ignore_errors=True)
+    bin_ = DEPLOY_VENV / ("Scripts" if sys.platform == "win32" else "bin")
+    py = str(bin_ / "python")
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="imgcls-deploy-") as tmp:
+        # pip builds in the source folder (it would leave build/ in the checkout): a copy.
+        src = Path(tmp) / "src"
+        shutil.copytree(
+            ROOT / "imgcls", src / "imgcls", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(ROOT / name, src / name)
+        session.run(sys.executable, "-m", "venv", str(DEPLOY_VENV), external=True)
+        session.run(py, "-m", "pip", "install", "-q", "--no-cache-dir", str(src), external=True)
+    built_s = time.monotonic() - start
+    env = {
+        "PATH": f"{bin_}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(DEPLOY_VENV),
+        "PYTHONPATH": "",
+    }
+    session.run(
+        py,
+        "-c",
+        "import importlib.util, sys; "
+        "found = [m for m in ('torch', 'lightning') if importlib.util.find_spec(m)]; "
+        "sys.exit(f'installed in the deployment venv: {found}' if found else 0)",
+        env=env,
+        external=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="imgcls-deploy-") as tmp:
+        work = Path(tmp)  # the working folder: not the checkout, whose imgcls/ would shadow
+        with session.chdir(work):
+            _check_deployment(session, model, bin_, env, work)
+    deploy_mb, train_mb = _du_mb(DEPLOY_VENV), _du_mb(VENV) if VENV.is_dir() else 0
+    session.log(f"deployment venv built in {built_s:.0f} s")
+    session.log(f"deployment venv {DEPLOY_VENV}: {deploy_mb} MB (du -sm)")
+    if train_mb:
+        ratio = deploy_mb / train_mb
+        session.log(f"training venv {VENV}: {train_mb} MB; ratio {ratio:.1%}")
+        if ratio > DEPLOY_MAX_RATIO:
+            session.error(f"the deployment venv is over {DEPLOY_MAX_RATIO:.0%} of the training one")
+
+
+def _check_deployment(
+    session: nox.Session, model: Path, bin_: Path, env: dict[str, str], work: Path
+) -> None:
+    """infer on PNGs of the test set, one request to serve, evaluate-onnx: in the deploy venv."""
+    imgcls = str(bin_ / "imgcls")
+    session.run(imgcls, "data", "fetch", "--dataset", "mnist", env=env, external=True)
+    pngs = work / "pngs"
+    # The first ten test images as PNG files, with the runtime's own IDX reader (no torch).
+    session.run(
+        str(bin_ / "python"),
+        "-c",
+        "import sys; from pathlib import Path; from PIL import Image; "
+        "from imgcls.data.provision import default_root, raw_dir; "
+        "from imgcls.runtime import read_idx; "
+        "raw = raw_dir(default_root(), 'mnist'); out = Path(sys.argv[1]); out.mkdir(); "
+        "x = read_idx(raw / 't10k-images-idx3-ubyte')[:10]; "
+        "y = read_idx(raw / 't10k-labels-idx1-ubyte')[:10]; "
+        "[Image.fromarray(im).save(out / f'{i:02d}-label{k}.png') "
+        "for i, (im, k) in enumerate(zip(x, y))]",
+        str(pngs),
+        env=env,
+        external=True,
+    )
+    out = session.run(
+        imgcls, "infer", "--model", str(model), str(pngs), env=env, external=True, silent=True
+    )
+    rows = [line.split(",") for line in str(out).splitlines() if ".png," in line]
+    right = sum(Path(r[0]).stem.endswith(f"label{r[1]}") for r in rows)
+    session.log(f"imgcls infer: {right} of {len(rows)} PNGs classified right")
+    if len(rows) != 10 or right < 8:
+        session.error(f"imgcls infer gave unexpected rows:\n{out}")
+    _check_serve(session, model, bin_, env, work, sorted(pngs.glob("*.png"))[0])
+    session.run(imgcls, "evaluate-onnx", "--model", str(model), env=env, external=True)
+
+
+def _check_serve(
+    session: nox.Session, model: Path, bin_: Path, env: dict[str, str], work: Path, png: Path
+) -> None:
+    """Start imgcls serve, wait for /health, POST one PNG to /predict, stop it with SIGTERM."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = work / "serve.log"
+    cmd = [str(bin_ / "imgcls"), "serve", "--model", str(model), "--port", str(port)]
+    session.log(" ".join(cmd))
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=work
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                session.error(f"imgcls serve did not come up:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        request = urllib.request.Request(
+            url + "/predict", data=png.read_bytes(), headers={"content-type": "image/png"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answer = json.loads(r.read())
+        session.log(f"imgcls serve: POST /predict {png.name} -> label {answer['label']}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+    if code != 0:
+        session.error(f"imgcls serve exited with {code} on SIGTERM:\n{log.read_text()[-3000:]}")

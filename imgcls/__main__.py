@@ -5,6 +5,9 @@ others are small argparse tools listed in ``COMMANDS``, each a module with
 ``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command asked for
 is imported, so ``imgcls infer`` never imports torch.
 
+The base install is the deployment one (ONNX Runtime, no torch: docs/deployment.md). A
+command that needs the ``train`` extra, run without it, says so in one line and exits 2.
+
 Every error meant for a user derives from ``imgcls.errors.ImgclsError`` and is caught here,
 once: its message on stderr and exit status 2 (the traceback with ``--debug`` or
 ``IMGCLS_DEBUG=1``). Anything else is a bug and keeps its traceback.
@@ -41,6 +44,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the lectures' experiments, reproduced, as one markdown report",
     ),
 }
+# Commands that must run in the deployment install: a missing training module there is a bug
+# of ours, and keeps its traceback.
+TORCH_FREE_COMMANDS = frozenset({"infer", "serve", "evaluate-onnx"})
+# Top-level modules of the ``train`` extra (and of jsonargparse[signatures]).
+TRAINING_MODULES = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "lightning",
+        "lightning_utilities",
+        "torchmetrics",
+        "jsonargparse",
+        "docstring_parser",
+        "typeshed_client",
+        "onnx",
+        "onnxscript",
+        "wandb",
+        "matplotlib",
+        "tqdm",
+    }
+)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -63,12 +87,29 @@ def _debug_wanted(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("IMGCLS_DEBUG", "") not in ("", "0")
 
 
+def _missing_training_module(e: ModuleNotFoundError) -> str | None:
+    """The training package whose absence ``e`` reports, or None for any other module (a
+    missing submodule of an installed package is a broken install, not a missing extra)."""
+    return e.name if e.name in TRAINING_MODULES else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_wanted(argv)
     argv = [a for a in argv if a != "--debug"]
     try:
         return _dispatch(argv)
+    except ModuleNotFoundError as e:
+        command = argv[0] if argv else ""
+        missing = _missing_training_module(e)
+        if debug or missing is None or command in TORCH_FREE_COMMANDS:
+            raise
+        print(
+            f"imgcls: error: imgcls {command} needs the training extra ({missing} is not "
+            "installed): pip install 'imgcls[train]'",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except ImgclsError as e:
         if debug:
             raise

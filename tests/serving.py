@@ -69,11 +69,17 @@ def stop(proc: subprocess.Popen[str], timeout: float = 30.0) -> int:
 
 @contextlib.contextmanager
 def running_server(
-    model: Path, *args: str, log: Path, env: dict[str, str] | None = None
+    model: Path,
+    *args: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    python: str | Path | None = None,
 ) -> Iterator[Server]:
-    """``imgcls serve --model MODEL --port <free> ARGS``; yields once /health answers 200."""
+    """``imgcls serve --model MODEL --port <free> ARGS``; yields once /health answers 200.
+    ``python``: the interpreter to run it with (another venv's), default this one."""
     port = free_port()
-    cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(model), "--port", str(port)]
+    py = str(python or sys.executable)
+    cmd = [py, "-m", "imgcls", "serve", "--model", str(model), "--port", str(port)]
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*cmd, *args],
