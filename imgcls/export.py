@@ -10,6 +10,10 @@ the gate:
    on the CPU): largest |Δlogit| <= 1e-4 and top-1 agreement 100 %;
 3. with ``fp16=True``, ``model.fp16.onnx`` (float16 weights, float32 inputs and outputs)
    must agree on the top-1 class with the fp32 model on >= 99.9 % of those images;
+3b. with ``int8=True``, ``model.int8.onnx`` (``imgcls.quantize``: static QDQ, per-channel
+   int8 weights, uint8 activations, calibrated on validation images, never test images)
+   must agree on the top-1 class with the fp32 model on >= 99.5 % of those images and have
+   its test accuracy within 0.2 points of the fp32 model's;
 4. for a net with conv layers (unless ``features=False``), ``model.features.onnx``: the same
    graph with the feature maps as extra outputs ``fmap_0``, ``fmap_1``, ... (see
    ``FeatureMapClassifier``). It must pass the checker, give model.onnx's logits on the
@@ -60,6 +64,13 @@ import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.insight import probe
+from imgcls.model_card import (
+    SHIFT_IMAGES,
+    is_model_card,
+    model_card,
+    per_class_accuracy,
+    shift_accuracy,
+)
 from imgcls.runs import run_of
 from imgcls.runtime import METADATA_FORMAT, OnnxClassifier
 from imgcls.utils import check_writable_folder, sha256_file
@@ -68,6 +79,7 @@ __all__ = [
     "ARTIFACTS",
     "MAX_ABS_LOGIT_DIFF",
     "MIN_FP16_AGREEMENT",
+    "MIN_INT8_AGREEMENT",
     "OPSET",
     "ExportError",
     "ExportResult",
@@ -89,11 +101,21 @@ EXAMPLE_BATCH = 4  # > 1, so that torch.export does not specialise the batch axi
 MAX_ABS_LOGIT_DIFF = 1e-4  # fp32 gate: largest |logit_onnx - logit_torch| over the test set
 MIN_FP32_AGREEMENT = 1.0  # fp32 gate: top-1 agreement with the PyTorch model
 MIN_FP16_AGREEMENT = 0.999  # fp16 gate: top-1 agreement with the fp32 ONNX model
+INT8_FILE = "model.int8.onnx"
+MIN_INT8_AGREEMENT = 0.995  # int8 gate: top-1 agreement with the fp32 ONNX model
+MAX_INT8_ACCURACY_DIFF = 0.002  # int8 gate: |accuracy_int8 - accuracy_fp32| (0.2 points)
 FEATURES_FILE = "model.features.onnx"
 FMAP_PREFIX = "fmap_"
 MAX_ABS_FMAP_DIFF = 1e-4  # features gate: largest |map_onnx - map_torch| on FMAP_CHECK_IMAGES
 FMAP_CHECK_IMAGES = 16
-ARTIFACTS = ("model.onnx", "model.fp16.onnx", FEATURES_FILE, "metadata.json", "parity.json")
+ARTIFACTS = (
+    "model.onnx",
+    "model.fp16.onnx",
+    INT8_FILE,
+    FEATURES_FILE,
+    "metadata.json",
+    "parity.json",
+)
 EXPORT_ROOT = Path("export")
 STALE_AFTER_S = 3600  # a staged folder this old is left over even if its pid is alive again
 # .<name>.<pid>.<random>.tmp, or .<name>.<random>.tmp (no pid) from earlier versions
@@ -363,7 +385,11 @@ def _check_replaceable(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder; pass another --out")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in ARTIFACTS)
+        foreign = sorted(
+            p.name
+            for p in out.iterdir()
+            if p.name not in ARTIFACTS and not (p.name == "README.md" and is_model_card(p))
+        )
         if foreign:
             raise ExportError(
                 f"{out} holds files that are not part of an imgcls export "
@@ -469,6 +495,8 @@ def export_checkpoint(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     fp16: bool = False,
+    int8: bool = False,
+    calibration_images: int = 1000,
     features: bool = True,
     opset: int = OPSET,
     data_dir: str | os.PathLike[str] | None = None,
@@ -478,7 +506,8 @@ def export_checkpoint(
 ) -> ExportResult:
     """Export a checkpoint to ``out_dir`` (default ``export/<run-name>``) through the gate.
 
-    Writes ``model.onnx``, ``metadata.json``, ``parity.json`` (and ``model.fp16.onnx`` with
+    Writes ``model.onnx``, ``metadata.json``, ``parity.json``, the model card ``README.md``
+    (``imgcls.model_card``) (and ``model.fp16.onnx`` with
     ``fp16``, ``model.features.onnx`` with ``features`` for a net with conv layers) into a
     temp folder beside ``out_dir`` that replaces it only after every check passed.
 
@@ -486,6 +515,9 @@ def export_checkpoint(
         ckpt_path: a Lightning checkpoint of an ``ImageClassifier``.
         out_dir: target folder; a previous export there is replaced as a whole.
         fp16: also write and gate ``model.fp16.onnx``.
+        int8: also write and gate ``model.int8.onnx`` (static int8 QDQ, ``imgcls.quantize``).
+        calibration_images: with ``int8``, calibrate on this many images of the validation
+            split the checkpoint's training run used (training images if it had none).
         features: also write and gate ``model.features.onnx`` (the feature maps of each conv
             and pooling layer as extra outputs); skipped, with a log line, for a net without
             conv layers.
@@ -515,6 +547,8 @@ def export_checkpoint(
     _remove_stale_staged(out.parent, log)
     if parity_subset is not None and parity_subset < 1:
         raise ConfigError(f"--parity_subset must be >= 1, got {parity_subset}")
+    if int8 and calibration_images < 1:
+        raise ConfigError(f"--calibration_images must be >= 1, got {calibration_images}")
 
     dm = get_datamodule(  # only the test set is read: no validation split to carve out
         hp.dataset, data_dir=str(data_dir) if data_dir is not None else None, val_size=0
@@ -621,7 +655,14 @@ def export_checkpoint(
         "dataset": hp.dataset,
         "provider": "CPUExecutionProvider",
         "fp32": fp32,
+        "test_set_images": len(dm.test_set.labels),
+        # for the model card: model.onnx's own predictions, per class and on shifted images
+        "per_class": per_class_accuracy(got.argmax(1), y, list(model.class_names)),
     }
+    log(f"accuracy on the first {min(n, SHIFT_IMAGES)} test images shifted by 1-3 px")
+    parity["shift"] = shift_accuracy(
+        lambda x: session.logits(x).argmax(1), images[:SHIFT_IMAGES].numpy(), y[:SHIFT_IMAGES]
+    )
 
     if fp16:
         log("converting to fp16 (fp32 inputs and outputs kept)")
@@ -654,6 +695,23 @@ def export_checkpoint(
         )
         blobs["model.fp16.onnx"] = half.SerializeToString()
 
+    if int8:
+        int8_blob, parity["int8"] = _int8_model(
+            ckpt,
+            hp.dataset,
+            blobs["model.onnx"],
+            metadata,
+            images,
+            got,
+            y,
+            calibration_images,
+            str(data_dir) if data_dir is not None else None,
+            batch_size,
+            out,
+            log,
+        )
+        blobs[INT8_FILE] = int8_blob
+
     if features:
         features_blob, parity_features = _features_model(
             model.net,
@@ -677,6 +735,9 @@ def export_checkpoint(
     parity["passed"] = True
     blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
     blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
+    n_params = sum(p.numel() for p in model.net.parameters())
+    card = model_card(metadata, parity, ckpt, out=out, n_params=n_params)
+    blobs["README.md"] = card.encode()
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -701,6 +762,88 @@ def export_checkpoint(
             shutil.rmtree(staged)
     log(f"wrote {out}: " + ", ".join(blobs))
     return ExportResult(out, [out / name for name in blobs], metadata, parity)
+
+
+def _int8_model(
+    ckpt: dict[str, Any],
+    dataset: str,
+    model_bytes: bytes,
+    metadata: dict[str, Any],
+    images: torch.Tensor,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    n_calibration: int,
+    data_dir: str | None,
+    batch_size: int,
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[bytes, dict[str, Any]]:
+    """``model.int8.onnx`` through its gate, and its parity figures.
+
+    ``logits`` are model.onnx's on the parity ``images`` (the test images): the int8 model
+    is compared with them, so the gate needs no second fp32 pass. Calibration images come
+    from ``imgcls.quantize.calibration_set`` (the validation split), never from ``images``.
+    """
+    import imgcls.quantize as quantize_mod
+
+    calib, info = quantize_mod.calibration_set(ckpt, dataset, n_calibration, data_dir)
+    log(
+        f"quantizing to int8 (static QDQ, per-channel; {quantize_mod.CALIBRATION_METHOD} "
+        f"calibration on {info['images']} {info['split']} images)"
+    )
+    proto = quantize_mod.quantize_static_qdq(
+        model_bytes, calib.astype(np.float32) / np.float32(255.0), per_channel=True
+    )
+    calibration = {"method": quantize_mod.CALIBRATION_METHOD, **info}
+    quantization = {
+        "format": "QDQ",
+        "per_channel": True,
+        "weights": "int8 (symmetric)",
+        "activations": "uint8",
+        "calibration": calibration,
+    }
+    set_metadata(proto, {**metadata, "precision": "int8", "quantization": quantization})
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        _gate("onnx.checker (int8)", [str(e).splitlines()[0][:300]], out)
+
+    got = OnnxClassifier(proto.SerializeToString(), device="cpu", batch_size=batch_size).logits(
+        images.numpy()
+    )
+    agree = float((got.argmax(1) == logits.argmax(1)).mean())
+    acc, acc32 = float((got.argmax(1) == labels).mean()), float((logits.argmax(1) == labels).mean())
+    figures = {
+        "n_images": len(labels),
+        "top1_agreement_with_fp32": agree,
+        "disagreements": int((got.argmax(1) != logits.argmax(1)).sum()),
+        "onnx_accuracy": acc,
+        "fp32_onnx_accuracy": acc32,
+        "accuracy_diff_vs_fp32": acc - acc32,
+        "max_abs_logit_diff_vs_fp32": float(np.abs(got - logits).max()),
+        "thresholds": {
+            "min_top1_agreement_with_fp32": MIN_INT8_AGREEMENT,
+            "max_abs_accuracy_diff_vs_fp32": MAX_INT8_ACCURACY_DIFF,
+        },
+        "quantization": quantization,
+    }
+    failures = []
+    if not agree >= MIN_INT8_AGREEMENT:
+        failures.append(
+            f"top-1 agreement with fp32 {agree:.4%} < {MIN_INT8_AGREEMENT:.1%} "
+            f"({figures['disagreements']} images differ)"
+        )
+    if not abs(acc - acc32) <= MAX_INT8_ACCURACY_DIFF:  # written so that NaN fails too
+        failures.append(
+            f"test accuracy {acc:.2%} vs fp32 {acc32:.2%}: differs by more than "
+            f"{100 * MAX_INT8_ACCURACY_DIFF:.1f} points"
+        )
+    _gate("int8 parity", failures, out)
+    set_metadata(
+        proto,
+        {**metadata, "precision": "int8", "quantization": quantization, "test_accuracy": acc},
+    )
+    return proto.SerializeToString(), figures
 
 
 def _features_model(

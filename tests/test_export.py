@@ -134,7 +134,7 @@ def test_every_net_exports_and_passes_parity(
         net_ckpts[net], out, data_dir=real_data_root, parity_subset=SUBSET, log=quiet
     )
     features = [] if net == "mlp" else ["model.features.onnx"]  # the feature maps need a conv
-    files = ["metadata.json", "model.onnx", "parity.json", *features]
+    files = ["README.md", "metadata.json", "model.onnx", "parity.json", *features]
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     assert result.out_dir == out
     model = onnx.load(out / "model.onnx")

@@ -84,6 +84,7 @@ def exports(
 def test_features_file_outputs_and_metadata(exports: dict[str, Path], trained_ckpt: Path) -> None:
     out = exports["with"]
     assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
         "metadata.json",
         FEATURES,
         "model.onnx",
@@ -194,6 +195,7 @@ def test_model_onnx_is_unchanged_by_the_option(exports: dict[str, Path]) -> None
     assert without.SerializeToString() == (exports["with"] / "model.onnx").read_bytes()
 
     assert sorted(p.name for p in exports["without"].iterdir()) == [
+        "README.md",
         "metadata.json",
         "model.onnx",
         "parity.json",
@@ -211,7 +213,12 @@ def test_mlp_gets_no_features_file(real_data_root: Path, tmp_path: Path) -> None
     result = export_checkpoint(
         ckpt, out, data_dir=real_data_root, parity_subset=100, log=messages.append
     )
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.onnx", "parity.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "metadata.json",
+        "model.onnx",
+        "parity.json",
+    ]
     assert "features" not in result.parity
     why = [m for m in messages if FEATURES in m]
     assert len(why) == 1 and "no convolutional layers" in why[0]
@@ -340,4 +347,9 @@ def test_export_command_writes_features_unless_told_not_to(
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["features_model"] is None and not (none / FEATURES).exists()
-    assert sorted(p.name for p in none.iterdir()) == ["metadata.json", "model.onnx", "parity.json"]
+    assert sorted(p.name for p in none.iterdir()) == [
+        "README.md",
+        "metadata.json",
+        "model.onnx",
+        "parity.json",
+    ]

@@ -166,7 +166,12 @@ def test_writable_and_missing_out_is_accepted(
 ) -> None:
     out = tmp_path / "not" / "yet" / "there"
     assert main(export_args(ckpt, out, tiny_data)) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.onnx", "parity.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "metadata.json",
+        "model.onnx",
+        "parity.json",
+    ]
 
 
 # ----------------------------------------------------------------------------- full disk

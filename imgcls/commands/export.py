@@ -41,6 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "on >= 99.9%% top-1 agreement with the fp32 model",
     )
     p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx (static int8 QDQ, per-channel weights, fp32 "
+        "inputs/outputs), calibrated on validation images and gated on >= 99.5%% top-1 "
+        "agreement with the fp32 model and test accuracy within 0.2 points of it",
+    )
+    p.add_argument(
+        "--calibration_images",
+        type=int,
+        default=1000,
+        help="with --int8: calibrate on this many validation images (default 1000)",
+    )
+    p.add_argument(
         "--features",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -60,6 +73,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch_size", type=int, default=1000, help="images per batch during the parity check"
     )
     p.add_argument("--json", action="store_true", help="print the parity summary as JSON")
+    add_triton_arguments(p)
+
+
+def add_triton_arguments(p: argparse.ArgumentParser) -> None:
+    from imgcls.triton import DEFAULT_MAX_BATCH_SIZE
+
+    t = p.add_argument_group("Triton Inference Server (imgcls.triton)")
+    t.add_argument(
+        "--triton",
+        metavar="DIR",
+        default=None,
+        help="after the export, also write DIR/<name>/config.pbtxt, labels.txt and "
+        "1/model.onnx: a Triton model repository (onnxruntime backend)",
+    )
+    t.add_argument(
+        "--triton_name", default=None, help="the model's name in DIR (default: the export folder's)"
+    )
+    t.add_argument(
+        "--triton_max_batch_size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help=f"max_batch_size of the Triton config (default {DEFAULT_MAX_BATCH_SIZE})",
+    )
+    t.add_argument(
+        "--triton_instances",
+        type=int,
+        default=1,
+        help="model instances per GPU (instance_group count, default 1)",
+    )
+    t.add_argument(
+        "--triton_tensorrt",
+        action="store_true",
+        help="run the model through ONNX Runtime's TensorRT execution provider in FP16",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,10 +115,18 @@ def run(args: argparse.Namespace) -> int:
     # The model is staged beside --out (default export/<run>): a folder we cannot write is
     # found now, not after the parity run over the whole test set.
     check_writable_folder(Path(args.out).parent if args.out else EXPORT_ROOT)
+    if args.triton is not None:  # likewise a bad --triton, before the parity run
+        from imgcls.triton import check_options
+
+        check_options(
+            args.triton, args.triton_name, args.triton_max_batch_size, args.triton_instances
+        )
     result = export_checkpoint(
         checkpoint_from(args.ckpt, args.which),
         args.out,
         fp16=args.fp16,
+        int8=args.int8,
+        calibration_images=args.calibration_images,
         features=args.features,
         opset=args.opset,
         data_dir=args.data_dir,
@@ -91,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if "fp16" in result.parity:
         summary["fp16_top1_agreement"] = result.parity["fp16"]["top1_agreement_with_fp32"]
+    if "int8" in result.parity:
+        int8 = result.parity["int8"]
+        summary["int8_top1_agreement"] = int8["top1_agreement_with_fp32"]
+        summary["int8_onnx_accuracy"] = int8["onnx_accuracy"]
     features = result.parity.get("features")
     summary["features_model"] = (
         str(result.out_dir / "model.features.onnx") if features is not None else None
@@ -98,6 +157,19 @@ def run(args: argparse.Namespace) -> int:
     if features is not None:
         summary["feature_maps"] = len(features["outputs"])
         summary["features_max_abs_fmap_diff"] = features["max_abs_fmap_diff_vs_torch"]
+    if args.triton is not None:
+        from imgcls.triton import write_triton_repository
+
+        triton = write_triton_repository(
+            result.out_dir,
+            args.triton,
+            name=args.triton_name,
+            max_batch_size=args.triton_max_batch_size,
+            instances=args.triton_instances,
+            tensorrt=args.triton_tensorrt,
+        )
+        summary["triton_model"] = str(triton)
+        print(f"[imgcls export] Triton model repository: {triton}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
