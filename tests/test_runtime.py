@@ -553,3 +553,23 @@ def test_infer_frames_a_photo(
     rows = json.loads(proc.stdout)
     assert [r["label"] for r in rows] == labels[:3].tolist()
     assert "resized" not in proc.stderr  # framed, not squashed
+
+
+@real_data
+def test_evaluate_onnx_as_photos(model_path: Path, tmp_path: Path) -> None:
+    """The deployment's figure on photos: framed by the same decoder as infer and serve."""
+    figures = {}
+    for preprocess in ("auto", "none"):
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "imgcls", "evaluate-onnx", "--model", str(model_path),
+                "--as_photos", "90", "--preprocess", preprocess,
+            ],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        figures[preprocess] = json.loads(proc.stdout)
+    auto, none = figures["auto"], figures["none"]
+    assert auto["n_images"] == 90 and auto["as_photos"] == 90
+    assert set(auto["accuracy_by_kind"]) == {"grey_jpeg", "colour_jpeg", "transparent_png"}
+    assert auto["accuracy"] >= 0.85 and none["accuracy"] < 0.5, (auto, none)

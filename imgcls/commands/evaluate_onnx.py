@@ -1,7 +1,10 @@
 """``imgcls evaluate-onnx``: accuracy of an exported ONNX model on the official test set.
 
 The test set is the verified IDX pair of the model's data set (its metadata names it), read
-with the runtime's numpy IDX reader; nothing is written.
+with the runtime's numpy IDX reader; nothing is written. ``--as_photos N`` instead renders the
+first N test images the way people photograph them (``imgcls.photos``) and sends each photo
+through the same decoder as ``imgcls infer`` and ``imgcls serve`` (``--preprocess``), so the
+figure is what a deployment gets on such pictures.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from typing import Any
 
-from imgcls.commands.options import add_data_dir, add_device, add_model
+from imgcls.commands.options import add_data_dir, add_device, add_model, add_preprocess
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     add_device(p, "cpu")
     p.add_argument("--batch_size", type=int, default=1000, help="images per onnxruntime run")
+    p.add_argument(
+        "--as_photos",
+        type=int,
+        default=0,
+        metavar="N",
+        help="evaluate on the first N test images re-rendered as photos (grey and colour "
+        "JPEGs of dark ink on paper, transparent PNGs), framed by --preprocess",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the photo rendering (default 0)")
+    add_preprocess(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +53,16 @@ def run(args: argparse.Namespace) -> int:
     raw = raw_dir(root, dataset)
     images = read_idx(raw / "t10k-images-idx3-ubyte")  # (N, H, W) uint8
     labels = read_idx(raw / "t10k-labels-idx1-ubyte").astype(np.int64)  # (N,)
+    extra: dict[str, object] = {}
+    if args.as_photos:
+        images, labels, extra = _as_photos(args, images, labels, clf, dataset)
     pred, _ = clf.predict(images)
     correct = pred == labels
+    if args.as_photos:
+        kinds = np.array(extra.pop("_kinds"))
+        extra["accuracy_by_kind"] = {
+            str(k): float(correct[kinds == k].mean()) for k in dict.fromkeys(kinds.tolist())
+        }
     per_class = {
         name: float(correct[labels == k].mean())
         for k, name in enumerate(clf.class_names)
@@ -55,8 +78,44 @@ def run(args: argparse.Namespace) -> int:
                 "accuracy": float(correct.mean()),
                 "correct": int(correct.sum()),
                 "per_class_accuracy": per_class,
+                **extra,
             },
             indent=2,
         )
     )
     return 0
+
+
+def _as_photos(
+    args: argparse.Namespace, images: Any, labels: Any, clf: Any, dataset: str
+) -> tuple[Any, Any, dict[str, object]]:
+    """The first N test images as photos, decoded by the deployment's own decoder."""
+    import numpy as np
+
+    from imgcls.errors import ConfigError
+    from imgcls.photos import render_photos
+    from imgcls.runtime import decode_image
+
+    if not 0 < args.as_photos <= len(labels):
+        raise ConfigError(f"--as_photos must be in 1..{len(labels)}, got {args.as_photos}")
+    c, h, w = clf.input_shape
+    photos = render_photos(images[: args.as_photos], seed=args.seed)
+    with warnings.catch_warnings(record=True) as caught:  # --preprocess none: one per photo
+        warnings.simplefilter("always")
+        decoded = np.stack(
+            [
+                decode_image(
+                    data, channels=c, size=(h, w), preprocess=args.preprocess, dataset=dataset
+                )
+                for _, data in photos
+            ]
+        )
+    if caught:
+        print(f"[imgcls evaluate-onnx] {len(caught)} photos: {caught[0].message}", file=sys.stderr)
+    info: dict[str, object] = {
+        "as_photos": args.as_photos,
+        "seed": args.seed,
+        "preprocess": args.preprocess,
+        "_kinds": [kind for kind, _ in photos],
+    }
+    return decoded, labels[: args.as_photos], info
