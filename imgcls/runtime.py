@@ -460,7 +460,8 @@ def decode_image(
         ) from e
     except UnidentifiedImageError as e:
         raise ImageFileError(
-            f"{label}: not an image file Pillow can read (PNG, JPEG, GIF, WebP, BMP, TIFF, ...)"
+            f"{label}: not a readable image file (not in a format Pillow reads: PNG, JPEG, "
+            "GIF, WebP, BMP, TIFF, ...)"
         ) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(f"{label}: not a readable image file ({e})") from e

@@ -202,7 +202,7 @@ def test_concurrent_requests_are_batched_and_correct(
 # ----------------------------------------------------------------------------- bad requests
 BAD_REQUESTS = [
     # (name, request kwargs, status, words the message must hold)
-    ("not an image", {"content": b"hello, world", "ct": "image/png"}, 400, "not an image"),
+    ("not an image", {"content": b"hello, world", "ct": "image/png"}, 400, "not in a format"),
     ("truncated png", {"truncated": True, "ct": "image/png"}, 400, "not a readable image"),
     ("empty body", {"content": b"", "ct": "image/png"}, 400, "empty body"),
     ("over the size limit", {"content": b"\0" * (1024 * 1024 + 1), "ct": "image/png"}, 413, "1 MB"),
