@@ -573,3 +573,26 @@ def test_evaluate_onnx_as_photos(model_path: Path, tmp_path: Path) -> None:
     assert auto["n_images"] == 90 and auto["as_photos"] == 90
     assert set(auto["accuracy_by_kind"]) == {"grey_jpeg", "colour_jpeg", "transparent_png"}
     assert auto["accuracy"] >= 0.85 and none["accuracy"] < 0.5, (auto, none)
+
+
+def test_fashion_framing_trims_scales_centres_and_negates() -> None:
+    """A product photographed on white: the margin of the corner colour trimmed, the longest
+    edge scaled to 28, centred, negated to light-on-black (Xiao et al.'s procedure)."""
+    photo = np.full((400, 300), 245, np.uint8)  # white backdrop
+    photo[100:300, 120:220] = 60  # a dark item, 200 tall and 100 wide, off centre
+    out = rt.frame_like_fashion(photo)
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
+    assert rows[0] == 0 and rows[-1] == 27  # the longest edge fills the frame
+    assert 12 <= cols[-1] - cols[0] + 1 <= 16  # aspect kept: about 14 wide
+    assert abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1.0  # centred
+    assert out[14, 14] > 150 and out[14, 0] == 0  # the item light, the backdrop black
+    assert rt.framing_for("auto", "fashion_mnist") == "fashion_mnist"
+    decoded = rt.decode_image(_png_bytes(photo), preprocess="auto", dataset="fashion_mnist")
+    np.testing.assert_array_equal(decoded[0], out)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
