@@ -81,21 +81,9 @@ class ConstantAPI(ClassifierAPI):
 
 def constant_server(model: Path, port: int) -> None:
     """Run (a): ``imgcls.serve.serve`` with the constant worker in place of the model's."""
-    from imgcls import serve as s
+    from imgcls.serve import serve
 
-    options = ServeOptions(model=model, host=HOST, port=port)
-    s.check_options(options)
-    s._check_port_free(options.host, options.port)
-    server = s.build_server(options, api_factory=ConstantAPI)
-    signal.signal(signal.SIGTERM, s._stop_http_first(server))
-    server.run(
-        host=options.host,
-        port=options.port,
-        generate_client_file=False,
-        log_level=options.log_level,
-        access_log=options.access_log,
-        num_api_servers=1,
-    )
+    serve(ServeOptions(model=model, host=HOST, port=port), api_factory=ConstantAPI)
 
 
 # ----------------------------------------------------------------------------- servers

@@ -644,7 +644,12 @@ def _stop_http_first(server: ls.LitServer) -> Callable[[int, Any], None]:
     return handler
 
 
-def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
+def serve(
+    options: ServeOptions,
+    log: Callable[[str], None] = print,
+    *,
+    api_factory: Callable[[ServeOptions, LitSpec], ls.LitAPI] = ClassifierAPI,
+) -> None:
     """Check the model and the device in this process (a clear error, exit 2, before any
     worker starts), then run the server until SIGINT / SIGTERM."""
     check_options(options)
@@ -663,7 +668,7 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
                 "model.onnx; /features is off (re-export to get it back)"
             )
             options.features = None
-    server = build_server(options, provider=provider)
+    server = build_server(options, api_factory=api_factory, provider=provider)
     url = f"http://{'127.0.0.1' if options.host != '::' else '[::1]'}:{options.port}"
     log(
         f"[imgcls serve] {options.model} on {url} (provider {provider}; dynamic batching up to "
