@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="use only the first N test images (default: all 10,000)",
     )
-    s.add_argument("--batch_size", type=int, default=1000)
+    s.add_argument("--batch_size", type=int, default=2048, help="images per forward pass")
     s.add_argument(
         "--no_reference",
         action="store_true",

@@ -109,8 +109,18 @@ def random_erase(
     return x.masked_fill(mask[:, None], value)
 
 
-def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 pixels (or floats in [0, 1]) -> float32 ``(x/255 - mean) / std``."""
+def normalize(
+    x: torch.Tensor,
+    mean: float,
+    std: float,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> torch.Tensor:
+    """uint8 pixels (or floats in [0, 1]) -> float32 ``(x/255 - mean) / std``, in
+    ``memory_format`` (NHWC strides even for one channel, where ``contiguous`` keeps NCHW's)."""
     if x.dtype == torch.uint8:  # in place on the fresh float copy: x * (1/(255 std)) - mean/std
-        return x.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
-    return (x - mean) / std
+        return (
+            x.to(torch.float32, memory_format=memory_format)
+            .mul_(1.0 / (255.0 * std))
+            .sub_(mean / std)
+        )
+    return ((x - mean) / std).to(memory_format=memory_format)
