@@ -127,3 +127,17 @@ def test_shift_evaluation_uses_large_batches(trained_ckpt) -> None:
     finally:
         handle.remove()
     assert max(sizes) >= 2048 and len(sizes) == 2 * 9
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_shifting_normalised_images_is_normalising_shifted_ones(layout) -> None:
+    from imgcls.data.transforms import shift_into
+
+    x = torch.randint(0, 256, (5, 3, 9, 9), dtype=torch.uint8)
+    base = normalize(x, 0.13, 0.31, layout)
+    buf = torch.empty_like(base)
+    for dy, dx in [(0, 0), (1, 0), (-2, 3), (9, 0), (4, -4)]:
+        want = normalize(translate(x, dy, dx), 0.13, 0.31)
+        got = shift_into(buf, base, dy, dx, -0.13 / 0.31)
+        assert torch.equal(got, want), (dy, dx)
+        assert got.is_contiguous(memory_format=layout)

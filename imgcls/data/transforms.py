@@ -109,6 +109,22 @@ def random_erase(
     return x.masked_fill(mask[:, None], value)
 
 
+def shift_into(
+    out: torch.Tensor, x: torch.Tensor, dy: int, dx: int, fill: float = 0.0
+) -> torch.Tensor:
+    """``translate(x, dy, dx)`` written into ``out`` (same shape, any dtype and memory format),
+    vacated pixels set to ``fill``: no allocation, so one buffer serves every shift of a batch
+    (evaluation shifts normalised images, whose "zero" pixel is ``fill``)."""
+    h, w = x.shape[-2:]
+    out.fill_(fill)
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+    out[:, :, dst_y, dst_x] = x[:, :, src_y, src_x]
+    return out
+
+
 def normalize(
     x: torch.Tensor,
     mean: float,
