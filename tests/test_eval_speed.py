@@ -141,3 +141,30 @@ def test_shifting_normalised_images_is_normalising_shifted_ones(layout) -> None:
         got = shift_into(buf, base, dy, dx, -0.13 / 0.31)
         assert torch.equal(got, want), (dy, dx)
         assert got.is_contiguous(memory_format=layout)
+
+
+def test_imgcls_test_evaluates_in_the_runs_precision(trained_run, real_data_root, tmp_path):
+    import shutil
+
+    from .conftest import FAST, run_imgcls
+
+    run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
+    shutil.copytree(trained_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["trainer"]["precision"] = "bf16-mixed"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    args = ["--data.init_args.data_dir", str(real_data_root), "--data.init_args.val_size", "1000"]
+    proc = run_imgcls("test", *FAST, "--ckpt_path", str(run), *args, cwd=tmp_path)
+    assert "bfloat16 Automatic Mixed Precision" in proc.stdout + proc.stderr
+    # A precision given on the command line wins over the run's.
+    proc = run_imgcls(
+        "test",
+        *FAST,
+        "--trainer.precision",
+        "32-true",
+        "--ckpt_path",
+        str(run),
+        *args,
+        cwd=tmp_path,
+    )
+    assert "Automatic Mixed Precision" not in proc.stdout + proc.stderr
