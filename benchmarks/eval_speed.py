@@ -9,7 +9,7 @@ channels_last), in ONE run on ONE machine:
   shift    ``imgcls.insight.shift.evaluate_shift`` on the uint8 test images (shifting,
            normalising, argmax and counting included), as ``imgcls evaluate shift`` runs it;
   before   the evaluation as it was: the module's forward (NCHW weights, NHWC inputs when the
-           checkpoint says channels_last), batches of 1000, a host read per batch.
+           checkpoint says channels_last), batches of 1000.
 
 The three take turns for ``--rounds`` rounds; each figure is its fastest round (noise only
 slows a round down). Prints images/s and the ratio shift/bare (target >= 0.85). The weights
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imgcls.data.transforms import DIRECTIONS, normalize, translate  # noqa: E402
-from imgcls.insight.shift import EVAL_BATCH, TorchPredictor, evaluate_shift  # noqa: E402
+from imgcls.insight.shift import TorchPredictor, eval_batch_size, evaluate_shift  # noqa: E402
 from imgcls.module import ImageClassifier  # noqa: E402
 
 NETS: dict[str, dict[str, Any]] = {
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="test images (default 2000)")
     ap.add_argument("--max_shift", type=int, default=3)
-    ap.add_argument("--batch_size", type=int, default=EVAL_BATCH)
+    ap.add_argument("--batch_size", type=int, default=eval_batch_size("cpu"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data_dir", default=None)
     ap.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))

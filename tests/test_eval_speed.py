@@ -115,7 +115,11 @@ def test_autocast_dtype_follows_lightning() -> None:
     assert autocast_dtype("16-mixed", "cpu") is torch.bfloat16  # Lightning's CPU fallback
 
 
-def test_shift_evaluation_uses_large_batches(trained_ckpt) -> None:
+def test_shift_evaluation_batches_for_the_device(trained_ckpt) -> None:
+    from imgcls.insight.shift import eval_batch_size
+
+    assert eval_batch_size("cpu") == 256 and eval_batch_size(None) == 256
+    assert eval_batch_size("cuda") == 2048
     predictor = load_predictor(str(trained_ckpt))
     images = torch.zeros(3000, 1, 28, 28, dtype=torch.uint8)
     sizes: list[int] = []
@@ -126,7 +130,7 @@ def test_shift_evaluation_uses_large_batches(trained_ckpt) -> None:
         evaluate_shift(predictor, images, torch.zeros(3000, dtype=torch.long), 1, progress=False)
     finally:
         handle.remove()
-    assert max(sizes) >= 2048 and len(sizes) == 2 * 9
+    assert sizes == [256] * 9 * 11 + [3000 - 256 * 11] * 9  # 12 chunks x (0 px + 8 shifts)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

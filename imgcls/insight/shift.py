@@ -240,7 +240,15 @@ class ShiftResult:
         }
 
 
-EVAL_BATCH = 2048  # images per forward pass: large enough that the per-call cost vanishes
+# Images per forward pass. On a CPU a batch whose activations stay in cache is fastest (on
+# 2 cores: LeNet-5 ~33k images/s at 256 vs ~20k at 2048, the ResNet-20 ~2k vs ~1.2k); a GPU
+# wants large batches to fill it.
+EVAL_BATCH = {"cpu": 256, "cuda": 2048}
+
+
+def eval_batch_size(device: torch.device | str | None) -> int:
+    """The default evaluation batch for ``device`` (a CPU's, for anything but CUDA)."""
+    return EVAL_BATCH["cuda" if torch.device(device or "cpu").type == "cuda" else "cpu"]
 
 
 def evaluate_shift(
@@ -248,7 +256,7 @@ def evaluate_shift(
     images: torch.Tensor,
     labels: torch.Tensor,
     max_shift: int = 3,
-    batch_size: int = EVAL_BATCH,
+    batch_size: int | None = None,
     progress: bool = True,
     name: str | None = None,
 ) -> ShiftResult:
@@ -256,17 +264,19 @@ def evaluate_shift(
 
     Each batch is shifted in all 8 directions for every distance; vacated pixels are zero.
     Counts stay where the predictions are and are read once at the end: no host sync per batch.
+    ``batch_size`` None: ``eval_batch_size`` of the predictor's device.
     """
     if max_shift < 0:
         raise InsightError(f"--max_shift must be >= 0, got {max_shift}")
     if len(images) == 0:
         raise InsightError("no test images to evaluate")
+    device = getattr(predictor, "device", torch.device("cpu"))
+    batch_size = batch_size or eval_batch_size(device)
     if batch_size < 1:
         raise InsightError(f"--batch_size must be >= 1, got {batch_size}")
     from tqdm.auto import tqdm
 
     n = len(images)
-    device = getattr(predictor, "device", torch.device("cpu"))
     images, labels = images.to(device), labels.to(device)
     counts: list[list[torch.Tensor]] = [[] for _ in range(max_shift + 1)]
     label = str(name or getattr(predictor, "name", "model"))
