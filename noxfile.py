@@ -122,11 +122,26 @@ def train(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: training throughput and ONNX latency (prints figures)."""
+    """Benchmarks: training throughput, evaluation speed and ONNX latency (prints figures).
+
+    ``nox -s bench -- --gpu [ARGS]`` runs the GPU benchmark instead (benchmarks/gpu_bench.py,
+    ARGS passed on); without a CUDA GPU it says so and skips.
+    """
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "mnist", env=env)
-    _run(session, "python", "benchmarks/train_throughput.py", *session.posargs, env=env)
-    _run(session, "python", "benchmarks/onnx_latency.py", env=env)
+    for script, args in bench_scripts(session.posargs):
+        _run(session, "python", script, *args, env=env)
+
+
+def bench_scripts(posargs: list[str]) -> list[tuple[str, list[str]]]:
+    """The benchmark scripts ``nox -s bench -- POSARGS`` runs, each with its arguments."""
+    if "--gpu" in posargs:
+        return [("benchmarks/gpu_bench.py", [a for a in posargs if a != "--gpu"])]
+    return [
+        ("benchmarks/train_throughput.py", list(posargs)),
+        ("benchmarks/eval_speed.py", []),
+        ("benchmarks/onnx_latency.py", []),
+    ]
 
 
 DEPLOY_VENV = ROOT / ".nox" / "deploy"

@@ -164,7 +164,7 @@ def conventional(
 
 
 def time_to_accuracy(
-    target: float, data_dir: Path, workdir: Path, recipe: Path
+    target: float, data_dir: Path, workdir: Path, recipe: Path, accelerator: str = "cpu"
 ) -> tuple[float | None, int, float]:
     """Training seconds until test accuracy >= target, with the fast LeNet-5 recipe."""
 
@@ -203,7 +203,7 @@ def time_to_accuracy(
         "--config",
         str(recipe),
         "--trainer.accelerator",
-        "cpu",
+        accelerator,
         "--trainer.devices",
         "1",
         "--data.init_args.data_dir",

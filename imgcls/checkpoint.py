@@ -22,8 +22,11 @@ __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
     "load_checkpoint",
+    "autocast_dtype",
     "load_classifier",
+    "run_config",
     "state_digest",
+    "trained_precision",
 ]
 
 DIGEST_KEY = "imgcls_digest"
@@ -143,3 +146,41 @@ def load_classifier(path: str | os.PathLike[str]) -> Any:
         ) from e
     model.eval()
     return model
+
+
+def run_config(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.yaml`` of the run that ``ckpt_path`` belongs to ({} if none or unreadable)."""
+    from imgcls.runs import run_of
+
+    run = run_of(Path(ckpt_path).resolve())
+    if run is None or not (run / "config.yaml").is_file():
+        return {}
+    try:
+        import yaml
+
+        loaded = yaml.safe_load((run / "config.yaml").read_text())
+    except Exception:  # a damaged config costs only what it would have told, never the caller
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def trained_precision(ckpt_path: str | os.PathLike[str]) -> str | None:
+    """``trainer.precision`` of the run a checkpoint belongs to (None: not recorded)."""
+    trainer = run_config(ckpt_path).get("trainer")
+    precision = trainer.get("precision") if isinstance(trainer, dict) else None
+    return None if precision is None else str(precision)
+
+
+def autocast_dtype(precision: str | int | None, device_type: str) -> torch.dtype | None:
+    """The autocast dtype that evaluates a model trained at Lightning ``precision`` on
+    ``device_type`` as it was trained (None: float32, no autocast).
+
+    Lightning itself trains "16-mixed" on the CPU as bf16 (CPU autocast has no fast fp16), so
+    evaluation on the CPU does the same.
+    """
+    p = str(precision or "32")
+    if p.startswith("bf16"):
+        return torch.bfloat16
+    if p.startswith("16") or p == "half":
+        return torch.bfloat16 if device_type == "cpu" else torch.float16
+    return None

@@ -42,7 +42,7 @@ from imgcls.callbacks import (
     TestReport,
     report_checkpoints,
 )
-from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint
+from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint, trained_precision
 from imgcls.data.datamodule import ImageDataModule
 from imgcls.errors import ConfigError, ImgclsError
 from imgcls.loggers import RunCSVLogger, drop_rows_after
@@ -319,6 +319,9 @@ class ImgclsCLI(LightningCLI):
         path = runs.resolve_checkpoint(spec, which, experiment_dir=root / _experiment(cfg))
         ckpt = load_checkpoint(path)
         cfg.ckpt_path = str(path)
+        if subcommand != "fit" and cfg.trainer.get("precision") is None:
+            # Evaluate in the precision the run trained in, as every other evaluation does.
+            cfg.trainer.precision = trained_precision(path)
         if subcommand == "fit":
             _check_resumable(ckpt, path, cfg)
         run = runs.run_of(path)

@@ -109,22 +109,6 @@ def shift_accuracy(
 
 
 # ----------------------------------------------------------------------------- training
-def _run_config(ckpt_path: Path) -> dict[str, Any]:
-    """The ``config.yaml`` of the run that ``ckpt_path`` belongs to ({} if none or unreadable)."""
-    from imgcls.runs import run_of
-
-    run = run_of(ckpt_path.resolve())
-    if run is None or not (run / "config.yaml").is_file():
-        return {}
-    try:
-        import yaml
-
-        loaded = yaml.safe_load((run / "config.yaml").read_text())
-    except Exception:  # a damaged config leaves the card without those lines, not the export
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
 def _call(spec: Any) -> str | None:
     """``torch.optim.Adam(lr=0.001, ...)`` from a jsonargparse ``class_path`` / ``init_args``
     entry, the arguments that differ from None only."""
@@ -138,7 +122,9 @@ def _call(spec: Any) -> str | None:
 
 def training_facts(ckpt: Mapping[str, Any], ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     """What the card says about training, from the checkpoint and its run's config.yaml."""
-    config = _run_config(Path(ckpt_path))
+    from imgcls.checkpoint import run_config
+
+    config = run_config(Path(ckpt_path))
     model_cfg = config.get("model") or {}
     trainer_cfg = config.get("trainer") or {}
     dm = dict(ckpt.get("datamodule_hyper_parameters") or {})

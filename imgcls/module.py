@@ -32,6 +32,7 @@ __all__ = ["FACTS", "ImageClassifier", "NonFiniteLossError", "mismatch"]
 
 class ImageClassifier(L.LightningModule):
     _train_sums: torch.Tensor  # (3,) buffer: sum of loss x images, correct, images this epoch
+    _nonfinite: torch.Tensor  # () bool buffer: a training loss since the last check was NaN/inf
 
     def __init__(
         self,
@@ -94,6 +95,12 @@ class ImageClassifier(L.LightningModule):
         # step cannot hide (docs/benchmarks.md). float32 counts are exact far beyond an epoch's
         # 60,000 images.
         self.register_buffer("_train_sums", torch.zeros(3), persistent=False)
+        # The NaN/inf guard accumulates on the device and is read only on the logger's cadence,
+        # at the end of an epoch and before every checkpoint: reading it every step would make
+        # the CPU wait for the GPU each step. `_window_start` is the first step not yet checked.
+        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._window_start = 0
+        self._last_step = -1
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_class_acc = MulticlassAccuracy(num_classes, average=None)
@@ -129,14 +136,13 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y, self.hparams["label_smoothing"])
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss became {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, "
-                f"batch {batch_idx}). Lower the learning rate or try precision 32; "
-                "nothing from this step was saved."
-            )
+        self._last_step = self.global_step
+        every = getattr(self.trainer, "log_every_n_steps", 50)  # set by the Trainer
         with torch.no_grad():
+            self._nonfinite |= ~torch.isfinite(loss.detach())
+            if (self.global_step + 1) % every == 0:
+                # Before the optimizer step: a NaN seen here never reaches the weights.
+                self.check_finite()
             correct = (logits.argmax(1) == y).sum()
             self._train_sums += torch.stack(
                 [loss.float() * len(y), correct.float(), correct.new_tensor(len(y)).float()]
@@ -145,16 +151,51 @@ class ImageClassifier(L.LightningModule):
         # call), comparable to a whole LeNet-5 step on a GPU. So the step loss is logged
         # only on the steps the logger writes (every `log_every_n_steps`; the progress bar shows
         # the latest), and train/acc once an epoch from the counters.
-        if (self.global_step + 1) % getattr(
-            self.trainer, "log_every_n_steps", 50
-        ) == 0:  # set by the Trainer
+        if (self.global_step + 1) % every == 0:
             self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
+
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteLossError`` if a training loss since the last check was NaN or inf.
+
+        This is the guard's only host read. Under DDP every process must call it at the same
+        points (it agrees on the answer), as the cadence, epoch ends and checkpoints ensure.
+        """
+        first, last = self._window_start, self._last_step
+        self._window_start = last + 1
+        if last < first:  # no training step since the last check
+            return
+        seen = bool(self._nonfinite)
+        if self._trainer is not None:
+            seen = self.trainer.strategy.reduce_boolean_decision(seen, all=False)
+        if not seen:
+            return
+        window = f"global step {last}" if first == last else f"global steps {first}..{last}"
+        raise NonFiniteLossError(
+            f"training loss became NaN or inf in {window} (epoch {self.current_epoch}; the loss "
+            "is checked every log_every_n_steps steps, at the end of an epoch and before every "
+            "checkpoint). Lower the learning rate or try precision 32; nothing from these steps "
+            "was saved."
+        )
+
+    def on_train_start(self) -> None:
+        # A resumed run starts its first window at the step it resumes from.
+        self._window_start, self._last_step = self.global_step, self.global_step - 1
+        self._nonfinite.zero_()
+
+    def on_validation_start(self) -> None:
+        # Validation in fit scores the weights these steps made: check them first.
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self.check_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()
 
     def on_train_epoch_start(self) -> None:
         self._train_sums.zero_()
 
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         loss_sum, correct, seen = self.trainer.strategy.reduce(
             self._train_sums, reduce_op="sum"
         ).tolist()  # all processes

@@ -73,3 +73,9 @@ def test_serve_load_quick(trained_ckpt: Path, tmp_path: Path) -> None:
             for cell in setup.values():
                 assert cell["failed"] == 0 and cell["rps"] > 0, out
     assert figures["lenet5_c_over_a_pct"] > 0 and figures["resnet_c_over_b"] > 0, out
+
+
+def test_eval_speed_quick(real_data_root: Path, tmp_path: Path) -> None:
+    out = _run("eval_speed.py", "--quick", "--data_dir", str(real_data_root), tmp_path=tmp_path)
+    ratios = re.findall(r"shift/bare = ([\d.]+) \(target >= 0.85\)", out)
+    assert len(ratios) == 2 and all(float(r) > 0 for r in ratios), out

@@ -57,7 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="use only the first N test images (default: all 10,000)",
     )
-    s.add_argument("--batch_size", type=int, default=1000)
+    s.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="images per forward pass (default: 256 on a CPU, 2048 on a GPU)",
+    )
     s.add_argument(
         "--no_reference",
         action="store_true",

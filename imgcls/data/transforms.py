@@ -109,8 +109,34 @@ def random_erase(
     return x.masked_fill(mask[:, None], value)
 
 
-def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 pixels (or floats in [0, 1]) -> float32 ``(x/255 - mean) / std``."""
+def shift_into(
+    out: torch.Tensor, x: torch.Tensor, dy: int, dx: int, fill: float = 0.0
+) -> torch.Tensor:
+    """``translate(x, dy, dx)`` written into ``out`` (same shape, any dtype and memory format),
+    vacated pixels set to ``fill``: no allocation, so one buffer serves every shift of a batch
+    (evaluation shifts normalised images, whose "zero" pixel is ``fill``)."""
+    h, w = x.shape[-2:]
+    out.fill_(fill)
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+    out[:, :, dst_y, dst_x] = x[:, :, src_y, src_x]
+    return out
+
+
+def normalize(
+    x: torch.Tensor,
+    mean: float,
+    std: float,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> torch.Tensor:
+    """uint8 pixels (or floats in [0, 1]) -> float32 ``(x/255 - mean) / std``, in
+    ``memory_format`` (NHWC strides even for one channel, where ``contiguous`` keeps NCHW's)."""
     if x.dtype == torch.uint8:  # in place on the fresh float copy: x * (1/(255 std)) - mean/std
-        return x.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
-    return (x - mean) / std
+        return (
+            x.to(torch.float32, memory_format=memory_format)
+            .mul_(1.0 / (255.0 * std))
+            .sub_(mean / std)
+        )
+    return ((x - mean) / std).to(memory_format=memory_format)

@@ -411,6 +411,10 @@ def build_report(
             f"valid: {', '.join(e.name for e in experiments)}"
         )
     by_name = {e.name: e for e in experiments}
+    from imgcls.runs import resolve_checkpoint
+
+    # Where each external model came from: its run's config says the precision it trained in.
+    sources = {name: resolve_checkpoint(path) for name, path in checkpoints.items()}
     external = {
         name: _external(name, path, by_name[name]) for name, path in checkpoints.items()
     }  # fail fast
@@ -433,7 +437,11 @@ def build_report(
         models[exp.name] = model
         test = tests[spec.dataset]
         shift = evaluate_shift(
-            TorchPredictor(model, exp.name), test.images, test.labels, MAX_SHIFT, progress=progress
+            TorchPredictor(model, exp.name, sources.get(exp.name)),
+            test.images,
+            test.labels,
+            MAX_SHIFT,
+            progress=progress,
         )
         hp = model.hparams
         costs = layer_costs(model.net, (hp.in_channels, hp.image_size, hp.image_size))
