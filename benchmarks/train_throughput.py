@@ -22,6 +22,11 @@ per-epoch test evaluations and checkpointing excluded).
 
     python benchmarks/train_throughput.py          # full: 3 rounds of 3 epochs, then time-to-99%
     python benchmarks/train_throughput.py --quick  # CI smoke test: tiny subset, 1+1 epochs
+    python benchmarks/train_throughput.py --speedrun  # speed-run vs fast LeNet-5, 5 seeds each
+
+``--speedrun`` runs configs/recipes/mnist_speedrun.yaml and the fast LeNet-5 recipe in full
+(their fixed epoch counts, no stopping on the test set), taking turns seed by seed, and prints
+each one's training seconds and final test accuracy, min / median / max over the seeds.
 """
 
 from __future__ import annotations
@@ -178,17 +183,7 @@ def time_to_accuracy(
         def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             self.train_s += timer.epoch_seconds[-1]
             self.epochs += 1
-            dm = trainer.datamodule
-            was_training = pl_module.training
-            pl_module.eval()
-            correct = 0
-            with torch.no_grad():
-                images, labels = dm.test_set.images, dm.test_set.labels
-                for i in range(0, len(labels), 2000):
-                    x = (images[i : i + 2000].to(pl_module.device).float() / 255 - MEAN) / STD
-                    correct += int((pl_module(x).argmax(1).cpu() == labels[i : i + 2000]).sum())
-            pl_module.train(was_training)
-            self.acc = correct / len(labels)
+            self.acc = _test_accuracy(pl_module, trainer.datamodule)
             print(
                 f"  epoch {self.epochs}: test acc {self.acc:.4f} "
                 f"after {self.train_s:.1f} s of training",
@@ -224,6 +219,79 @@ def time_to_accuracy(
     return probe.hit, probe.epochs, probe.acc
 
 
+def _test_accuracy(pl_module: L.LightningModule, dm: MNISTDataModule) -> float:
+    """Accuracy on the 10,000 test images, in the module's own forward (layout included)."""
+    was_training = pl_module.training
+    pl_module.eval()
+    correct = 0
+    with torch.no_grad():
+        images, labels = dm.test_set.images, dm.test_set.labels
+        for i in range(0, len(labels), 2000):
+            x = (images[i : i + 2000].to(pl_module.device).float() / 255 - MEAN) / STD
+            correct += int((pl_module(x).argmax(1).cpu() == labels[i : i + 2000]).sum())
+    pl_module.train(was_training)
+    return correct / len(labels)
+
+
+def recipe_run(recipe: Path, seed: int, data_dir: Path, workdir: Path) -> tuple[float, float]:
+    """One full run of a recipe, all its epochs (no stopping on the test set).
+
+    Returns:
+        (training seconds, summed over epochs as EpochTimer measures them; test accuracy at
+        the end).
+    """
+    args = [
+        "--config",
+        str(recipe),
+        "--seed_everything",
+        str(seed),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--data.init_args.data_dir",
+        str(data_dir),
+        "--trainer.default_root_dir",
+        str(workdir / "runs"),
+        "--trainer.logger.init_args.save_dir",
+        str(workdir / "runs"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+    cli = _build_cli(args)
+    timer = _timer(cli)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    cli.datamodule.setup("test")
+    return sum(timer.epoch_seconds), _test_accuracy(cli.model, cli.datamodule)
+
+
+def compare_recipes(recipes: list[Path], seeds: int, data_dir: Path, workdir: Path) -> None:
+    """Each recipe over seeds 1..``seeds``, taking turns seed by seed: training seconds and
+    final test accuracy, min / median / max."""
+    results: dict[Path, list[tuple[float, float]]] = {r: [] for r in recipes}
+    for seed in range(1, seeds + 1):
+        for recipe in recipes:
+            train_s, acc = recipe_run(recipe, seed, data_dir, workdir)
+            results[recipe].append((train_s, acc))
+            print(f"  {recipe.stem} seed {seed}: {train_s:.2f} s, test acc {acc:.4f}", flush=True)
+    print(
+        f"\n| recipe ({seeds} seeds) | train s min / median / max "
+        "| test acc min / median / max | mean acc |\n|---|---|---|---|"
+    )
+    for recipe, runs in results.items():
+        t = sorted(r[0] for r in runs)
+        a = sorted(r[1] for r in runs)
+        print(
+            f"| {recipe.stem} | {t[0]:.2f} / {statistics.median(t):.2f} / {t[-1]:.2f} "
+            f"| {a[0]:.4f} / {statistics.median(a):.4f} / {a[-1]:.4f} "
+            f"| {statistics.mean(a):.4f} |"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -247,6 +315,13 @@ def main() -> None:
         help="config for the time-to-99%% run",
     )
     p.add_argument("--only_tta", action="store_true", help="only the time-to-99%% run")
+    p.add_argument(
+        "--speedrun",
+        action="store_true",
+        help="only the speed-run recipe beside the fast LeNet-5 recipe, full runs over --seeds "
+        "seeds: training seconds and final test accuracy, min / median / max",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="seeds 1..N for --speedrun")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/imgcls-bench"))
     args = p.parse_args()
     data_dir = args.data_dir or default_root()
@@ -261,6 +336,10 @@ def main() -> None:
         f"{'2,000' if subset else '60,000'} images, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}"
     )
+    if args.speedrun:
+        recipes = [ROOT / "configs/recipes/mnist_speedrun.yaml", args.recipe]
+        compare_recipes(recipes, args.seeds, data_dir, args.workdir)
+        return
     if args.only_tta:
         hit, ep, acc = time_to_accuracy(0.99, data_dir, args.workdir, args.recipe)
         print(f"time to 99%: {hit} s of training ({ep} epochs, test acc {acc:.4f})")

@@ -274,6 +274,29 @@ FORMER_RECIPES = {
             max_epochs=4,
         ),
     ),
+    "mnist_speedrun": (
+        "mnist",
+        Former(
+            "convnet",
+            {
+                "channels": [16, 32],
+                "kernel_size": 5,
+                "stride": 2,
+                "padding": "same",
+                "pool_size": 1,
+                "hidden": 64,
+                "dropout": [0.0, 0.0],
+                "batch_norm": True,
+            },
+            label_smoothing=0.1,
+            channels_last=True,
+            optimizer=(torch.optim.AdamW, {"lr": 0.003, "weight_decay": 0.0001}),
+            scheduler=(torch.optim.lr_scheduler.OneCycleLR, {"max_lr": 0.015, "pct_start": 0.25}),
+            scheduler_interval="step",
+            max_epochs=2,
+            batch_size=256,
+        ),
+    ),
 }
 
 
