@@ -194,29 +194,24 @@ def time_to_accuracy(
                 trainer.should_stop = True
 
     # The recipe's own epoch count: its one-cycle schedule is laid out over exactly those epochs.
-    args = [
-        "--config",
-        str(recipe),
-        "--trainer.accelerator",
-        accelerator,
-        "--trainer.devices",
-        "1",
-        "--data.init_args.data_dir",
-        str(data_dir),
-        "--trainer.default_root_dir",
-        str(workdir / "runs"),
-        "--trainer.logger.init_args.save_dir",
-        str(workdir / "runs"),
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-    cli = _build_cli(args)
+    cli = _build_cli(_recipe_args(recipe, data_dir, workdir, accelerator))
     timer = _timer(cli)  # registered before the test callback, so its epoch time is ready
     probe = TestEachEpoch()
     cli.trainer.callbacks.append(probe)
     cli.datamodule.setup("test")
     cli.trainer.fit(cli.model, cli.datamodule)
     return probe.hit, probe.epochs, probe.acc
+
+
+def _recipe_args(recipe: Path, data_dir: Path, workdir: Path, accelerator: str) -> list[str]:
+    """A recipe on one device, its runs under ``workdir``, without a progress bar."""
+    runs = str(workdir / "runs")
+    return [
+        *("--config", str(recipe), "--trainer.accelerator", accelerator),
+        *("--trainer.devices", "1", "--data.init_args.data_dir", str(data_dir)),
+        *("--trainer.default_root_dir", runs, "--trainer.logger.init_args.save_dir", runs),
+        *("--trainer.enable_progress_bar", "false"),
+    ]
 
 
 def _test_accuracy(pl_module: L.LightningModule, dm: MNISTDataModule) -> float:
@@ -240,29 +235,9 @@ def recipe_run(recipe: Path, seed: int, data_dir: Path, workdir: Path) -> tuple[
         (training seconds, summed over epochs as EpochTimer measures them; test accuracy at
         the end).
     """
-    args = [
-        "--config",
-        str(recipe),
-        "--seed_everything",
-        str(seed),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--data.init_args.data_dir",
-        str(data_dir),
-        "--trainer.default_root_dir",
-        str(workdir / "runs"),
-        "--trainer.logger.init_args.save_dir",
-        str(workdir / "runs"),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-    ]
-    cli = _build_cli(args)
+    args = _recipe_args(recipe, data_dir, workdir, "cpu")
+    args += ["--seed_everything", str(seed), "--trainer.enable_checkpointing", "false"]
+    cli = _build_cli([*args, "--trainer.enable_model_summary", "false"])
     timer = _timer(cli)
     cli.trainer.fit(cli.model, cli.datamodule)
     cli.datamodule.setup("test")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -13,35 +12,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from imgcls.checkpoint import load_checkpoint
 from imgcls.data import MNISTDataModule
 from imgcls.module import ImageClassifier, NonFiniteLossError
-
-
-def _trainer(tmp_path: Path, **kw) -> L.Trainer:
-    base = {
-        "default_root_dir": tmp_path,
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "max_epochs": 1,
-    }
-    return L.Trainer(**{**base, **kw})
+from tests.test_training import _PoisonAt, _trainer
 
 
 def _data(root: Path) -> MNISTDataModule:
     return MNISTDataModule(data_dir=str(root), val_size=100, batch_size=50)  # 10 steps an epoch
-
-
-class _PoisonAt(L.Callback):
-    """Fill the first weight with NaN before the given global step."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            with torch.no_grad():
-                next(pl_module.parameters()).fill_(float("nan"))
 
 
 def _all_finite(path: Path) -> bool:
