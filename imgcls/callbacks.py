@@ -232,9 +232,12 @@ def report_checkpoints(trainer: L.Trainer) -> None:
             exp.summary.update(summary)
     lines = [f"[imgcls] run directory: {log_dir}"]
     if ckpt.best_model_path and os.path.isfile(ckpt.best_model_path):
-        lines.append(
-            f"[imgcls] best checkpoint: {ckpt.best_model_path} (val/acc {summary['best_val_acc']})"
+        why = (
+            f"val/acc {summary['best_val_acc']}"
+            if ckpt.monitor
+            else "no validation split: the latest epoch"
         )
+        lines.append(f"[imgcls] best checkpoint: {ckpt.best_model_path} ({why})")
     if ckpt.last_model_path and os.path.isfile(ckpt.last_model_path):
         lines.append(f"[imgcls] last checkpoint: {ckpt.last_model_path}")
     if len(lines) == 1:

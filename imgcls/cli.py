@@ -157,6 +157,17 @@ def _empty_mappings(data: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def _without_validation(cfg: Namespace) -> None:
+    """With ``val_size: 0`` (the lectures' protocol trains on all 60,000 images) nothing can
+    pick a best epoch: best.ckpt is then simply the latest epoch, so every command that takes a
+    run folder still finds a checkpoint, instead of a warning every epoch and no best.ckpt."""
+    data, checkpoint = cfg.get("data"), cfg.get("checkpoint")
+    args = data.get("init_args") if data is not None else None
+    if args is None or checkpoint is None or args.get("val_size", 1) not in (0, 0.0):
+        return
+    checkpoint.monitor = None
+
+
 def _check_empty_keys(path: str, data: Any, cfg: Namespace) -> None:
     """jsonargparse drops a key whose value is ``{}`` without checking it; any such key that
     the parsed config does not hold is unknown."""
@@ -300,6 +311,7 @@ class ImgclsCLI(LightningCLI):
         # and open the file safely, so a damaged one fails naming itself.
         if self.config.get("subcommand"):
             self._resolve_ckpt_path(self.config[self.config.subcommand], self.config.subcommand)
+        _without_validation(cfg)
 
     def _resolve_ckpt_path(self, cfg: Namespace, subcommand: str) -> None:
         spec = cfg.get("ckpt_path")
