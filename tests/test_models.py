@@ -66,6 +66,9 @@ def test_three_channel_32x32(name):
         ({"stride": 2}, 64 * 3 * 3),
         ({"pool": "avg"}, 9216),
         ({"channels": [8, 16], "kernel_size": 5}, 16 * 10 * 10),
+        ({"pool_after": "last"}, 9216),  # the default, spelled out
+        ({"pool_after": "each"}, 64 * 5 * 5),  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
+        ({"pool_after": "each", "padding": "same"}, 64 * 7 * 7),  # 28 -> 14 -> 7
     ],
 )
 def test_convnet_options_change_the_geometry(kw, flat):
@@ -133,6 +136,23 @@ def test_duplicate_registration_is_an_error():
             "resnet",
             {"block": "bottleneck"},
             r"resnet: block must be one of \['standard', 'lecture'\], got 'bottleneck'",
+        ),
+        (
+            "convnet",
+            {"pool_after": "first"},
+            r"convnet: pool_after must be one of \['last', 'each'\], got 'first'",
+        ),
+        (  # 28 -> 26 -> 13 -> 11 -> 5 -> 3 -> 1, and a 4th 3×3 conv does not fit 1×1
+            "convnet",
+            {"channels": [8, 8, 8, 8], "pool_after": "each"},
+            r"convnet: conv 4 would shrink the maps \(28×28 → 26×26 → 13×13 → 11×11 → 5×5 → "
+            r"3×3 → 1×1\) below 1×1",
+        ),
+        (  # 28 -5×5-> 24 -pool 4-> 6 -5×5-> 2, and a 4×4 pool does not fit 2×2
+            "convnet",
+            {"kernel_size": 5, "pool_size": 4, "pool_after": "each"},
+            r"convnet: pool after conv 2 would shrink the maps \(28×28 → 24×24 → 6×6 → 2×2\) "
+            "below 1×1",
         ),
     ],
 )
@@ -240,9 +260,35 @@ def test_layer_costs_describe_both_blocks(block):
     assert ("features.3.bn1" in kinds) == (block == "standard")
 
 
+# ----------------------------------------------------------------------------- convnet pooling
+def test_convnet_pool_after_each_is_conv_pool_conv_pool():
+    net = create_model("convnet", pool_after="each")
+    kinds = [type(m).__name__ for m in net.features][:6]
+    assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d"]
+    # 320 + 18,496 conv weights, 1,600·128 + 128 fc, 128·10 + 10 head
+    assert sum(p.numel() for p in net.parameters()) == 320 + 18_496 + 1600 * 128 + 128 + 1290
+    bn = create_model("convnet", pool_after="each", pool="avg", batch_norm=True)
+    kinds = [type(m).__name__ for m in bn.features][:8]
+    assert kinds == [
+        *("Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d"),
+        *("Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d"),
+    ]
+    assert bn.flat_features == 1600
+
+
 @pytest.mark.parametrize(
     ("net", "args", "maps"),
     [
+        (
+            "convnet",
+            {"pool_after": "each"},
+            [
+                ("features.0 + ReLU", "conv", (32, 26, 26)),
+                ("features.2 (MaxPool2d)", "pool", (32, 13, 13)),
+                ("features.3 + ReLU", "conv", (64, 11, 11)),
+                ("features.5 (MaxPool2d)", "pool", (64, 5, 5)),
+            ],
+        ),
         (
             "resnet",
             {"widths": [4], "blocks": 1, "block": "lecture"},

@@ -14,6 +14,9 @@ Padding = Literal["valid", "same"]
 Pool = Literal["max", "avg"]
 # "standard": He et al. 2016's block; "lecture": lecture 002's eq. (6) exactly (see resnet.py).
 ResBlock = Literal["standard", "lecture"]
+# Where a conv net pools: once after the last conv, or after every conv (lecture 002's
+# "more pooling" for translation invariance).
+PoolAfter = Literal["last", "each"]
 
 _ACTS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
