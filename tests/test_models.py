@@ -66,6 +66,9 @@ def test_three_channel_32x32(name):
         ({"stride": 2}, 64 * 3 * 3),
         ({"pool": "avg"}, 9216),
         ({"channels": [8, 16], "kernel_size": 5}, 16 * 10 * 10),
+        ({"pool_after": "last"}, 9216),  # the default, spelled out
+        ({"pool_after": "each"}, 64 * 5 * 5),  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5
+        ({"pool_after": "each", "padding": "same"}, 64 * 7 * 7),  # 28 -> 14 -> 7
     ],
 )
 def test_convnet_options_change_the_geometry(kw, flat):
@@ -129,6 +132,28 @@ def test_duplicate_registration_is_an_error():
         ("lenet5", {"dropout": -0.1}, "lenet5: dropout must be a probability"),
         ("resnet", {"widths": 16}, "resnet: widths must be a list of positive integers"),
         ("resnet", {"blocks": -1}, "resnet needs at least one width and blocks >= 0"),
+        (
+            "resnet",
+            {"block": "bottleneck"},
+            r"resnet: block must be one of \['standard', 'lecture'\], got 'bottleneck'",
+        ),
+        (
+            "convnet",
+            {"pool_after": "first"},
+            r"convnet: pool_after must be one of \['last', 'each'\], got 'first'",
+        ),
+        (  # 28 -> 26 -> 13 -> 11 -> 5 -> 3 -> 1, and a 4th 3×3 conv does not fit 1×1
+            "convnet",
+            {"channels": [8, 8, 8, 8], "pool_after": "each"},
+            r"convnet: conv 4 would shrink the maps \(28×28 → 26×26 → 13×13 → 11×11 → 5×5 → "
+            r"3×3 → 1×1\) below 1×1",
+        ),
+        (  # 28 -5×5-> 24 -pool 4-> 6 -5×5-> 2, and a 4×4 pool does not fit 2×2
+            "convnet",
+            {"kernel_size": 5, "pool_size": 4, "pool_after": "each"},
+            r"convnet: pool after conv 2 would shrink the maps \(28×28 → 24×24 → 6×6 → 2×2\) "
+            "below 1×1",
+        ),
     ],
 )
 def test_bad_net_arguments_are_config_errors_naming_the_argument(name, kw, message):
@@ -142,3 +167,154 @@ def test_valid_edge_arguments_still_build():
     assert isinstance(create_model("mlp", hidden=[]).head, torch.nn.Linear)  # logistic regression
     assert create_model("mlp", hidden=(8, 4)).head.in_features == 4
     assert create_model("resnet", blocks=0)(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+# ----------------------------------------------------------------------------- resnet blocks
+def _blocks(net: torch.nn.Module) -> list[torch.nn.Module]:
+    from imgcls.models.resnet import LectureResidualBlock, ResidualBlock
+
+    return [m for m in net.modules() if isinstance(m, ResidualBlock | LectureResidualBlock)]
+
+
+def test_lecture_block_is_eq_6_term_for_term():
+    """f_k = f_{k−1} + W₁ σ(W₂ f_{k−1} + b): conv1 is W₂ + b, conv2 is W₁ (no bias)."""
+    from imgcls.models.resnet import LectureResidualBlock
+
+    torch.manual_seed(0)
+    block = LectureResidualBlock(4, "relu")
+    assert block.conv1.bias is not None and block.conv2.bias is None
+    assert sorted(block.state_dict()) == ["conv1.bias", "conv1.weight", "conv2.weight"]
+    f = torch.randn(2, 4, 6, 6)
+    by_hand = f + torch.nn.functional.conv2d(
+        torch.relu(torch.nn.functional.conv2d(f, block.conv1.weight, block.conv1.bias, padding=1)),
+        block.conv2.weight,
+        padding=1,
+    )
+    assert torch.allclose(block(f), by_hand, atol=1e-6)
+    torch.nn.init.zeros_(block.conv2.weight)  # W₁ = 0: exactly the identity, negatives kept
+    assert torch.equal(block(f), f)
+
+
+def test_lecture_blocks_have_no_batch_norm_or_activation_after_the_sum():
+    torch.manual_seed(0)
+    net = create_model("resnet", widths=[4, 8], blocks=2, block="lecture", batch_norm=True)
+    blocks = _blocks(net)
+    assert len(blocks) == 4
+    for b in blocks:
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in b.modules())
+        assert b.conv2.bias is None
+        f = torch.randn(2, b.conv1.in_channels, 7, 7)
+        assert (b(f) < 0).any()  # nothing clips the sum
+    # batch_norm still applies outside the blocks: the stem and the downsampling conv
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 2
+
+
+def test_standard_block_is_unchanged():
+    """He et al.: BN inside, ReLU after the sum, so a block never outputs a negative value."""
+    torch.manual_seed(0)
+    net = create_model("resnet", widths=[4, 8], blocks=2).eval()
+    blocks = _blocks(net)
+    assert len(blocks) == 4
+    for b in blocks:
+        assert isinstance(b.bn1, torch.nn.BatchNorm2d) and isinstance(b.bn2, torch.nn.BatchNorm2d)
+        assert b.conv1.bias is None and b.conv2.bias is None  # BN's shift replaces the bias
+        assert (b(torch.randn(2, b.conv1.in_channels, 7, 7)) >= 0).all()
+    assert (
+        net.state_dict().keys()
+        == create_model("resnet", widths=[4, 8], blocks=2, block="standard").state_dict().keys()
+    )
+
+
+# widths [16, 32], 2 blocks, batch_norm, 1×28×28, 10 classes, by hand:
+#   stem conv 1→16 (no bias) 144 + BN 32                                       =    176
+#   standard block 16: 2 convs 16·16·9 = 2,304 each (no bias) + 2 BN of 32     =  4,672 (×2)
+#   downsample conv 16→32: 32·16·9 = 4,608 (no bias) + BN 64                  =  4,672
+#   standard block 32: 2 convs 32·32·9 = 9,216 each + 2 BN of 64               = 18,560 (×2)
+#   head 32·10 + 10                                                            =    330
+#   standard: 176 + 2·4,672 + 4,672 + 2·18,560 + 330                           = 51,642
+#   lecture block 16: conv1 2,304 + 16 bias, conv2 2,304, no BN                =  4,624 (×2)
+#   lecture block 32: conv1 9,216 + 32 bias, conv2 9,216, no BN                = 18,464 (×2)
+#   lecture: 176 + 2·4,624 + 4,672 + 2·18,464 + 330                            = 51,354
+@pytest.mark.parametrize(("block", "params"), [("standard", 51_642), ("lecture", 51_354)])
+def test_resnet_parameter_counts_by_block(block, params):
+    net = create_model("resnet", widths=[16, 32], blocks=2, block=block)
+    assert sum(p.numel() for p in net.parameters()) == params
+
+
+def test_resnet_default_block_is_standard():
+    assert create_model("resnet").state_dict().keys() == (
+        create_model("resnet", block="standard").state_dict().keys()
+    )
+
+
+@pytest.mark.parametrize("block", ["standard", "lecture"])
+def test_layer_costs_describe_both_blocks(block):
+    from imgcls.insight.cost import layer_costs, totals
+
+    net = create_model("resnet", widths=[16, 32], blocks=2, block=block)
+    costs = layer_costs(net)
+    assert totals(costs)[0] == sum(p.numel() for p in net.parameters())
+    assert all(c.name != "(unused)" for c in costs)
+    kinds = {c.name: c.kind for c in costs}
+    assert kinds["features.3.conv1"] == "Conv2d 16→16, 3×3, pad 1"
+    assert ("features.3.bn1" in kinds) == (block == "standard")
+
+
+# ----------------------------------------------------------------------------- convnet pooling
+def test_convnet_pool_after_each_is_conv_pool_conv_pool():
+    net = create_model("convnet", pool_after="each")
+    kinds = [type(m).__name__ for m in net.features][:6]
+    assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d"]
+    # 320 + 18,496 conv weights, 1,600·128 + 128 fc, 128·10 + 10 head
+    assert sum(p.numel() for p in net.parameters()) == 320 + 18_496 + 1600 * 128 + 128 + 1290
+    bn = create_model("convnet", pool_after="each", pool="avg", batch_norm=True)
+    kinds = [type(m).__name__ for m in bn.features][:8]
+    assert kinds == [
+        *("Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d"),
+        *("Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d"),
+    ]
+    assert bn.flat_features == 1600
+
+
+@pytest.mark.parametrize(
+    ("net", "args", "maps"),
+    [
+        (
+            "convnet",
+            {"pool_after": "each"},
+            [
+                ("features.0 + ReLU", "conv", (32, 26, 26)),
+                ("features.2 (MaxPool2d)", "pool", (32, 13, 13)),
+                ("features.3 + ReLU", "conv", (64, 11, 11)),
+                ("features.5 (MaxPool2d)", "pool", (64, 5, 5)),
+            ],
+        ),
+        (
+            "resnet",
+            {"widths": [4], "blocks": 1, "block": "lecture"},
+            [
+                ("features.0 + ReLU", "conv", (4, 28, 28)),
+                ("features.3.conv1", "conv", (4, 28, 28)),
+                ("features.3.conv2", "conv", (4, 28, 28)),
+            ],
+        ),
+    ],
+)
+def test_new_variants_export_their_feature_maps_to_onnx(net, args, maps):
+    import numpy as np
+    import onnxruntime as ort
+
+    from imgcls.export import feature_outputs, to_features_onnx
+
+    torch.manual_seed(0)
+    model = create_model(net, **args).eval()
+    outs = feature_outputs(model, (1, 28, 28))
+    assert [(label, kind, shape) for label, kind, _, shape in outs] == maps
+    proto = to_features_onnx(model, 0.0, 1.0, (1, 28, 28), [m for _, _, m, _ in outs])
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = torch.rand(2, 1, 28, 28)
+    got = sess.run(None, {"pixels": pixels.numpy()})
+    with torch.inference_mode():
+        logits = model(pixels)
+    assert np.abs(got[0] - logits.numpy()).max() <= 1e-4
+    assert [g.shape[1:] for g in got[2:]] == [shape for _, _, shape in maps]

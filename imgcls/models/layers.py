@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
@@ -12,6 +12,11 @@ from imgcls.errors import ConfigError
 Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu"]
 Padding = Literal["valid", "same"]
 Pool = Literal["max", "avg"]
+# "standard": He et al. 2016's block; "lecture": lecture 002's eq. (6) exactly (see resnet.py).
+ResBlock = Literal["standard", "lecture"]
+# Where a conv net pools: once after the last conv, or after every conv (lecture 002's
+# "more pooling" for translation invariance).
+PoolAfter = Literal["last", "each"]
 
 _ACTS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -43,6 +48,15 @@ def positive_ints(name: str, value: object, example: str = "[128]") -> list[int]
             f"{name} must be a list of positive integers, e.g. {example}, got {list(value)!r}"
         )
     return list(value)
+
+
+def one_of(name: str, value: object, choices: object) -> str:
+    """``value`` if it is one of the ``Literal`` alias ``choices``' strings, else a ConfigError
+    that lists them (a typo in a config should say what was meant)."""
+    valid = get_args(choices)
+    if value not in valid:
+        raise ConfigError(f"{name} must be one of {list(valid)}, got {value!r}")
+    return str(value)
 
 
 def dropout_p(name: str, value: object) -> float:

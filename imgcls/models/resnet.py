@@ -1,7 +1,15 @@
-"""A small residual net for 28×28 images (He et al. 2016; lecture 002, eq. 6).
+"""A small residual net for 28×28 images, with two kinds of residual block.
 
-Each block computes f_k = f_{k−1} + W₁ σ(W₂ f_{k−1} + b), with W₁, W₂ 3×3 convolutions
-(optionally batch-normalised). Stages of ``blocks`` blocks each; each stage after the first
+- ``block="standard"`` (He et al. 2016, the default): conv–BN–σ–conv–BN, the identity added,
+  then σ after the sum: f_k = σ(f_{k−1} + BN(W₁ σ(BN(W₂ f_{k−1})))). With ``batch_norm=False``
+  the BNs are identities and both convs have biases. This is not lecture 002's eq. (6): it
+  has an activation after the sum (so a block's output is never negative with ReLU) and, by
+  default, batch norm inside.
+- ``block="lecture"``: lecture 002's eq. (6) exactly, f_k = f_{k−1} + W₁ σ(W₂ f_{k−1} + b):
+  conv W₂ with bias b, σ, conv W₁ without bias, added to f_{k−1}; nothing after the sum and
+  no batch norm inside the block whatever ``batch_norm`` says.
+
+W₁, W₂ are 3×3 convolutions. Stages of ``blocks`` blocks each; each stage after the first
 halves the resolution with a strided 3×3 conv that widens to the next of ``widths``.
 Global average pooling then a linear head.
 """
@@ -14,7 +22,15 @@ import torch
 from torch import nn
 
 from imgcls.errors import ConfigError
-from imgcls.models.layers import Activation, Net, dropout_p, make_activation, positive_ints
+from imgcls.models.layers import (
+    Activation,
+    Net,
+    ResBlock,
+    dropout_p,
+    make_activation,
+    one_of,
+    positive_ints,
+)
 from imgcls.models.registry import register_model
 
 
@@ -27,7 +43,8 @@ def _norm(c: int, batch_norm: bool) -> nn.Module:
 
 
 class ResidualBlock(nn.Module):
-    """f + W₁ σ(W₂ f + b): the identity path keeps the shape, so blocks can stack deep."""
+    """σ(f + BN(W₁ σ(BN(W₂ f)))), He et al.'s block: the identity path keeps the shape, so
+    blocks can stack deep."""
 
     def __init__(self, width: int, activation: str, batch_norm: bool) -> None:
         super().__init__()
@@ -42,6 +59,24 @@ class ResidualBlock(nn.Module):
         return self.out_act(f + self.bn2(self.conv2(self.act(self.bn1(self.conv1(f))))))
 
 
+class LectureResidualBlock(nn.Module):
+    """f + W₁ σ(W₂ f + b), lecture 002's eq. (6) term for term.
+
+    W₁ has no bias because the equation gives it none (b belongs to W₂). Nothing follows the
+    sum, so the block can output negative values and, with W₁ = 0, is exactly the identity;
+    there is no batch norm, so the block is the lecture's function and not a normalised one.
+    """
+
+    def __init__(self, width: int, activation: str) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(width, width, bias=True)  # W₂ + b
+        self.act = make_activation(activation)  # σ
+        self.conv2 = conv3x3(width, width, bias=False)  # W₁
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:  # (B, W, H, W) -> same
+        return f + self.conv2(self.act(self.conv1(f)))
+
+
 class ResNet(Net):
     def __init__(
         self,
@@ -52,6 +87,7 @@ class ResNet(Net):
         activation: str,
         batch_norm: bool,
         dropout: float,
+        block: str = "standard",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [
@@ -67,7 +103,12 @@ class ResNet(Net):
                     _norm(w, batch_norm),
                     make_activation(activation),
                 ]
-            layers += [ResidualBlock(w, activation, batch_norm) for _ in range(blocks)]
+            layers += [
+                LectureResidualBlock(w, activation)
+                if block == "lecture"
+                else ResidualBlock(w, activation, batch_norm)
+                for _ in range(blocks)
+            ]
             prev = w
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]  # (B, w_last)
         if dropout > 0:
@@ -84,13 +125,16 @@ def resnet(
     activation: Activation = "relu",
     batch_norm: bool = True,
     dropout: float = 0.0,
+    block: ResBlock = "standard",
     in_channels: int = 1,
     num_classes: int = 10,
     image_size: int | tuple[int, int] = 28,
 ) -> ResNet:
     """Small ResNet: stem 3×3, then per width ``blocks`` residual blocks.
 
-    Depth = 2·blocks·stages + stages + 1 layers.
+    Depth = 2·blocks·stages + stages + 1 layers. ``block`` picks He et al.'s block
+    ("standard") or lecture 002's eq. (6) ("lecture"); with "lecture", ``batch_norm`` only
+    applies to the stem and the downsampling convs, since the equation has none.
     """
     del image_size  # global average pooling makes the net size-agnostic
     widths = positive_ints("resnet: widths", widths, "[16, 32, 64]")
@@ -99,6 +143,7 @@ def resnet(
             f"resnet needs at least one width and blocks >= 0, got widths {widths}, "
             f"blocks {blocks!r}"
         )
+    kind = one_of("resnet: block", block, ResBlock)
     return ResNet(
         in_channels,
         num_classes,
@@ -107,4 +152,5 @@ def resnet(
         activation,
         batch_norm,
         dropout_p("resnet: dropout", dropout),
+        kind,
     )
