@@ -20,6 +20,7 @@ from imgcls.__main__ import main
 from imgcls.data.transforms import DIRECTIONS, translate
 from imgcls.insight import InsightError
 from imgcls.insight.shift import (
+    AXIS_DIRECTIONS,
     DIRECTION_NAMES,
     OnnxPredictor,
     ShiftResult,
@@ -141,6 +142,31 @@ def test_shift_accuracy_per_direction_is_exact() -> None:
     )
     as_dict = r.to_dict()
     assert as_dict["per_direction"][2]["E"] == 1.0 and as_dict["per_direction"][2]["SE"] == 0.0
+
+
+def test_axis_aligned_moves_are_summarised_apart_from_the_diagonals() -> None:
+    # Columns in DIRECTION_NAMES order: N, NE, E, SE, S, SW, W, NW.
+    acc = np.array(
+        [
+            [0.9] * 8,
+            [0.8, 0.1, 0.6, 0.2, 0.4, 0.3, 0.2, 0.5],
+            [0.5, 0.0, 0.3, 0.0, 0.1, 0.0, 0.3, 0.0],
+        ]
+    )
+    r = ShiftResult("cnn", "mnist", 10, acc)
+    assert AXIS_DIRECTIONS == ("N", "E", "S", "W")
+    assert np.allclose(r.axis_mean, [0.9, (0.8 + 0.6 + 0.4 + 0.2) / 4, (0.5 + 0.3 + 0.1 + 0.3) / 4])
+    assert np.allclose(r.axis_worst, [0.9, 0.2, 0.1])
+    assert np.allclose(r.mean, [0.9, 3.1 / 8, 1.2 / 8])  # the 8-direction figures are unchanged
+    assert np.allclose(r.worst, [0.9, 0.1, 0.0])
+    per = r.per_direction()
+    assert list(per) == list(DIRECTION_NAMES)
+    assert per["N"] == [0.9, 0.8, 0.5] and per["NE"] == [0.9, 0.1, 0.0]
+    assert per["W"] == [0.9, 0.2, 0.3]
+    d = json.loads(json.dumps(r.to_dict()))  # JSON-ready: plain floats
+    assert d["axis_mean"] == pytest.approx([0.9, 0.5, 0.3])
+    assert d["axis_worst"] == pytest.approx([0.9, 0.2, 0.1])
+    assert d["per_direction"][1]["SE"] == 0.2  # the existing per-distance layout is kept
 
 
 def test_summary_table_puts_models_and_lecture_side_by_side() -> None:

@@ -22,8 +22,12 @@ __all__ = [
     "feature_maps_figure",
     "filters_figure",
     "kernels_figure",
+    "learning_curves_figure",
     "misclassified_figure",
+    "overfitting_figure",
     "pca_figure",
+    "pooling_maps_figure",
+    "samples_figure",
     "shift_figure",
     "sweep_figure",
     "templates_figure",
@@ -40,7 +44,15 @@ SIZES: dict[str, tuple[float, float]] = {
     "kernels": (16, 8),
     "shift": (9, 5),
     "sweep": (9, 5),
+    "samples": (10, 10),
+    "learning_curves": (9, 5),
+    "overfitting": (9, 5),  # without templates; with them, see OVERFITTING_* below
+    "pooling": (12, 5),
 }
+# overfitting_figure with templates: width × (plot + one row of templates per training size).
+OVERFITTING_WIDTH, OVERFITTING_PLOT_HEIGHT, OVERFITTING_ROW_HEIGHT = 10.0, 4.5, 1.4
+MAX_TEMPLATE_UNITS = 16  # templates shown per training size
+MAX_POOLED_CHANNELS = 16  # maps shown per row of pooling_maps_figure
 FEATURE_MAPS_WIDTH, FEATURE_MAPS_ROW_HEIGHT, FEATURE_MAPS_TOP = (
     12.0,
     3.0,
@@ -307,4 +319,140 @@ def sweep_figure(
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     ax.set_title(title)
+    return fig
+
+
+def samples_figure(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    per_class: int = 8,
+    title: str = "sample images",
+) -> Figure:
+    """One row per class, named on the left: the first ``per_class`` images (N, C, H, W) of
+    each class in the order given, so the same data always gives the same figure. A class with
+    fewer images leaves its row's remaining cells empty."""
+    fig = _figure("samples")
+    axes = fig.subplots(len(class_names), per_class, squeeze=False)
+    y = labels.cpu()
+    for k, name in enumerate(class_names):
+        idx = torch.nonzero(y == k).flatten()[:per_class].tolist()
+        for j, ax in enumerate(axes[k]):
+            if j < len(idx):
+                _show(ax, images[idx[j]].float().mean(dim=0))
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+        axes[k, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def learning_curves_figure(
+    curves: Mapping[str, Sequence[float]],
+    seconds_per_epoch: Mapping[str, float] | None = None,
+    title: str = "validation accuracy per epoch",
+) -> Figure:
+    """Validation accuracy (%) after each epoch (x from 1), one line per net; a net's legend
+    entry gives its training time per epoch where ``seconds_per_epoch`` has it."""
+    fig = _figure("learning_curves")
+    ax = fig.subplots()
+    times = seconds_per_epoch or {}
+    longest = 1
+    for i, (name, acc) in enumerate(curves.items()):
+        epochs = np.arange(1, len(acc) + 1)
+        longest = max(longest, len(acc))
+        label = f"{name} ({times[name]:.1f} s/epoch)" if name in times else name
+        ax.plot(epochs, list(acc), "o-", color=COLORS[i % len(COLORS)], label=label)
+    if longest <= 20:
+        ax.set_xticks(range(1, longest + 1))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    return fig
+
+
+def overfitting_figure(
+    sizes: Sequence[int],
+    train_acc: Sequence[float],
+    test_acc: Sequence[float],
+    templates: Sequence[torch.Tensor] | None = None,
+    title: str = "accuracy against training-set size",
+) -> Figure:
+    """Train and test accuracy (%) against training-set size (log x). With ``templates`` (one
+    (units, H, W) or (units, C, H, W) tensor per size: an MLP's first-layer weights, see
+    ``probe.first_linear_templates``), one row of up to ``MAX_TEMPLATE_UNITS`` templates per
+    size underneath (lecture 002, "Overfitting with less training data").
+
+    Size: ``SIZES["overfitting"]`` without templates, else ``OVERFITTING_WIDTH`` ×
+    (``OVERFITTING_PLOT_HEIGHT`` + ``OVERFITTING_ROW_HEIGHT`` · sizes) inches.
+    """
+    if not len(sizes) == len(train_acc) == len(test_acc):
+        raise ValueError(
+            f"one train and one test accuracy per size: {len(sizes)} sizes, "
+            f"{len(train_acc)} train and {len(test_acc)} test accuracies"
+        )
+    if templates is not None and len(templates) != len(sizes):
+        raise ValueError(f"one template tensor per size: {len(sizes)} sizes, {len(templates)}")
+    if templates is None:
+        fig = _figure("overfitting")
+        top: Any = fig
+    else:
+        height = OVERFITTING_PLOT_HEIGHT + OVERFITTING_ROW_HEIGHT * len(sizes)
+        fig = Figure(figsize=(OVERFITTING_WIDTH, height), dpi=DPI, layout="constrained")
+        subs: Any = fig.subfigures(
+            len(sizes) + 1,
+            1,
+            height_ratios=[OVERFITTING_PLOT_HEIGHT] + [OVERFITTING_ROW_HEIGHT] * len(sizes),
+        )
+        top = subs[0]
+    ax = top.subplots()
+    ax.plot(list(sizes), list(train_acc), "o-", color=COLORS[0], label="train")
+    ax.plot(list(sizes), list(test_acc), "s-", color=COLORS[1], label="test")
+    ax.set_xscale("log")
+    ax.set_xticks(list(sizes), [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training images")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    if templates is not None:
+        for sub, n, t in zip(subs[1:], sizes, templates, strict=True):
+            t = t.detach().float().cpu()
+            if t.dim() == 4:
+                t = t.mean(dim=1)  # colour channels averaged, as in templates_figure
+            units = min(len(t), MAX_TEMPLATE_UNITS)
+            _image_grid(sub, list(t[:units].numpy()), cols=units, cmap="RdBu_r", symmetric=True)
+            shown = f", first {units} of {len(t)} units" if len(t) > units else ""
+            sub.suptitle(f"{n:,} training images{shown}", fontsize=9)
+    return fig
+
+
+def pooling_maps_figure(before: torch.Tensor, after: torch.Tensor, title: str) -> Figure:
+    """One image's feature maps before pooling (C, H, W, top row) and after it (C, H', W',
+    bottom row), up to ``MAX_POOLED_CHANNELS`` channels. Each channel's two maps share one
+    colour scale, so the maxima that pooling keeps look the same in both rows."""
+    if len(before) != len(after):
+        raise ValueError(f"channels differ: {len(before)} before pooling, {len(after)} after")
+    fig = _figure("pooling")
+    b, a = before.detach().float().cpu(), after.detach().float().cpu()
+    n = min(len(b), MAX_POOLED_CHANNELS)
+    subs: Any = fig.subfigures(2, 1)
+    for sub, maps, what in ((subs[0], b, "before"), (subs[1], a, "after")):
+        axes = sub.subplots(1, n, squeeze=False)[0]
+        for c, ax in enumerate(axes):
+            lo = float(min(b[c].min(), a[c].min()))
+            hi = float(max(b[c].max(), a[c].max()))
+            ax.imshow(maps[c].numpy(), cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{c}", fontsize=8)
+        shown = f", first {n} of {len(maps)} channels" if len(maps) > n else ""
+        sub.suptitle(f"{what} pooling: {maps.shape[1]}×{maps.shape[2]}{shown}", fontsize=10)
+    fig.suptitle(title)
     return fig

@@ -8,6 +8,7 @@ normalise with the mean / std the model was trained with.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +24,9 @@ __all__ = [
     "feature_taps",
     "first_conv_weights",
     "first_linear_templates",
+    "neighbour_values",
     "pca_2d",
+    "pooling_pair",
     "run_net",
 ]
 
@@ -196,3 +199,111 @@ def pca_2d(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scores.float(), (
         var[:2] / total if total > 0 else torch.zeros(2, dtype=var.dtype)
     ).float()
+
+
+@torch.inference_mode()
+def pooling_pair(
+    net: nn.Module, image: torch.Tensor, mean: float, std: float
+) -> tuple[str, torch.Tensor, str, torch.Tensor]:
+    """The maps of one uint8 image (C, H, W) just before and just after the net's first pooling
+    layer: (label before, (channels, H', W'), label after, (channels, H'', W'')).
+
+    "Before" is the last conv tap (``feature_taps``: the activation after the conv) ahead of
+    that pool: the first conv stage's activation in LeNet-5 (conv, activation, pool per stage),
+    the last conv's activation in the default convnet, whose only pool follows both convs.
+    Labels are those of ``feature_taps``.
+
+    Raises:
+        NoConvLayersError: the net has no conv layer (an MLP).
+        InsightError: the net has no pooling layer with a map to show (strides only, or a
+            global pool).
+    """
+    if not conv_layers(net):
+        raise NoConvLayersError(
+            f"this {type(net).__name__} has no convolutional layers, so nothing is pooled"
+        )
+    before: tuple[str, nn.Module] | None = None
+    after: tuple[str, nn.Module] | None = None
+    for label, kind, tap in feature_taps(net, pools=True):
+        if kind == "conv":
+            before = (label, tap)
+        elif before is not None:
+            after = (label, tap)
+            break
+    if before is None or after is None:
+        raise InsightError(
+            f"this {type(net).__name__} has no pooling layer after a convolution "
+            "(it shrinks its maps by striding, or pools each map to a single number)"
+        )
+    outputs: dict[str, torch.Tensor] = {}
+
+    def keep(key: str) -> Any:
+        def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> None:
+            # None: a hook that returned a value would replace the module's output. The first
+            # call only: a module used twice in one forward keeps its first output.
+            if key not in outputs:
+                outputs[key] = out[0].detach().float().cpu()
+
+        return hook
+
+    hooks = [
+        before[1].register_forward_hook(keep("before")),
+        after[1].register_forward_hook(keep("after")),
+    ]
+    net.eval()
+    try:
+        net(normalize(image[None], mean, std))
+    finally:
+        for h in hooks:
+            h.remove()
+    return before[0], outputs["before"], after[0], outputs["after"]
+
+
+def neighbour_values(fmap: torch.Tensor, size: int = 5) -> dict[str, Any]:
+    """The raw values around the strongest activation of one 2-D feature map, and how much
+    neighbours differ (lecture 000: "the neighbouring values are largely redundant").
+
+    Returns a JSON-ready dict:
+
+    - ``peak``: [row, col] of the maximum (the first in row-major order on ties), ``max``;
+    - ``window``: the ``size`` × ``size`` values around it, nested lists rounded to 3 decimals;
+      the window is moved inwards at an edge so it stays inside the map (``top``, ``left``: its
+      first row and column), and is cut only where the map itself is smaller than ``size``;
+    - ``value_range``: max − min of the whole map;
+    - ``mean_abs_neighbour_diff``: the mean |x[i, j] − x[i, j+1]| and |x[i, j] − x[i+1, j]| over
+      the pairs where both values are non-zero (the activated region: after a ReLU the zeros
+      around it would count every edge of it as a jump), divided by ``value_range``; 0.0 when
+      no such pair exists or the map is constant. ``n_pairs``: how many pairs were averaged.
+    """
+    if fmap.dim() != 2:
+        raise InsightError(
+            f"neighbour_values needs one 2-D feature map, got shape {tuple(fmap.shape)}"
+        )
+    if size < 1:
+        raise InsightError(f"the window size must be >= 1, got {size}")
+    x = fmap.detach().double().cpu()
+    h, w = x.shape
+    flat = int(torch.argmax(x))
+    r, c = divmod(flat, w)
+    top = min(max(r - size // 2, 0), max(h - size, 0))
+    left = min(max(c - size // 2, 0), max(w - size, 0))
+    window = x[top : top + size, left : left + size]
+    value_range = float(x.max() - x.min())
+    nz = x != 0
+    diffs = torch.cat(
+        [
+            (x[:, 1:] - x[:, :-1]).abs()[nz[:, 1:] & nz[:, :-1]],
+            (x[1:, :] - x[:-1, :]).abs()[nz[1:, :] & nz[:-1, :]],
+        ]
+    )
+    rel = float(diffs.mean()) / value_range if len(diffs) and value_range > 0 else 0.0
+    return {
+        "peak": [r, c],
+        "max": round(float(x[r, c]), 3),
+        "top": top,
+        "left": left,
+        "window": [[round(float(v), 3) for v in row] for row in window],
+        "value_range": round(value_range, 3),
+        "mean_abs_neighbour_diff": rel,
+        "n_pairs": len(diffs),
+    }

@@ -26,6 +26,7 @@ from imgcls.insight import InsightError
 from imgcls.runs import net_label
 
 __all__ = [
+    "AXIS_DIRECTIONS",
     "DIRECTION_NAMES",
     "OnnxPredictor",
     "Predictor",
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 DIRECTION_NAMES = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")  # same order as DIRECTIONS
+# Up, right, down, left: a move of d pixels along one axis. Lecture 002 gives one accuracy per
+# shift distance without naming a direction; these moves are the ones comparable with it (a
+# diagonal step of d moves the image d rows *and* d columns, √2·d pixels).
+AXIS_DIRECTIONS = ("N", "E", "S", "W")
+_AXIS_COLUMNS = [DIRECTION_NAMES.index(n) for n in AXIS_DIRECTIONS]
 
 
 class Predictor(Protocol):
@@ -225,6 +231,22 @@ class ShiftResult:
     def worst(self) -> np.ndarray:  # (k+1,)
         return self.accuracy.min(axis=1)
 
+    @property
+    def axis_mean(self) -> np.ndarray:  # (k+1,)
+        """Mean accuracy over the axis-aligned moves (``AXIS_DIRECTIONS``: N, E, S, W)."""
+        return self.accuracy[:, _AXIS_COLUMNS].mean(axis=1)
+
+    @property
+    def axis_worst(self) -> np.ndarray:  # (k+1,)
+        """The lowest accuracy among the axis-aligned moves (N, E, S, W)."""
+        return self.accuracy[:, _AXIS_COLUMNS].min(axis=1)
+
+    def per_direction(self) -> dict[str, list[float]]:
+        """{direction name: [accuracy at 0, 1, …, k px]}, in ``DIRECTION_NAMES`` order."""
+        return {
+            name: [float(v) for v in self.accuracy[:, j]] for j, name in enumerate(DIRECTION_NAMES)
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -232,6 +254,8 @@ class ShiftResult:
             "n_images": self.n_images,
             "mean": [float(v) for v in self.mean],
             "worst": [float(v) for v in self.worst],
+            "axis_mean": [float(v) for v in self.axis_mean],
+            "axis_worst": [float(v) for v in self.axis_worst],
             "per_direction": [
                 {n: float(v) for n, v in zip(DIRECTION_NAMES, row, strict=True)}
                 for row in self.accuracy
