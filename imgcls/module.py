@@ -27,7 +27,14 @@ from torchmetrics.classification import (
 from imgcls.errors import CheckpointError, ConfigError, NonFiniteLossError
 from imgcls.models import create_model
 
-__all__ = ["FACTS", "ImageClassifier", "NonFiniteLossError", "mismatch"]
+__all__ = [
+    "FACTS",
+    "LOSSES",
+    "ImageClassifier",
+    "NonFiniteLossError",
+    "cosine_loss",
+    "mismatch",
+]
 
 
 class ImageClassifier(L.LightningModule):
@@ -46,6 +53,7 @@ class ImageClassifier(L.LightningModule):
         mean: float = 0.1307,
         std: float = 0.3081,
         label_smoothing: float = 0.0,
+        loss: Literal["cross_entropy", "cosine"] = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
@@ -59,6 +67,11 @@ class ImageClassifier(L.LightningModule):
             num_classes, in_channels, image_size, dataset, class_names, mean, std: facts of the
                 data set; the CLI links them from the DataModule, so a YAML never sets them.
             label_smoothing: cross-entropy label smoothing in [0, 1).
+            loss: the training loss, also reported as val/test loss so the curves compare.
+                "cross_entropy" is the negative log-likelihood of the soft-max (lecture 002,
+                eq. 7). "cosine" is the lecture's alternative −mean_i f(x_i)ᵀ y_i / ‖f(x_i)‖
+                on the logits (y one-hot): it only rewards the logits' direction, so their
+                scale, and with it the soft-max confidence of predictions, is left untrained.
             optimizer: optimizer factory taking the parameters (default Adam, lr 1e-3).
             scheduler: LR scheduler factory; a scheduler that takes ``total_steps`` (OneCycleLR)
                 gets the run's number of optimizer steps.
@@ -70,6 +83,14 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if loss == "cosine" and label_smoothing > 0:
+            raise ConfigError(
+                f"label_smoothing={label_smoothing} needs loss cross_entropy: smoothing mixes "
+                "the soft-max's target with the uniform distribution, and the cosine loss has "
+                "no soft-max target to smooth"
+            )
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
@@ -128,6 +149,10 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+        # float32 even under mixed precision: the soft-max's exp and the norm's squares
+        # overflow or lose the loss's small differences in half precision.
+        if self.hparams["loss"] == "cosine":
+            return cosine_loss(logits.float(), y)
         return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
     def training_step(
@@ -279,6 +304,22 @@ class ImageClassifier(L.LightningModule):
                 f"the checkpoint does not fit this model/data ({detail}); "
                 "use the config it was trained with"
             )
+
+
+LOSSES = ("cross_entropy", "cosine")
+COSINE_EPS = 1e-8  # floor of ‖f(x)‖: an all-zero logit vector gives loss 0, not NaN
+
+
+def cosine_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Lecture 002's alternative loss, −mean_i f(x_i)ᵀ y_i / ‖f(x_i)‖, with y_i one-hot.
+
+    f(x_i)ᵀ y_i is the true class's logit, so this is minus the cosine between the logit
+    vector and its one-hot target, in [−1, 1]. It is invariant to the logits' scale: its
+    gradient is orthogonal to the logits. The mean (not the lecture's sum) keeps the loss
+    independent of the batch size, like ``F.cross_entropy``.
+    """
+    true_logit = logits.gather(1, y.reshape(-1, 1)).squeeze(1)
+    return -(true_logit / logits.norm(dim=1).clamp_min(COSINE_EPS)).mean()
 
 
 # What a model and the data (or a checkpoint and the model) must agree on.
