@@ -114,12 +114,25 @@ def test_report_puts_lecture_numbers_beside_ours() -> None:
         "| 92.55 | 92.55 | 89.73 / 89.73 | 75.94 / 75.94 | 47.38 / 47.38 |" in fashion
         and "| n/a |" in fashion
     )
+    # LeNet-5 on 20,000 images vs lecture 000, in the claims
+    assert "| ≈ 20 s | 21.5 s for 3 epochs (7.2 s per epoch) on this CPU | **holds** |" in text
+    # 8-direction mean / worst / axis-aligned mean (no axis figures: the mean stands in)
     assert (
-        "**21.5 s**" in text and "around 20 seconds" in text
-    )  # LeNet-5 on 20,000 images vs lecture 000
-    assert (
-        "| lenet5-20k | 98.12 | 96.01 / 91.01 | 85.23 / 80.23 | 60.11 / 55.11 | – |" in text
-    )  # mean / worst
+        "| lenet5-20k | 98.12 | 96.01 / 91.01 / 96.01 | 85.23 / 80.23 / 85.23 "
+        "| 60.11 / 55.11 / 60.11 | – |" in text
+    )
+
+
+def test_shift_columns_compare_the_axis_aligned_mean() -> None:
+    data = _data()
+    conv = data.row("convnet")
+    assert conv is not None
+    conv.shift_axis = [0.9812, 0.9750, 0.9100, 0.7400]
+    text = render_report(data)
+    row = next(line for line in text.splitlines() if line.startswith("| CONVNET (`convnet`)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6:9] == ["98.07 / 97.50", "92.06 / 91.00", "75.00 / 74.00"]
+    assert "| convnet | 98.12 | 96.01 / 91.01 / 97.50 |" in text
 
 
 def test_report_links_every_figure_and_lists_the_worked_examples() -> None:
@@ -127,7 +140,8 @@ def test_report_links_every_figure_and_lists_the_worked_examples() -> None:
     text = render_report(data)
     for key, (name, caption) in FIGURES.items():
         assert f"![{caption}](figures/{name})" in text, key
-    assert text.count("| yes |") == len(data.worked_examples) == 9
+    assert text.count("| yes |") == len(data.worked_examples) == 12
+    assert "| weights of 128 fully-connected units on it | 301,056 | 301,056 | yes |" in text
     assert "| … multiply-adds | 768,000 | 768,000 | yes |" in text
     assert "```\nimgcls report --reuse\n```" in text
     del data.figures["kernels"]
@@ -148,7 +162,26 @@ def test_write_report_and_read_back(tmp_path: Path) -> None:
 
 def test_experiments_cover_the_lectures() -> None:
     names = [e.name for e in EXPERIMENTS]
-    assert names == ["mlp-10", "mlp-32", "convnet", "lenet5", "lenet5-20k", "fashion-convnet"]
+    assert names == [
+        "mlp-10",
+        "mlp-32",
+        "mlp-128",
+        "convnet",
+        "fashion-convnet",
+        "lenet5",
+        "lenet5-small",
+        "convnet-pool2",
+        "convnet-stride",
+        "lenet5-20k",
+        "mlp-128-20k",
+        "overfit-60000",
+        "overfit-10000",
+        "overfit-1000",
+        "overfit-100",
+        "resnet-bn",
+        "resnet-lecture",
+        "lenet5-cosine",
+    ]
     by = {e.name: e for e in EXPERIMENTS}
     assert by["mlp-10"].lecture_acc == 93.0 and by["mlp-32"].lecture_shift == (97.0, 87.0, 62.0)
     assert (
@@ -158,7 +191,15 @@ def test_experiments_cover_the_lectures() -> None:
     assert by["fashion-convnet"].lecture_shift == (92.55, 89.73, 75.94, 47.38)
     assert by["fashion-convnet"].full.dataset == "fashion_mnist"
     assert by["lenet5-20k"].full.train_subset == 20_000 and by["lenet5"].full.train_subset is None
+    assert by["lenet5-20k"].full.val_size == by["mlp-128-20k"].full.val_size == 5_000
     assert all(e.quick.epochs == 1 for e in EXPERIMENTS)
+    overfit = [e for e in EXPERIMENTS if e.study == "overfit"]
+    assert [e.full.train_subset for e in overfit] == [60_000, 10_000, 1_000, 100]
+    assert {e.full.steps for e in overfit} == {3_000} and all(e.train_accuracy for e in overfit)
+    assert len({e.quick.train_subset for e in overfit}) == 4  # distinct sizes in --quick too
+    assert by["convnet-pool2"].full.net_args == {"pool_after": "each"}
+    assert by["resnet-lecture"].full.net_args["block"] == "lecture"
+    assert by["lenet5-cosine"].full.loss == "cosine"
 
 
 # ----------------------------------------------------------------------------- running experiments
@@ -191,7 +232,9 @@ def test_finished_runs_are_reused(tiny_data: Path, tmp_path: Path) -> None:
     assert second.experiments[0].fit_seconds == first.experiments[0].fit_seconds
     third = build_report(tmp_path / "c", reuse=False, log=logs.append, **kw)
     assert third.experiments[0].origin == "trained"
-    assert set(second.figures) == {"shift_mnist", "templates_mlp10", "kernels"}
+    assert {"shift_mnist", "templates_mlp10", "kernels", "rings"} <= set(second.figures)
+    assert first.experiments[0].methods["optimizer"] == "Adam(lr=0.001)"
+    assert first.experiments[0].epochs == 1 and second.experiments[0].epochs == 1
     for rel in second.figures.values():
         assert (tmp_path / "b" / rel).stat().st_size > 1000
 
@@ -233,7 +276,12 @@ def test_report_with_a_given_checkpoint(
         log=lambda s: None,
     )
     (r,) = data.experiments
-    assert r.origin == f"checkpoint {trained_ckpt}" and r.fit_seconds is None
+    from imgcls.insight.methods import epoch_seconds_of_run
+
+    seconds = epoch_seconds_of_run(trained_ckpt)  # the fixture's own metrics.csv
+    assert r.origin == f"checkpoint {trained_ckpt}" and r.epoch_seconds == seconds
+    assert r.fit_seconds == (sum(seconds) if seconds else None)
+    assert r.methods["checkpoint"].startswith(trained_ckpt.name)
     import torch
 
     ckpt = torch.load(
@@ -274,6 +322,7 @@ def test_quick_report_end_to_end(real_data_root: Path, tmp_path: Path) -> None:
         and "99.04" in text
         and "92.55" in text
         and "around 20 seconds" in text
+        and "## Claims, each with a verdict" in text
     )
     results = json.loads((out / "results.json").read_text())
     assert [e["name"] for e in results["experiments"]] == [e.name for e in EXPERIMENTS]
@@ -284,8 +333,15 @@ def test_quick_report_end_to_end(real_data_root: Path, tmp_path: Path) -> None:
         with Image.open(path) as im:
             assert im.size[0] >= 800 and im.size[1] >= 500, key
     for e in results["experiments"]:
-        assert e["n_test"] == 500 and e["epochs"] == 1 and e["fit_seconds"] > 0
+        assert e["n_test"] == 500 and e["fit_seconds"] > 0
+        assert e["epochs"] == 1 or e["study"] == "overfit"  # those train a number of steps
         assert 0.1 < e["shift_mean"][0] <= 1.0  # better than chance after one epoch
+        assert set(e["shift_directions"]) == {"N", "NE", "E", "SE", "S", "SW", "W", "NW"}
+        assert len(e["shift_axis"]) == 4 and e["methods"]["batch"] in ("64", "128")
+    studies = results["studies"]
+    assert [r["n_train"] for r in studies["overfit"]] == [2000, 1000, 300, 100]
+    assert max(studies["backprop"].values()) < 1e-10
+    assert studies["rings"][-1]["accuracy"] >= 0.99
     assert all(w["match"] for w in results["worked_examples"])
 
 

@@ -6,7 +6,7 @@
 Writes README.md (the report), results.json (every number) and figures/*.png into ``--out``.
 Trained models are kept in ``--runs_dir``; ``--reuse`` picks up the finished ones instead of
 training again. ``--ckpt NAME=PATH`` uses a checkpoint trained elsewhere (e.g. by a recipe)
-for experiment NAME (mlp-10, mlp-32, convnet, lenet5, lenet5-20k, fashion-convnet).
+for experiment NAME (``imgcls.insight.report.EXPERIMENTS``; ``--skip NAME`` leaves one out).
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "experiments, not trained (repeatable)",
     )
     p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave experiment NAME out (repeatable); its sections say 'not run'",
+    )
+    p.add_argument(
         "--test_limit", type=int, default=None, help="evaluate on the first N test images only"
     )
     p.add_argument(
@@ -110,7 +117,13 @@ def run(args: argparse.Namespace) -> int:
                 f"--ckpt {spec!r}: expected NAME=PATH, e.g. convnet=runs/mnist-convnet/version_0"
             )
         checkpoints[name] = path
-    experiments = list(EXPERIMENTS)
+    names = [e.name for e in EXPERIMENTS]
+    unknown = sorted(set(args.skip) - set(names))
+    if unknown:
+        raise InsightError(
+            f"--skip {', '.join(unknown)}: no such experiment; valid: {', '.join(names)}"
+        )
+    experiments = [e for e in EXPERIMENTS if e.name not in args.skip]
     for spec in args.extra:
         name, path = split_named(spec)
         if name is None or name in checkpoints or any(e.name == name for e in experiments):

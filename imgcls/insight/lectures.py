@@ -32,6 +32,9 @@ LENET_SMALL_CONV_WEIGHTS = 150  # 6 filters of 5×5
 FC6_ON_28x28_WEIGHTS = 4_704  # 6 hidden units on 784 pixels
 RGB_CONV_MACS = 768_000  # 10 filters of 5×5×3, same padding, on 32×32×3
 RGB_CONV_WEIGHTS, RGB_CONV_BIASES = 750, 10
+RGB_FEATURES = 2_352  # a 28×28×3 image, flattened
+RGB_FC128_WEIGHTS = 301_056  # "the first layer with 128 hidden units would estimate 301 thousand"
+RGB_FILTER_WEIGHTS = 75  # one 5×5×3 filter
 
 
 def shift_references(dataset: str) -> dict[str, tuple[float, ...]]:

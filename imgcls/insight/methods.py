@@ -151,6 +151,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
         "n_train": n_train,
         "n_val": n_val or 0,
         "epochs_done": done,
+        "global_step": steps,
     }
 
 

@@ -259,6 +259,7 @@ def train(
             trainer.save_checkpoint(
                 Path(checkpoint), weights_only=True
             )  # the model and its hparams, no optimizer state
+            _as_last_epoch(Path(checkpoint))
     assert dm.train_set is not None
     model = model.cpu().eval()
     train_acc = None
@@ -282,6 +283,23 @@ def train(
         val_acc=curve.values,
         train_acc=train_acc,
     )
+
+
+def _as_last_epoch(path: Path) -> None:
+    """Give a checkpoint saved after ``fit`` the epoch numbering of ``imgcls fit``'s own.
+
+    A checkpoint written during epoch e (0-based) records ``epoch: e``; one saved after
+    ``fit`` records the loop's counter, one higher, and would read as an epoch never run.
+    """
+    import torch
+
+    from imgcls.utils import atomic_path
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if int(ckpt.get("epoch", 0)) > 0:
+        ckpt["epoch"] = int(ckpt["epoch"]) - 1
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
 
 
 def _val_curve() -> Any:
