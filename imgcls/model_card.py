@@ -145,6 +145,7 @@ def training_facts(ckpt: Mapping[str, Any], ckpt_path: str | os.PathLike[str]) -
         "scheduler": _call(model_cfg.get("scheduler")),
         "scheduler_interval": (ckpt.get("hyper_parameters") or {}).get("scheduler_interval"),
         "label_smoothing": (ckpt.get("hyper_parameters") or {}).get("label_smoothing"),
+        "loss": (ckpt.get("hyper_parameters") or {}).get("loss") or "cross_entropy",
         "max_epochs": trainer_cfg.get("max_epochs"),
         "precision": trainer_cfg.get("precision"),
         "seed_everything": config.get("seed_everything"),
@@ -263,7 +264,7 @@ def model_card(
         + (f" of max_epochs {facts['max_epochs']}" if facts["max_epochs"] is not None else ""),
         f"- batch size: {dm.get('batch_size', '?')}",
         f"- augmentation: {', '.join(a for a in aug if a) or 'none'}",
-        f"- label smoothing: {facts['label_smoothing']}",
+        f"- loss: {facts['loss']}, label smoothing: {facts['label_smoothing']}",
         f"- seed: {facts['seed_everything'] if facts['seed_everything'] is not None else '?'}",
     ]
     if ck.get("val_acc") is not None:
