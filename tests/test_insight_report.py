@@ -105,13 +105,23 @@ def test_report_puts_lecture_numbers_beside_ours() -> None:
     text = render_report(_data())
     row = next(line for line in text.splitlines() if line.startswith("| CONVNET (`convnet`)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4:9] == ["99.04", "98.12", "98.07 / 96.01", "92.06 / 85.23", "75.00 / 60.11"]
+    assert cells[4:9] == [
+        "99.04",
+        "98.12",
+        "98.07 / 96.01 / 96.01",
+        "92.06 / 85.23 / 85.23",
+        "75.00 / 60.11 / 60.11",
+    ]
     assert cells[9:] == ["61,706", "416,520", "12.3 s"]
     mlp = next(line for line in text.splitlines() if line.startswith("| MLP-32 (`mlp-32`)"))
-    assert "| 97.00 | 97.01 | 87.00 / 87.02 | 62.00 / 62.03 | – / 33.04 |" in mlp
+    assert (
+        "| 97.00 | 97.01 | 87.00 / 87.02 / 87.02 | 62.00 / 62.03 / 62.03 | – / 33.04 / 33.04 |"
+        in mlp
+    )
     fashion = next(line for line in text.splitlines() if line.startswith("| FASHION-CONVNET"))
     assert (
-        "| 92.55 | 92.55 | 89.73 / 89.73 | 75.94 / 75.94 | 47.38 / 47.38 |" in fashion
+        "| 92.55 | 92.55 | 89.73 / 89.73 / 89.73 | 75.94 / 75.94 / 75.94 | 47.38 / 47.38 / 47.38 |"
+        in fashion
         and "| n/a |" in fashion
     )
     # LeNet-5 on 20,000 images vs lecture 000, in the claims
@@ -131,7 +141,7 @@ def test_shift_columns_compare_the_axis_aligned_mean() -> None:
     text = render_report(data)
     row = next(line for line in text.splitlines() if line.startswith("| CONVNET (`convnet`)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[6:9] == ["98.07 / 97.50", "92.06 / 91.00", "75.00 / 74.00"]
+    assert cells[6:9] == ["98.07 / 97.50 / 96.01", "92.06 / 91.00 / 85.23", "75.00 / 74.00 / 60.11"]
     assert "| convnet | 98.12 | 96.01 / 91.01 / 97.50 |" in text
 
 
@@ -351,3 +361,14 @@ def test_extra_row_from_any_checkpoint(trained_ckpt):
     exp = _extra_experiment("recipe-lenet5", str(trained_ckpt))
     assert exp.name == "recipe-lenet5" and exp.full.net == "lenet5" and exp.full.dataset == "mnist"
     assert exp.lecture_acc is None and "recipe-lenet5" in exp.title
+
+
+def test_which_shift_reading_is_closest_to_the_lecture() -> None:
+    data = _data()
+    conv = data.row("convnet")
+    assert conv is not None
+    conv.shift_axis = [0.9812, 0.9807, 0.9206, 0.7500]  # the axis mean on the lecture's numbers
+    conv.shift_directions = {"N": [0.98, 0.98, 0.92, 0.75], "E": [0.98, 0.9, 0.8, 0.6]}
+    text = render_report(data)
+    assert "| convnet | 98.07 / 92.06 / 75 | 7.93 | 0.00 | N 0.04 |" in text
+    assert "No one reading is closest for every series" in text  # the others: the 8-dir mean
