@@ -269,6 +269,10 @@ def test_report_command_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert str(missing) in capsys.readouterr().err
     assert main(["report", "--quick", "--ckpt", str(missing), "--out", str(tmp_path / "o")]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+    assert main(["report", "--quick", "--skip", "vgg", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--skip vgg: no such experiment" in err and "lenet5-cosine" in err
+    assert not (tmp_path / "o" / "README.md").exists()
 
 
 @pytest.mark.real_data

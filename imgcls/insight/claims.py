@@ -79,11 +79,15 @@ def _accuracy_claim(
         ours = [100 * series[d] for d in distances]
         verdict, gap = _accuracy_verdict(list(zip(lecture_values, ours, strict=True)))
         judged.append((gap, reading, verdict, ours))
-    gap, reading, verdict, _ = min(judged)
+    gap, reading, verdict, closest = min(judged)
     shown = "; ".join(
         f"{name.split()[0]} " + " / ".join(_pct(v) for v in ours) for _, name, _, ours in judged
     )
-    why = f"closer: the {reading}, largest gap {gap:.2f} points"
+    higher = sum(o > v for o, v in zip(closest, lecture_values, strict=True))
+    why = (
+        f"closer: the {reading}, largest gap {gap:.2f} points; ours higher at {higher} of "
+        f"{len(closest)} distances"
+    )
     return Claim(claim, source, lecture, shown, verdict, why)
 
 
@@ -145,7 +149,10 @@ def _cnn_vs_mlp(data: ReportData) -> Claim:
     if cnn is None or mlp is None:
         return Claim(claim, "lecture 002", "qualitative", "–", NOT_RUN, "rows not run")
     c2, m2, c3 = _drop(cnn, 2), _drop(mlp, 2), _drop(cnn, 3)
-    ours = f"2 px costs the CNN {c2:.1f} points, the MLP-32 {m2:.1f}; 3 px costs the CNN {c3:.1f}"
+    ours = (
+        f"2 px costs the CNN {c2:.1f} points, the MLP-32 {m2:.1f}; 3 px costs the CNN {c3:.1f} "
+        "(axis-aligned means)"
+    )
     if c2 < m2 / 2 and c3 <= 5:
         return Claim(claim, "lecture 002", "qualitative", ours, HOLDS, "")
     if c2 < m2:
@@ -168,7 +175,7 @@ def _more_pooling(data: ReportData) -> Claim:
         return Claim(claim, "lecture 002", "qualitative", "–", NOT_RUN, "rows not run")
     d = [(_drop(one, k), _drop(two, k)) for k in (1, 2, 3)]
     ours = "drop at 1/2/3 px: one pool " + " / ".join(f"{a:.1f}" for a, _ in d)
-    ours += ", two pools " + " / ".join(f"{b:.1f}" for _, b in d) + " points"
+    ours += ", two pools " + " / ".join(f"{b:.1f}" for _, b in d) + " points (axis-aligned)"
     better = [b < a for a, b in d]
     if all(better):
         return Claim(
