@@ -9,7 +9,11 @@ One module per question:
 - ``probe``: what a trained net computes (filters, feature maps, penultimate layer, errors);
 - ``figures``: matplotlib figures of all of the above, at fixed pixel sizes;
 - ``training`` / ``sweep``: in-process Lightning training, accuracy against training-set size;
-- ``report``: the lectures' experiments, reproduced, as one markdown report;
+- ``backprop``: lecture 002's backpropagation equations with explicit matrices, against autograd;
+- ``toy``: lecture 002's two-rings problem and its decision boundary as training goes on;
+- ``report`` (with ``report_studies``): the lectures' experiments, reproduced, as one markdown
+  report; ``methods``: what produced each of its rows, read from the checkpoint and its config;
+  ``claims``: a verdict on every testable claim of the lectures, from the report's numbers;
 - ``lectures``: the numbers the lectures report, to put beside ours.
 
 Submodules are imported on demand (``imgcls summary`` needs neither matplotlib nor Lightning).
