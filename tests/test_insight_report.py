@@ -365,6 +365,7 @@ def test_extra_row_from_any_checkpoint(trained_ckpt):
     exp = _extra_experiment("recipe-lenet5", str(trained_ckpt))
     assert exp.name == "recipe-lenet5" and exp.full.net == "lenet5" and exp.full.dataset == "mnist"
     assert exp.lecture_acc is None and "recipe-lenet5" in exp.title
+    assert exp.study == "extra"  # not among the rows trained with the lectures' protocol
 
 
 def test_which_shift_reading_is_closest_to_the_lecture() -> None:

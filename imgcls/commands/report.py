@@ -91,8 +91,16 @@ def _extra_experiment(name: str, path: str) -> Any:
     hp = load_checkpoint(checkpoint_from(path))["hyper_parameters"]
     spec = TrainSpec(hp["net"], dict(hp.get("net_args") or {}), hp["dataset"], None, 0)
     title = f"{name} ({hp['net']}, {hp['dataset']})"
+    # Its own study: the results table beside the lectures holds the lectures' protocol only.
     return Experiment(
-        name, title, spec, spec, None, None, "this project's recipes (configs/recipes/)"
+        name,
+        title,
+        spec,
+        spec,
+        None,
+        None,
+        "this project's recipes (configs/recipes/)",
+        study="extra",
     )
 
 
