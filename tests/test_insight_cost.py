@@ -96,9 +96,12 @@ def test_rgb_conv_cost_of_the_lecture() -> None:
 
 def test_report_worked_examples_all_match() -> None:
     examples = worked_examples()
-    assert len(examples) == 9 and all(e["match"] for e in examples), [
+    assert len(examples) == 12 and all(e["match"] for e in examples), [
         e for e in examples if not e["match"]
     ]
+    rgb = {e["claim"]: e["ours"] for e in examples}
+    assert rgb["features of a 28×28×3 image"] == "2,352"
+    assert rgb["weights of 128 fully-connected units on it"] == "301,056"
 
 
 # ----------------------------------------------------------------------------- nets
