@@ -27,6 +27,7 @@ __all__ = [
     "model_card",
     "per_class_accuracy",
     "shift_accuracy",
+    "train_images",
     "training_facts",
 ]
 
@@ -160,7 +161,7 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f} %"
 
 
-def _train_images(dataset: str, dm: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
+def train_images(dataset: str, dm: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
     """(training images, validation images, images in the official training set) of the run."""
     from imgcls.data.provision import get_spec
 
@@ -203,7 +204,7 @@ def model_card(
     model = folder / "model.onnx"
     shape = list((metadata.get("input") or {}).get("shape", ["batch", 1, 28, 28]))
     digits = dataset != "fashion_mnist"
-    n_train, n_val, n_total = _train_images(dataset, dm)
+    n_train, n_val, n_total = train_images(dataset, dm)
 
     L: list[str] = [MARKER, "", f"# {pretty} classifier: {label} (ONNX)", ""]
     L += [

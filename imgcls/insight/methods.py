@@ -89,7 +89,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     import torch
 
     from imgcls.checkpoint import run_config
-    from imgcls.model_card import _train_images, training_facts
+    from imgcls.model_card import train_images, training_facts
 
     path = Path(ckpt_path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,7 +97,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     hp = dict(ckpt.get("hyper_parameters") or {})
     dm = facts["datamodule"]
     dataset = str(hp.get("dataset", "?"))
-    n_train, n_val, n_total = _train_images(dataset, dm)
+    n_train, n_val, n_total = train_images(dataset, dm)
     net_args = dict(hp.get("net_args") or {})
     net = str(hp.get("net", "?")) + (f"({_args(net_args)})" if net_args else "")
     loss = str(hp.get("loss") or "cross_entropy")

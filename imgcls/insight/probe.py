@@ -166,23 +166,34 @@ def feature_maps(
         raise NoConvLayersError(
             f"this {type(net).__name__} has no convolutional layers, so it has no feature maps"
         )
-    outputs: list[tuple[str, torch.Tensor]] = []
-    hooks = []
-    for label, _, tap in feature_taps(net, pools=False):
-        hooks.append(
-            tap.register_forward_hook(
-                lambda mod, args, out, label=label: outputs.append(
-                    (label, out[0].detach().float().cpu())
-                )
-            )
-        )
+    taps = feature_taps(net, pools=False)
+    maps = _outputs_of(net, [tap for _, _, tap in taps], image, mean, std)
+    return [(label, m) for (label, _, _), m in zip(taps, maps, strict=True)]
+
+
+def _outputs_of(
+    net: nn.Module, modules: list[nn.Module], image: torch.Tensor, mean: float, std: float
+) -> list[torch.Tensor]:
+    """The output of each of ``modules`` (their first call) when ``net`` sees one uint8 image,
+    batch dimension dropped, as float32 on the CPU."""
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(i: int) -> Any:
+        def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> None:
+            # Returns None: a hook that returned a value would replace the module's output.
+            if i not in outputs:  # a module used twice in one forward keeps its first output
+                outputs[i] = out[0].detach().float().cpu()
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
     net.eval()
     try:
         net(normalize(image[None], mean, std))
     finally:
         for h in hooks:
             h.remove()
-    return outputs
+    return [outputs[i] for i in range(len(modules))]
 
 
 def pca_2d(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,28 +246,8 @@ def pooling_pair(
             f"this {type(net).__name__} has no pooling layer after a convolution "
             "(it shrinks its maps by striding, or pools each map to a single number)"
         )
-    outputs: dict[str, torch.Tensor] = {}
-
-    def keep(key: str) -> Any:
-        def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> None:
-            # None: a hook that returned a value would replace the module's output. The first
-            # call only: a module used twice in one forward keeps its first output.
-            if key not in outputs:
-                outputs[key] = out[0].detach().float().cpu()
-
-        return hook
-
-    hooks = [
-        before[1].register_forward_hook(keep("before")),
-        after[1].register_forward_hook(keep("after")),
-    ]
-    net.eval()
-    try:
-        net(normalize(image[None], mean, std))
-    finally:
-        for h in hooks:
-            h.remove()
-    return before[0], outputs["before"], after[0], outputs["after"]
+    maps = _outputs_of(net, [before[1], after[1]], image, mean, std)
+    return before[0], maps[0], after[0], maps[1]
 
 
 def neighbour_values(fmap: torch.Tensor, size: int = 5) -> dict[str, Any]:

@@ -25,7 +25,6 @@ SPEED_PAIRS = {
     "stride": ("convnet", "convnet-stride"),
     "curves": ("lenet5-20k", "mlp-128-20k"),
 }
-RINGS_ITERATIONS = (50, 150, 250, 350, 500, 3000)
 
 
 def studies_and_figures(
@@ -286,11 +285,11 @@ def _net_figures(
 
 
 def _rings(data: ReportData, save: Callable[[str, Any], None], quick: bool) -> None:
-    from imgcls.insight.toy import rings_figure, train_rings, two_rings
+    from imgcls.insight.toy import LECTURE_ITERATIONS, rings_figure, train_rings, two_rings
 
     points, labels = two_rings(seed=0)
     snapshots = train_rings(
-        RINGS_ITERATIONS, seed=0, data=(points, labels), grid=61 if quick else 121
+        LECTURE_ITERATIONS, seed=0, data=(points, labels), grid=61 if quick else 121
     )
     data.studies["rings"] = [
         {"iteration": s.iteration, "accuracy": float(s.accuracy)} for s in snapshots
