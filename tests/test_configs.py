@@ -191,7 +191,7 @@ class Former:
     # Only meaningful with a scheduler: the former files without one left it unset.
     scheduler_interval: str | None = None
     label_smoothing: float = 0.0
-    channels_last: bool = False
+    channels_last: bool = True  # the module's default: no former file set it
     data_args: dict[str, Any] = field(default_factory=dict)
     max_epochs: int = 3
     callbacks: list[tuple[type, dict[str, Any]]] = field(default_factory=list)
