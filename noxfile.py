@@ -139,6 +139,7 @@ def bench_scripts(posargs: list[str]) -> list[tuple[str, list[str]]]:
         return [("benchmarks/gpu_bench.py", [a for a in posargs if a != "--gpu"])]
     return [
         ("benchmarks/train_throughput.py", list(posargs)),
+        ("benchmarks/memory_format.py", []),
         ("benchmarks/eval_speed.py", []),
         ("benchmarks/onnx_latency.py", []),
     ]

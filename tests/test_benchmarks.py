@@ -43,9 +43,30 @@ def test_train_throughput_quick(real_data_root: Path, tmp_path: Path) -> None:
     assert len(rows) == 3 and all(float(s) > 0 for s in rows.values()), out
     b_over_a = float(re.search(r"b/a = ([\d.]+)", out).group(1))
     c_over_b = float(re.search(r"c/b = ([\d.]+)", out).group(1))
+    c_over_a = float(re.search(r"c/a = ([\d.]+)", out).group(1))
     a, b, c = (float(s) for s in rows.values())
     # the ratios are those of the printed (rounded) figures, not swapped or inverted
     assert abs(b_over_a / (b / a) - 1) < 0.1 and abs(c_over_b / (c / b) - 1) < 0.1, out
+    assert abs(c_over_a / (c / a) - 1) < 0.1, out
+
+
+def test_memory_format_quick(real_data_root: Path, tmp_path: Path) -> None:
+    out = _run("memory_format.py", "--quick", "--data_dir", str(real_data_root), tmp_path=tmp_path)
+    rows = re.findall(
+        r"^\| (LeNet\S+) \| ([\d.]+) / ([\d.]+) \| ([\d.]+) / ([\d.]+) \| ([\d.]+) \|$",
+        out,
+        re.M,
+    )
+    assert [r[0] for r in rows] == ["LeNet5Small", "LeNet-5"], out
+    for _, *figures in rows:
+        nchw_best, nchw_median, nhwc_best, nhwc_median, paired = map(float, figures)
+        assert 0 < nchw_best <= nchw_median and 0 < nhwc_best <= nhwc_median, out
+        # The paired ratio is the median of NCHW / NHWC over the trials. With two trials the
+        # slowest is 2 x median - best, so it lies between the slowest NCHW over the fastest NHWC
+        # and the fastest NCHW over the slowest NHWC (printed figures are rounded to 0.01 ms).
+        nchw_worst, nhwc_worst = 2 * nchw_median - nchw_best, 2 * nhwc_median - nhwc_best
+        lo, hi = nchw_best / nhwc_worst, nchw_worst / nhwc_best
+        assert lo * 0.97 <= paired <= hi * 1.03, out
 
 
 def test_onnx_latency_quick(tmp_path: Path) -> None:
