@@ -1,7 +1,7 @@
 """Evaluation speed: ``imgcls evaluate shift``'s core against a bare forward loop.
 
-For LeNet-5 (MNIST) and the ResNet-20 of configs/recipes/fashion_best.yaml (Fashion-MNIST,
-channels_last), in ONE run on ONE machine:
+For LeNet-5 (MNIST) in either memory format (NHWC is ImageClassifier's default) and the
+ResNet-20 of configs/recipes/fashion_best.yaml (Fashion-MNIST, NHWC), in ONE run on ONE machine:
 
   bare     the net's forward alone, under ``torch.inference_mode``, over the very tensors the
            evaluation feeds it (every shifted copy, normalised, in the checkpoint's memory
@@ -37,7 +37,8 @@ from imgcls.insight.shift import TorchPredictor, eval_batch_size, evaluate_shift
 from imgcls.module import ImageClassifier  # noqa: E402
 
 NETS: dict[str, dict[str, Any]] = {
-    "LeNet-5 (MNIST)": {"net": "lenet5", "dataset": "mnist"},
+    "LeNet-5 (MNIST, NCHW)": {"net": "lenet5", "dataset": "mnist", "channels_last": False},
+    "LeNet-5 (MNIST, NHWC: the default)": {"net": "lenet5", "dataset": "mnist"},
     "ResNet-20 (Fashion-MNIST, channels_last)": {
         "net": "resnet",
         "net_args": {"widths": [16, 32, 64], "blocks": 3, "batch_norm": True},
@@ -73,7 +74,7 @@ def _model(spec: dict[str, Any]) -> ImageClassifier:
         class_names=list(dm.class_names),
         mean=dm.mean,
         std=dm.std,
-        channels_last=spec.get("channels_last", False),
+        **({"channels_last": spec["channels_last"]} if "channels_last" in spec else {}),
     ).eval()
 
 

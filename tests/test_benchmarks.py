@@ -99,4 +99,4 @@ def test_serve_load_quick(trained_ckpt: Path, tmp_path: Path) -> None:
 def test_eval_speed_quick(real_data_root: Path, tmp_path: Path) -> None:
     out = _run("eval_speed.py", "--quick", "--data_dir", str(real_data_root), tmp_path=tmp_path)
     ratios = re.findall(r"shift/bare = ([\d.]+) \(target >= 0.85\)", out)
-    assert len(ratios) == 2 and all(float(r) > 0 for r in ratios), out
+    assert len(ratios) == 3 and all(float(r) > 0 for r in ratios), out
