@@ -78,8 +78,8 @@ class ImageClassifier(L.LightningModule):
             scheduler_interval: step the scheduler every "epoch" or every "step".
             channels_last: NHWC memory format for the net and its inputs. On by default:
                 oneDNN's CPU convolutions and max-pools and cuDNN's tensor-core kernels are
-                faster in it (LeNet-5 trains 1.3-1.6x faster a step on a 2-core CPU,
-                docs/benchmarks.md); a net without convolutions is unaffected.
+                faster in it (a LeNet-5 training step 1.05-1.9x, a ResNet's 1.2-1.4x on a 2-core
+                CPU: docs/benchmarks.md); a net without convolutions is unaffected.
             compile: run the net through ``torch.compile``.
         """
         super().__init__()
