@@ -31,7 +31,7 @@ from imgcls.data.provision import default_root, ensure_dataset  # noqa: E402
 from imgcls.data.transforms import normalize  # noqa: E402
 from imgcls.models import create_model  # noqa: E402
 
-MEAN, STD = 0.1307, 0.3081
+MNIST_STATS = (MNISTDataModule.mean, MNISTDataModule.std)
 # (label, registered net, its arguments, steps a trial): steps sized so a trial takes ~1 s here.
 NETS: list[tuple[str, str, dict[str, object], int]] = [
     ("MLP-128", "mlp", {"hidden": [128]}, 200),
@@ -56,7 +56,7 @@ def trial(
     t0 = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(labels), (batch,), generator=g)
-        x = normalize(images.index_select(0, idx), MEAN, STD, memory_format=layout)
+        x = normalize(images.index_select(0, idx), *MNIST_STATS, memory_format=layout)
         loss = F.cross_entropy(net(x), labels.index_select(0, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
