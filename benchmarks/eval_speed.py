@@ -39,7 +39,7 @@ from imgcls.module import ImageClassifier  # noqa: E402
 NETS: dict[str, dict[str, Any]] = {
     "LeNet-5 (MNIST, NCHW)": {"net": "lenet5", "dataset": "mnist", "channels_last": False},
     "LeNet-5 (MNIST, NHWC: the default)": {"net": "lenet5", "dataset": "mnist"},
-    "ResNet-20 (Fashion-MNIST, channels_last)": {
+    "ResNet-20 (Fashion-MNIST, NHWC)": {
         "net": "resnet",
         "net_args": {"widths": [16, 32, 64], "blocks": 3, "batch_norm": True},
         "dataset": "fashion_mnist",

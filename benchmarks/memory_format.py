@@ -56,7 +56,8 @@ def trial(
     t0 = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(labels), (batch,), generator=g)
-        x = normalize(images.index_select(0, idx), *MNIST_STATS, memory_format=layout)
+        # As in training: the DataModule normalises, ImageClassifier.forward sets the layout.
+        x = normalize(images.index_select(0, idx), *MNIST_STATS).contiguous(memory_format=layout)
         loss = F.cross_entropy(net(x), labels.index_select(0, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
