@@ -21,7 +21,7 @@ latency and throughput = images / total time. The table is markdown; ``--check``
 if LeNet-5 at batch 1 misses the target (onnxruntime <= 60 µs and >= 5x faster than torch).
 
 ``--int8`` adds a second table: the int8 model ``imgcls export --int8`` writes
-(``imgcls.quantize.quantize_static_qdq``: static QDQ, per-channel int8 weights, uint8
+(``imgcls.export.int8.quantize_static_qdq``: static QDQ, per-channel int8 weights, uint8
 activations, MinMax) against the fp32 ONNX model, throughput at batch 1 and 64, both measured
 in this run, alternating fp32 / int8 for ``--int8_rounds`` rounds and keeping each side's best
 (the least disturbed by other processes). Calibration uses the MNIST validation split when the
@@ -50,7 +50,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from imgcls.export import OPSET, PixelClassifier, to_onnx
+from imgcls.export.pipeline import OPSET, PixelClassifier, to_onnx
 from imgcls.models import create_model, list_models
 
 BATCHES = (1, 64, 1024)
@@ -156,7 +156,7 @@ def calibration_pixels(n: int) -> tuple[np.ndarray, str]:
 
 
 def int8_model(fp32_path: Path, pixels: np.ndarray, variant: dict[str, object]) -> bytes:
-    from imgcls.quantize import quantize_static_qdq
+    from imgcls.export.int8 import quantize_static_qdq
 
     kwargs = dict(variant)
     exclude = []

@@ -4,7 +4,7 @@ Concurrent clients (asyncio + httpx, one process) post real MNIST test images as
 (encoded once, up front) for ``--duration`` seconds per cell, at 1, 8 and 64 clients, to a
 server this script starts on 127.0.0.1. Three set-ups per model, measured in ONE run:
 
-  (a) the HTTP floor: the same server (``imgcls.serve.build_server``: the same HTTP process,
+  (a) the HTTP floor: the same server (``imgcls.deploy.serve.build_server``: the same HTTP process,
       image decoding and queue) whose worker answers constant probabilities instead of
       running the model;
   (b) ``imgcls serve --max_batch_size 1``: batching off;
@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgcls.serve import ClassifierAPI, Job, ServeOptions  # noqa: E402
+from imgcls.deploy.serve import ClassifierAPI, Job, ServeOptions  # noqa: E402
 
 HOST = "127.0.0.1"  # the servers listen here only
 READY_TIMEOUT_S = 180.0
@@ -80,8 +80,8 @@ class ConstantAPI(ClassifierAPI):
 
 
 def constant_server(model: Path, port: int) -> None:
-    """Run (a): ``imgcls.serve.serve`` with the constant worker in place of the model's."""
-    from imgcls.serve import serve
+    """Run (a): ``imgcls.deploy.serve.serve`` with the constant worker in place of the model's."""
+    from imgcls.deploy.serve import serve
 
     serve(ServeOptions(model=model, host=HOST, port=port), api_factory=ConstantAPI)
 
@@ -181,7 +181,7 @@ def load_images(n: int) -> list[bytes]:
     from PIL import Image
 
     from imgcls.data.provision import default_root
-    from imgcls.runtime import read_idx
+    from imgcls.deploy.runtime import read_idx
 
     images = read_idx(default_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:n]
     out = []

@@ -6,7 +6,7 @@ says what was wrong and what to do) on stderr and exits with status 2; ``--debug
 keeps its traceback (exit status 1).
 
 This module imports nothing but the standard library, so the torch-free runtime
-(``imgcls.runtime``, ``imgcls infer``) shares it with the training side.
+(``imgcls.deploy.runtime``, ``imgcls infer``) shares it with the training side.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The test set is the verified IDX pair of the model's data set (its metadata names it), read
 with the runtime's numpy IDX reader; nothing is written. ``--as_photos N`` instead renders the
-first N test images the way people photograph them (``imgcls.photos``) and sends each photo
+first N test images the way people photograph them (``imgcls.deploy.photos``) and sends each photo
 through the same decoder as ``imgcls infer`` and ``imgcls serve`` (``--preprocess``), so the
 figure is what a deployment gets on such pictures.
 """
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from imgcls.data.provision import default_root, raw_dir, verify
-    from imgcls.runtime import ModelLoadError, OnnxClassifier, read_idx
+    from imgcls.deploy.runtime import ModelLoadError, OnnxClassifier, read_idx
 
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
     dataset = clf.metadata.get("dataset")
@@ -92,9 +92,9 @@ def _as_photos(
     """The first N test images as photos, decoded by the deployment's own decoder."""
     import numpy as np
 
+    from imgcls.deploy.photos import render_photos
+    from imgcls.deploy.runtime import decode_image
     from imgcls.errors import ConfigError
-    from imgcls.photos import render_photos
-    from imgcls.runtime import decode_image
 
     if not 0 < args.as_photos <= len(labels):
         raise ConfigError(f"--as_photos must be in 1..{len(labels)}, got {args.as_photos}")

@@ -16,7 +16,7 @@ from imgcls.commands.options import (
     check_writable_folder,
     checkpoint_from,
 )
-from imgcls.export import EXPORT_ROOT, OPSET
+from imgcls.export.pipeline import EXPORT_ROOT, OPSET
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,9 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_triton_arguments(p: argparse.ArgumentParser) -> None:
-    from imgcls.triton import DEFAULT_MAX_BATCH_SIZE
+    from imgcls.export.triton import DEFAULT_MAX_BATCH_SIZE
 
-    t = p.add_argument_group("Triton Inference Server (imgcls.triton)")
+    t = p.add_argument_group("Triton Inference Server (imgcls.export.triton)")
     t.add_argument(
         "--triton",
         metavar="DIR",
@@ -110,13 +110,13 @@ def add_triton_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.export import export_checkpoint
+    from imgcls.export.pipeline import export_checkpoint
 
     # The model is staged beside --out (default export/<run>): a folder we cannot write is
     # found now, not after the parity run over the whole test set.
     check_writable_folder(Path(args.out).parent if args.out else EXPORT_ROOT)
     if args.triton is not None:  # likewise a bad --triton, before the parity run
-        from imgcls.triton import check_options
+        from imgcls.export.triton import check_options
 
         check_options(
             args.triton, args.triton_name, args.triton_max_batch_size, args.triton_instances
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         summary["feature_maps"] = len(features["outputs"])
         summary["features_max_abs_fmap_diff"] = features["max_abs_fmap_diff_vs_torch"]
     if args.triton is not None:
-        from imgcls.triton import write_triton_repository
+        from imgcls.export.triton import write_triton_repository
 
         triton = write_triton_repository(
             result.out_dir,

@@ -77,7 +77,7 @@ def check_out(out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.runtime import ImageFileError, OnnxClassifier, load_images
+    from imgcls.deploy.runtime import ImageFileError, OnnxClassifier, load_images
     from imgcls.utils import atomic_write_text
 
     if args.out:

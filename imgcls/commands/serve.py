@@ -1,5 +1,5 @@
 """``imgcls serve``: an exported ONNX model behind HTTP with dynamic batching (LitServe), and
-the draw-a-digit page at ``/``. No torch is imported (see ``imgcls.serve``)."""
+the draw-a-digit page at ``/``. No torch is imported (see ``imgcls.deploy.serve``)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.serve import ServeOptions, serve
+    from imgcls.deploy.serve import ServeOptions, serve
 
     options = ServeOptions(
         model=Path(args.model),

@@ -1,0 +1,2 @@
+"""The export stage: a trained checkpoint becomes a verified ONNX folder (and, on request, a
+Triton model repository)."""
