@@ -13,7 +13,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DIRECTIONS", "normalize", "random_erase", "random_hflip", "random_shift", "translate"]
+__all__ = [
+    "DIRECTIONS",
+    "DIRECTION_NAMES",
+    "normalize",
+    "random_erase",
+    "random_hflip",
+    "random_shift",
+    "translate",
+]
 
 # The 8 compass directions as (dy, dx) unit steps: N, NE, E, SE, S, SW, W, NW.
 DIRECTIONS: tuple[tuple[int, int], ...] = (
@@ -26,6 +34,7 @@ DIRECTIONS: tuple[tuple[int, int], ...] = (
     (0, -1),
     (-1, -1),
 )
+DIRECTION_NAMES: tuple[str, ...] = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 
 
 def translate(x: torch.Tensor, dy: torch.Tensor | int, dx: torch.Tensor | int) -> torch.Tensor:

@@ -80,8 +80,7 @@ def shift_accuracy(
     per distance."""
     import torch
 
-    from imgcls.data.transforms import DIRECTIONS, translate
-    from imgcls.insight.shift import DIRECTION_NAMES
+    from imgcls.data.transforms import DIRECTION_NAMES, DIRECTIONS, translate
 
     x = torch.from_numpy(np.ascontiguousarray(images))
     n = len(labels)

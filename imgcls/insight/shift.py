@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from imgcls.data.transforms import DIRECTIONS, normalize, shift_into, translate
+from imgcls.data.transforms import DIRECTION_NAMES, DIRECTIONS, normalize, shift_into, translate
 from imgcls.insight import InsightError
 from imgcls.runs import net_label
 
@@ -37,7 +37,6 @@ __all__ = [
     "shift_rows",
 ]
 
-DIRECTION_NAMES = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")  # same order as DIRECTIONS
 # Up, right, down, left: a move of d pixels along one axis. Lecture 002 gives one accuracy per
 # shift distance without naming a direction; these moves are the ones comparable with it (a
 # diagonal step of d moves the image d rows *and* d columns, √2·d pixels).
