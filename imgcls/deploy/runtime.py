@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gzip
-import json
 import math
 import os
 import struct
@@ -45,6 +44,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
+from imgcls.deploy import metadata
 from imgcls.errors import ConfigError, ImageFileError, InputError, ModelLoadError, ProviderError
 
 __all__ = [
@@ -73,7 +73,6 @@ _EP = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # TensorRT optimisation profile for the batch axis: (min, opt, max). Larger batches are split.
 TRT_PROFILE: tuple[int, int, int] = (1, 64, 1024)
-METADATA_FORMAT = "imgcls-onnx/1"
 
 # onnxruntime's Python errors derive from Exception only; these are the ones loading can raise.
 _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
@@ -627,27 +626,6 @@ def _provider_list(
 
 
 # ----------------------------------------------------------------------------- metadata
-def _decode_metadata(props: Mapping[str, str], source: str) -> dict[str, Any]:
-    try:
-        meta = {k: json.loads(v) for k, v in props.items()}
-    except ValueError as e:
-        raise ModelLoadError(
-            f"{source}: its metadata_props are not imgcls metadata (values must be JSON): {e}"
-        ) from e
-    missing = [k for k in ("format", "input", "class_names", "normalization") if k not in meta]
-    if missing or meta.get("format") != METADATA_FORMAT:
-        raise ModelLoadError(
-            f"{source}: not an imgcls export (metadata format {meta.get('format')!r}, missing "
-            f"{missing}); export it with `imgcls export`"
-        )
-    if meta["normalization"] != "in_graph":
-        raise ModelLoadError(
-            f"{source}: normalization {meta['normalization']!r} is not supported by this runtime "
-            "(expected 'in_graph'); re-export with this imgcls version"
-        )
-    return meta
-
-
 def read_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
     """The imgcls metadata of an exported ONNX file, decoded from its ``metadata_props``.
 
@@ -664,7 +642,7 @@ def read_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except _ORT_ERRORS as e:
         raise ModelLoadError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:300]})") from e
-    return _decode_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+    return metadata.decode(sess.get_modelmeta().custom_metadata_map, str(path))
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -819,7 +797,7 @@ class OnnxClassifier:
         return "cpu"
 
     def _metadata_of(self, session: ort.InferenceSession) -> dict[str, Any]:
-        return _decode_metadata(session.get_modelmeta().custom_metadata_map, self.source)
+        return metadata.decode(session.get_modelmeta().custom_metadata_map, self.source)
 
     def _gpu_session(
         self,

@@ -51,7 +51,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,8 @@ from torch import nn
 
 import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
-from imgcls.deploy.runtime import METADATA_FORMAT, OnnxClassifier
+from imgcls.deploy import metadata as schema
+from imgcls.deploy.runtime import OnnxClassifier
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.export.model_card import (
     SHIFT_IMAGES,
@@ -95,8 +95,8 @@ __all__ = [
 ]
 
 OPSET = 18  # pinned: the dynamo exporter's native opset, run by onnxruntime >= 1.14 and TensorRT 10
-INPUT_NAME = "pixels"
-OUTPUT_NAMES = ("logits", "probabilities")
+INPUT_NAME = schema.INPUT_NAME
+OUTPUT_NAMES = schema.OUTPUT_NAMES
 EXAMPLE_BATCH = 4  # > 1, so that torch.export does not specialise the batch axis to 1
 MAX_ABS_LOGIT_DIFF = 1e-4  # fp32 gate: largest |logit_onnx - logit_torch| over the test set
 MIN_FP32_AGREEMENT = 1.0  # fp32 gate: top-1 agreement with the PyTorch model
@@ -331,7 +331,7 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> None:
     """Replace ``proto.metadata_props`` with ``metadata``, one key per entry, values
     JSON-encoded."""
     del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in metadata.items()})
+    onnx.helper.set_model_props(proto, schema.encode(metadata))
 
 
 # ----------------------------------------------------------------------------- parity
@@ -576,46 +576,30 @@ def export_checkpoint(
 
     log(f"exporting {hp.net} ({ckpt_path}) to ONNX opset {opset}")
     proto = to_onnx(model.net, hp.mean, hp.std, shape, opset)
-    metadata: dict[str, Any] = {
-        "format": METADATA_FORMAT,
-        "dataset": hp.dataset,
-        "class_names": list(model.class_names),
-        "num_classes": int(hp.num_classes),
-        "input": {
-            "name": INPUT_NAME,
-            "shape": ["batch", *shape],
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-            "layout": "NCHW",
-        },
-        "outputs": [
-            {"name": name, "shape": ["batch", int(hp.num_classes)], "dtype": "float32"}
-            for name in OUTPUT_NAMES
-        ],
-        "normalization": "in_graph",
-        "mean": float(hp.mean),
-        "std": float(hp.std),
-        "precision": "fp32",
-        "net": hp.net,
-        "net_args": dict(hp.net_args or {}),
-        "checkpoint": {
+    metadata = schema.model_metadata(
+        dataset=hp.dataset,
+        class_names=list(model.class_names),
+        input_shape=shape,
+        mean=hp.mean,
+        std=hp.std,
+        net=hp.net,
+        net_args=dict(hp.net_args or {}),
+        checkpoint={
             "path": str(ckpt_path),
             "sha256": sha256_file(ckpt_path),
             "epoch": ckpt.get("epoch"),
             "global_step": ckpt.get("global_step"),
             **_val_scores(ckpt, ckpt_path),
         },
-        "test_accuracy": None,  # filled in by the parity run below
-        "test_images": n,
-        "opset": opset,
-        "versions": {
+        test_images=n,
+        opset=opset,
+        versions={
             "imgcls": imgcls.__version__,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": _ort_version(),
         },
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    )
     set_metadata(proto, metadata)
 
     # Gate 1: the checker.

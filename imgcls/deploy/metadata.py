@@ -1,0 +1,124 @@
+"""The ONNX metadata schema: what ``imgcls export`` writes into a model and the runtime reads.
+
+An exported model describes itself in its ONNX ``metadata_props``: one key per entry, each
+value JSON-encoded (ONNX stores strings only). ``model_metadata`` builds the entries the
+export stage writes, ``encode`` turns them into ``metadata_props`` strings and ``decode``
+checks and reads them back, so the writer and every reader (the classifier's
+``read_metadata``, the service, the page's ``metadata.json``) share one definition. Pure
+Python: no onnx, no onnxruntime.
+
+The model takes float32 pixels in [0, 1], (N, C, H, W); normalisation is part of the graph
+(``"normalization": "in_graph"``). Extras written beside the main model carry the same
+entries with ``precision`` (``fp16``, ``int8``) and their own additions (``quantization``,
+``feature_maps``, ``features_of``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from imgcls.errors import ModelLoadError
+
+__all__ = [
+    "FORMAT",
+    "INPUT_NAME",
+    "NORMALIZATION",
+    "OUTPUT_NAMES",
+    "decode",
+    "encode",
+    "model_metadata",
+]
+
+FORMAT = "imgcls-onnx/1"
+INPUT_NAME = "pixels"
+OUTPUT_NAMES: tuple[str, ...] = ("logits", "probabilities")
+NORMALIZATION = "in_graph"
+# The entries no reader can do without: the runtime refuses a model that lacks one.
+REQUIRED: tuple[str, ...] = ("format", "input", "class_names", "normalization")
+
+
+def model_metadata(
+    *,
+    dataset: str,
+    class_names: Sequence[str],
+    input_shape: tuple[int, int, int],
+    mean: float,
+    std: float,
+    net: str,
+    net_args: Mapping[str, Any],
+    checkpoint: Mapping[str, Any],
+    test_images: int,
+    opset: int,
+    versions: Mapping[str, str],
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """The metadata of an exported fp32 model; ``test_accuracy`` is ``None`` until measured.
+
+    ``input_shape`` is (C, H, W); ``checkpoint`` says where the weights came from (path,
+    sha256, epoch, step, validation scores); ``versions`` the library versions that exported.
+    """
+    num_classes = len(class_names)
+    return {
+        "format": FORMAT,
+        "dataset": dataset,
+        "class_names": list(class_names),
+        "num_classes": num_classes,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", *input_shape],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "NCHW",
+        },
+        "outputs": [
+            {"name": name, "shape": ["batch", num_classes], "dtype": "float32"}
+            for name in OUTPUT_NAMES
+        ],
+        "normalization": NORMALIZATION,
+        "mean": float(mean),
+        "std": float(std),
+        "precision": precision,
+        "net": net,
+        "net_args": dict(net_args),
+        "checkpoint": dict(checkpoint),
+        "test_accuracy": None,
+        "test_images": test_images,
+        "opset": opset,
+        "versions": dict(versions),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def encode(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The ``metadata_props`` strings of ``metadata``: one key per entry, JSON values."""
+    return {k: json.dumps(v) for k, v in metadata.items()}
+
+
+def decode(props: Mapping[str, str], source: str) -> dict[str, Any]:
+    """Read ``metadata_props`` back and check that they describe a model this runtime runs.
+
+    Raises:
+        ModelLoadError: the values are not JSON, the format or a required entry is missing,
+            or the normalisation is not the in-graph one.
+    """
+    try:
+        meta = {k: json.loads(v) for k, v in props.items()}
+    except ValueError as e:
+        raise ModelLoadError(
+            f"{source}: its metadata_props are not imgcls metadata (values must be JSON): {e}"
+        ) from e
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing or meta.get("format") != FORMAT:
+        raise ModelLoadError(
+            f"{source}: not an imgcls export (metadata format {meta.get('format')!r}, missing "
+            f"{missing}); export it with `imgcls export`"
+        )
+    if meta["normalization"] != NORMALIZATION:
+        raise ModelLoadError(
+            f"{source}: normalization {meta['normalization']!r} is not supported by this runtime "
+            f"(expected {NORMALIZATION!r}); re-export with this imgcls version"
+        )
+    return meta
