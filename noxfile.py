@@ -95,11 +95,14 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and format check."""
+    """ruff (lint and format check), then import-linter: the layers of the tree, stated in
+    pyproject.toml's [tool.importlinter] (the deployment side imports no torch; arrows point
+    down; no cycles)."""
     env = _env(session)
     paths = ["imgcls", "tests", "benchmarks", "noxfile.py"]
     _run(session, "ruff", "check", *paths, env=env)
     _run(session, "ruff", "format", "--check", *paths, env=env)
+    _run(session, "lint-imports", "--no-cache", env=env)
 
 
 @nox.session
