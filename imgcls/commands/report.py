@@ -6,7 +6,8 @@
 Writes README.md (the report), results.json (every number) and figures/*.png into ``--out``.
 Trained models are kept in ``--runs_dir``; ``--reuse`` picks up the finished ones instead of
 training again. ``--ckpt NAME=PATH`` uses a checkpoint trained elsewhere (e.g. by a recipe)
-for experiment NAME (``imgcls.insight.report.EXPERIMENTS``; ``--skip NAME`` leaves one out).
+for experiment NAME (``imgcls.insight.report.catalogue.EXPERIMENTS``; ``--skip NAME`` leaves one
+out).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _extra_experiment(name: str, path: str) -> Any:
     """An experiment row for a checkpoint trained elsewhere: its own net, data set and size."""
     from imgcls.checkpoint import load_checkpoint
     from imgcls.commands.options import checkpoint_from
-    from imgcls.insight.report.core import Experiment
+    from imgcls.insight.report.catalogue import Experiment
     from imgcls.insight.training import TrainSpec
 
     hp = load_checkpoint(checkpoint_from(path))["hyper_parameters"]
@@ -105,14 +106,16 @@ def _extra_experiment(name: str, path: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.insight.report.core import default_runs_dir
+    from imgcls.insight.report.running import default_runs_dir
 
     out = check_writable_folder(args.out or (QUICK_OUT if args.quick else OUT))
     check_writable_folder(args.runs_dir or default_runs_dir(args.quick), "--runs_dir")
     import torch
 
     from imgcls.insight import InsightError
-    from imgcls.insight.report.core import EXPERIMENTS, build_report, write_report
+    from imgcls.insight.report.catalogue import EXPERIMENTS
+    from imgcls.insight.report.render import write_report
+    from imgcls.insight.report.running import build_report
     from imgcls.insight.shift import split_named
 
     if args.threads > 0:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from imgcls.insight.report.claims import Claim, claims
-from imgcls.insight.report.core import ExperimentResult, ReportData, render_report
+from imgcls.insight.report.render import render_report
+from imgcls.insight.report.results import ExperimentResult, ReportData
 
 from .test_insight_report import _result
 

@@ -29,7 +29,7 @@ from imgcls.insight.kernels import (
     cross_correlate2d,
     max_pool2d,
 )
-from imgcls.insight.report.core import worked_examples
+from imgcls.insight.report.running import worked_examples
 from imgcls.models import create_model
 
 

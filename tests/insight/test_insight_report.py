@@ -13,19 +13,15 @@ from PIL import Image
 
 from imgcls.__main__ import main
 from imgcls.insight import InsightError
-from imgcls.insight.report.core import (
-    EXPERIMENTS,
+from imgcls.insight.report.catalogue import EXPERIMENTS, Experiment
+from imgcls.insight.report.render import SECTIONS, render_report, write_report
+from imgcls.insight.report.results import (
     FIGURES,
-    SECTIONS,
-    Experiment,
     ExperimentResult,
     ReportData,
-    build_report,
-    render_report,
     report_data_from_json,
-    worked_examples,
-    write_report,
 )
+from imgcls.insight.report.running import build_report, worked_examples
 from imgcls.insight.training import TrainSpec
 from tests.helpers import run_imgcls
 from tests.helpers.training import make_checkpoint
@@ -39,23 +35,23 @@ def _result(
     seconds: float | None = 12.34,
 ) -> ExperimentResult:
     return ExperimentResult(
-        name,
-        name.upper(),
-        dataset,
-        "lenet5",
-        {},
-        20_000,
-        3,
-        seconds,
-        "trained",
-        61_706,
-        416_520,
-        10_000,
-        list(accs),
-        [a - 0.05 for a in accs],
-        lecture[0] if lecture else None,
-        list(lecture) if lecture else None,
-        "lecture 002",
+        name=name,
+        title=name.upper(),
+        dataset=dataset,
+        net="lenet5",
+        net_args={},
+        n_train=20_000,
+        epochs=3,
+        fit_seconds=seconds,
+        origin="trained",
+        params=61_706,
+        macs=416_520,
+        n_test=10_000,
+        shift_mean=list(accs),
+        shift_worst=[a - 0.05 for a in accs],
+        lecture_acc=lecture[0] if lecture else None,
+        lecture_shift=list(lecture) if lecture else None,
+        source="lecture 002",
     )
 
 

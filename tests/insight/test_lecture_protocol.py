@@ -12,7 +12,12 @@ import torch
 import yaml
 
 from imgcls.cli import ImgclsCLI
-from imgcls.insight.report.core import EXPERIMENTS, LECTURE_EPOCHS, LECTURE_PROTOCOL, lecture_spec
+from imgcls.insight.report.catalogue import (
+    EXPERIMENTS,
+    LECTURE_EPOCHS,
+    LECTURE_PROTOCOL,
+    lecture_spec,
+)
 from imgcls.insight.training import config_of
 from tests.helpers import FAST, ROOT
 from tests.helpers.training import plain_argv as _plain_argv  # noqa: F401  (autouse)

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from imgcls.insight import lectures
-
-if TYPE_CHECKING:
-    from imgcls.insight.report.core import ExperimentResult, ReportData
+from imgcls.insight.report.results import ExperimentResult, ReportData
 
 __all__ = ["ACCURACY_RULE", "Claim", "claims"]
 
@@ -415,7 +412,7 @@ def _arithmetic(data: ReportData) -> Claim:
     )
 
 
-_JUDGED: tuple[Callable[[Any], Claim], ...] = (
+_JUDGED: tuple[Callable[[ReportData], Claim], ...] = (
     _cnn_vs_mlp,
     _more_pooling,
     _fashion_99,

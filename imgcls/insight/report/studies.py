@@ -12,19 +12,37 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from imgcls.insight.report.core import ReportData
-    from imgcls.insight.testset import TestSet
+from imgcls.insight import lectures
+from imgcls.insight.artifacts import save_figure
+from imgcls.insight.backprop import check_against_autograd
+from imgcls.insight.cost import measure_speed
+from imgcls.insight.figures import (
+    filters_figure,
+    learning_curves_figure,
+    overfitting_figure,
+    pca_figure,
+    pooling_maps_figure,
+    samples_figure,
+    shift_figure,
+    templates_figure,
+)
+from imgcls.insight.probe import (
+    first_conv_weights,
+    first_linear_templates,
+    neighbour_values,
+    pca_2d,
+    pooling_pair,
+    run_net,
+)
+from imgcls.insight.report.catalogue import FEATURE_IMAGE_INDEX, KERNEL_IMAGE_INDEX, SPEED_PAIRS
+from imgcls.insight.report.results import FIGURES, ReportData
+from imgcls.insight.testset import TestSet
+from imgcls.insight.toy import LECTURE_ITERATIONS, rings_figure, train_rings, two_rings
+from imgcls.insight.visualize import kernels_figures, model_figures
 
 __all__ = ["studies_and_figures"]
-
-# The nets each speed comparison times, side by side in one process.
-SPEED_PAIRS = {
-    "stride": ("convnet", "convnet-stride"),
-    "curves": ("lenet5-20k", "mlp-128-20k"),
-}
 
 
 def studies_and_figures(
@@ -36,10 +54,6 @@ def studies_and_figures(
     log: Callable[[str], Any] = print,
 ) -> None:
     """Fill ``data.studies`` and ``data.figures`` (paths relative to ``out``)."""
-    from imgcls.insight import lectures
-    from imgcls.insight.artifacts import save_figure
-    from imgcls.insight.figures import shift_figure
-    from imgcls.insight.report.core import FIGURES, KERNEL_IMAGE_INDEX
 
     fig_dir = out / "figures"
 
@@ -82,8 +96,6 @@ def studies_and_figures(
     _net_figures(data, models, tests, fig_dir, keep, save, log)
 
     if "mnist" in tests:
-        from imgcls.insight.visualize import kernels_figures
-
         t = tests["mnist"]
         idx = KERNEL_IMAGE_INDEX if len(t) > KERNEL_IMAGE_INDEX else 0
         keep(
@@ -97,8 +109,6 @@ def studies_and_figures(
             ),
         )
     if "fashion_mnist" in tests:
-        from imgcls.insight.figures import samples_figure
-
         t = tests["fashion_mnist"]
         save(
             "samples_fashion",
@@ -110,7 +120,6 @@ def studies_and_figures(
 
 def _speed(data: ReportData, models: Mapping[str, Any]) -> None:
     """Training-step and inference speed of each pair, measured back to back."""
-    from imgcls.insight.cost import measure_speed
 
     for study, names in SPEED_PAIRS.items():
         if not all(n in models for n in names):
@@ -125,7 +134,6 @@ def _speed(data: ReportData, models: Mapping[str, Any]) -> None:
 
 
 def _curves(data: ReportData, save: Callable[[str, Any], None]) -> None:
-    from imgcls.insight.figures import learning_curves_figure
 
     rows = [r for r in data.experiments if r.study == "curves" and r.val_acc]
     if not rows:
@@ -144,8 +152,6 @@ def _curves(data: ReportData, save: Callable[[str, Any], None]) -> None:
 def _overfitting(
     data: ReportData, models: Mapping[str, Any], save: Callable[[str, Any], None]
 ) -> None:
-    from imgcls.insight.figures import overfitting_figure
-    from imgcls.insight.probe import first_linear_templates
 
     rows = [r for r in data.experiments if r.study == "overfit" and r.train_acc is not None]
     if not rows:
@@ -181,9 +187,6 @@ def _lenet5_small(
     save: Callable[[str, Any], None],
 ) -> None:
     """LeNet5Small's first-layer maps before and after pooling, and how alike neighbours are."""
-    from imgcls.insight.figures import pooling_maps_figure
-    from imgcls.insight.probe import neighbour_values, pooling_pair
-    from imgcls.insight.report.core import FEATURE_IMAGE_INDEX
 
     if "lenet5-small" not in models or "mnist" not in tests:
         return
@@ -220,10 +223,6 @@ def _net_figures(
     save: Callable[[str, Any], None],
     log: Callable[[str], Any],
 ) -> None:
-    from imgcls.insight.figures import filters_figure, pca_figure, templates_figure
-    from imgcls.insight.probe import first_conv_weights, first_linear_templates, pca_2d, run_net
-    from imgcls.insight.report.core import FEATURE_IMAGE_INDEX
-    from imgcls.insight.visualize import model_figures
 
     if "convnet" in models and "mnist" in tests:
         paths, _ = model_figures(
@@ -285,7 +284,6 @@ def _net_figures(
 
 
 def _rings(data: ReportData, save: Callable[[str, Any], None], quick: bool) -> None:
-    from imgcls.insight.toy import LECTURE_ITERATIONS, rings_figure, train_rings, two_rings
 
     points, labels = two_rings(seed=0)
     snapshots = train_rings(
@@ -298,7 +296,6 @@ def _rings(data: ReportData, save: Callable[[str, Any], None], quick: bool) -> N
 
 
 def _backprop(data: ReportData) -> None:
-    from imgcls.insight.backprop import check_against_autograd
 
     data.studies["backprop"] = {
         act: max(d["abs"] for d in check_against_autograd(activation=act).values())
