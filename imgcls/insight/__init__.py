@@ -11,9 +11,9 @@ One module per question:
 - ``training`` / ``sweep``: in-process Lightning training, accuracy against training-set size;
 - ``backprop``: lecture 002's backpropagation equations with explicit matrices, against autograd;
 - ``toy``: lecture 002's two-rings problem and its decision boundary as training goes on;
-- ``report`` (with ``report_studies``): the lectures' experiments, reproduced, as one markdown
-  report; ``methods``: what produced each of its rows, read from the checkpoint and its config;
-  ``claims``: a verdict on every testable claim of the lectures, from the report's numbers;
+- ``report`` (a package: catalogue, results, claims, studies, running, render): the lectures'
+  experiments, reproduced, as one markdown report, with a verdict on every testable claim;
+  ``methods``: what produced each of its rows, read from the checkpoint and its config;
 - ``lectures``: the numbers the lectures report, to put beside ours.
 
 Submodules are imported on demand (``imgcls summary`` needs neither matplotlib nor Lightning).

@@ -40,7 +40,7 @@ def load_test_set(
     if data_dir is not None and not Path(data_dir).is_dir():
         raise InsightError(
             f"{data_dir}: data directory not found "
-            f"(fetch the data with `imgcls data fetch --root {data_dir}`)"
+            f"(fetch the data with `imgcls data fetch --dataset {dataset} --data_dir {data_dir}`)"
         )
     if limit is not None and limit < 1:
         raise InsightError(f"the test-image limit must be >= 1, got {limit}")
