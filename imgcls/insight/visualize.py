@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from imgcls.deploy.images import decode_image
+from imgcls.errors import ImgclsError
 from imgcls.insight import InsightError
 from imgcls.insight.artifacts import save_figure
 from imgcls.insight.figures import (
@@ -145,10 +147,14 @@ def model_figures(
 
 
 def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
-    """A greyscale (H, W) uint8 tensor from an image file.
+    """A greyscale (H, W) uint8 tensor from an image file, at the image's own size.
+
+    Decoded by the deployment's decoder (``decode_image``), so the kernels see what
+    ``imgcls infer`` would: its pixel limit, transparency composited, colour to luma. Asked
+    for the image's own size, it neither frames nor resizes it.
 
     Raises:
-        InsightError: a missing or unreadable file (the message names it).
+        InsightError: a missing, unreadable or too large file (the message names it).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -156,12 +162,14 @@ def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
     if not p.is_file():
         raise InsightError(f"{p}: image file not found")
     try:
-        with Image.open(p) as im:
-            import numpy as np
-
-            return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.uint8).copy())
-    except (UnidentifiedImageError, OSError) as e:
+        with Image.open(p) as im:  # reads the header only: the size to ask the decoder for
+            width, height = im.size
+        pixels = decode_image(p, channels=1, size=(height, width), preprocess="none")
+    except ImgclsError as e:  # the decoder's own errors name the file already
+        raise InsightError(str(e)) from e
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
         raise InsightError(f"{p}: not a readable image file ({e})") from e
+    return torch.from_numpy(pixels[0].copy())  # the decoder may hand back a read-only view
 
 
 def kernels_figures(
