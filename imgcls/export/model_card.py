@@ -27,8 +27,6 @@ __all__ = [
     "model_card",
     "per_class_accuracy",
     "shift_accuracy",
-    "train_images",
-    "training_facts",
 ]
 
 MARKER = "<!-- imgcls model card: written by `imgcls export`; edits are lost on re-export -->"
@@ -108,69 +106,9 @@ def shift_accuracy(
     }
 
 
-# ----------------------------------------------------------------------------- training
-def _call(spec: Any) -> str | None:
-    """``torch.optim.Adam(lr=0.001, ...)`` from a jsonargparse ``class_path`` / ``init_args``
-    entry, the arguments that differ from None only."""
-    if not isinstance(spec, Mapping) or not spec.get("class_path"):
-        return None
-    args = ", ".join(
-        f"{k}={v!r}" for k, v in (spec.get("init_args") or {}).items() if v is not None
-    )
-    return f"{spec['class_path']}({args})"
-
-
-def training_facts(ckpt: Mapping[str, Any], ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What the card says about training, from the checkpoint and its run's config.yaml."""
-    from imgcls.checkpoint import run_config
-
-    config = run_config(Path(ckpt_path))
-    model_cfg = config.get("model") or {}
-    trainer_cfg = config.get("trainer") or {}
-    dm = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    if not dm and isinstance(config.get("data"), Mapping):
-        dm = dict(config["data"].get("init_args") or {})
-    optimizer = model_cfg.get("optimizer")
-    groups = [g for s in ckpt.get("optimizer_states") or [] for g in s.get("param_groups", [])]
-    group = {
-        k: v for k, v in (groups[0] if groups else {}).items() if k != "params" and v is not None
-    }
-    return {
-        "config_yaml": bool(config),
-        "optimizer": _call(optimizer),
-        "optimizer_class": (optimizer or {}).get("class_path")
-        if isinstance(optimizer, Mapping)
-        else None,
-        "param_group": group,  # the optimiser's state at the checkpoint, when no config says it
-        "scheduler": _call(model_cfg.get("scheduler")),
-        "scheduler_interval": (ckpt.get("hyper_parameters") or {}).get("scheduler_interval"),
-        "label_smoothing": (ckpt.get("hyper_parameters") or {}).get("label_smoothing"),
-        "loss": (ckpt.get("hyper_parameters") or {}).get("loss") or "cross_entropy",
-        "max_epochs": trainer_cfg.get("max_epochs"),
-        "precision": trainer_cfg.get("precision"),
-        "seed_everything": config.get("seed_everything"),
-        "epochs_done": int(ckpt["epoch"]) + 1 if ckpt.get("epoch") is not None else None,
-        "global_step": ckpt.get("global_step"),
-        "datamodule": dm,
-    }
-
-
 # ----------------------------------------------------------------------------- the card
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f} %"
-
-
-def train_images(dataset: str, dm: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
-    """(training images, validation images, images in the official training set) of the run."""
-    from imgcls.data.provision import get_spec
-
-    try:
-        total = get_spec(dataset).files[0].count
-    except Exception:  # an unknown data set name: the card says "unknown"
-        return None, None, None
-    val = dm.get("val_size", 0) or 0
-    val = round(val * total) if isinstance(val, float) and val < 1 else int(val)
-    return int(dm.get("train_subset") or total - val), val, total
 
 
 def model_card(
@@ -184,6 +122,7 @@ def model_card(
     """The model card (Markdown) of an export: ``metadata`` and ``parity`` as written to
     metadata.json / parity.json, ``ckpt`` the loaded checkpoint, ``out`` the export folder
     (for the commands), ``n_params`` the net's parameter count."""
+    from imgcls.checkpoint import train_images, training_facts
     from imgcls.runs import net_label
 
     ck = metadata.get("checkpoint") or {}

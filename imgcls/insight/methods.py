@@ -88,8 +88,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     import torch
 
-    from imgcls.checkpoint import run_config
-    from imgcls.export.model_card import train_images, training_facts
+    from imgcls.checkpoint import run_config, train_images, training_facts
 
     path = Path(ckpt_path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
