@@ -7,7 +7,9 @@ import ast
 from pathlib import Path
 
 import imgcls.insight.report as report
+from imgcls.commands.report import OUT, QUICK_OUT
 from imgcls.insight.report.catalogue import EXPERIMENTS
+from imgcls.insight.report.running import default_runs_dir
 
 PACKAGE = Path(report.__file__).parent
 
@@ -56,3 +58,9 @@ def test_modules_import_without_cycles() -> None:
 
     for name in graph:
         visit(name, ())
+
+
+def test_default_folders_are_under_the_working_directory() -> None:
+    """``imgcls report`` writes docs/report and runs/report under the folder it runs in."""
+    for folder in (OUT, QUICK_OUT, default_runs_dir(False), default_runs_dir(True)):
+        assert not Path(folder).is_absolute()
