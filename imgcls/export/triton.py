@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgcls import staging
 from imgcls.errors import ConfigError, ExportError
 
 __all__ = [
@@ -317,29 +316,12 @@ def write_triton_repository(
                 f"{target} holds files that this export did not write ({', '.join(foreign[:5])});"
                 " pass another --triton folder or --triton_name"
             )
-    repo.mkdir(parents=True, exist_ok=True)
-    # Staged beside the target and renamed into place, so that a server polling the
+    # Staged beside the target and swapped into place, so that a server polling the
     # repository never sees a model folder without its config or its weights.
-    staged = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=repo))
-    try:
+    staging.remove_stale(repo)
+    with staging.staged_folder(target) as staged:
         (staged / VERSION).mkdir()
         (staged / VERSION / "model.onnx").write_bytes(model_bytes)
         (staged / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
         (staged / "config.pbtxt").write_text(text)
-        os.chmod(staged, 0o777 & ~_umask())
-        if target.exists():
-            old = repo / f".{name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(staged, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staged, target)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
