@@ -240,7 +240,7 @@ def _check_deployment(
         "-c",
         "import sys; from pathlib import Path; from PIL import Image; "
         "from imgcls.data.provision import default_root, raw_dir; "
-        "from imgcls.deploy.runtime import read_idx; "
+        "from imgcls.deploy.idx import read_idx; "
         "raw = raw_dir(default_root(), 'mnist'); out = Path(sys.argv[1]); out.mkdir(); "
         "x = read_idx(raw / 't10k-images-idx3-ubyte')[:10]; "
         "y = read_idx(raw / 't10k-labels-idx1-ubyte')[:10]; "

@@ -181,7 +181,7 @@ def load_images(n: int) -> list[bytes]:
     from PIL import Image
 
     from imgcls.data.provision import default_root
-    from imgcls.deploy.runtime import read_idx
+    from imgcls.deploy.idx import read_idx
 
     images = read_idx(default_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:n]
     out = []

@@ -6,7 +6,7 @@ says what was wrong and what to do) on stderr and exits with status 2; ``--debug
 keeps its traceback (exit status 1).
 
 This module imports nothing but the standard library, so the torch-free runtime
-(``imgcls.deploy.runtime``, ``imgcls infer``) shares it with the training side.
+(``imgcls.deploy``, ``imgcls infer``) shares it with the training side.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "ExportError",
     "GateError",
     "ImageFileError",
+    "ImageTooLargeError",
     "ImgclsError",
     "InputError",
     "InsightError",
@@ -72,6 +73,10 @@ class InputError(ImgclsError, ValueError):
 
 class ImageFileError(InputError):
     """An input path is missing, not an image, or a damaged IDX file."""
+
+
+class ImageTooLargeError(ImageFileError):
+    """An image has more pixels than may be decoded safely (a limit, or a decompression bomb)."""
 
 
 class ModelLoadError(ImgclsError, RuntimeError):

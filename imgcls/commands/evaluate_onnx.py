@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from imgcls.data.provision import default_root, raw_dir, verify
-    from imgcls.deploy.runtime import ModelLoadError, OnnxClassifier, read_idx
+    from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.deploy.idx import read_idx
+    from imgcls.errors import ModelLoadError
 
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
     dataset = clf.metadata.get("dataset")
@@ -92,8 +94,8 @@ def _as_photos(
     """The first N test images as photos, decoded by the deployment's own decoder."""
     import numpy as np
 
+    from imgcls.deploy.images import decode_image
     from imgcls.deploy.photos import render_photos
-    from imgcls.deploy.runtime import decode_image
     from imgcls.errors import ConfigError
 
     if not 0 < args.as_photos <= len(labels):

@@ -77,7 +77,9 @@ def check_out(out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.deploy.runtime import ImageFileError, OnnxClassifier, load_images
+    from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.deploy.images import load_images
+    from imgcls.errors import ImageFileError
     from imgcls.utils import atomic_write_text
 
     if args.out:

@@ -68,7 +68,7 @@ def add_model(p: argparse.ArgumentParser) -> None:
 
 
 def add_device(p: argparse.ArgumentParser, default: str) -> None:
-    from imgcls.deploy.runtime import DEVICES
+    from imgcls.deploy.classifier import DEVICES
 
     p.add_argument(
         "--device",
@@ -81,7 +81,7 @@ def add_device(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def add_preprocess(p: argparse.ArgumentParser) -> None:
-    from imgcls.deploy.runtime import PREPROCESS
+    from imgcls.deploy.framing import PREPROCESS
 
     p.add_argument(
         "--preprocess",

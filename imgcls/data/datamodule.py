@@ -263,7 +263,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def _load_predict_dir(self) -> None:
         # The runtime's decoder, so that predict sees the same pixels as `imgcls infer`.
-        from imgcls.deploy.runtime import ImageFileError, load_images
+        from imgcls.deploy.images import load_images
+        from imgcls.errors import ImageFileError
 
         assert self.predict_dir is not None
         if not self.predict_dir.is_dir():

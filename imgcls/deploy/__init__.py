@@ -1,7 +1,17 @@
 """The deployment side: everything ``pip install imgcls`` (no extras) runs, without torch.
 
-Reading IDX files, decoding and framing images, the ONNX metadata schema, the onnxruntime
-classifier, the HTTP service and the draw-a-digit page. Nothing here imports torch,
-torchvision, Lightning, torchmetrics or onnx, nor any module of the training side
-(import-linter checks it: ``nox -s lint``).
+Modules, one concern each:
+
+- ``idx``: IDX files (MNIST's format), read with numpy.
+- ``images``: image files, uploads and folders into model-sized uint8 batches.
+- ``framing``: pictures of any size framed the way MNIST / Fashion-MNIST images were.
+- ``metadata``: the ONNX metadata schema an export writes and the classifier reads.
+- ``classifier``: the onnxruntime classifier, its devices and execution providers.
+- ``photos``: MNIST digits re-rendered as photos, to measure a deployment on such pictures.
+- ``serve``: the HTTP service (LitServe, FastAPI) and ``web/``, its draw-a-digit page.
+
+Nothing here imports torch, torchvision, Lightning, torchmetrics or onnx, nor any module of
+the training side (import-linter checks it: ``nox -s lint``; ``tests/deploy/test_torch_free.py``
+imports every module in a fresh interpreter where those cannot be imported). This file imports
+nothing, so that the export side can import the metadata schema without loading onnxruntime.
 """

@@ -9,19 +9,23 @@ that is the dynamic batching.
 Where each step runs, and why:
 
 - The HTTP process reads the body (size limit first), decodes the image with the same code as
-  ``imgcls infer`` (``imgcls.deploy.runtime.decode_image``: the model's framing, the
-  decompression-bomb limit) or checks the JSON pixels (``imgcls.deploy.runtime.to_pixels``),
-  and answers every bad
-  request itself with a 4xx. Only valid pixel arrays are queued, so one bad request can never
-  fail the batch it would have shared with good ones (LitServe fails a whole batch on an
-  error).
+  ``imgcls infer`` (``imgcls.deploy.images.decode_image``: the model's framing, the pixel
+  limit) or checks the JSON pixels (``imgcls.deploy.classifier.to_pixels``), and answers
+  every bad request itself with a 4xx. Only valid pixel arrays are queued, so one bad request
+  can never fail the batch it would have shared with good ones (LitServe fails a whole batch
+  on an error).
 - The worker runs the session on the whole batch and splits the answers.
 
-No torch: this module imports LitServe, FastAPI, onnxruntime, numpy and Pillow only, like
-``imgcls.deploy.runtime`` (``tests/test_serve.py`` checks it in a fresh interpreter).
+Routes: ``build_server`` adds ``POST /predict``, ``POST /features``, ``GET /metadata`` and the
+page at ``GET /`` to the FastAPI app of the ``LitServer`` itself (``app.add_api_route``), so
+that a request body can be an image, a form or JSON; LitServe supplies ``/health`` and
+``/docs``. ``ImageSpec`` holds those endpoint handlers: it is a ``LitSpec`` only because
+LitServe connects a spec to the worker's request and response queues, which the handlers
+use to queue jobs and await their answers. The spec's own hooks pass requests and answers
+through unchanged.
 
-The endpoints are registered through a LitServe spec (``LitSpec``), LitServe's extension point
-for endpoints of one's own, so that the request body can be an image, a form or JSON.
+No torch: this module imports LitServe, FastAPI, onnxruntime, numpy and Pillow only, like the
+rest of ``imgcls.deploy`` (``tests/deploy/test_torch_free.py`` checks it in a fresh interpreter).
 """
 
 from __future__ import annotations
@@ -54,15 +58,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.staticfiles import StaticFiles
 
-from imgcls.deploy.runtime import (
-    MAX_PIXELS,
-    OnnxClassifier,
-    decode_image,
-    framing_for,
-    read_metadata,
-    to_pixels,
+from imgcls.deploy.classifier import OnnxClassifier, read_metadata, to_pixels
+from imgcls.deploy.framing import framing_for
+from imgcls.deploy.images import MAX_PIXELS, decode_image
+from imgcls.errors import (
+    ConfigError,
+    ImageFileError,
+    ImageTooLargeError,
+    InputError,
+    ServeError,
 )
-from imgcls.errors import ConfigError, ImageFileError, InputError, ServeError
 from imgcls.utils import sha256_file
 
 __all__ = [
@@ -283,8 +288,13 @@ def _error(status: int, detail: str) -> HTTPException:
 
 
 class ImageSpec(LitSpec):
-    """``POST /predict`` and ``POST /features``: read and check the request in the HTTP
-    process, queue the pixels, answer JSON."""
+    """The handlers of ``POST /predict`` and ``POST /features`` (``build_server`` adds them to
+    the app): read and check the request in the HTTP process, queue the pixels on the
+    worker's request queue, await the answer, answer JSON.
+
+    A ``LitSpec`` only so that LitServe connects it to its queues (``setup`` gives it
+    ``request_queue`` and ``response_buffer``); it registers no endpoint through LitServe, and
+    its ``decode_request`` / ``encode_response`` pass things through unchanged."""
 
     def __init__(self, options: ServeOptions, metadata: dict[str, Any], mid: str) -> None:
         super().__init__()
@@ -341,7 +351,7 @@ class ImageSpec(LitSpec):
                 max_pixels=self.options.max_pixels,
             )
         except ImageFileError as e:
-            status = 413 if "pixels, more than" in str(e) or "too many pixels" in str(e) else 400
+            status = 413 if isinstance(e, ImageTooLargeError) else 400
             raise _error(status, str(e)) from None
         return image[None].astype(np.float32) / np.float32(255.0)
 
@@ -516,7 +526,9 @@ def build_server(
     api_factory: Callable[[ServeOptions, LitSpec], ls.LitAPI] = ClassifierAPI,
     provider: str = "CPUExecutionProvider",
 ) -> ls.LitServer:
-    """The LitServer with our endpoints, the page and the metadata route (not started)."""
+    """The LitServer, not started: ``/predict``, ``/features``, ``/metadata``, the page at ``/``
+    (in place of LitServe's own) and its ``/static`` files added to LitServe's FastAPI app,
+    and a handler that names the routes in a 404 / 405 answer."""
     metadata = read_metadata(options.model)
     mid = model_id(options.model)
     spec = ImageSpec(options, metadata, mid)
@@ -568,7 +580,7 @@ def build_server(
     async def page() -> FileResponse:
         index = WEB_DIR / "index.html"
         if not index.is_file():
-            raise _error(404, "the page is not installed (imgcls/web/index.html is missing)")
+            raise _error(404, "the page is not installed (imgcls/deploy/web/index.html is missing)")
         return FileResponse(index)
 
     app.add_api_route("/metadata", metadata_route, methods=["GET"], summary="The export's metadata")

@@ -1,12 +1,12 @@
 """Export: a checkpoint (``imgcls.checkpoint``) becomes a verified ONNX model for the
-torch-free runtime (``imgcls.deploy.runtime``). ``export_checkpoint`` rebuilds the net from the
+torch-free runtime (``imgcls.deploy.classifier``). ``export_checkpoint`` rebuilds the net from the
 checkpoint alone (``load_classifier``), exports it with the dynamo-based
 ``torch.onnx.export`` (opset pinned, batch axis dynamic) and lets it land only if it passes
 the gate:
 
 1. ``onnx.checker.check_model(full_check=True)``;
 2. parity with the PyTorch model over the official test set (all 10,000 images unless a
-   subset is asked for), run through the serving runtime (``imgcls.deploy.runtime``, onnxruntime
+   subset is asked for), run through the serving runtime (``imgcls.deploy.classifier``, onnxruntime
    on the CPU): largest |Δlogit| <= 1e-4 and top-1 agreement 100 %;
 3. with ``fp16=True``, ``model.fp16.onnx`` (float16 weights, float32 inputs and outputs)
    must agree on the top-1 class with the fp32 model on >= 99.9 % of those images;
@@ -62,7 +62,7 @@ from torch import nn
 import imgcls
 from imgcls.checkpoint import load_checkpoint, load_classifier
 from imgcls.deploy import metadata as schema
-from imgcls.deploy.runtime import OnnxClassifier
+from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.export.model_card import (
     SHIFT_IMAGES,

@@ -7,7 +7,8 @@ translation invariant. Here each distance d is tried in all 8 compass directions
 giving the mean and the worst direction per distance.
 
 Models are anything with ``predict(images_uint8 (B, C, H, W)) -> labels (B,)``: a checkpoint
-(``TorchPredictor``) or an exported ONNX model (``OnnxPredictor``, via ``imgcls.deploy.runtime``).
+(``TorchPredictor``) or an exported ONNX model (``OnnxPredictor``, via
+``imgcls.deploy.classifier``).
 The shifts run batched on tensors with the same ``translate`` the training augmentation uses.
 """
 
@@ -126,13 +127,13 @@ class TorchPredictor:
 
 
 class OnnxPredictor:
-    """An exported ONNX model run by ``imgcls.deploy.runtime.OnnxClassifier``."""
+    """An exported ONNX model run by ``imgcls.deploy.classifier.OnnxClassifier``."""
 
     def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
         path = Path(path)
         if not path.is_file():
             raise InsightError(f"{path}: ONNX model not found")
-        from imgcls.deploy.runtime import OnnxClassifier
+        from imgcls.deploy.classifier import OnnxClassifier
         from imgcls.errors import ModelLoadError
 
         try:

@@ -31,7 +31,9 @@ import imgcls.data.provision as prov
 from imgcls.__main__ import main
 from imgcls.data import MNISTDataModule
 from imgcls.data.provision import DataError, fetch, raw_dir, verify
-from imgcls.deploy.runtime import ImageFileError, ModelLoadError, OnnxClassifier, load_images
+from imgcls.deploy.classifier import OnnxClassifier
+from imgcls.deploy.images import load_images
+from imgcls.errors import ImageFileError, ModelLoadError
 from tests.helpers import CONFIGS_DIR, FAST, write_idx_labels
 
 ROOT_USER = os.geteuid() == 0

@@ -35,7 +35,8 @@ from PIL import Image
 
 from imgcls.__main__ import TRAINING_MODULES
 from imgcls.data.provision import raw_dir
-from imgcls.deploy.runtime import OnnxClassifier, read_idx
+from imgcls.deploy.classifier import OnnxClassifier
+from imgcls.deploy.idx import read_idx
 from imgcls.export.pipeline import export_checkpoint
 from tests.helpers import ROOT
 from tests.helpers.serving import running_server

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from imgcls.deploy.runtime import read_idx
+from imgcls.deploy.idx import read_idx
 from tests.helpers import ROOT
 from tests.helpers.serving import running_server
 

@@ -1,4 +1,5 @@
-"""Tests of the serving runtime (``imgcls.deploy.runtime``) and ``imgcls infer``.
+"""Tests of the serving runtime (``imgcls.deploy``: idx, images, framing, classifier) and
+``imgcls infer``.
 
 The runtime must work without torch: checked by importing it in a fresh interpreter, and by
 running ``imgcls infer`` in a subprocess where ``import torch`` fails. Predictions are checked
@@ -25,22 +26,17 @@ import pytest
 import torch
 from PIL import Image
 
-import imgcls.deploy.runtime as rt
+import imgcls.deploy.classifier as classifier
 from imgcls.__main__ import main
 from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
+from imgcls.deploy.classifier import OnnxClassifier, cuda_device_count, read_metadata
+from imgcls.deploy.framing import frame_like_fashion, frame_like_mnist, framing_for
+from imgcls.deploy.idx import read_idx
+from imgcls.deploy.images import decode_image, load_images
 from imgcls.deploy.photos import render_photos
-from imgcls.deploy.runtime import (
-    ImageFileError,
-    InputError,
-    ModelLoadError,
-    OnnxClassifier,
-    ProviderError,
-    cuda_device_count,
-    load_images,
-    read_idx,
-)
+from imgcls.errors import ConfigError, ImageFileError, InputError, ModelLoadError, ProviderError
 from imgcls.export.pipeline import export_checkpoint
 from tests.helpers import ROOT, write_idx_images, write_idx_labels
 
@@ -84,7 +80,7 @@ def clf(model_path: Path) -> OnnxClassifier:
 # ----------------------------------------------------------------------------- no torch
 def test_runtime_imports_without_torch() -> None:
     code = (
-        "import sys, imgcls.deploy.runtime, imgcls.commands.infer; "
+        "import sys, imgcls.deploy.classifier, imgcls.deploy.images, imgcls.commands.infer; "
         "bad = [m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -199,7 +195,7 @@ def test_onnx_without_imgcls_metadata_is_refused(model_path: Path, tmp_path: Pat
     with pytest.raises(ModelLoadError, match="bare.onnx: not an imgcls export"):
         OnnxClassifier(bare, device="cpu")
     onnx.helper.set_model_props(
-        model, {k: json.dumps(v) for k, v in rt.read_metadata(model_path).items()}
+        model, {k: json.dumps(v) for k, v in read_metadata(model_path).items()}
     )
     model.metadata_props[
         [p.key for p in model.metadata_props].index("normalization")
@@ -230,7 +226,7 @@ def test_gpu_device_without_gpu_is_an_error_not_a_cpu_fallback(
     calls: list[int] = []
     if hasattr(ort, "preload_dlls"):  # CUDA 13 / cuDNN 9 must be loaded before the session is made
         monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: calls.append(1))
-    with pytest.raises(ProviderError, match=f"{rt._EP[device]} could not"):
+    with pytest.raises(ProviderError, match=f"{classifier._EP[device]} could not"):
         OnnxClassifier(model_path, device=device)
     assert calls == ([1] if hasattr(ort, "preload_dlls") else [])
 
@@ -247,7 +243,7 @@ def test_provider_missing_from_the_build(model_path: Path, monkeypatch: pytest.M
 
 @real_data
 def test_tensorrt_profile_covers_the_batch_axis(model_path: Path) -> None:
-    providers = rt._provider_list("tensorrt", None, "pixels", (1, 28, 28))
+    providers = classifier._provider_list("tensorrt", None, "pixels", (1, 28, 28))
     assert [p[0] if isinstance(p, tuple) else p for p in providers] == [
         "TensorrtExecutionProvider",
         "CUDAExecutionProvider",
@@ -474,7 +470,7 @@ def test_framing_puts_the_ink_where_mnist_has_it() -> None:
     """A light square drawn anywhere: framed to fit 20x20, its centre of mass at the centre."""
     canvas = np.full((300, 200), 230, np.uint8)  # light paper
     canvas[40:160, 120:180] = 20  # dark ink: 120 tall, 60 wide, off centre
-    out = rt.frame_like_mnist(canvas)
+    out = frame_like_mnist(canvas)
     assert out.shape == (28, 28) and out.dtype == np.uint8
     rows, cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
     assert rows[-1] - rows[0] + 1 in (20, 21) and cols[-1] - cols[0] + 1 in (10, 11, 12)
@@ -483,14 +479,14 @@ def test_framing_puts_the_ink_where_mnist_has_it() -> None:
     cx = (mass.sum(0) * np.arange(28)).sum() / mass.sum()
     assert abs(cy - 13.5) <= 0.75 and abs(cx - 13.5) <= 0.75
     assert out.max() == 255 and out[0].max() == 0  # inverted: white ink on black
-    assert not rt.frame_like_mnist(np.full((50, 50), 200, np.uint8)).any()  # blank paper
+    assert not frame_like_mnist(np.full((50, 50), 200, np.uint8)).any()  # blank paper
 
 
 def test_preprocess_option_is_checked() -> None:
-    with pytest.raises(rt.ConfigError, match="preprocess must be one of"):
-        rt.framing_for("squash", "mnist")
-    assert rt.framing_for("auto", "fashion_mnist") == "fashion_mnist"
-    assert rt.framing_for("auto", "mnist") == "mnist"
+    with pytest.raises(ConfigError, match="preprocess must be one of"):
+        framing_for("squash", "mnist")
+    assert framing_for("auto", "fashion_mnist") == "fashion_mnist"
+    assert framing_for("auto", "mnist") == "mnist"
 
 
 @real_data
@@ -506,14 +502,14 @@ def test_model_sized_images_are_unchanged_and_photos_are_framed(
         buf = io.BytesIO()
         Image.fromarray(im).save(buf, "PNG")
         pngs.append(buf.getvalue())
-    auto = np.stack([rt.decode_image(b, preprocess="auto", dataset="mnist") for b in pngs])
+    auto = np.stack([decode_image(b, preprocess="auto", dataset="mnist") for b in pngs])
     np.testing.assert_array_equal(auto, images[:1000])
 
     photos = [b for _, b in render_photos(images[:300, 0], seed=0)]
-    framed = np.stack([rt.decode_image(p, preprocess="auto", dataset="mnist") for p in photos])
+    framed = np.stack([decode_image(p, preprocess="auto", dataset="mnist") for p in photos])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "resized": what none does
-        squashed = np.stack([rt.decode_image(p, preprocess="none") for p in photos])
+        squashed = np.stack([decode_image(p, preprocess="none") for p in photos])
     y = labels[:300]
     acc_framed = float((clf.predict(framed)[0] == y).mean())
     acc_squashed = float((clf.predict(squashed)[0] == y).mean())
@@ -579,15 +575,15 @@ def test_fashion_framing_trims_scales_centres_and_negates() -> None:
     edge scaled to 28, centred, negated to light-on-black (Xiao et al.'s procedure)."""
     photo = np.full((400, 300), 245, np.uint8)  # white backdrop
     photo[100:300, 120:220] = 60  # a dark item, 200 tall and 100 wide, off centre
-    out = rt.frame_like_fashion(photo)
+    out = frame_like_fashion(photo)
     assert out.shape == (28, 28) and out.dtype == np.uint8
     rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
     assert rows[0] == 0 and rows[-1] == 27  # the longest edge fills the frame
     assert 12 <= cols[-1] - cols[0] + 1 <= 16  # aspect kept: about 14 wide
     assert abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1.0  # centred
     assert out[14, 14] > 150 and out[14, 0] == 0  # the item light, the backdrop black
-    assert rt.framing_for("auto", "fashion_mnist") == "fashion_mnist"
-    decoded = rt.decode_image(_png_bytes(photo), preprocess="auto", dataset="fashion_mnist")
+    assert framing_for("auto", "fashion_mnist") == "fashion_mnist"
+    decoded = decode_image(_png_bytes(photo), preprocess="auto", dataset="fashion_mnist")
     np.testing.assert_array_equal(decoded[0], out)
 
 

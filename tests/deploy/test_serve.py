@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgcls.deploy.runtime import OnnxClassifier, decode_image, read_idx
+from imgcls.deploy.classifier import OnnxClassifier
+from imgcls.deploy.idx import read_idx
+from imgcls.deploy.images import decode_image
 from imgcls.export.pipeline import export_checkpoint
 from imgcls.utils import sha256_file
 from tests.helpers import run_imgcls
@@ -377,7 +379,7 @@ def test_port_in_use_is_a_clear_error(model: Path, tmp_path: Path) -> None:
 def test_cuda_serving(
     model: Path, tmp_path: Path, test_images: tuple[np.ndarray, np.ndarray], expected: np.ndarray
 ) -> None:
-    from imgcls.deploy.runtime import cuda_device_count
+    from imgcls.deploy.classifier import cuda_device_count
 
     if cuda_device_count() == 0:
         pytest.skip("no CUDA GPU")
@@ -395,7 +397,7 @@ def test_cuda_serving(
 
 
 def test_cuda_without_gpu_is_an_error(model: Path, tmp_path: Path) -> None:
-    from imgcls.deploy.runtime import cuda_device_count
+    from imgcls.deploy.classifier import cuda_device_count
 
     if cuda_device_count() > 0:
         pytest.skip("a GPU is here: the CUDA provider loads")

@@ -24,7 +24,7 @@ from imgcls.__main__ import main
 from imgcls.checkpoint import CheckpointError, load_checkpoint, load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
-from imgcls.deploy.runtime import OnnxClassifier, read_metadata
+from imgcls.deploy.classifier import OnnxClassifier, read_metadata
 from imgcls.export.pipeline import (
     ExportError,
     GateError,

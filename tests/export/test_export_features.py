@@ -24,7 +24,7 @@ from imgcls.__main__ import main
 from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
-from imgcls.deploy.runtime import OnnxClassifier, read_metadata
+from imgcls.deploy.classifier import OnnxClassifier, read_metadata
 from imgcls.export.pipeline import GateError, export_checkpoint, feature_outputs, to_features_onnx
 from imgcls.insight.probe import feature_maps, feature_taps
 from imgcls.models import create_model

@@ -23,7 +23,7 @@ import imgcls.export.int8 as quantize_mod
 import imgcls.export.pipeline as export_mod
 from imgcls.checkpoint import load_checkpoint
 from imgcls.data import get_datamodule
-from imgcls.deploy.runtime import OnnxClassifier, read_metadata
+from imgcls.deploy.classifier import OnnxClassifier, read_metadata
 from imgcls.export.pipeline import INT8_FILE, GateError, export_checkpoint
 from tests.helpers import run_imgcls
 

@@ -263,7 +263,7 @@ def test_onnx_models_go_through_imgcls_runtime(
 
     monkeypatch.setitem(
         sys.modules,
-        "imgcls.deploy.runtime",
+        "imgcls.deploy.classifier",
         types.SimpleNamespace(OnnxClassifier=FakeOnnxClassifier),
     )
     model = tmp_path / "model.onnx"
@@ -328,9 +328,9 @@ def test_evaluate_shift_command(trained_ckpt: Path, real_data_root: Path, tmp_pa
 def test_onnx_export_gives_the_same_shift_accuracy(
     trained_ckpt: Path, real_data_root: Path, tmp_path: Path
 ) -> None:
-    """``imgcls.deploy.runtime`` on a real export: the same numbers as the checkpoint."""
+    """``imgcls.deploy.classifier`` on a real export: the same numbers as the checkpoint."""
     export = pytest.importorskip("imgcls.export.pipeline")
-    pytest.importorskip("imgcls.deploy.runtime")
+    pytest.importorskip("imgcls.deploy.classifier")
     from imgcls.insight.testset import load_test_set
 
     result = export.export_checkpoint(

@@ -105,7 +105,7 @@ def test_every_user_error_class_shares_the_base() -> None:
     assert all(issubclass(c, ImgclsError) for c in classes)
     from imgcls.checkpoint import CheckpointError
     from imgcls.data.provision import DataError
-    from imgcls.deploy.runtime import ImageFileError, InputError, ModelLoadError, ProviderError
+    from imgcls.errors import ImageFileError, InputError, ModelLoadError, ProviderError
     from imgcls.export.pipeline import ExportError, GateError
     from imgcls.insight import InsightError
     from imgcls.insight.probe import NoConvLayersError
