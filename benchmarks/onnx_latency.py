@@ -5,7 +5,7 @@
     python benchmarks/onnx_latency.py --ckpt runs/mnist-lenet5/version_0/checkpoints/best.ckpt
 
 Both sides compute the same thing, the exported graph: float pixels in [0, 1] -> normalise ->
-net -> (logits, probabilities) (``imgcls.export.PixelClassifier``); torch runs it eagerly
+net -> (logits, probabilities) (``imgcls.export.graph.PixelClassifier``); torch runs it eagerly
 under ``inference_mode``, onnxruntime runs the ONNX file that ``imgcls export`` would write
 (same exporter, same opset). Weights are random unless ``--ckpt`` is given: latency does not
 depend on them.
@@ -50,7 +50,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from imgcls.export.pipeline import OPSET, PixelClassifier, to_onnx
+from imgcls.export.graph import OPSET, PixelClassifier, to_onnx
 from imgcls.models import create_model, list_models
 
 BATCHES = (1, 64, 1024)

@@ -16,7 +16,7 @@ from imgcls.commands.options import (
     check_writable_folder,
     checkpoint_from,
 )
-from imgcls.export.pipeline import EXPORT_ROOT, OPSET
+from imgcls.export import EXPORT_ROOT, OPSET
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,7 +110,7 @@ def add_triton_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.export.pipeline import export_checkpoint
+    from imgcls.export import export_checkpoint
 
     # The model is staged beside --out (default export/<run>): a folder we cannot write is
     # found now, not after the parity run over the whole test set.

@@ -17,6 +17,9 @@
 * the graph is first run through ``quant_pre_process`` (symbolic + ONNX shape inference and
   onnxruntime's basic optimisations), which onnxruntime recommends so that every tensor has
   a shape and fusable patterns (e.g. Conv + BatchNorm) are folded before scales are chosen.
+* the gate (``int8_model``): the int8 model must agree on the top-1 class with the fp32
+  ``model.onnx`` on >= 99.5 % of the parity (test) images and have its test accuracy within
+  0.2 points of model.onnx's (``imgcls.export.gates``).
 * Softmax stays float: ``probabilities`` must sum to 1 and a uint8 softmax output is coarse
   (1/255 steps); the graph's inputs and outputs stay float32.
 """
@@ -24,21 +27,27 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import torch
+
+from imgcls.export import gates
+from imgcls.export.graph import set_metadata
 
 __all__ = [
     "CALIBRATION_METHOD",
+    "INT8_FILE",
     "ImageCalibrationReader",
     "calibration_set",
+    "int8_model",
     "quantize_static_qdq",
-    "quantized_op_counts",
 ]
 
+INT8_FILE = "model.int8.onnx"
 CALIBRATION_METHOD = "MinMax"
 CALIBRATION_BATCH = 100  # images per calibration run; the calibrator stacks their ranges
 DEFAULT_VAL_SIZE, DEFAULT_SEED = 5000, 42  # ImageDataModule's defaults
@@ -201,9 +210,81 @@ def quantize_static_qdq(
     return out
 
 
-def quantized_op_counts(proto: onnx.ModelProto) -> dict[str, int]:
-    """How many nodes of each op type the graph has (for reports and tests)."""
-    counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+def int8_model(
+    ckpt: dict[str, Any],
+    dataset: str,
+    model_bytes: bytes,
+    metadata: dict[str, Any],
+    images: torch.Tensor,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    n_calibration: int,
+    data_dir: str | None,
+    batch_size: int,
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[bytes, dict[str, Any]]:
+    """``model.int8.onnx`` through its gate, and its parity figures.
+
+    ``logits`` are model.onnx's on the parity ``images`` (the test images): the int8 model
+    is compared with them, so the gate needs no second fp32 pass. Calibration images come
+    from ``calibration_set`` (the validation split), never from ``images``.
+    """
+    from imgcls.deploy.classifier import OnnxClassifier
+
+    calib, info = calibration_set(ckpt, dataset, n_calibration, data_dir)
+    log(
+        f"quantizing to int8 (static QDQ, per-channel; {CALIBRATION_METHOD} "
+        f"calibration on {info['images']} {info['split']} images)"
+    )
+    proto = quantize_static_qdq(
+        model_bytes, calib.astype(np.float32) / np.float32(255.0), per_channel=True
+    )
+    calibration = {"method": CALIBRATION_METHOD, **info}
+    quantization = {
+        "format": "QDQ",
+        "per_channel": True,
+        "weights": "int8 (symmetric)",
+        "activations": "uint8",
+        "calibration": calibration,
+    }
+    set_metadata(proto, {**metadata, "precision": "int8", "quantization": quantization})
+    gates.check_graph(proto, out, "int8")
+
+    got = OnnxClassifier(proto.SerializeToString(), device="cpu", batch_size=batch_size).logits(
+        images.numpy()
+    )
+    parity = gates.compare_logits(
+        got, logits, min_agreement=gates.MIN_INT8_AGREEMENT, against="fp32"
+    )
+    correct, correct32 = (
+        int((got.argmax(1) == labels).sum()),
+        int((logits.argmax(1) == labels).sum()),
+    )
+    acc, acc32 = correct / len(labels), correct32 / len(labels)
+    figures = {
+        "n_images": len(labels),
+        "top1_agreement_with_fp32": parity.top1_agreement,
+        "disagreements": parity.disagreements,
+        "onnx_accuracy": acc,
+        "fp32_onnx_accuracy": acc32,
+        "accuracy_diff_vs_fp32": acc - acc32,
+        "max_abs_logit_diff_vs_fp32": parity.max_abs_diff,
+        "thresholds": {
+            "min_top1_agreement_with_fp32": gates.MIN_INT8_AGREEMENT,
+            "max_abs_accuracy_diff_vs_fp32": gates.MAX_INT8_ACCURACY_DIFF,
+        },
+        "quantization": quantization,
+    }
+    failures = list(parity.failures)
+    if not gates.accuracy_gap_allowed(correct, correct32, len(labels)):
+        failures.append(
+            f"test accuracy {acc:.2%} vs fp32 {acc32:.2%}: differs by more than "
+            f"{100 * gates.MAX_INT8_ACCURACY_DIFF:.1f} points"
+        )
+    gates.gate("int8 parity", failures, out)
+    set_metadata(
+        proto,
+        {**metadata, "precision": "int8", "quantization": quantization, "test_accuracy": acc},
+    )
+    return proto.SerializeToString(), figures

@@ -25,13 +25,9 @@ from imgcls.checkpoint import CheckpointError, load_checkpoint, load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
 from imgcls.deploy.classifier import OnnxClassifier, read_metadata
-from imgcls.export.pipeline import (
-    ExportError,
-    GateError,
-    default_export_dir,
-    export_checkpoint,
-    to_onnx,
-)
+from imgcls.errors import ExportError, GateError
+from imgcls.export import default_export_dir, export_checkpoint
+from imgcls.export.graph import to_onnx
 from imgcls.models import create_model, list_models
 from imgcls.module import ImageClassifier
 from tests.helpers import run_imgcls

@@ -19,15 +19,19 @@ import pytest
 import torch
 from torch import nn
 
-import imgcls.export.pipeline as export_mod
+import imgcls.export.features as features_mod
 from imgcls.__main__ import main
 from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
 from imgcls.deploy.classifier import OnnxClassifier, read_metadata
-from imgcls.export.pipeline import GateError, export_checkpoint, feature_outputs, to_features_onnx
-from imgcls.insight.probe import feature_maps, feature_taps
+from imgcls.errors import GateError
+from imgcls.export import export_checkpoint
+from imgcls.export.features import feature_outputs
+from imgcls.export.graph import set_metadata, to_features_onnx
+from imgcls.insight.probe import feature_maps
 from imgcls.models import create_model
+from imgcls.models.taps import feature_taps
 from tests.helpers.training import make_checkpoint
 
 real_data = pytest.mark.real_data
@@ -190,7 +194,7 @@ def test_model_onnx_is_unchanged_by_the_option(exports: dict[str, Path]) -> None
     assert meta_with.pop("created_at") and meta_without.pop("created_at")
     assert meta_with == meta_without
     # byte for byte, once the export time is the same
-    export_mod.set_metadata(without, {**props(exports["with"] / "model.onnx")})
+    set_metadata(without, {**props(exports["with"] / "model.onnx")})
     assert without.SerializeToString() == (exports["with"] / "model.onnx").read_bytes()
 
     assert sorted(p.name for p in exports["without"].iterdir()) == [
@@ -306,7 +310,7 @@ def test_failed_features_gate_writes_nothing(
     trained_ckpt: Path, real_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "run"
-    real = export_mod.to_features_onnx
+    real = features_mod.to_features_onnx
 
     def other_net(net: nn.Module, *args: object, **kwargs: object) -> onnx.ModelProto:
         torch.manual_seed(0)
@@ -314,7 +318,7 @@ def test_failed_features_gate_writes_nothing(
         taps = [m for _, _, m, _ in feature_outputs(untrained, (1, 28, 28))]
         return real(untrained, args[0], args[1], args[2], taps)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(export_mod, "to_features_onnx", other_net)
+    monkeypatch.setattr(features_mod, "to_features_onnx", other_net)
     with pytest.raises(GateError, match="features parity gate failed: max \\|Δlogit\\| vs model"):
         export_checkpoint(
             trained_ckpt, out, data_dir=real_data_root, parity_subset=100, log=lambda _: None

@@ -19,12 +19,14 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+import imgcls.export.gates as gates
 import imgcls.export.int8 as quantize_mod
-import imgcls.export.pipeline as export_mod
 from imgcls.checkpoint import load_checkpoint
 from imgcls.data import get_datamodule
 from imgcls.deploy.classifier import OnnxClassifier, read_metadata
-from imgcls.export.pipeline import INT8_FILE, GateError, export_checkpoint
+from imgcls.errors import GateError
+from imgcls.export import export_checkpoint
+from imgcls.export.int8 import INT8_FILE
 from tests.helpers import run_imgcls
 
 pytestmark = pytest.mark.real_data
@@ -212,7 +214,7 @@ def test_failed_int8_gate_writes_nothing_and_keeps_previous_export(
         trained_ckpt, out, features=False, data_dir=real_data_root, parity_subset=300, log=quiet
     )
     before = snapshot(out)
-    monkeypatch.setattr(export_mod, "MIN_INT8_AGREEMENT", 1.01)  # impossible
+    monkeypatch.setattr(gates, "MIN_INT8_AGREEMENT", 1.01)  # impossible
     with pytest.raises(GateError, match="int8 parity gate failed: top-1 agreement with fp32"):
         export_checkpoint(
             trained_ckpt,
@@ -228,7 +230,7 @@ def test_failed_int8_gate_writes_nothing_and_keeps_previous_export(
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staged folder left behind
 
     monkeypatch.undo()
-    monkeypatch.setattr(export_mod, "MAX_INT8_ACCURACY_DIFF", -1.0)  # impossible
+    monkeypatch.setattr(gates, "MAX_INT8_ACCURACY_DIFF", -1.0)  # impossible
     with pytest.raises(GateError, match="int8 parity gate failed: test accuracy"):
         export_checkpoint(
             trained_ckpt,
@@ -292,8 +294,8 @@ def test_export_command_int8(trained_ckpt: Path, real_data_root: Path, tmp_path:
 
 def test_accuracy_gap_of_exactly_the_limit_passes() -> None:
     # 0.2 points of 2,000 images is 4 images: 4 passes, 5 does not, in either direction.
-    assert export_mod.accuracy_gap_allowed(1865, 1869, 2000)
-    assert export_mod.accuracy_gap_allowed(1873, 1869, 2000)
-    assert not export_mod.accuracy_gap_allowed(1864, 1869, 2000)
-    assert not export_mod.accuracy_gap_allowed(1874, 1869, 2000)
-    assert export_mod.accuracy_gap_allowed(500, 500, 500)
+    assert gates.accuracy_gap_allowed(1865, 1869, 2000)
+    assert gates.accuracy_gap_allowed(1873, 1869, 2000)
+    assert not gates.accuracy_gap_allowed(1864, 1869, 2000)
+    assert not gates.accuracy_gap_allowed(1874, 1869, 2000)
+    assert gates.accuracy_gap_allowed(500, 500, 500)

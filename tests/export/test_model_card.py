@@ -18,8 +18,8 @@ import yaml
 
 from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
+from imgcls.export import export_checkpoint
 from imgcls.export.model_card import MARKER
-from imgcls.export.pipeline import export_checkpoint
 from imgcls.insight.shift import OnnxPredictor, evaluate_shift
 
 real_data = pytest.mark.real_data

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 import imgcls.data
-import imgcls.export.pipeline as export_mod
 import imgcls.insight.testset
+import imgcls.staging as staging
 from imgcls.__main__ import main
 from imgcls.errors import ConfigError
-from imgcls.export.pipeline import STALE_AFTER_S, export_checkpoint
+from imgcls.export import export_checkpoint
+from imgcls.staging import STALE_AFTER_S
 from tests.helpers.training import make_checkpoint
 
 
@@ -188,7 +189,7 @@ def test_full_disk_keeps_the_previous_export(
     before = snapshot(out)
     capsys.readouterr()
 
-    real_write = export_mod._write_durable
+    real_write = staging.write_durable
     calls: list[str] = []
 
     def write(path: Path, data: bytes) -> None:
@@ -199,7 +200,7 @@ def test_full_disk_keeps_the_previous_export(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(export_mod, "_write_durable", write)
+    monkeypatch.setattr(staging, "write_durable", write)
     assert main(export_args(ckpt, out, tiny_data)) == 2
     err = one_error_line(capsys)
     assert "is full" in err and f"the previous export in {out} is untouched" in err
@@ -219,7 +220,7 @@ def test_full_disk_on_a_first_export_creates_nothing(
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(export_mod, "_write_durable", full)
+    monkeypatch.setattr(staging, "write_durable", full)
     out = tmp_path / "export" / "run"
     assert main(export_args(ckpt, out, tiny_data)) == 2
     assert f"{out} was not created" in one_error_line(capsys)
@@ -265,13 +266,13 @@ def test_staged_folders_of_killed_exports_are_removed(
         staged_folder(parent, "run.1.abcdefgh.tmp", STALE_AFTER_S + 60),  # no leading dot
     ]
     staged_names: list[str] = []
-    real_swap = export_mod._swap_into_place
+    real_swap = staging.swap_into_place
 
     def swap(staged: Path, out: Path) -> None:
         staged_names.append(staged.name)
         real_swap(staged, out)
 
-    monkeypatch.setattr(export_mod, "_swap_into_place", swap)
+    monkeypatch.setattr(staging, "swap_into_place", swap)
     export_checkpoint(ckpt, parent / "run", data_dir=tiny_data, parity_subset=50, log=quiet)
 
     assert not any(p.exists() for p in stale)
@@ -280,7 +281,7 @@ def test_staged_folders_of_killed_exports_are_removed(
     # The new staged folder carried this process's pid, so a kill would be cleaned up too.
     assert len(staged_names) == 1
     assert re.fullmatch(rf"\.run\.{os.getpid()}\.[a-z0-9_]{{8}}\.tmp", staged_names[0])
-    assert export_mod._STAGED.match(staged_names[0])["pid"] == str(os.getpid())  # type: ignore[index]
+    assert staging.STAGED.match(staged_names[0])["pid"] == str(os.getpid())  # type: ignore[index]
 
 
 def test_killed_export_is_cleaned_up_by_the_next(
@@ -290,13 +291,14 @@ def test_killed_export_is_cleaned_up_by_the_next(
     parent = tmp_path / "export"
     script = f"""
 import os, signal
-import imgcls.export.pipeline as e
-real = e._write_durable
+import imgcls.staging as s
+from imgcls.export import export_checkpoint
+real = s.write_durable
 def write(path, data):
     real(path, data)
     os.kill(os.getpid(), signal.SIGKILL)  # dies with the staged folder half written
-e._write_durable = write
-e.export_checkpoint({str(ckpt)!r}, {str(parent / "run")!r}, data_dir={str(tiny_data)!r},
+s.write_durable = write
+export_checkpoint({str(ckpt)!r}, {str(parent / "run")!r}, data_dir={str(tiny_data)!r},
                     parity_subset=20, log=lambda m: None)
 """
     proc = subprocess.Popen(
