@@ -49,7 +49,7 @@ from imgcls.loggers import RunCSVLogger, drop_rows_after
 from imgcls.module import ImageClassifier, mismatch
 from imgcls.utils import check_writable_folder
 
-__all__ = ["DEFAULTS", "ImgclsCLI", "cli_main"]
+__all__ = ["DEFAULTS", "ImgclsCLI", "checkpoint_plugins", "cli_main", "progress_bar"]
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -250,6 +250,24 @@ def _user_error_in_chain(e: BaseException) -> ImgclsError | None:
     return None
 
 
+def checkpoint_plugins(plugins: Any = None) -> list[Any]:
+    """A trainer's ``plugins`` (none, one or a list) as a list that saves checkpoints
+    atomically: ``AtomicCheckpointIO`` (temp file, then rename) unless a ``CheckpointIO`` is
+    given. Every trainer of imgcls, ``imgcls fit``'s and insight's, is built with it."""
+    plugins = plugins or []
+    plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def progress_bar() -> TQDMProgressBar:
+    """The progress bar of every trainer of imgcls. Redrawing it every step costs time on
+    small nets and floods logs: every 10 steps on a terminal, every 100 when the output goes
+    to a file."""
+    return TQDMProgressBar(refresh_rate=10 if sys.stdout.isatty() else 100)
+
+
 class ImgclsCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         # Loggers write to the trainer's default_root_dir (filled in below), so that
@@ -383,18 +401,13 @@ class ImgclsCLI(LightningCLI):
         if trainer_cfg.get("enable_checkpointing") is False:
             # The always-on checkpoint callback stands down when checkpointing is switched off.
             cfg["checkpoint"] = Callback()
-        plugins = trainer_cfg.get("plugins") or []
-        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(AtomicCheckpointIO())  # checkpoints: temp file, then rename
+        plugins = checkpoint_plugins(trainer_cfg.get("plugins"))
         given = trainer_cfg.get("callbacks") or []
         given = list(given) if isinstance(given, list | tuple) else [given]
         callbacks = [*given, RunDirectory(), EpochTimer(), RngState(), DataCheck()]
         bar_wanted = trainer_cfg.get("enable_progress_bar", True) is not False
         if bar_wanted and not any(isinstance(c, ProgressBar) for c in given):
-            # Redrawing the bar every step costs time on small nets and floods logs: every 10
-            # steps on a terminal, every 100 when the output goes to a file.
-            callbacks.append(TQDMProgressBar(refresh_rate=10 if sys.stdout.isatty() else 100))
+            callbacks.append(progress_bar())
         try:
             return super().instantiate_trainer(
                 **{"plugins": plugins, "callbacks": callbacks, **kwargs}

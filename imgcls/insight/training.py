@@ -1,11 +1,13 @@
 """Train one ImageClassifier in-process with the Lightning Trainer, for the sweep and the report.
 
-The same ``ImageClassifier`` and data modules as ``imgcls fit``; what differs is only what a
-sweep needs: no validation split unless asked (the lectures train on all 60,000 images and
-report test accuracy), no logger, and the wall time of ``fit`` measured. A ``TrainSpec`` is a
-complete training protocol (optimiser, schedule, batch, split, loss); ``config_of`` writes it
-in ``imgcls fit``'s own config.yaml shape, so a report states what ran from the same file that
-the model card and ``imgcls fit --config`` read.
+The same ``ImageClassifier``, data modules and trainer pieces as ``imgcls fit`` (its
+checkpoint IO and progress bar from ``imgcls.cli``, its epoch timer and data check); what
+differs is only what a sweep needs: no validation split unless asked (the lectures train on
+all 60,000 images and report test accuracy), no logger, no run folder (a sweep keeps none),
+and the wall time of ``fit`` measured. A ``TrainSpec`` is a complete training protocol
+(optimiser, schedule, batch, split, loss); ``config_of`` writes it in ``imgcls fit``'s own
+config.yaml shape, so a report states what ran from the same file that the model card and
+``imgcls fit --config`` read.
 """
 
 from __future__ import annotations
@@ -181,7 +183,10 @@ def train(
     """
     import lightning as L
 
-    from imgcls.checkpoint import AtomicCheckpointIO
+    # imgcls fit's own trainer pieces (cli imports jsonargparse and LightningCLI, which
+    # `imgcls summary` does without: imported here, as Lightning is)
+    from imgcls.callbacks import DataCheck, EpochTimer
+    from imgcls.cli import checkpoint_plugins, progress_bar
     from imgcls.data import get_datamodule
     from imgcls.data.provision import get_spec
     from imgcls.module import ImageClassifier
@@ -228,9 +233,8 @@ def train(
         scheduler_interval="epoch",
         **extra,
     )
-    from imgcls.callbacks import EpochTimer
-
     timer, curve = EpochTimer(), _val_curve()
+    callbacks = [timer, curve, DataCheck(), *([progress_bar()] if progress else [])]
     with _quiet_lightning():
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -244,8 +248,8 @@ def train(
             limit_val_batches=1.0 if spec.val_size else 0,
             num_sanity_val_steps=0,
             log_every_n_steps=10,
-            callbacks=[timer, curve],
-            plugins=[AtomicCheckpointIO()],
+            callbacks=callbacks,
+            plugins=checkpoint_plugins(),
             default_root_dir=str(Path(checkpoint).parent) if checkpoint else None,
         )
         with warnings.catch_warnings():
