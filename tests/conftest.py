@@ -90,3 +90,22 @@ def trained_run(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def trained_ckpt(trained_run: Path) -> Path:
     return trained_run / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def exported_lenet(
+    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The trained LeNet-5 exported once for the session (parity on 1,000 test images, with its
+    feature maps): the folder that the runtime, serve, page, deploy and model card tests read.
+
+    Read-only by convention: a test that changes an export, or needs other options, makes its
+    own.
+    """
+    from imgcls.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("exported") / "lenet5"
+    export_checkpoint(
+        trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
+    )
+    return out

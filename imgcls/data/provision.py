@@ -403,7 +403,14 @@ def _from_deb(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def _from_torchvision(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
-    from torchvision import datasets
+    # The last resort, for a machine with internet and the training extra; the deployment
+    # install has no torchvision and moves on to the next reason to give up.
+    try:
+        from torchvision import datasets
+    except ImportError as e:
+        raise _SourceUnavailable(
+            "torchvision is not installed (pip install 'imgcls[train]')"
+        ) from e
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[spec.name]
     with _staging() as tmp:

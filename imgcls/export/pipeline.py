@@ -52,10 +52,8 @@ from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.export import gates
 from imgcls.export.features import FEATURES_FILE, features_model
-from imgcls.export.features import feature_outputs as feature_outputs
 from imgcls.export.gates import reference_logits
 from imgcls.export.graph import OPSET, set_metadata, to_fp16, to_onnx
-from imgcls.export.graph import to_features_onnx as to_features_onnx
 from imgcls.export.int8 import INT8_FILE, int8_model
 from imgcls.export.model_card import (
     SHIFT_IMAGES,

@@ -78,11 +78,8 @@ def test_onnx_latency_quick(tmp_path: Path) -> None:
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_serve_load_quick(trained_ckpt: Path, tmp_path: Path) -> None:
-    from imgcls.export.pipeline import export_checkpoint
-
-    export_checkpoint(trained_ckpt, tmp_path / "export", parity_subset=500)
-    model = str(tmp_path / "export" / "model.onnx")
+def test_serve_load_quick(exported_lenet: Path, tmp_path: Path) -> None:
+    model = str(exported_lenet / "model.onnx")
     # the LeNet-5 export stands in for the ResNet too: the smoke test checks the cells, not speed
     out = _run("serve_load.py", "--quick", "--lenet5", model, "--resnet", model, tmp_path=tmp_path)
     figures = json.loads(out.strip().splitlines()[-1])

@@ -37,7 +37,6 @@ from imgcls.__main__ import TRAINING_MODULES
 from imgcls.data.provision import raw_dir
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.idx import read_idx
-from imgcls.export.pipeline import export_checkpoint
 from tests.helpers import ROOT
 from tests.helpers.serving import running_server
 
@@ -164,14 +163,8 @@ def run_deployed(
 
 
 @pytest.fixture(scope="module")
-def model_path(
-    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("deploy") / "lenet5"
-    export_checkpoint(
-        trained_ckpt, out, data_dir=real_data_root, parity_subset=500, log=lambda _: None
-    )
-    return out / "model.onnx"
+def model_path(exported_lenet: Path) -> Path:
+    return exported_lenet / "model.onnx"
 
 
 @pytest.fixture(scope="module")

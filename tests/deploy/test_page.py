@@ -250,16 +250,8 @@ def focus_by_tab(pg: Any, element_id: str, max_presses: int = 12) -> None:
 
 # ----------------------------------------------------------------------------- real server
 @pytest.fixture(scope="module")
-def lenet_model(
-    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    from imgcls.export.pipeline import export_checkpoint
-
-    out = tmp_path_factory.mktemp("page") / "lenet5"
-    export_checkpoint(
-        trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
-    )
-    return out / "model.onnx"
+def lenet_model(exported_lenet: Path) -> Path:
+    return exported_lenet / "model.onnx"
 
 
 def mnist_scan_png(real_data_root: Path, index: int) -> tuple[bytes, int]:

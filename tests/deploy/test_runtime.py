@@ -37,7 +37,6 @@ from imgcls.deploy.idx import read_idx
 from imgcls.deploy.images import decode_image, load_images
 from imgcls.deploy.photos import render_photos
 from imgcls.errors import ConfigError, ImageFileError, InputError, ModelLoadError, ProviderError
-from imgcls.export.pipeline import export_checkpoint
 from tests.helpers import ROOT, write_idx_images, write_idx_labels
 
 real_data = pytest.mark.real_data
@@ -53,14 +52,8 @@ def test_set(real_data_root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model_path(
-    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("runtime") / "lenet5"
-    export_checkpoint(
-        trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
-    )
-    return out / "model.onnx"
+def model_path(exported_lenet: Path) -> Path:
+    return exported_lenet / "model.onnx"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from PIL import Image
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.idx import read_idx
 from imgcls.deploy.images import decode_image
-from imgcls.export.pipeline import export_checkpoint
 from imgcls.utils import sha256_file
 from tests.helpers import run_imgcls
 from tests.helpers.serving import Server, free_port, running_server, stop, wait_ready
@@ -64,14 +63,8 @@ def test_images(real_data_root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model(
-    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "lenet5"
-    export_checkpoint(
-        trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
-    )
-    return out / "model.onnx"
+def model(exported_lenet: Path) -> Path:
+    return exported_lenet / "model.onnx"
 
 
 @pytest.fixture(scope="module")

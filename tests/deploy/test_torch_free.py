@@ -4,7 +4,9 @@
 onnxscript. Every module under ``imgcls.deploy`` is found with ``pkgutil.walk_packages``, so a
 new file is covered without editing this test, and imported in a fresh interpreter where a
 finder placed first on ``sys.meta_path`` refuses those names: a module that imports one of
-them, even lazily at import time, fails here rather than in a user's deployment.
+them, even lazily at import time, fails here rather than in a user's deployment. The command
+modules of the deployment install (``infer``, ``serve``, ``evaluate-onnx``, ``data``) are
+imported the same way.
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ class Refuse:
 sys.meta_path.insert(0, Refuse())
 import imgcls.deploy
 
+from imgcls.__main__ import COMMANDS, TORCH_FREE_COMMANDS
+
 names = ["imgcls.deploy"] + [
     m.name for m in pkgutil.walk_packages(imgcls.deploy.__path__, "imgcls.deploy.")
 ]
+# the commands of the deployment install, `imgcls data fetch` among them
+names += [COMMANDS[c][0] for c in sorted(TORCH_FREE_COMMANDS | {"data"})]
 failed = {}
 for name in names:
     try:
@@ -58,8 +64,14 @@ def test_every_deploy_module_imports_without_the_training_stack() -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # The walk found the package's modules (not an empty list that would pass vacuously).
-    assert {"imgcls.deploy.classifier", "imgcls.deploy.images", "imgcls.deploy.serve"} <= set(
-        result["modules"]
-    ), result["modules"]
+    assert {
+        "imgcls.deploy.classifier",
+        "imgcls.deploy.images",
+        "imgcls.deploy.serve",
+        "imgcls.commands.infer",
+        "imgcls.commands.serve",
+        "imgcls.commands.evaluate_onnx",
+        "imgcls.commands.data",
+    } <= set(result["modules"]), result["modules"]
     assert result["failed"] == {}, result["failed"]
     assert result["loaded"] == [], result["loaded"]

@@ -23,7 +23,7 @@ from imgcls.export.model_card import MARKER
 from imgcls.insight.shift import OnnxPredictor, evaluate_shift
 
 real_data = pytest.mark.real_data
-N = 300  # parity images
+N = 1000  # parity images: the shared export's (conftest.exported_lenet)
 
 
 def quiet(_: str) -> None:
@@ -31,14 +31,8 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def export_dir(
-    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("card") / "lenet5"
-    export_checkpoint(
-        trained_ckpt, out, data_dir=real_data_root, parity_subset=N, features=False, log=quiet
-    )
-    return out
+def export_dir(exported_lenet: Path) -> Path:
+    return exported_lenet
 
 
 def pct(v: float) -> str:
@@ -101,7 +95,7 @@ def test_re_export_rewrites_the_card(
 ) -> None:
     out = tmp_path / "lenet5"
     export_checkpoint(
-        trained_ckpt, out, data_dir=real_data_root, parity_subset=N, features=False, log=quiet
+        trained_ckpt, out, data_dir=real_data_root, parity_subset=300, features=False, log=quiet
     )
     before = (out / "README.md").read_text()
     # another checkpoint, outside a run folder: no config.yaml tells the optimiser
@@ -110,7 +104,7 @@ def test_re_export_rewrites_the_card(
     other = tmp_path / "other.ckpt"
     torch.save(ckpt, other)
     export_checkpoint(
-        other, out, data_dir=real_data_root, parity_subset=N, features=False, log=quiet
+        other, out, data_dir=real_data_root, parity_subset=300, features=False, log=quiet
     )
     after = (out / "README.md").read_text()
     assert after != before

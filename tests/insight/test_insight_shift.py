@@ -329,7 +329,7 @@ def test_onnx_export_gives_the_same_shift_accuracy(
     trained_ckpt: Path, real_data_root: Path, tmp_path: Path
 ) -> None:
     """``imgcls.deploy.classifier`` on a real export: the same numbers as the checkpoint."""
-    export = pytest.importorskip("imgcls.export.pipeline")
+    export = pytest.importorskip("imgcls.export")
     pytest.importorskip("imgcls.deploy.classifier")
     from imgcls.insight.testset import load_test_set
 

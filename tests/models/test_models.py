@@ -304,7 +304,7 @@ def test_new_variants_export_their_feature_maps_to_onnx(net, args, maps):
     import numpy as np
     import onnxruntime as ort
 
-    from imgcls.export.pipeline import feature_outputs, to_features_onnx
+    from imgcls.export.features import feature_outputs, to_features_onnx
 
     torch.manual_seed(0)
     model = create_model(net, **args).eval()

@@ -105,8 +105,14 @@ def test_every_user_error_class_shares_the_base() -> None:
     assert all(issubclass(c, ImgclsError) for c in classes)
     from imgcls.checkpoint import CheckpointError
     from imgcls.data.provision import DataError
-    from imgcls.errors import ImageFileError, InputError, ModelLoadError, ProviderError
-    from imgcls.export.pipeline import ExportError, GateError
+    from imgcls.errors import (
+        ExportError,
+        GateError,
+        ImageFileError,
+        InputError,
+        ModelLoadError,
+        ProviderError,
+    )
     from imgcls.insight import InsightError
     from imgcls.insight.probe import NoConvLayersError
     from imgcls.module import NonFiniteLossError
