@@ -1,4 +1,4 @@
-"""The draw-a-digit page of ``imgcls serve`` (``imgcls/web``), driven in a real Chromium.
+"""The draw-a-digit page of ``imgcls serve`` (``imgcls/deploy/web``), driven in a real Chromium.
 
 Playwright cannot download its own browser offline, so the tests drive the system Chromium
 (Debian's ``chromium`` package; ``$IMGCLS_CHROMIUM`` points at another). Without it they skip,

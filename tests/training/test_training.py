@@ -153,7 +153,7 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
 
 
 # ----------------------------------------------------------------------------- configs
-# Every data x model file and every recipe: tests/test_configs.py.
+# Every data x model file and every recipe: tests/training/test_configs.py.
 @pytest.mark.parametrize(
     "preset",
     [

@@ -164,7 +164,7 @@ def _claims(data: ReportData) -> list[str]:
     out.append(
         "Every claim in the two lectures that a measurement here can test, judged by this "
         f"run's numbers. Rule: {ACCURACY_RULE}; the other rules are in the *why* column or "
-        "in `imgcls/insight/claims.py`.\n"
+        "in `imgcls/insight/report/claims.py`.\n"
     )
     verdicts = claims(data)
     cols = ["claim", "source", "lecture", "ours", "verdict", "why"]
@@ -469,7 +469,7 @@ def _backprop(data: ReportData) -> list[str]:
         "negative log-likelihood, a batch of 5, float64) and compares every W_k and b_k with "
         "`torch.autograd`. Largest absolute difference: "
         + (", ".join(f"{a} {v:.1e}" for a, v in bp.items()) or "not run")
-        + ". `tests/test_backprop.py` also checks that a wrong equation (D left out) is caught.\n"
+        + ". `tests/insight/test_backprop.py` also checks that a wrong equation (D left out) is caught.\n"
     )
     return out
 
