@@ -106,7 +106,8 @@ def test_methods_of_an_imgcls_fit_run_without_subset_counts_total_minus_val(
 
 
 def _report_run(root: Path, name: str, spec: TrainSpec) -> Path:
-    """The layout ``imgcls.insight.report.running._obtain`` gives a run it trains; the checkpoint path."""
+    """The layout ``imgcls.insight.report.running._obtain`` gives a run it trains; the checkpoint
+    path."""
     run = root / f"{name}-{spec.key()}" / "version_0"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(config_of(spec), sort_keys=False))

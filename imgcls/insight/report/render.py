@@ -469,7 +469,8 @@ def _backprop(data: ReportData) -> list[str]:
         "negative log-likelihood, a batch of 5, float64) and compares every W_k and b_k with "
         "`torch.autograd`. Largest absolute difference: "
         + (", ".join(f"{a} {v:.1e}" for a, v in bp.items()) or "not run")
-        + ". `tests/insight/test_backprop.py` also checks that a wrong equation (D left out) is caught.\n"
+        + ". `tests/insight/test_backprop.py` also checks that a wrong equation (D left out) "
+        "is caught.\n"
     )
     return out
 
