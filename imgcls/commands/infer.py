@@ -58,7 +58,19 @@ def check_out(out: str) -> None:
     Raises:
         ConfigError: ``out`` is a folder, or the folder it would go into is not writable.
     """
+    import os
+
     path = Path(out)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        # a device, FIFO or socket (/dev/stdout, /dev/null, a named pipe): written in place
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"--out {out}: not writable; pass another path")
+        return
+    if path.is_symlink():  # the file it points to gets the rows: check where that lies
+        try:
+            path = path.resolve()
+        except (OSError, RuntimeError) as e:
+            raise ConfigError(f"--out {out}: a symlink loop; pass another path") from e
     if path.is_dir():
         raise ConfigError(f"--out {out}: is a folder; give a file name, e.g. {path / 'pred.csv'}")
     folder = path.parent
