@@ -20,7 +20,7 @@ import numpy as np
 
 from imgcls.deploy.framing import FRAMINGS, framing_for
 from imgcls.deploy.idx import is_idx_file, read_idx
-from imgcls.errors import ImageFileError, ImageTooLargeError
+from imgcls.errors import ImageFileError, ImageTooLargeError, ImgclsError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "decode_image", "load_images"]
 
@@ -28,6 +28,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 # A photo from a phone is 12-50 megapixels; a PNG that declares more is refused before decoding
 # (Pillow's own bomb guard only warns below 179 megapixels).
 MAX_PIXELS = 64_000_000
+# A model's input is 28x28 (or so): an image whose longest side is over twice this is reduced by
+# an integer factor (area average) to a longest side of at least this before it is framed, so
+# that the framing's float copies stay a few megabytes (a 20x20 digit box shows no difference).
+WORK_SIDE = 1024
+_STRIP_PIXELS = 1 << 20  # source pixels converted and reduced at a time
 
 
 def _fit_images(
@@ -88,6 +93,85 @@ def _composite_alpha(im: Any, channels: int) -> np.ndarray | None:
     return np.clip(np.rint(colour * alpha), 0, 255).astype(np.uint8)
 
 
+def _to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
+    """A greyscale image of more than 8 bits (Pillow's I;16, I;16B, I or F) -> uint8, scaled by
+    the range its mode spans, not clipped: I;16 and integers within 0..65535 are divided by 257
+    (65535 -> 255), integers within 0..255 kept, floats within [0, 1] multiplied by 255; any
+    other range (negative values, 32-bit counts) is stretched from its minimum to its maximum.
+    """
+    g = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(g.min()), float(g.max())) if g.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        g = g * (255.0 / 65535.0)
+    elif mode == "F" and lo >= 0.0 and hi <= 1.0:
+        g = g * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif lo >= 0.0 and hi <= 65535.0:
+        g = g * (255.0 / 65535.0)
+    else:
+        g = (g - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(g), 0, 255).astype(np.uint8)
+
+
+def _working_mode(im: Any) -> str:
+    """The mode an image is reduced and read in: one that ``Image.reduce`` averages correctly.
+
+    Anything transparent becomes RGBA (``reduce`` averages it premultiplied, so what is composited
+    later is the area average of what would have been composited at full size), more than 8 bits
+    of grey becomes I (32-bit, nothing clipped), 1-bit becomes L, palettes and other colour
+    spaces RGB.
+    """
+    mode = str(im.mode)
+    if _has_alpha(im):
+        return "RGBA"
+    if mode in ("L", "RGB", "I", "F"):
+        return mode
+    if mode.startswith("I;16"):
+        return "I"
+    if mode == "1":
+        return "L"
+    return "RGB"
+
+
+def _reduction(width: int, height: int, size: tuple[int, int]) -> int:
+    """The integer factor an image of width x height is reduced by before anything else is done
+    with it: as large as keeps its longest side at least ``WORK_SIDE`` and both sides at least the
+    asked ``size``; 1 for an image that is not much larger than that."""
+    h, w = size
+    return max(1, min(max(width, height) // max(WORK_SIDE, 1), width // w, height // h))
+
+
+def _working_image(src: Any, size: tuple[int, int]) -> Any:
+    """The decoded image in its working mode (``_working_mode``), reduced by ``_reduction``.
+
+    A JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``). Other
+    formats are decoded whole (at most ``MAX_PIXELS`` pixels, 1 byte a pixel for grey, 2 for
+    16-bit, 4 for colour), then converted and reduced in strips of at most ``_STRIP_PIXELS``
+    pixels, so that no full-size copy (a float, RGBA or converted one) is ever made.
+    """
+    from PIL import Image
+
+    mode = _working_mode(src)
+    k = _reduction(src.width, src.height, size)
+    if k > 1 and src.format == "JPEG":
+        src.draft(src.mode, (-(-src.width // k), -(-src.height // k)))
+        k = _reduction(src.width, src.height, size)
+    src.load()
+    if k == 1:
+        return src.convert(mode) if src.mode != mode else src.copy()
+    width, height = src.width // k, src.height // k
+    out = Image.new(mode, (width, height))
+    rows = max(1, _STRIP_PIXELS // (src.width * k))  # output rows per strip
+    for y in range(0, height, rows):
+        n = min(rows, height - y)
+        strip = src.crop((0, y * k, width * k, (y + n) * k))
+        if strip.mode != mode:
+            strip = strip.convert(mode)
+        out.paste(strip.reduce(k), (0, y))
+    return out
+
+
 def decode_image(
     source: str | os.PathLike[str] | bytes,
     *,
@@ -133,25 +217,31 @@ def decode_image(
                     f"{label}: animated ({frames} frames); only the first frame is used",
                     stacklevel=3,
                 )
-            ink = _composite_alpha(src, channels) if _has_alpha(src) else None
-            if ink is not None:
-                im = Image.fromarray(ink[..., 0] if channels == 1 else ink)
-            else:
-                im = src.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
+            declared = f"{src.width}x{src.height}"
+            source_mode = str(src.mode)
+            work = _working_image(src, size)
+        if work.mode in ("I", "F"):  # more than 8 bits of grey: scaled, not clipped
+            work = Image.fromarray(_to_8bit(np.asarray(work), source_mode))
+        ink = _composite_alpha(work, channels) if _has_alpha(work) else None
+        if ink is not None:
+            im = Image.fromarray(ink[..., 0] if channels == 1 else ink)
+        else:
+            im = work.convert("L" if channels == 1 else "RGB")  # colour -> ITU-R 601 luma
         if im.size == (w, h):
             arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
         elif framing != "none" and channels == 1 and h == w:
             arr = FRAMINGS[framing](np.asarray(im, dtype=np.uint8), h)[..., None]
         else:
             warnings.warn(
-                f"{label}: resized from {im.size[0]}x{im.size[1]} to {w}x{h} "
-                "(the model's input size)",
+                f"{label}: resized from {declared} to {w}x{h} (the model's input size)",
                 stacklevel=3,
             )
             im = im.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8).reshape(h, w, channels)
-    except ImageFileError:
-        raise  # ours, already saying what was wrong (it is a ValueError: keep it from below)
+    except ImgclsError:
+        raise  # ours, already saying what was wrong (an ImageFileError is a ValueError too)
+    except (MemoryError, Warning):
+        raise  # not the file's fault (a Warning is raised only where warnings are made errors)
     except Image.DecompressionBombError as e:
         # Pillow refuses to decode it (a small file that would expand to gigabytes).
         raise ImageTooLargeError(
@@ -165,6 +255,12 @@ def decode_image(
         ) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(f"{label}: not a readable image file ({e})") from e
+    except Exception as e:
+        # A malformed GIF or TIFF makes Pillow's plug-ins fail in many ways (IndexError,
+        # KeyError, TypeError, struct.error, ...): each is a damaged file, not a bug of ours.
+        raise ImageFileError(
+            f"{label}: not a readable image file (damaged: {type(e).__name__}: {e})"
+        ) from e
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
