@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from imgcls.errors import ImageFileError
 
-__all__ = ["is_idx_file", "read_idx"]
+__all__ = ["MAX_IDX_BYTES", "MAX_IDX_ITEM_VALUES", "is_idx_file", "read_idx"]
 
 # IDX (LeCun's MNIST format): 2 zero bytes, a type code, the number of dimensions, then one
 # big-endian uint32 per dimension, then the data, row-major, big-endian.
@@ -27,16 +29,11 @@ _IDX_TYPES: dict[int, str] = {
     0x0D: ">f4",
     0x0E: ">f8",
 }
-
-
-def _read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip, as the files come from the web (train-images-idx3-ubyte.gz)
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise ImageFileError(f"{path}: a damaged gzip file ({e})") from e
-    return data
+# What an IDX file may declare. Its header is read before anything is allocated; a file of more
+# is refused. MNIST's training images are 47,040,000 bytes; an image (one item) of up to
+# 4096 x 4096 values is far more than a 28x28 model needs.
+MAX_IDX_BYTES = 256 * 1024 * 1024
+MAX_IDX_ITEM_VALUES = 4096 * 4096
 
 
 def _is_idx_header(head: bytes) -> bool:
@@ -49,38 +46,94 @@ def _is_idx_header(head: bytes) -> bool:
     )
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+def _open(path: Path) -> io.BufferedIOBase:
+    """The file, or its decompressed stream when it is gzipped (as the files come from the web:
+    train-images-idx3-ubyte.gz)."""
+    fh = path.open("rb")
+    if fh.read(2) == b"\x1f\x8b":
+        fh.close()
+        return gzip.open(path, "rb")
+    fh.seek(0)
+    return fh
+
+
+def _read_exactly(fh: io.BufferedIOBase, n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only at the end of the stream."""
+    parts, left = [], n
+    while left > 0:
+        part = fh.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def read_idx(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_IDX_BYTES,
+    max_item_values: int = MAX_IDX_ITEM_VALUES,
+) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array of its shape and type.
 
+    The header is checked before anything is allocated: a file that declares more than
+    ``max_bytes`` of data, or items (images) of more than ``max_item_values`` values each, is
+    refused. A gzipped file is inflated as a stream into the array, never past what its
+    header declares, so a small file that would inflate to gigabytes costs nothing.
+
     Raises:
-        ImageFileError: the file is missing, its magic number is not IDX's, or its size does
-            not match its header (truncated or trailing bytes).
+        ImageFileError: the file is missing, its magic number is not IDX's, its size does not
+            match its header (truncated or trailing bytes), its gzip stream is damaged, or it
+            declares more than the limits.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageFileError(f"{path}: no such file")
-    data = _read_bytes(path)
-    if not _is_idx_header(data[:4]):
+    try:
+        with _open(path) as fh:
+            head = _read_exactly(fh, 4)
+            if not _is_idx_header(head):
+                raise ImageFileError(
+                    f"{path}: not an IDX file (magic bytes {head.hex() or 'none'}; "
+                    "expected 0000 08xx)"
+                )
+            ndim = head[3]
+            raw_dims = _read_exactly(fh, 4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ImageFileError(f"{path}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            shape = "x".join(map(str, dims))
+            expected = math.prod(dims) * dtype.itemsize
+            item = math.prod(dims[1:]) if ndim > 1 else 1
+            if expected > max_bytes or item > max_item_values:
+                raise ImageFileError(
+                    f"{path}: refused, its IDX header declares {shape} items ({expected:,} "
+                    f"bytes); imgcls reads at most {max_bytes:,} bytes of data and "
+                    f"{max_item_values:,} values per image: split the file or check where it "
+                    "came from"
+                )
+            data = np.empty(expected, np.uint8)
+            view, got = data.data, 0
+            while got < expected:
+                n = fh.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            trailing = len(fh.read(1)) if got == expected else 0
+    except (OSError, EOFError, zlib.error) as e:
+        raise ImageFileError(f"{path}: a damaged gzip file or unreadable ({e})") from e
+    if got != expected or trailing:
+        held = f"{got} bytes" if got < expected else "more bytes than that"
         raise ImageFileError(
-            f"{path}: not an IDX file (magic bytes {data[:4].hex() or 'none'}; expected 0000 08xx)"
+            f"{path}: IDX header says {shape} items ({expected} bytes) "
+            f"but the file holds {held} of data: it is truncated or damaged"
         )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ImageFileError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = math.prod(dims) * dtype.itemsize
-    if len(data) - header != expected:
-        raise ImageFileError(
-            f"{path}: IDX header says {'x'.join(map(str, dims))} items ({expected} bytes) "
-            f"but the file holds {len(data) - header} bytes of data: it is truncated or damaged"
-        )
-    return (
-        np.frombuffer(data, dtype=dtype, offset=header)
-        .reshape(dims)
-        .astype(dtype.newbyteorder("="))
-    )
+    array = data.view(dtype).reshape(dims)
+    if not dtype.isnative:  # big-endian on disk: swapped in place, no second copy
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder())
+    return array
 
 
 def is_idx_file(path: Path) -> bool:
