@@ -102,7 +102,9 @@ def decode(props: Mapping[str, str], source: str) -> dict[str, Any]:
 
     Raises:
         ModelLoadError: the values are not JSON, the format or a required entry is missing,
-            or the normalisation is not the in-graph one.
+            the normalisation is not the in-graph one, or an entry the runtime reads
+            (input.name, input.shape, class_names, num_classes, dataset) is not of the
+            schema's type.
     """
     try:
         meta = {k: json.loads(v) for k, v in props.items()}
@@ -121,4 +123,43 @@ def decode(props: Mapping[str, str], source: str) -> dict[str, Any]:
             f"{source}: normalization {meta['normalization']!r} is not supported by this runtime "
             f"(expected {NORMALIZATION!r}); re-export with this imgcls version"
         )
+    _check_entries(meta, source)
     return meta
+
+
+def _check_entries(meta: Mapping[str, Any], source: str) -> None:
+    """The entries the runtime reads must have the schema's shape: a string where an object
+    was meant would otherwise fail deep in the runtime, or be read as something else (a
+    string of class names is a list of letters)."""
+
+    def bad(entry: str, value: Any, expected: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"{source}: its metadata entry {entry} is {json.dumps(value)[:80]}, expected "
+            f"{expected}; the file was altered after export: export it again"
+        )
+
+    meta_in = meta["input"]
+    if not isinstance(meta_in, dict):
+        raise bad("input", meta_in, 'an object {"name": ..., "shape": ["batch", C, H, W]}')
+    name = meta_in.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad("input.name", name, "the name of the graph input (a non-empty string)")
+    shape = meta_in.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or shape[0] != "batch"
+        or not all(_positive_int(d) for d in shape[1:])
+    ):
+        raise bad("input.shape", shape, '["batch", C, H, W] with C, H, W positive integers')
+    names = meta["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise bad("class_names", names, "a non-empty list of strings")
+    if "num_classes" in meta and not _positive_int(meta["num_classes"]):
+        raise bad("num_classes", meta["num_classes"], "a positive integer")
+    if meta.get("dataset") is not None and not isinstance(meta["dataset"], str):
+        raise bad("dataset", meta["dataset"], "the name of a data set (a string)")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
