@@ -11,13 +11,20 @@ command that needs the ``train`` extra, run without it, says so in one line and 
 Every error meant for a user derives from ``imgcls.errors.ImgclsError`` and is caught here,
 once: its message on stderr and exit status 2 (the traceback with ``--debug`` or
 ``IMGCLS_DEBUG=1``). Anything else is a bug and keeps its traceback.
+
+Standard output is flushed before ``main`` returns, so a failed write shows up here and not
+as a traceback at interpreter exit: a reader that left early (``imgcls infer ... | head -1``)
+ends the command quietly with status 141 (128 + SIGPIPE, as a Unix tool killed by the signal);
+a full device or another write error (``> /dev/full``) is one line on stderr and status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import signal
 import sys
 
 from imgcls.errors import ImgclsError
@@ -67,6 +74,7 @@ TRAINING_MODULES = frozenset(
 )
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _usage() -> str:
@@ -97,8 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_wanted(argv)
     argv = [a for a in argv if a != "--debug"]
+    code = _main(argv, debug)
+    return _finish_stdout(code, debug)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
         return _dispatch(argv)
+    except BrokenPipeError:
+        if debug:
+            raise
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     except ModuleNotFoundError as e:
         command = argv[0] if argv else ""
         missing = _missing_training_module(e)
@@ -120,6 +138,53 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("imgcls: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:
+        # A full device under a print to standard output (files are written through
+        # imgcls.utils, whose errors name the file and say the disk is full).
+        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT) or e.filename is not None:
+            raise
+        from imgcls.commands.options import stdout_error
+
+        _stdout_to_devnull()
+        print(f"imgcls: error: {stdout_error(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _finish_stdout(code: int, debug: bool) -> int:
+    """Flush standard output now: what a command printed and the buffer still holds is
+    written here, where a failure can still become an exit status and one line."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if debug:
+            raise
+        _stdout_to_devnull()
+        return code or EXIT_BROKEN_PIPE
+    except OSError as e:
+        if debug:
+            raise
+        _stdout_to_devnull()
+        if code:  # the command failed and said why already
+            return code
+        from imgcls.commands.options import stdout_error
+
+        print(f"imgcls: error: {stdout_error(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at os.devnull, so that the interpreter's own flush at exit does
+    not fail a second time (and print a traceback) on what the buffer still holds."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a caller (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -17,7 +17,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from imgcls.commands.options import add_device, add_model, add_out, add_preprocess
+from imgcls.commands.options import (
+    add_device,
+    add_model,
+    add_out,
+    add_preprocess,
+    write_stdout,
+)
 from imgcls.errors import ConfigError
 
 EXIT_SOME_FAILED = 2
@@ -132,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(args.out, text)
         print(f"[imgcls infer] {len(rows)} predictions written to {args.out}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_stdout(text, "write the predictions to a file with --out FILE")
     for error in skipped:
         print(f"imgcls: error: {error}", file=sys.stderr)
     if skipped:

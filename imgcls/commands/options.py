@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import sys
 from pathlib import Path
 
-from imgcls.errors import ConfigError
+from imgcls.errors import ConfigError, DiskFullError
 from imgcls.utils import check_writable_folder
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "add_which",
     "check_writable_folder",  # imgcls.utils', for the commands
     "checkpoint_from",
+    "stdout_error",
+    "write_stdout",
 ]
 
 CKPT_HELP = (
@@ -120,3 +124,33 @@ def checkpoint_from(spec: str, which: str | None = None) -> Path:
     if which is not None and Path(spec).is_file():
         raise ConfigError(f"--which picks a checkpoint of a folder; {spec} is a file already")
     return resolve_checkpoint(spec, which or "best")
+
+
+def stdout_error(e: OSError, instead: str = "send the output elsewhere") -> str:
+    """What to tell a user whose standard output cannot be written (``> /dev/full``)."""
+    why = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"cannot write to standard output ({why}): the disk or device it goes to is "
+            f"full; free space, or {instead}"
+        )
+    return f"cannot write to standard output ({why}); {instead}"
+
+
+def write_stdout(text: str, instead: str = "send the output elsewhere") -> None:
+    """Write ``text`` to standard output and flush it, so that a failed write is an error here.
+
+    Raises:
+        BrokenPipeError: the reader has gone (``| head -1``); ``imgcls`` then exits quietly.
+        DiskFullError: the device is full (``> /dev/full``); the message says ``instead``.
+        ConfigError: any other write error.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(e.errno, stdout_error(e, instead)) from e
+        raise ConfigError(stdout_error(e, instead)) from e
