@@ -17,6 +17,9 @@ __all__ = ["FRAMINGS", "PREPROCESS", "frame_like_fashion", "frame_like_mnist", "
 PREPROCESS: tuple[str, ...] = ("auto", "mnist", "fashion_mnist", "none")
 _MNIST_BOX = 20  # LeCun et al.: the digit's bounding box is scaled to fit 20x20 ...
 _INK_FRACTION = 0.2  # pixels darker than this fraction of the ink's peak are paper, not ink
+# Two grey levels whose means lie this far apart are ink and paper; closer, they are one paper's
+# grain and lighting.
+_LEVELS_APART = 64.0
 # MNIST's stroke half-width at 4x (median, and the 10-90 % range), ``_stroke_half_width`` over
 # 2,000 training digits.
 _STROKE_MEDIAN = 1.94
@@ -32,14 +35,50 @@ def _background_light(grey: np.ndarray) -> bool:
     return float(np.median(border)) > 127.5
 
 
+def _two_levels(g: np.ndarray) -> tuple[float, float]:
+    """Otsu's threshold between the picture's two grey levels (ink and paper), and how far
+    apart the two levels' means are. One level (blank paper, a flat colour) gives a gap of 0."""
+    hist = np.bincount(np.clip(np.rint(g), 0, 255).astype(np.int64).ravel(), minlength=256)
+    p = hist.astype(np.float64) / max(int(hist.sum()), 1)
+    below = np.cumsum(p)  # share of the pixels at or below each level
+    mass = np.cumsum(p * np.arange(256))
+    above = 1.0 - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(
+            (below > 0) & (above > 1e-12), (mass[-1] * below - mass) ** 2 / (below * above), 0.0
+        )
+    t = int(np.argmax(spread))
+    if spread[t] <= 0.0:
+        return 255.0, 0.0
+    low, high = mass[t] / below[t], (mass[-1] - mass[t]) / above[t]
+    return float(t), float(high - low)
+
+
+def _paper_level(g: np.ndarray) -> float:
+    """The paper's level in white-on-black ``g``: the 90th percentile of the border's paper.
+
+    A photo or a drawing shows paper all round, and the border is all paper. A digit cropped to
+    its ink (no margin) has ink on all four sides of the border; that ink is not paper. When
+    the picture has two distinct levels, only the border pixels on the paper side of the
+    threshold between them count; taking the whole border there raised the "paper" to the
+    ink's level and wiped out all but the core of the stroke.
+    """
+    border = np.concatenate([g[0], g[-1], g[1:-1, 0], g[1:-1, -1]])
+    threshold, gap = _two_levels(g)
+    if gap >= _LEVELS_APART:
+        paper = border[border <= threshold]
+        if len(paper):
+            border = paper
+    return float(np.percentile(border, 90))
+
+
 def _ink(grey: np.ndarray) -> np.ndarray:
     """White-on-black ink in [0, 255] float32: inverted if the background is light, the
     background level (uneven, grey-ish paper) subtracted, the peak stretched to 255."""
     g = grey.astype(np.float32)
     if _background_light(g):
         g = 255.0 - g
-    border = np.concatenate([g[0], g[-1], g[1:-1, 0], g[1:-1, -1]])
-    g = np.clip(g - float(np.percentile(border, 90)), 0.0, None)
+    g = np.clip(g - _paper_level(g), 0.0, None)
     peak = float(g.max())
     if peak <= 0.0:
         return np.zeros_like(g)
