@@ -41,7 +41,10 @@ from imgcls.insight.probe import (
 )
 from imgcls.insight.testset import TestSet
 
-__all__ = ["kernels_figures", "load_image_file", "model_figures"]
+__all__ = ["KERNELS_MAX_SIDE", "kernels_figures", "load_image_file", "model_figures"]
+
+# ``visualize kernels --image``: a larger image is scaled down to this longest side first.
+KERNELS_MAX_SIDE = 1024
 
 
 def model_figures(
@@ -147,16 +150,21 @@ def model_figures(
 
 
 def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
-    """A greyscale (H, W) uint8 tensor from an image file, at the image's own size.
+    """A greyscale (H, W) uint8 tensor from an image file, at the image's own size, or scaled
+    down (aspect kept, with a warning) to at most ``KERNELS_MAX_SIDE`` pixels a side.
 
     Decoded by the deployment's decoder (``decode_image``), so the kernels see what
     ``imgcls infer`` would: its pixel limit, transparency composited, colour to luma. Asked
-    for the image's own size, it neither frames nor resizes it.
+    for the image's own size, it neither frames nor resizes it. The bound keeps a small file
+    that declares thousands of pixels a side from costing gigabytes in the convolutions and
+    the figure.
 
     Raises:
         InsightError: a missing, unreadable or too large file (the message names it).
     """
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import Image
 
     p = Path(path)
     if not p.is_file():
@@ -164,11 +172,23 @@ def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:
     try:
         with Image.open(p) as im:  # reads the header only: the size to ask the decoder for
             width, height = im.size
-        pixels = decode_image(p, channels=1, size=(height, width), preprocess="none")
+        scale = min(1.0, KERNELS_MAX_SIDE / max(width, height, 1))
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*resized from", category=UserWarning)
+            pixels = decode_image(p, channels=1, size=size, preprocess="none")
     except ImgclsError as e:  # the decoder's own errors name the file already
         raise InsightError(str(e)) from e
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
-        raise InsightError(f"{p}: not a readable image file ({e})") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow's plug-ins fail on damaged headers in many ways
+        raise InsightError(f"{p}: not a readable image file ({type(e).__name__}: {e})") from e
+    if scale < 1.0:
+        warnings.warn(
+            f"{p}: scaled down from {width}x{height} to {size[1]}x{size[0]} (the kernels "
+            f"figure shows at most {KERNELS_MAX_SIDE} pixels a side)",
+            stacklevel=2,
+        )
     return torch.from_numpy(pixels[0].copy())  # the decoder may hand back a read-only view
 
 
