@@ -26,13 +26,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--as_photos",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="evaluate on the first N test images re-rendered as photos (grey and colour "
-        "JPEGs of dark ink on paper, transparent PNGs), framed by --preprocess",
+        help="evaluate on the first N >= 1 test images re-rendered as photos (grey and colour "
+        "JPEGs of dark ink on paper, transparent PNGs), framed by --preprocess; without it, "
+        "on the whole test set as it is",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the photo rendering (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --as_photos: seed of the photo rendering, an integer >= 0 (default 0)",
+    )
     add_preprocess(p)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse the options that would evaluate something other than what was asked for, before
+    the model is loaded.
+
+    Raises:
+        ConfigError: ``--as_photos`` < 1 (0 would silently evaluate the plain test set),
+            ``--seed`` < 0, or ``--seed`` without ``--as_photos`` (nothing it would seed).
+    """
+    from imgcls.errors import ConfigError
+
+    if args.as_photos is not None and args.as_photos < 1:
+        raise ConfigError(
+            f"--as_photos must be >= 1 (the number of test images rendered as photos), got "
+            f"{args.as_photos}; leave --as_photos out to evaluate the whole test set as it is"
+        )
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.seed is not None and args.as_photos is None:
+        raise ConfigError(
+            "--seed seeds the photo rendering of --as_photos N; give --as_photos N, or leave "
+            "--seed out"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.idx import read_idx
     from imgcls.errors import ModelLoadError
 
+    check_arguments(args)
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
     dataset = clf.metadata.get("dataset")
     if not isinstance(dataset, str):
@@ -56,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     images = read_idx(raw / "t10k-images-idx3-ubyte")  # (N, H, W) uint8
     labels = read_idx(raw / "t10k-labels-idx1-ubyte").astype(np.int64)  # (N,)
     extra: dict[str, object] = {}
-    if args.as_photos:
+    if args.as_photos is not None:
         images, labels, extra = _as_photos(args, images, labels, clf, dataset)
     pred, _ = clf.predict(images)
     correct = pred == labels
-    if args.as_photos:
+    if args.as_photos is not None:
         kinds = np.array(extra.pop("_kinds"))
         extra["accuracy_by_kind"] = {
             str(k): float(correct[kinds == k].mean()) for k in dict.fromkeys(kinds.tolist())
@@ -100,8 +131,9 @@ def _as_photos(
 
     if not 0 < args.as_photos <= len(labels):
         raise ConfigError(f"--as_photos must be in 1..{len(labels)}, got {args.as_photos}")
+    seed = 0 if args.seed is None else args.seed
     c, h, w = clf.input_shape
-    photos = render_photos(images[: args.as_photos], seed=args.seed)
+    photos = render_photos(images[: args.as_photos], seed=seed)
     with warnings.catch_warnings(record=True) as caught:  # --preprocess none: one per photo
         warnings.simplefilter("always")
         decoded = np.stack(
@@ -116,7 +148,7 @@ def _as_photos(
         print(f"[imgcls evaluate-onnx] {len(caught)} photos: {caught[0].message}", file=sys.stderr)
     info: dict[str, object] = {
         "as_photos": args.as_photos,
-        "seed": args.seed,
+        "seed": seed,
         "preprocess": args.preprocess,
         "_kinds": [kind for kind, _ in photos],
     }

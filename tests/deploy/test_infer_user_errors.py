@@ -174,3 +174,43 @@ def test_infer_into_a_closed_pipe_exits_quietly(model_path: Path, tmp_path: Path
     assert _error_lines(err) == []
     assert "Traceback" not in err and "Exception ignored" not in err
     assert "BrokenPipe" not in err
+
+
+EVALUATE_REFUSED = [
+    (["--as_photos", "0"], "--as_photos must be >= 1"),
+    (["--as_photos", "-3"], "--as_photos must be >= 1"),
+    (["--as_photos", "5", "--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+    (["--seed", "3"], "--seed seeds the photo rendering of --as_photos N"),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"), EVALUATE_REFUSED, ids=[" ".join(o) for o, _ in EVALUATE_REFUSED]
+)
+def test_evaluate_onnx_refuses_options_it_would_not_honour(
+    model_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    """``--as_photos 0`` used to print the plain test set's accuracy with exit 0 (a wrong answer
+    to the question asked); ``--seed -1`` was numpy's traceback. Both are refused, with nothing
+    on stdout."""
+    capsys.readouterr()
+    assert main(["evaluate-onnx", "--model", str(model_path), "--device", "cpu", *options]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no accuracy printed
+    lines = _error_lines(err)
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_evaluate_onnx_as_photos_with_a_seed_still_runs(
+    model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    args = ["evaluate-onnx", "--model", str(model_path), "--device", "cpu", "--as_photos", "4"]
+    assert main([*args, "--seed", "2"]) == 0
+    seeded = json.loads(capsys.readouterr().out)
+    assert seeded["n_images"] == 4 and seeded["as_photos"] == 4 and seeded["seed"] == 2
+    assert main(args) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["n_images"] == 4 and default["seed"] == 0
