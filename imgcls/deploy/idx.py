@@ -141,6 +141,6 @@ def is_idx_file(path: Path) -> bool:
     with path.open("rb") as fh:
         head = fh.read(4)
     if head[:2] == b"\x1f\x8b":
-        with contextlib.suppress(OSError, EOFError), gzip.open(path, "rb") as gz:
+        with contextlib.suppress(OSError, EOFError, zlib.error), gzip.open(path, "rb") as gz:
             head = gz.read(4)
     return _is_idx_header(head)
