@@ -42,17 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--input",
-        default="1,28,28",
+        default=None,
         metavar="C,H,W",
-        help="input shape for --net (default 1,28,28)",
+        help="input shape for --net (default 1,28,28; at most 4 channels and 256×256 pixels)",
     )
-    p.add_argument("--num_classes", type=int, default=10, help="outputs of --net (default 10)")
-    p.add_argument("--kernel", type=int, help="--size: window (kernel) size K")
+    p.add_argument("--num_classes", type=int, default=None, help="outputs of --net (default 10)")
+    p.add_argument("--kernel", type=int, help="--size: window (kernel) size K >= 1")
     p.add_argument(
-        "--stride", type=int, default=None, help="--size: stride s (default 1; K with --pool)"
+        "--stride", type=int, default=None, help="--size: stride s >= 1 (default 1; K with --pool)"
     )
     p.add_argument(
-        "--padding", default="valid", help="--size: valid, same (odd K) or an int p (default valid)"
+        "--padding", default=None, help="--size: valid, same (odd K) or an int p (default valid)"
     )
     p.add_argument(
         "--pool", action="store_true", help="--size: a pooling window (stride defaults to K)"
@@ -63,9 +63,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse an option that the chosen mode would ignore or replace with another value.
+
+    Raises:
+        InsightError: an option of the output-size helper without ``--size``, ``--out`` or
+            ``--wandb`` with it, an option of ``--net`` with ``--ckpt`` or ``--size`` (the
+            checkpoint fixes them), or ``--which`` without ``--ckpt``.
+    """
+    from imgcls.insight import InsightError
+
+    def given(*names: str) -> list[str]:
+        return [n for n in names if getattr(args, n[2:]) not in (None, False)]
+
+    helper = given("--kernel", "--stride", "--padding", "--pool")
+    if args.size is None and helper:
+        raise InsightError(
+            f"{', '.join(helper)}: only with --size H, the output-size helper (e.g. --size 28 "
+            f"--kernel 5); add --size H, or leave {', '.join(helper)} out"
+        )
+    tables = given("--out", "--wandb")
+    if args.size is not None and tables:
+        raise InsightError(
+            f"{', '.join(tables)}: only with --net or --ckpt (the output-size helper --size "
+            f"prints one line and writes no table); leave {', '.join(tables)} out"
+        )
+    of_net = given("--net_args", "--input", "--num_classes")
+    if not args.net and of_net:
+        fixed = "the checkpoint fixes the net and its input" if args.ckpt else "they build a net"
+        raise InsightError(
+            f"{', '.join(of_net)}: only with --net NAME ({fixed}); leave {', '.join(of_net)} out"
+        )
+    if args.which is not None and not args.ckpt:
+        raise InsightError(
+            "--which picks a checkpoint of --ckpt; leave it out with --net or --size"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from imgcls.insight import InsightError
 
+    check_options(args)
     if args.size is not None:
         return _size(args)
     if args.out:
@@ -92,21 +130,35 @@ def run(args: argparse.Namespace) -> int:
         net = model.net
         title = f"{hp.net} {json.dumps(hp.net_args or {})} from {path}"
     else:
+        from imgcls.insight.cost import MAX_INPUT_CHANNELS, MAX_INPUT_SIDE, MAX_NUM_CLASSES
+
+        text = args.input or "1,28,28"
+        num_classes = 10 if args.num_classes is None else args.num_classes
         try:
             net_args = json.loads(args.net_args) if args.net_args else {}
-            shape = tuple(int(v) for v in args.input.split(","))
+            shape = tuple(int(v) for v in text.split(","))
         except ValueError as e:
             raise InsightError(
                 f"--net_args must be a JSON object and --input C,H,W integers: {e}"
             ) from e
         if not isinstance(net_args, dict) or len(shape) != 3:
             raise InsightError("--net_args must be a JSON object and --input three integers C,H,W")
-        if min(shape) < 1 or args.num_classes < 1:
+        if min(shape) < 1 or num_classes < 1:
             raise InsightError(
-                f"--input C,H,W and --num_classes must be positive, got --input {args.input} "
-                f"and --num_classes {args.num_classes}"
+                f"--input C,H,W and --num_classes must be positive, got --input {text} "
+                f"and --num_classes {num_classes}"
             )
-        net = net_from_spec(args.net, net_args, shape, args.num_classes)  # type: ignore[arg-type]
+        # Checked before the net is built: its size grows with H·W and the class count.
+        if shape[0] > MAX_INPUT_CHANNELS or max(shape[1:]) > MAX_INPUT_SIDE:
+            raise InsightError(
+                f"--input {text}: over the limit of {MAX_INPUT_CHANNELS} channels and "
+                f"{MAX_INPUT_SIDE}×{MAX_INPUT_SIDE} pixels (the net built for it grows with H·W)"
+            )
+        if num_classes > MAX_NUM_CLASSES:
+            raise InsightError(
+                f"--num_classes {num_classes}: over the limit of {MAX_NUM_CLASSES:,} classes"
+            )
+        net = net_from_spec(args.net, net_args, shape, num_classes)  # type: ignore[arg-type]
         title = f"{args.net} {json.dumps(net_args)}"
     costs = layer_costs(net, shape)
     cols, rows = summary_table(costs)
@@ -141,9 +193,16 @@ def _size(args: argparse.Namespace) -> int:
 
     if args.kernel is None:
         raise InsightError("--size needs --kernel K")
-    padding: str | int = args.padding
+    small = [
+        f"{o} {v}"
+        for o, v in (("--size", args.size), ("--kernel", args.kernel), ("--stride", args.stride))
+        if v is not None and v < 1
+    ]
+    if small:
+        raise InsightError(f"{', '.join(small)}: --size, --kernel and --stride must be >= 1")
+    padding: str | int = args.padding or "valid"
     if isinstance(padding, str) and padding.isdigit():
         padding = int(padding)
-    stride = args.stride or (args.kernel if args.pool else 1)
+    stride = (args.kernel if args.pool else 1) if args.stride is None else args.stride
     print(output_size_text(args.size, args.kernel, stride, padding))
     return 0

@@ -22,7 +22,11 @@ from torch import nn
 from imgcls.insight import InsightError
 
 __all__ = [
+    "MAX_INPUT_CHANNELS",
+    "MAX_INPUT_SIDE",
+    "MAX_NUM_CLASSES",
     "LayerCost",
+    "check_spec",
     "conv_macs",
     "conv_params",
     "human",
@@ -226,6 +230,38 @@ def human(n: float) -> str:
     return f"{n:g}"
 
 
+# The largest input a net is built for from a spec: a net's first linear layer grows with
+# H·W (the default convnet at 1×1024×1024 holds 2 G parameters, 9.7 GB), so a bigger input
+# would exhaust the memory before any layer is measured. 256×256 RGBA covers MNIST, CIFAR
+# and ImageNet crops.
+MAX_INPUT_CHANNELS = 4
+MAX_INPUT_SIDE = 256
+MAX_NUM_CLASSES = 10_000
+
+
+def check_spec(input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Refuse an input shape or a class count outside what ``net_from_spec`` builds for.
+
+    Raises:
+        InsightError: not three positive integers, more than ``MAX_INPUT_CHANNELS`` channels,
+            a side over ``MAX_INPUT_SIDE``, or a class count outside 1..``MAX_NUM_CLASSES``.
+    """
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise InsightError(
+            f"the input shape must be three positive integers C,H,W, got {input_shape}"
+        )
+    c, h, w = input_shape
+    if c > MAX_INPUT_CHANNELS or max(h, w) > MAX_INPUT_SIDE:
+        raise InsightError(
+            f"input {c}×{h}×{w} is over the limit of {MAX_INPUT_CHANNELS} channels and "
+            f"{MAX_INPUT_SIDE}×{MAX_INPUT_SIDE} pixels that a net is built for here"
+        )
+    if not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise InsightError(
+            f"the number of classes must be in 1..{MAX_NUM_CLASSES:,}, got {num_classes}"
+        )
+
+
 def net_from_spec(
     net: str,
     net_args: dict[str, Any] | None = None,
@@ -234,10 +270,12 @@ def net_from_spec(
 ) -> nn.Module:
     """Build a registered net for ``input_shape`` (C, H, W).
 
-    Unknown names or arguments are an InsightError.
+    Unknown names or arguments, and an input or class count over the limits of
+    ``check_spec``, are an InsightError (checked before anything is allocated).
     """
     from imgcls.models import create_model
 
+    check_spec(input_shape, num_classes)
     c, h, w = input_shape
     try:
         return create_model(
