@@ -111,7 +111,15 @@ def add_triton_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imgcls.export import export_checkpoint
+    from imgcls.export.pipeline import check_options as check_export_options
 
+    # Numbers out of range are refused before the checkpoint is looked for or loaded.
+    check_export_options(
+        opset=args.opset,
+        batch_size=args.batch_size,
+        parity_subset=args.parity_subset,
+        calibration_images=args.calibration_images if args.int8 else None,
+    )
     # The model is staged beside --out (default export/<run>): a folder we cannot write is
     # found now, not after the parity run over the whole test set.
     check_writable_folder(Path(args.out).parent if args.out else EXPORT_ROOT)

@@ -14,7 +14,10 @@ References: timm ``utils/onnx.py`` (dynamic batch); https://pytorch.org/docs/sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import onnx
@@ -22,15 +25,18 @@ import torch
 from torch import nn
 
 from imgcls.deploy import metadata as schema
-from imgcls.errors import ExportError
+from imgcls.errors import ConfigError, ExportError
 
 __all__ = [
     "FMAP_PREFIX",
     "INPUT_NAME",
     "OPSET",
+    "OPSET_MIN",
     "OUTPUT_NAMES",
     "FeatureMapClassifier",
     "PixelClassifier",
+    "check_opset",
+    "max_opset",
     "set_metadata",
     "to_features_onnx",
     "to_fp16",
@@ -38,6 +44,9 @@ __all__ = [
 ]
 
 OPSET = 18  # pinned: the dynamo exporter's native opset, run by onnxruntime >= 1.14 and TensorRT 10
+# The lowest opset offered: the exporter implements nothing older, and converting its graph
+# down fails for ops as common as Shape (no adapter below opset 15).
+OPSET_MIN = 18
 INPUT_NAME = schema.INPUT_NAME
 OUTPUT_NAMES = schema.OUTPUT_NAMES
 EXAMPLE_BATCH = 4  # > 1, so that torch.export does not specialise the batch axis to 1
@@ -109,6 +118,59 @@ class FeatureMapClassifier(PixelClassifier):
         self.remove_hooks()
 
 
+@functools.cache
+def max_opset() -> int:
+    """The newest opset that both the installed onnx (its version converter) and onnxruntime
+    (which runs the parity gates, and serves the model) support."""
+    import onnxruntime as ort
+
+    def runs(version: int) -> bool:
+        opsets = [onnx.helper.make_opsetid("", version)]
+        node = onnx.helper.make_node("Identity", ["x"], ["y"])
+        io = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in "xy"]
+        graph = onnx.helper.make_graph([node], "probe", io[:1], io[1:])
+        model = onnx.helper.make_model(
+            graph,
+            opset_imports=opsets,
+            ir_version=onnx.helper.find_min_ir_version_for(opsets),
+        )
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime raises its own Fail / InvalidGraph types
+            return False
+        return True
+
+    newest = onnx.defs.onnx_opset_version()
+    return next((v for v in range(newest, OPSET_MIN, -1) if runs(v)), OPSET_MIN)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset outside ``OPSET_MIN`` .. ``max_opset()`` before any work is done.
+
+    Raises:
+        ConfigError: the opset is out of that range.
+    """
+    if not OPSET_MIN <= opset <= max_opset():
+        raise ConfigError(
+            f"--opset {opset} is not supported: pass an opset from {OPSET_MIN} to "
+            f"{max_opset()} (default {OPSET}; {OPSET_MIN} is the oldest the exporter makes, "
+            f"{max_opset()} the newest that the installed onnx and onnxruntime run)"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_version_converter() -> Iterator[None]:
+    """onnxscript logs a failed opset conversion with its traceback, then keeps the graph's
+    own opset; the opset check after the export reports that in one line instead."""
+    log = logging.getLogger("onnxscript.version_converter")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _export_graph(
     wrapper: nn.Module,
     input_shape: tuple[int, int, int],
@@ -124,17 +186,18 @@ def _export_graph(
     example = torch.rand(EXAMPLE_BATCH, *input_shape)
     batch = torch.export.Dim("batch", min=1)
     try:
-        program = torch.onnx.export(
-            wrapper,
-            (example,),
-            dynamo=True,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=list(output_names),
-            dynamic_shapes={"pixels": {0: batch}},
-            external_data=False,
-            verbose=False,
-        )
+        with _quiet_version_converter():
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(output_names),
+                dynamic_shapes={"pixels": {0: batch}},
+                external_data=False,
+                verbose=False,
+            )
     except (
         Exception
     ) as e:  # the exporter raises many types (torch.export, onnxscript); say which stage failed

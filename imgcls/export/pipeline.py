@@ -53,7 +53,7 @@ from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.export import gates
 from imgcls.export.features import FEATURES_FILE, features_model
 from imgcls.export.gates import reference_logits
-from imgcls.export.graph import OPSET, set_metadata, to_fp16, to_onnx
+from imgcls.export.graph import OPSET, check_opset, set_metadata, to_fp16, to_onnx
 from imgcls.export.int8 import INT8_FILE, int8_model
 from imgcls.export.model_card import (
     SHIFT_IMAGES,
@@ -72,6 +72,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "GateError",
+    "check_options",
     "default_export_dir",
     "export_checkpoint",
 ]
@@ -137,9 +138,16 @@ def export_checkpoint(
     Raises:
         CheckpointError: the checkpoint is missing, damaged or not an imgcls checkpoint.
         DataError: the test set is missing or corrupted (``imgcls data fetch``).
+        ConfigError: an option out of range (``check_options``).
         ExportError: the exporter failed, or ``out_dir`` holds foreign files.
         GateError: the checker or a parity check failed (nothing written).
     """
+    check_options(
+        opset=opset,
+        batch_size=batch_size,
+        parity_subset=parity_subset,
+        calibration_images=calibration_images if int8 else None,
+    )
     ckpt_path = Path(ckpt_path)
     ckpt, model = load_checkpoint(ckpt_path), load_classifier(ckpt_path)
     hp = model.hparams
@@ -147,10 +155,6 @@ def export_checkpoint(
         Path(out_dir) if out_dir is not None else default_export_dir(ckpt_path, hp.dataset, hp.net)
     )
     _check_target(out, log)
-    if parity_subset is not None and parity_subset < 1:
-        raise ConfigError(f"--parity_subset must be >= 1, got {parity_subset}")
-    if int8 and calibration_images < 1:
-        raise ConfigError(f"--calibration_images must be >= 1, got {calibration_images}")
     shape = (int(hp.in_channels), int(hp.image_size), int(hp.image_size))
     images, y, test_set = _parity_images(ckpt_path, hp.dataset, shape, data_dir, parity_subset)
 
@@ -224,6 +228,29 @@ def default_export_dir(ckpt_path: str | os.PathLike[str], dataset: str, net: str
     if run is not None:
         return EXPORT_ROOT / f"{run.parent.name}-{run.name}{suffix}"
     return EXPORT_ROOT / f"{dataset}-{net}-{path.stem}"
+
+
+def check_options(
+    *,
+    opset: int = OPSET,
+    batch_size: int = 1000,
+    parity_subset: int | None = None,
+    calibration_images: int | None = None,
+) -> None:
+    """Refuse the export's numeric options out of range, before a checkpoint is loaded.
+
+    Raises:
+        ConfigError: ``opset`` outside the supported range (``imgcls.export.graph``), or a
+            ``batch_size``, ``parity_subset`` or ``calibration_images`` below 1.
+    """
+    check_opset(opset)
+    for option, value in (
+        ("--batch_size", batch_size),
+        ("--parity_subset", parity_subset),
+        ("--calibration_images", calibration_images),
+    ):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} must be >= 1, got {value}")
 
 
 # ----------------------------------------------------------------------------- the steps

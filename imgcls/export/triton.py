@@ -16,6 +16,7 @@ backend's README ("ONNX Runtime with TensorRT optimization": the accelerator's p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgcls import staging
-from imgcls.errors import ConfigError, ExportError
+from imgcls.errors import ConfigError, ExportError, ImgclsError
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
@@ -319,9 +320,36 @@ def write_triton_repository(
     # Staged beside the target and swapped into place, so that a server polling the
     # repository never sees a model folder without its config or its weights.
     staging.remove_stale(repo)
-    with staging.staged_folder(target) as staged:
-        (staged / VERSION).mkdir()
-        (staged / VERSION / "model.onnx").write_bytes(model_bytes)
-        (staged / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
-        (staged / "config.pbtxt").write_text(text)
+    try:
+        with staging.staged_folder(target) as staged:
+            (staged / VERSION).mkdir()
+            (staged / VERSION / "model.onnx").write_bytes(model_bytes)
+            (staged / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
+            (staged / "config.pbtxt").write_text(text)
+    except OSError as e:
+        if isinstance(e, ImgclsError):
+            raise
+        raise _write_error(e, target, export_dir) from e
     return target
+
+
+def _write_error(e: OSError, target: Path, export_dir: Path) -> ExportError:
+    """What a failed write of the staged model folder means to the user (the staged folder
+    is gone by then; the export itself was placed before and is complete)."""
+    kept = (
+        f"the previous model in {target} is untouched"
+        if target.exists()
+        else f"{target} was not created"
+    )
+    kept += f", and the export in {export_dir} is complete"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(
+            f"--triton {target.parent}: the disk is full (no space left, or over quota): the "
+            f"Triton model could not be written; nothing was lost: {kept}. Free some space, or "
+            "pass --triton with a folder on another disk, and export again"
+        )
+    return ExportError(
+        f"--triton {target.parent}: cannot write the Triton model: {e.strerror or e} "
+        f"({e.filename or target.parent}); nothing was lost: {kept}. Pass --triton with a "
+        "writable folder"
+    )
