@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--limit",
         type=int,
         default=None,
-        help="use only the first N test images for PCA / confusion",
+        help="use only the first N >= 1 test images for PCA / confusion",
     )
     add_common_arguments(p, OUT)
     sub = p.add_subparsers(dest="what", metavar="{kernels}")
@@ -69,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        from imgcls.insight import InsightError
+
+        raise InsightError(f"--limit must be >= 1 (a number of test images), got {args.limit}")
     check_writable_folder(args.out)
     if args.what == "kernels":
         return _kernels(args)

@@ -105,7 +105,7 @@ def model_figures(
 
     outputs = run_net(net, test.images, mean, std)
     preds = outputs.preds
-    scores, explained = pca_2d(outputs.features)
+    scores, explained = _two_components(*pca_2d(outputs.features))
     save(
         "pca",
         pca_figure(
@@ -147,6 +147,21 @@ def model_figures(
         "confusion": cm.tolist(),
     }
     return paths, facts
+
+
+def _two_components(
+    scores: torch.Tensor, explained: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA scores (N, 2) and explained fractions (2,) for the figure. N points have at most N
+    components (one test image: one, at the origin); a missing one is all zeros, explaining
+    no variance, so the scatter has its two axes whatever the number of images."""
+    k = scores.shape[1]
+    if k >= 2:
+        return scores, explained
+    pad = torch.zeros(scores.shape[0], 2 - k, dtype=scores.dtype)
+    return torch.cat([scores, pad], dim=1), torch.cat(
+        [explained, torch.zeros(2 - len(explained), dtype=explained.dtype)]
+    )
 
 
 def load_image_file(path: str | os.PathLike[str]) -> torch.Tensor:

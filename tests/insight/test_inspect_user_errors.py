@@ -5,7 +5,9 @@ a net for, a test-image limit the figures did not handle. Each is refused with e
 
 from __future__ import annotations
 
+import re
 import resource
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,50 @@ def test_net_from_spec_checks_the_limits_first() -> None:
         net_from_spec("lenet5", {}, (1, 28, 28), num_classes=10**9)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # < 100 MB
     check_spec((MAX_INPUT_CHANNELS, MAX_INPUT_SIDE, MAX_INPUT_SIDE), 10)  # the limit itself
+
+
+# ----------------------------------------------------------------------------- visualize
+@pytest.mark.real_data
+def test_visualize_with_one_test_image(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--limit 1`` used to end in an IndexError from the PCA figure (one image has one
+    principal component); it draws every figure, the PCA one at the origin."""
+    out = tmp_path / "figures"
+    capsys.readouterr()
+    argv = ["visualize", "--ckpt", str(trained_ckpt), "--limit", "1", "--out", str(out)]
+    assert main([*argv, "--data_dir", str(real_data_root), "--no_progress"]) == 0
+    stdout, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert re.search(r"accuracy (0\.00|100\.00) % on 1 mnist test images", stdout), stdout
+    for name in ("filters", "feature_maps", "pca", "confusion", "misclassified"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"[imgcls] {name}: {png}" in stdout
+
+
+@pytest.mark.real_data
+def test_model_figures_pca_of_one_image_is_the_origin(
+    trained_ckpt: Path, real_data_root: Path, tmp_path: Path
+) -> None:
+    from imgcls.checkpoint import load_classifier
+    from imgcls.insight.testset import load_test_set
+    from imgcls.insight.visualize import model_figures
+
+    model = load_classifier(trained_ckpt)
+    _, facts = model_figures(
+        model, load_test_set("mnist", real_data_root, 1), tmp_path, log=lambda _: None
+    )
+    assert facts["n_images"] == 1 and facts["pca_explained"] == [0.0, 0.0]
+    assert sum(map(sum, facts["confusion"])) == 1
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_visualize_refuses_a_limit_below_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, limit: str
+) -> None:
+    """Refused by name before the checkpoint is read or the output folder made."""
+    argv = ["visualize", "--ckpt", str(tmp_path / "none.ckpt"), "--limit", limit]
+    line = _refused(capsys, [*argv, "--out", str(tmp_path / "out")], "--limit must be >= 1")
+    assert line.endswith(f"got {limit}")
+    assert not (tmp_path / "out").exists()
