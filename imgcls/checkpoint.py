@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes with a digest of the weights, safe (``weights_only``)
+"""Checkpoints: atomic writes with a digest of everything a resume reads, safe (``weights_only``)
 loading with clear errors, and what a checkpoint was trained with (``training_facts``,
 ``train_images``: its run's config.yaml and data split, for the model card and the methods
 table). Which file ``best`` / ``last`` / a run folder means is ``imgcls.runs``' business."""
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -21,6 +22,7 @@ from imgcls.utils import atomic_path
 
 __all__ = [
     "DIGEST_KEY",
+    "FULL_DIGEST_KEY",
     "AtomicCheckpointIO",
     "CheckpointError",
     "load_checkpoint",
@@ -29,11 +31,16 @@ __all__ = [
     "run_config",
     "train_images",
     "training_facts",
+    "checkpoint_digest",
     "state_digest",
     "trained_precision",
 ]
 
-DIGEST_KEY = "imgcls_digest"
+DIGEST_KEY = "imgcls_digest"  # the weights only: what every checkpoint since it carries
+# the whole checkpoint (weights, optimiser and scheduler states, loops, callbacks); checkpoints
+# written before it carry DIGEST_KEY only, and are still read (their weights verified)
+FULL_DIGEST_KEY = "imgcls_full_digest"
+_DIGEST_KEYS = (DIGEST_KEY, FULL_DIGEST_KEY)
 
 
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -47,20 +54,62 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _feed(h: Any, value: Any) -> None:
+    """Feed ``value`` to ``h`` canonically: a type tag, then tensors and arrays by dtype, shape
+    and bytes, mappings in sorted key order, sequences in order, anything else by ``repr``
+    (which is exact for the ints, floats, strings and bools a checkpoint holds)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        a = np.ascontiguousarray(value)
+        h.update(f"A{a.dtype.str}{a.shape}:".encode())
+        h.update(a.tobytes())
+    elif isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        h.update(f"D{len(items)}:".encode())
+        for k, v in items:
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(value, list | tuple):
+        h.update(f"L{len(value)}:".encode())
+        for v in value:
+            _feed(h, v)
+    else:
+        text = repr(value)
+        h.update(f"R{type(value).__name__}{len(text)}:{text}".encode())
+
+
+def checkpoint_digest(checkpoint: Mapping[str, Any]) -> str:
+    """sha256 over everything in a checkpoint but its digests: the weights, the optimiser
+    states (moments and step counts), the schedulers, the loops, the callbacks' states and the
+    rest. Tensors count by name, dtype, shape and bytes, other values by a canonical ``repr``,
+    keys in sorted order, so ``torch.save`` then ``torch.load`` gives the same digest."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in checkpoint.items() if k not in _DIGEST_KEYS})
+    return h.hexdigest()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temp file beside the target, then ``os.replace``.
 
     A crash, a full disk or a kill mid-write leaves the previous checkpoint intact. The
-    checkpoint also gets the sha256 of its weights (``imgcls_digest``): this runs after every
-    hook (EMA has swapped its weights in by then), so the digest covers exactly the weights
-    that are saved, and a flipped bit in them is caught on load.
+    checkpoint also gets the sha256 of its weights (``imgcls_digest``) and of all of it
+    (``imgcls_full_digest``: optimiser moments, schedulers, loops, callbacks too): this runs
+    after every hook (EMA has swapped its weights in by then), so the digests cover exactly
+    what is saved, and a flipped bit anywhere a resume reads is caught on load.
     """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
     ) -> None:
         if "state_dict" in checkpoint:
-            checkpoint = {**checkpoint, DIGEST_KEY: state_digest(checkpoint["state_dict"])}
+            checkpoint = {
+                **checkpoint,
+                DIGEST_KEY: state_digest(checkpoint["state_dict"]),
+                FULL_DIGEST_KEY: checkpoint_digest(checkpoint),
+            }
         try:
             with atomic_path(path) as tmp:
                 torch.save(checkpoint, tmp)
@@ -129,6 +178,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: the weights do not match their recorded sha256: the file is corrupted "
             "(a flipped bit?); use another checkpoint, e.g. last.ckpt or a re-trained run"
+        )
+    if FULL_DIGEST_KEY in ckpt and checkpoint_digest(ckpt) != ckpt[FULL_DIGEST_KEY]:
+        raise CheckpointError(
+            f"{path}: the checkpoint does not match its recorded sha256 (its optimiser, "
+            "scheduler, loop or callback state differs from what was saved): the file is "
+            "corrupted (a flipped bit?), and resuming from it would continue from wrong state; "
+            "use another checkpoint, e.g. best.ckpt or last.ckpt of the run, or train again"
         )
     return ckpt
 
