@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    if not nets:  # an empty sweep would write an empty table and exit 0
+        from imgcls.insight import InsightError
+
+        raise InsightError(
+            f"--nets names no net (got {args.nets!r}); give comma-separated nets, "
+            "e.g. --nets lenet5,mlp-32"
+        )
     config = {
         "nets": nets,
         "sizes": args.sizes,

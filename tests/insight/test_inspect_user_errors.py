@@ -175,3 +175,20 @@ def test_visualize_refuses_a_limit_below_1(
     line = _refused(capsys, [*argv, "--out", str(tmp_path / "out")], "--limit must be >= 1")
     assert line.endswith(f"got {limit}")
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- sweep
+@pytest.mark.parametrize("nets", ["", " , ,"], ids=["empty", "commas"])
+def test_sweep_refuses_an_empty_net_list(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, nets: str
+) -> None:
+    """``sweep subset --nets ''`` used to write an empty table (sweep.md / .csv / .json / .png)
+    and exit 0; it is refused, and nothing is written."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    line = _refused(capsys, ["sweep", "subset", "--nets", nets, "--out", str(out)], "--nets")
+    assert line == (
+        f"imgcls: error: --nets names no net (got {nets!r}); give comma-separated nets, "
+        "e.g. --nets lenet5,mlp-32"
+    )
+    assert list(out.iterdir()) == []
