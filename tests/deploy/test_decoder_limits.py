@@ -98,7 +98,7 @@ def test_16_bit_scan_of_an_mnist_digit_reads_and_labels_like_its_8_bit_version(
         decoded16.append(decode_image(_png(scan.astype(np.uint16) * 257), preprocess="mnist"))
     a8, a16 = np.stack(decoded8), np.stack(decoded16)
     assert np.abs(a8.astype(int) - a16).max() <= 1
-    assert (a16.reshape(8, -1).max(axis=1) == 255).all()  # not blank
+    assert (a16.reshape(8, -1).max(axis=1) > 200).all()  # not blank
     clf = OnnxClassifier(exported_lenet / "model.onnx", device="cpu")
     labels8, _ = clf.predict(a8)
     labels16, _ = clf.predict(a16)
