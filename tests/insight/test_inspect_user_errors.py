@@ -87,23 +87,31 @@ def test_summary_refuses_an_option_it_would_ignore(
     _refused(capsys, ["summary", *argv], *names)
 
 
-@pytest.mark.parametrize(
-    "shape", ["1,100000,100000", "1,28,257", "5,28,28", "3,300,10"], ids=lambda s: s
-)
-def test_summary_refuses_an_input_over_the_limit_before_building(shape: str) -> None:
+def _limit_line(shape: str) -> str:
+    return (
+        f"imgcls: error: --input {shape}: over the limit of {MAX_INPUT_CHANNELS} channels and "
+        f"{MAX_INPUT_SIDE}×{MAX_INPUT_SIDE} pixels (the net built for it grows with H·W)"
+    )
+
+
+def test_summary_refuses_an_input_over_the_limit_before_building() -> None:
     """``--input 1,100000,100000`` used to build LeNet-5 for it: 0.9 GB, then a traceback from
-    torch asking for 4.8 TB. The limit is checked before any net is built: the process stays
-    at what importing torch costs."""
+    torch asking for 4.8 TB. The limit is checked before any net is built."""
+    shape = "1,100000,100000"
     proc = run_imgcls(
         "summary", "--net", "lenet5", "--input", shape, cwd=ROOT, check=False, timeout=120
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("imgcls: error:")]
-    assert lines == [
-        f"imgcls: error: --input {shape}: over the limit of {MAX_INPUT_CHANNELS} channels and "
-        f"{MAX_INPUT_SIDE}×{MAX_INPUT_SIDE} pixels (the net built for it grows with H·W)"
-    ], proc.stderr
+    assert lines == [_limit_line(shape)], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("shape", ["1,28,257", "5,28,28", "3,300,10"], ids=lambda s: s)
+def test_summary_refuses_each_side_over_the_limit(
+    capsys: pytest.CaptureFixture[str], shape: str
+) -> None:
+    assert _refused(capsys, ["summary", "--net", "lenet5", "--input", shape]) == _limit_line(shape)
 
 
 def test_summary_builds_up_to_the_limit(capsys: pytest.CaptureFixture[str]) -> None:
