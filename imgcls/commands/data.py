@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from imgcls.commands.options import add_data_dir
 from imgcls.data.provision import DATASETS, default_root, fetch, raw_dir, verify
+from imgcls.errors import ConfigError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,8 +25,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             )
 
 
+def check_data_root(root: Path, option: str = "--data_dir") -> None:
+    """The data root, or the nearest part of its path that exists, must be a folder.
+
+    Raises:
+        ConfigError: a part of the path is a file.
+    """
+    existing = root
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is a file" if existing == root else f"{existing} is a file"
+        raise ConfigError(
+            f"{option} {root}: {where}, not a folder; pass the data root, the folder that "
+            "holds (or will hold) MNIST/raw and FashionMNIST/raw (default $IMGCLS_DATA or "
+            "~/.cache/imgcls/data)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    root = args.data_dir or default_root()
+    root = Path(args.data_dir).expanduser() if args.data_dir else default_root()
+    check_data_root(root, "--data_dir" if args.data_dir else "$IMGCLS_DATA")
     names = list(DATASETS) if args.dataset == "all" else [args.dataset]
     for name in names:
         if args.action == "fetch":

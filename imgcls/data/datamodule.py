@@ -100,6 +100,25 @@ def _balanced_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np
     return np.sort(np.concatenate(parts))
 
 
+def _check_data_root(root: Path) -> None:
+    """A data root, or the nearest part of its path that exists, must be a folder: the raw
+    files go in ``<root>/<data set>/raw``.
+
+    Raises:
+        ConfigError: a part of the path is a file.
+    """
+    existing = root
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is a file" if existing == root else f"{existing} is a file"
+        raise ConfigError(
+            f"data_dir {root}: {where}, not a folder; pass the data root, the folder that "
+            "holds (or will hold) MNIST/raw and FashionMNIST/raw (default $IMGCLS_DATA or "
+            "~/.cache/imgcls/data)"
+        )
+
+
 class ImageDataModule(L.LightningDataModule):
     """Shared base for the IDX data sets; subclasses set the class-level facts."""
 
@@ -147,6 +166,7 @@ class ImageDataModule(L.LightningDataModule):
         from imgcls.data.provision import default_root
 
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_root()
+        _check_data_root(self.data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers, self.shift_augment, self.hflip = (
             seed,
@@ -162,6 +182,11 @@ class ImageDataModule(L.LightningDataModule):
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(
                 f"batch_size and eval_batch_size must be >= 1, got {batch_size} / {eval_batch_size}"
+            )
+        if num_workers < 0:
+            raise ConfigError(
+                f"num_workers must be >= 0, got {num_workers}; 0 loads batches in the main "
+                "process (fastest for these in-memory tensors)"
             )
         if shift_augment < 0:
             raise ConfigError(f"shift_augment must be >= 0 pixels, got {shift_augment}")
