@@ -10,6 +10,8 @@ folder) resumes that run in its own folder; validate / test / predict of a run l
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import sys
@@ -44,7 +46,7 @@ from imgcls.callbacks import (
 )
 from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint, trained_precision
 from imgcls.data.datamodule import ImageDataModule
-from imgcls.errors import ConfigError, ImgclsError
+from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.loggers import RunCSVLogger, drop_rows_after
 from imgcls.module import ImageClassifier, mismatch
 from imgcls.utils import check_writable_folder
@@ -54,6 +56,7 @@ __all__ = ["DEFAULTS", "ImgclsCLI", "checkpoint_plugins", "cli_main", "progress_
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 UNTRAINED = "untrained"  # --ckpt_path for evaluating the initial weights on purpose
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 TOP_LEVEL_KEYS = (
     "seed_everything",
     "model",
@@ -81,7 +84,22 @@ class RunConfigCallback(SaveConfigCallback):
             while os.path.exists(os.path.join(log_dir, self.config_filename)):
                 n += 1
                 self.config_filename = f"config.resume-{n}.yaml"
-        super().setup(trainer, pl_module, stage)
+        try:
+            super().setup(trainer, pl_module, stage)
+        except OSError as e:
+            if isinstance(e, ImgclsError) or e.errno not in DISK_FULL or not log_dir:
+                raise
+            # The file is new (the name above was free): a half-written config goes, so that
+            # a resumed run's folder holds only what it held before.
+            path = os.path.join(log_dir, self.config_filename)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            raise DiskFullError(
+                e.errno,
+                f"the disk holding {log_dir} is full (no space left, or over quota): {path} "
+                "could not be written and training did not start; nothing was lost. Free some "
+                "space, or pass --trainer.default_root_dir with a folder on another disk",
+            ) from e
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
@@ -462,7 +480,21 @@ def _quiet() -> None:
 def cli_main(args: list[str] | None = None) -> ImgclsCLI:
     torch.set_float32_matmul_precision("high")
     _quiet()
-    cli = ImgclsCLI(args=args)
+    try:
+        cli = ImgclsCLI(args=args)
+    except OSError as e:
+        if isinstance(e, ImgclsError) or e.errno not in DISK_FULL:
+            raise
+        # Any other write of the run (its logs, a logger's files) on a full disk; checkpoints
+        # are written to a temporary file and renamed, so the ones saved before are whole.
+        raise DiskFullError(
+            e.errno,
+            "the disk is full (no space left, or over quota)"
+            + (f" writing {e.filename}" if e.filename else "")
+            + ": the run stopped; checkpoints saved before are intact. Free some space, or pass "
+            "--trainer.default_root_dir with a folder on another disk, and train again "
+            "(--ckpt_path last resumes from the last checkpoint, if one was saved)",
+        ) from e
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Lightning leaves the process group to its launcher; left to interpreter exit, gloo's
         # threads can abort a rank ("terminate called without an active exception").
