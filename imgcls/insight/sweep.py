@@ -17,14 +17,14 @@ from typing import Any
 from imgcls.insight import InsightError
 from imgcls.insight.training import TrainSpec, parse_net, train
 
-__all__ = ["SweepPoint", "run_sweep", "summarise", "write_sweep_outputs"]
+__all__ = ["SweepPoint", "check_sizes", "run_sweep", "summarise", "write_sweep_outputs"]
 
 
 @dataclass
 class SweepPoint:
     net: str  # the name as given, e.g. "mlp-32"
     size: int  # requested training-set size
-    n_train: int  # images actually used (the whole training set when size exceeds it)
+    n_train: int  # images actually used
     seed: int
     test_acc: float  # fraction of the test set
     fit_seconds: float
@@ -44,7 +44,8 @@ def run_sweep(
     """Train every (net, size, seed) and test it; seeds are 0 … ``seeds`` − 1.
 
     Raises:
-        InsightError: an unknown net, a size < 1, fewer than one seed or epoch.
+        InsightError: an unknown net, a size < 1 or above the training split's, fewer than
+            one seed or epoch.
     """
     from imgcls.insight.shift import TorchPredictor, evaluate_shift
     from imgcls.insight.testset import load_test_set
@@ -53,6 +54,7 @@ def run_sweep(
         raise InsightError(f"--seeds and --epochs must be >= 1, got {seeds} and {epochs}")
     if not sizes or min(sizes) < 1:
         raise InsightError(f"--sizes must be positive integers, got {list(sizes)}")
+    check_sizes(sizes, dataset)
     specs = {name: parse_net(name) for name in nets}  # fail on a bad name before any training
     test = load_test_set(dataset, data_dir, test_limit)
     points: list[SweepPoint] = []
@@ -84,6 +86,24 @@ def run_sweep(
                     f"test accuracy {100 * acc:.2f} % (fit {result.fit_seconds:.1f} s)"
                 )
     return points
+
+
+def check_sizes(sizes: Sequence[int], dataset: str) -> None:
+    """Refuse a size above the training split's: it would train on the whole split while the
+    results said otherwise.
+
+    Raises:
+        InsightError: a size is larger than the training split of ``dataset``.
+    """
+    from imgcls.data.provision import get_spec
+
+    total = get_spec(dataset).files[0].count  # the training images (60,000)
+    over = [s for s in sizes if s > total]
+    if over:
+        raise InsightError(
+            f"--sizes {','.join(str(s) for s in over)}: the {dataset} training split has "
+            f"{total:,} images; pass sizes from 1 to {total} ({total} trains on all of them)"
+        )
 
 
 def summarise(points: Sequence[SweepPoint]) -> dict[str, list[dict[str, Any]]]:
