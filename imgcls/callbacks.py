@@ -182,7 +182,7 @@ class RunDirectory(L.Callback):
         if stage != "fit" or not trainer.is_global_zero or not log_dir:
             return
         # The logger may have made the folder already; a new run's folder is still empty.
-        self._fresh = not os.path.isdir(log_dir) or not any(os.scandir(log_dir))
+        self._fresh = not os.path.isdir(log_dir) or _empty(log_dir)
         os.makedirs(log_dir, exist_ok=True)
         fh = open(os.path.join(log_dir, self.LOCK), "a+")  # noqa: SIM115 - held until teardown
         try:
@@ -198,8 +198,10 @@ class RunDirectory(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        # The lock is dropped on every failure, not only a fresh run's: a resumed run that
+        # fails before teardown would otherwise hold its file open.
+        self._release()
         if self._dir and self._fresh and trainer.global_step == 0:
-            self._release()
             shutil.rmtree(self._dir, ignore_errors=True)
             with contextlib.suppress(OSError):  # the experiment folder too, if that left it empty
                 os.rmdir(os.path.dirname(self._dir))
@@ -211,6 +213,11 @@ class RunDirectory(L.Callback):
         if self._lock is not None:
             self._lock.close()  # closing the file drops the lock
             self._lock = None
+
+
+def _empty(folder: str) -> bool:
+    with os.scandir(folder) as entries:  # closed here, not whenever the iterator is collected
+        return not any(entries)
 
 
 def report_checkpoints(trainer: L.Trainer) -> None:

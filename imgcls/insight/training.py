@@ -297,13 +297,15 @@ def _as_last_epoch(path: Path) -> None:
     """
     import torch
 
-    from imgcls.utils import atomic_path
+    from imgcls.checkpoint import DIGEST_KEY, FULL_DIGEST_KEY, AtomicCheckpointIO
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if int(ckpt.get("epoch", 0)) > 0:
         ckpt["epoch"] = int(ckpt["epoch"]) - 1
-        with atomic_path(path) as tmp:
-            torch.save(ckpt, tmp)
+        # saved again through the checkpoint IO, so its digests describe the changed epoch
+        for key in (DIGEST_KEY, FULL_DIGEST_KEY):
+            ckpt.pop(key, None)
+        AtomicCheckpointIO().save_checkpoint(ckpt, path)
 
 
 def _val_curve() -> Any:
