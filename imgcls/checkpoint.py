@@ -128,8 +128,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from e
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], *, resume: bool = False) -> dict[str, Any]:
     """Load a Lightning checkpoint with ``weights_only=True`` (no arbitrary code runs).
+
+    The weights are always checked against their digest. With ``resume`` (``imgcls fit
+    --ckpt_path``) the whole checkpoint is checked too: optimiser moments, schedulers, loops
+    and callbacks are read only by a resume, so an evaluation or an export of a checkpoint
+    whose epoch or hyper-parameters were edited on purpose still reads it.
 
     Raises:
         CheckpointError: missing, truncated, bit-flipped or not a Lightning/imgcls checkpoint.
@@ -179,7 +184,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: the weights do not match their recorded sha256: the file is corrupted "
             "(a flipped bit?); use another checkpoint, e.g. last.ckpt or a re-trained run"
         )
-    if FULL_DIGEST_KEY in ckpt and checkpoint_digest(ckpt) != ckpt[FULL_DIGEST_KEY]:
+    if resume and FULL_DIGEST_KEY in ckpt and checkpoint_digest(ckpt) != ckpt[FULL_DIGEST_KEY]:
         raise CheckpointError(
             f"{path}: the checkpoint does not match its recorded sha256 (its optimiser, "
             "scheduler, loop or callback state differs from what was saved): the file is "

@@ -365,7 +365,7 @@ class ImgclsCLI(LightningCLI):
         root = Path(cfg.trainer.default_root_dir or runs.RUNS_DIR)
         which = "last" if subcommand == "fit" else "best"
         path = runs.resolve_checkpoint(spec, which, experiment_dir=root / _experiment(cfg))
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, resume=subcommand == "fit")
         cfg.ckpt_path = str(path)
         if subcommand != "fit" and cfg.trainer.get("precision") is None:
             # Evaluate in the precision the run trained in, as every other evaluation does.
