@@ -146,6 +146,10 @@ class DataCheck(L.Callback):
             "image_size": info["image_shape"][1],
         }
         detail = mismatch(pl_module.hparams, data, "model", "data")
+        names = pl_module.hparams.get("class_names")
+        if not detail and names and list(names) != list(info["class_names"]):
+            # Two folders with as many classes: the same net, but class k means another thing.
+            detail = f"class_names: model {list(names)!r} vs data {list(info['class_names'])!r}"
         if detail:
             raise ConfigError(
                 f"the model does not match the data set ({detail}). Use a checkpoint trained on "

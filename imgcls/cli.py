@@ -110,7 +110,7 @@ class RunConfigCallback(SaveConfigCallback):
 
 def _dataset(cfg: Namespace) -> str:
     """The data set a parsed config trains on (its data module's ``dataset_name``)."""
-    from imgcls.data.datamodule import DATAMODULES
+    from imgcls.data.registry import DATAMODULES
 
     data_cls = str(cfg.data.class_path if "class_path" in cfg.data else "").rsplit(".", 1)[-1]
     return next((n for n, c in DATAMODULES.items() if c.__name__ == data_cls), "data")
@@ -450,10 +450,15 @@ class ImgclsCLI(LightningCLI):
         report_checkpoints(self.trainer)
 
     def before_test(self) -> None:
+        # A folder without test/ is refused before anything is written: it has no held-out
+        # images, and testing on the training images would report a score that is not one.
+        self.datamodule.check_held_out("test")
         self._check_writable()
         self._add_callback(TestReport, TestReport)
 
     def before_predict(self) -> None:
+        if self.datamodule.predict_dir is None:  # else it predicts on the files given
+            self.datamodule.check_held_out("predict")
         self._check_writable()
         self._add_callback(BasePredictionWriter, CSVPredictionWriter)
 

@@ -1,4 +1,5 @@
-"""Data: provisioning of the IDX files and the LightningDataModules.
+"""Data: provisioning of the IDX files and the LightningDataModules (MNIST, Fashion-MNIST and
+a folder of images per class).
 
 Imports are lazy so that ``imgcls.data.provision`` (used by the torch-free runtime commands)
 does not pull in torch and Lightning.
@@ -10,12 +11,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DATAMODULES": "imgcls.data.datamodule",
+    "DATAMODULES": "imgcls.data.registry",
     "FashionMNISTDataModule": "imgcls.data.datamodule",
     "ImageDataModule": "imgcls.data.datamodule",
+    "ImageFolderDataModule": "imgcls.data.folder",
     "MNISTDataModule": "imgcls.data.datamodule",
     "TensorImageDataset": "imgcls.data.datamodule",
-    "get_datamodule": "imgcls.data.datamodule",
+    "get_datamodule": "imgcls.data.registry",
+    "trained_datamodule": "imgcls.data.registry",
     "DATASETS": "imgcls.data.provision",
     "DataError": "imgcls.data.provision",
     "default_root": "imgcls.data.provision",

@@ -120,12 +120,13 @@ def _check_data_root(root: Path) -> None:
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Shared base for the IDX data sets; subclasses set the class-level facts."""
+    """Shared base of the data modules; subclasses set the facts of their data set (class-level
+    for the IDX data sets, per instance for a folder of images, ``imgcls.data.folder``)."""
 
-    dataset_name: ClassVar[str]
-    class_names: ClassVar[tuple[str, ...]]
-    mean: ClassVar[float]  # of the 60,000 training pixels in [0, 1]
-    std: ClassVar[float]
+    dataset_name: str
+    class_names: tuple[str, ...]
+    mean: float  # of the training pixels in [0, 1] (MNIST's: all 60,000 training images)
+    std: float
     image_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
 
     def __init__(
@@ -177,7 +178,7 @@ class ImageDataModule(L.LightningDataModule):
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.keep_on_device = keep_on_device
         self.random_erase = random_erase
-        self.train_total = get_spec(self.dataset_name).files[0].count  # 60,000
+        self.train_total = self._train_images()  # 60,000 for the IDX data sets
         self.n_val = self._resolve_val_size(val_size)
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(
@@ -216,6 +217,14 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def image_size(self) -> int:
         return self.image_shape[1]
+
+    def _train_images(self) -> int:
+        """How many images the validation split and ``train_subset`` draw from."""
+        return get_spec(self.dataset_name).files[0].count
+
+    def check_held_out(self, command: str) -> None:
+        """Raise ``DataError`` when there is no held-out set to ``command`` on (the IDX data
+        sets always have their official test set)."""
 
     def _resolve_val_size(self, val_size: int | float) -> int:
         if isinstance(val_size, float) and not isinstance(val_size, bool):
@@ -406,14 +415,3 @@ class FashionMNISTDataModule(ImageDataModule):
         "Ankle boot",
     )
     mean, std = 0.2860, 0.3530
-
-
-DATAMODULES: dict[str, type[ImageDataModule]] = {
-    "mnist": MNISTDataModule,
-    "fashion_mnist": FashionMNISTDataModule,
-}
-
-
-def get_datamodule(dataset: str, **kwargs: Any) -> ImageDataModule:
-    get_spec(dataset)  # raises with the list of valid names
-    return DATAMODULES[dataset](**kwargs)

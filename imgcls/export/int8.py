@@ -64,7 +64,7 @@ def calibration_set(
     had no validation split: then a seeded random slice of the training images is used and
     the info says ``"split": "train"``. Never the test set: the int8 gate measures on it.
     """
-    from imgcls.data import get_datamodule
+    from imgcls.data import trained_datamodule
 
     if n < 1:
         raise ValueError(f"calibration_images must be >= 1, got {n}")
@@ -75,7 +75,7 @@ def calibration_set(
         "seed": seed,
         "split_from": "checkpoint" if dmh else "datamodule defaults (none in the checkpoint)",
     }
-    dm = get_datamodule(dataset, data_dir=data_dir, val_size=val_size, seed=seed)
+    dm = trained_datamodule(dataset, dmh, data_dir, val_size=val_size, seed=seed)
     if dm.n_val > 0:
         dm.setup("fit")
         assert dm.val_set is not None

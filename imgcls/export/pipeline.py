@@ -156,7 +156,9 @@ def export_checkpoint(
     )
     _check_target(out, log)
     shape = (int(hp.in_channels), int(hp.image_size), int(hp.image_size))
-    images, y, test_set = _parity_images(ckpt_path, hp.dataset, shape, data_dir, parity_subset)
+    images, y, test_set = _parity_images(
+        ckpt_path, ckpt, hp.dataset, shape, data_dir, parity_subset
+    )
 
     log(f"exporting {hp.net} ({ckpt_path}) to ONNX opset {opset}")
     proto = to_onnx(model.net, hp.mean, hp.std, shape, opset)
@@ -284,6 +286,7 @@ def _check_replaceable(out: Path) -> None:
 
 def _parity_images(
     ckpt_path: Path,
+    ckpt: dict[str, Any],
     dataset: str,
     shape: tuple[int, int, int],
     data_dir: str | os.PathLike[str] | None,
@@ -295,11 +298,15 @@ def _parity_images(
     Raises:
         ExportError: the test set's images are not the shape the model takes.
     """
-    from imgcls.data import get_datamodule
+    from imgcls.data import trained_datamodule
 
-    dm = get_datamodule(  # only the test set is read: no validation split to carve out
-        dataset, data_dir=str(data_dir) if data_dir is not None else None, val_size=0
+    dm = trained_datamodule(  # only the test set is read: no validation split to carve out
+        dataset,
+        ckpt.get("datamodule_hyper_parameters"),
+        str(data_dir) if data_dir is not None else None,
+        val_size=0,
     )
+    dm.check_held_out("check the export")
     dm.setup("test")
     assert dm.test_set is not None
     images, labels = dm.test_set.images.cpu(), dm.test_set.labels.cpu()

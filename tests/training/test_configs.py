@@ -2,8 +2,9 @@
 each data x net pair gives exactly the hyper-parameters of the one-file config it replaced.
 
 Nothing here trains or reads data: the CLI parses and instantiates (``run=False``) only, with
-``data_dir`` an empty folder (instantiating a DataModule reads no file) and the real data sets'
-sizes, so that the configs' val_size of 5000 is checked as given.
+``data_dir`` an empty folder (instantiating an IDX DataModule reads no file) and the real data
+sets' sizes, so that the configs' val_size of 5000 is checked as given; the folder data module
+gets a few generated PNG files (it reads its classes and decodes its images when built).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import yaml
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from imgcls.cli import ImgclsCLI
-from imgcls.data import FashionMNISTDataModule, MNISTDataModule
+from imgcls.data import FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
 from imgcls.data.datamodule import ImageDataModule
 from imgcls.module import ImageClassifier
 from tests.helpers import CONFIGS_DIR as CONFIGS
+from tests.helpers.folders import stripes, write_folder_dataset
 
-DATA_CLASSES = {"mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule}
+IDX_CLASSES = {"mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule}
+DATA_CLASSES = {**IDX_CLASSES, "folder": ImageFolderDataModule}
 DATA_FILES = sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml"))
 MODEL_FILES = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 RECIPE_FILES = sorted(p.stem for p in (CONFIGS / "recipes").glob("*.yaml"))
@@ -58,12 +61,15 @@ def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "no_data"
 
 
-def parse(*args: str, data_dir: Path) -> ImgclsCLI:
-    """``imgcls fit <args>`` parsed and instantiated, not run; no logger, nothing written."""
-    cli = ImgclsCLI(
-        args=[*args, "--data.init_args.data_dir", str(data_dir), "--trainer.logger", "false"],
-        run=False,
+def parse(*args: str, data_dir: Path, root: Path | None = None) -> ImgclsCLI:
+    """``imgcls fit <args>`` parsed and instantiated, not run; no logger, nothing written.
+    ``root``: a folder data set's root, given instead of ``data_dir``."""
+    data = (
+        ["--data.init_args.root", str(root)]
+        if root
+        else ["--data.init_args.data_dir", str(data_dir)]
     )
+    cli = ImgclsCLI(args=[*args, *data, "--trainer.logger", "false"], run=False)
     assert not any(data_dir.iterdir()) and not (data_dir.parent / "runs").exists()
     return cli
 
@@ -135,13 +141,19 @@ def test_a_model_file_says_nothing_of_the_data(name: str) -> None:
 @pytest.mark.parametrize("model", MODEL_FILES)
 @pytest.mark.parametrize("data", DATA_FILES)
 def test_every_data_and_model_file_stack(data, model, no_data):
-    cli = parse(*configs(f"data/{data}", f"model/{model}"), data_dir=no_data)
+    root = None
+    if data == "folder":  # three classes: the net's output follows the folder
+        x, y = stripes(12, 3)
+        root = write_folder_dataset(no_data.parent / "folder", {"train": (x, y)}, "abc")
+    cli = parse(*configs(f"data/{data}", f"model/{model}"), data_dir=no_data, root=root)
     assert type(cli.datamodule) is DATA_CLASSES[data]
     assert isinstance(cli.model, ImageClassifier)
     net, net_args = NETS[model]
     hp = cli.model.hparams
     assert (hp.net, hp.net_args, hp.dataset) == (net, net_args, data)
-    assert cli.model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    classes = 3 if data == "folder" else 10
+    assert cli.model(torch.zeros(2, 1, 28, 28)).shape == (2, classes)
+    assert hp.class_names == list(cli.datamodule.class_names)
 
 
 def test_data_short_form(no_data):
@@ -339,7 +351,7 @@ def assert_gives(cli: ImgclsCLI, data: str, former: Former, data_dir: Path) -> N
 
 
 @pytest.mark.parametrize("model", sorted(FORMER_PAIRS))
-@pytest.mark.parametrize("data", sorted(DATA_CLASSES))
+@pytest.mark.parametrize("data", sorted(IDX_CLASSES))
 def test_a_pair_gives_what_its_former_config_gave(data, model, no_data):
     """Former configs/<data>/<net>.yaml == configs/data/<data>.yaml + configs/model/<net>.yaml"""
     cli = parse(*configs(f"data/{data}", f"model/{model}"), data_dir=no_data)
