@@ -300,10 +300,30 @@ def train_images(dataset: str, dm: Mapping[str, Any]) -> tuple[int | None, int |
     """(training images, validation images, images in the official training set) of the run."""
     from imgcls.data.provision import get_spec
 
+    if dataset == "folder":
+        return _folder_images(dm)
     try:
         total = get_spec(dataset).files[0].count
     except Exception:  # an unknown data set name: the card says "unknown"
         return None, None, None
     val = dm.get("val_size", 0) or 0
     val = round(val * total) if isinstance(val, float) and val < 1 else int(val)
+    return int(dm.get("train_subset") or total - val), val, total
+
+
+def _folder_images(dm: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """``train_images`` of a folder data set, counted in its folder (``val/`` when present,
+    else the split of ``train/``); unknown when the folder is gone."""
+    from imgcls.data.folder import scan_folder
+    from imgcls.errors import DataError
+
+    try:
+        layout = scan_folder(str(dm.get("root") or ""))
+    except DataError:
+        return None, None, None
+    total = layout.count("train") + layout.count("val")
+    val = dm.get("val_size", 0) or 0
+    val = round(val * total) if isinstance(val, float) and val < 1 else int(val)
+    if layout.has("val"):
+        val = layout.count("val")
     return int(dm.get("train_subset") or total - val), val, total

@@ -130,7 +130,11 @@ def model_card(
     facts = training_facts(ckpt, ckpt_path)
     dm = facts["datamodule"]
     dataset = str(metadata.get("dataset", "?"))
+    root = str(dm.get("root") or "?")
+    folder_data = dataset == "folder"
     pretty = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}.get(dataset, dataset)
+    if folder_data:
+        pretty = f"image folder {Path(root).name}"
     classes = [str(c) for c in metadata.get("class_names", [])]
     net, net_args = str(metadata.get("net", "?")), dict(metadata.get("net_args") or {})
     label = net_label(net, net_args)
@@ -141,7 +145,10 @@ def model_card(
     folder = Path(out) if out is not None else Path("export") / f"{dataset}-{label}"
     model = folder / "model.onnx"
     shape = list((metadata.get("input") or {}).get("shape", ["batch", 1, 28, 28]))
-    digits = dataset != "fashion_mnist"
+    # A folder's images are framed as its framing says (auto: as MNIST's digits).
+    digits = (
+        dm.get("framing", "auto") != "fashion_mnist" if folder_data else dataset != "fashion_mnist"
+    )
     n_train, n_val, n_total = train_images(dataset, dm)
 
     L: list[str] = [MARKER, "", f"# {pretty} classifier: {label} (ONNX)", ""]
@@ -159,16 +166,28 @@ def model_card(
         "",
         "## Data",
         "",
-        f"- data set: {pretty} (`{dataset}`)",
+        (
+            f"- data set: the folder `{root}` (`folder`: one folder per class, framing "
+            f"`{dm.get('framing', 'auto')}`)"
+            if folder_data
+            else f"- data set: {pretty} (`{dataset}`)"
+        ),
         f"- training images: {n_train:,}" if n_train is not None else "- training images: ?",
         (
-            f"- validation split: {n_val:,} images carved from the {n_total or 0:,} training "
+            f"- validation split: the {n_val:,} images of `{root}/val/`"
+            if folder_data and n_val and (Path(root) / "val").is_dir()
+            else f"- validation split: {n_val:,} images carved from the {n_total or 0:,} training "
             f"images, class-stratified, seed {dm.get('seed', '?')}"
             if n_val
             else "- validation split: none"
         ),
-        f"- test set: the official {test_n:,}-image {pretty} test set, never used for training "
-        "or model selection",
+        (
+            f"- test set: the {test_n:,} images of `{root}/test/`, never used for training or "
+            "model selection"
+            if folder_data
+            else f"- test set: the official {test_n:,}-image {pretty} test set, never used for "
+            "training or model selection"
+        ),
         "",
         "## Model",
         "",
@@ -270,7 +289,13 @@ def model_card(
         "## Intended use and limitations",
         "",
     ]
-    if digits:
+    if folder_data:
+        L += [
+            f"- For images like those of `{root}/train/`, one object of the {len(classes)} "
+            "classes per image: it always answers one of them, even for an image that shows "
+            "none.",
+        ]
+    elif digits:
         L += [
             "- For single handwritten Arabic digits 0–9, one per image, in the style of MNIST "
             "(US Census Bureau employees and high-school students). Not for other scripts, "

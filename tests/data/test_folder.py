@@ -453,4 +453,7 @@ def test_four_classes_with_other_names_train_and_export(
     assert parity["fp32"]["onnx_accuracy"] > 0.8  # four easy classes
     assert parity["int8"]["quantization"]["calibration"]["split"] == "validation"
     card = (out / "README.md").read_text()
-    assert "open shoe" in card and str(four_class_folder) in card
+    assert "open shoe" in card and f"the folder `{four_class_folder}`" in card
+    assert "- training images: 1,200" in card
+    assert f"- validation split: the 200 images of `{four_class_folder}/val/`" in card
+    assert f"- test set: the 300 images of `{four_class_folder}/test/`" in card
