@@ -97,3 +97,34 @@ def test_eval_speed_quick(real_data_root: Path, tmp_path: Path) -> None:
     out = _run("eval_speed.py", "--quick", "--data_dir", str(real_data_root), tmp_path=tmp_path)
     ratios = re.findall(r"shift/bare = ([\d.]+) \(target >= 0.85\)", out)
     assert len(ratios) == 3 and all(float(r) > 0 for r in ratios), out
+
+
+@pytest.mark.real_data
+def test_folder_speed_quick(real_data_root: Path, tmp_path: Path) -> None:
+    out = _run(
+        "folder_speed.py",
+        "--quick",
+        "--data_dir",
+        str(real_data_root),
+        "--workdir",
+        str(tmp_path / "w"),
+        tmp_path=tmp_path,
+    )
+    rows = re.findall(
+        r"^\| (folder, first run \(decode \+ cache\)|folder, cached|mnist \(IDX\)) \| "
+        r"([\d.]+) \| ([\d.]+) \| ([\d.]+) / ([\d.]+) \| ([\d,]+) \|$",
+        out,
+        re.M,
+    )
+    assert [r[0] for r in rows] == [
+        "folder, first run (decode + cache)",
+        "folder, cached",
+        "mnist (IDX)",
+    ], out
+    for _, setup, first, best, median, _ in rows:
+        assert float(setup) > 0 and float(first) > 0 and 0 < float(best) <= float(median), out
+    # the first run decodes 2,000 PNG files; the cached one reads one file
+    assert float(rows[0][1]) > float(rows[1][1]), out
+    ratio = float(re.search(r"folder \(cached\) / mnist = ([\d.]+)", out).group(1))
+    assert abs(ratio / (float(rows[1][3]) / float(rows[2][3])) - 1) < 0.1, out
+    assert "same images and labels in both modules (in another order): True" in out
