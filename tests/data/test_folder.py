@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from imgcls.data import DATAMODULES, ImageFolderDataModule, MNISTDataModule, get_datamodule
+from imgcls.data.datamodule import ImageDataModule
 from imgcls.data.folder import CACHE_FOLDER
 from imgcls.deploy.idx import read_idx
 from imgcls.errors import ConfigError, DataError
@@ -208,6 +209,70 @@ def test_mnist_written_as_a_folder_gives_the_mnist_modules_pixels(
     assert torch.equal(train[:, 0], torch.from_numpy(x[np.argsort(y, kind="stable")]))
     assert folder.class_names == MNISTDataModule.class_names
     assert folder.mean == pytest.approx(x.mean() / 255.0, abs=1e-9)
+
+
+def _seeded_fit_accuracy(dm: ImageDataModule) -> float:
+    """Test accuracy of LeNet-5 after two seeded epochs on ``dm`` (CPU, no logs, no files)."""
+    import lightning as L
+
+    from imgcls.module import ImageClassifier
+
+    L.seed_everything(0, verbose=False)
+    model = ImageClassifier(
+        net="lenet5",
+        num_classes=dm.num_classes,
+        dataset=dm.dataset_name,
+        class_names=list(dm.class_names),
+        mean=dm.mean,
+        std=dm.std,
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, dm)
+    [scores] = trainer.test(model, dm, verbose=False)
+    return float(scores["test/acc"])
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_mnist_as_a_folder_trains_to_the_mnist_modules_accuracy(
+    real_data_root: Path, tmp_path: Path
+) -> None:
+    """The same 3,000 training images (the MNIST module's seeded train_subset) and the first
+    1,000 test images, two seeded epochs each: the accuracies agree within noise (the folder's
+    images come in another order, so the batches differ)."""
+    raw = real_data_root / "MNIST" / "raw"
+    mnist = MNISTDataModule(
+        data_dir=str(real_data_root), val_size=0, train_subset=3000, batch_size=32
+    )
+    x = read_idx(raw / "train-images-idx3-ubyte")
+    y = read_idx(raw / "train-labels-idx1-ubyte").astype(np.int64)
+    take, _ = mnist.split_indices(torch.from_numpy(y))
+    tx = read_idx(raw / "t10k-images-idx3-ubyte")[:1000]
+    ty = read_idx(raw / "t10k-labels-idx1-ubyte")[:1000].astype(np.int64)
+    root = write_folder_dataset(
+        tmp_path / "mnist",
+        {"train": (x[take], y[take]), "test": (tx, ty)},
+        [str(k) for k in range(10)],
+    )
+    folder = ImageFolderDataModule(root=str(root), framing="none", val_size=0, batch_size=32)
+    mnist.setup("test")
+    assert mnist.test_set is not None
+    mnist.test_set.images, mnist.test_set.labels = (
+        mnist.test_set.images[:1000],
+        mnist.test_set.labels[:1000],
+    )
+    acc_folder, acc_mnist = _seeded_fit_accuracy(folder), _seeded_fit_accuracy(mnist)
+    assert acc_mnist > 0.85 and acc_folder > 0.85, (acc_folder, acc_mnist)
+    assert abs(acc_folder - acc_mnist) < 0.03, (acc_folder, acc_mnist)
 
 
 # ----------------------------------------------------------------------------- bad folders
