@@ -145,10 +145,10 @@ def model_card(
     folder = Path(out) if out is not None else Path("export") / f"{dataset}-{label}"
     model = folder / "model.onnx"
     shape = list((metadata.get("input") or {}).get("shape", ["batch", 1, 28, 28]))
-    # A folder's images are framed as its framing says (auto: as MNIST's digits).
-    digits = (
-        dm.get("framing", "auto") != "fashion_mnist" if folder_data else dataset != "fashion_mnist"
-    )
+    # A folder's images were framed as its framing says (auto: as MNIST's digits); the runtime's
+    # --preprocess auto frames a folder model's images as MNIST's.
+    folder_framing = str(dm.get("framing") or "auto").replace("auto", "mnist")
+    digits = dataset != "fashion_mnist"
     n_train, n_val, n_total = train_images(dataset, dm)
 
     L: list[str] = [MARKER, "", f"# {pretty} classifier: {label} (ONNX)", ""]
@@ -280,11 +280,22 @@ def model_card(
         "## Input it expects",
         "",
         f"{shape[-2]}×{shape[-1]} greyscale, "
-        f"{'a white digit on a black' if digits else 'a light object on a black'} background, "
-        "the way the training images were framed. `imgcls infer` and `imgcls serve` "
+        + (
+            f"like the images of `{root}/train/`"
+            if folder_data
+            else f"{'a white digit on a black' if digits else 'a light object on a black'} "
+            "background, the way the training images were framed"
+        )
+        + ". `imgcls infer` and `imgcls serve` "
         "take uint8 images and convert them to [0, 1] themselves; callers of the raw graph pass "
         "float32 in [0, 1], never normalised values. An image of any other size (a photo, a "
-        f"scan) is framed by `--preprocess auto` with {framing}.",
+        f"scan) is framed by `--preprocess auto` with {framing}."
+        + (
+            f" The folder's images were framed with `{folder_framing}`: pass `--preprocess "
+            f"{folder_framing}` so that other sizes are framed the same way."
+            if folder_data and folder_framing != "mnist"
+            else ""
+        ),
         "",
         "## Intended use and limitations",
         "",

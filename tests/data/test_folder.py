@@ -508,7 +508,8 @@ def test_infer_and_the_service_answer_with_the_folders_class_names(
 def test_four_classes_with_other_names_train_and_export(
     four_class_folder: Path, tmp_path: Path
 ) -> None:
-    run = _fit(four_class_folder, tmp_path)
+    # 28x28 images are taken as they are whatever the framing; the card says how to serve it.
+    run = _fit(four_class_folder, tmp_path, "--data.init_args.framing", "fashion_mnist")
     out = tmp_path / "export"
     run_imgcls("export", "--ckpt", str(run), "--out", str(out), "--int8", cwd=tmp_path)
     meta = json.loads((out / "metadata.json").read_text())
@@ -522,3 +523,5 @@ def test_four_classes_with_other_names_train_and_export(
     assert "- training images: 1,200" in card
     assert f"- validation split: the 200 images of `{four_class_folder}/val/`" in card
     assert f"- test set: the 300 images of `{four_class_folder}/test/`" in card
+    assert f"28×28 greyscale, like the images of `{four_class_folder}/train/`" in card
+    assert "pass `--preprocess fashion_mnist` so that other sizes are framed the same" in card
