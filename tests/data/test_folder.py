@@ -183,6 +183,28 @@ def test_get_datamodule_takes_the_root_as_data_dir(tmp_path: Path) -> None:
     assert isinstance(dm, ImageFolderDataModule) and dm.class_names == ("no", "yes")
 
 
+def test_a_model_of_other_classes_is_refused_by_the_data_check(tmp_path: Path) -> None:
+    """Two folders with as many classes: the net fits, but its class k is another thing."""
+    import lightning as L
+
+    from imgcls.callbacks import DataCheck
+    from imgcls.module import ImageClassifier
+
+    x, y = stripes(20, 2)
+    write_folder_dataset(tmp_path, {"train": (x, y)}, ["cat", "dog"])
+    dm = ImageFolderDataModule(root=str(tmp_path), val_size=0.5)
+    model = ImageClassifier(num_classes=2, dataset="folder", class_names=["no", "yes"])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[DataCheck()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(ConfigError, match=r"class_names: model \['no', 'yes'\] vs data \['cat'"):
+        trainer.validate(model, dm, verbose=False)
+
+
 # ----------------------------------------------------------------------------- same as MNIST
 @pytest.mark.real_data
 def test_mnist_written_as_a_folder_gives_the_mnist_modules_pixels(
@@ -376,6 +398,46 @@ def test_the_cli_refuses_a_bad_folder_in_one_line_exit_2(tmp_path: Path) -> None
     assert errors == lines[-1:], proc.stderr
     assert "broken.jpg" in errors[0] and "(12 are good)" in errors[0]
     assert not (tmp_path / "runs").exists() and not (root / CACHE_FOLDER).exists()
+
+
+@pytest.mark.slow
+def test_without_test_folder_imgcls_test_and_export_refuse_and_write_nothing(
+    tmp_path: Path,
+) -> None:
+    x, y = stripes(40, 2)
+    root = write_folder_dataset(tmp_path / "data", {"train": (x, y)}, ["a", "b"])
+    run_imgcls(
+        "fit",
+        "-c",
+        str(ROOT / "configs/data/folder.yaml"),
+        *FAST,
+        "--trainer.max_epochs",
+        "1",
+        "--data.init_args.root",
+        str(root),
+        cwd=tmp_path,
+    )
+    run = tmp_path / "runs" / "folder-lenet5" / "version_0"
+    before = _tree(tmp_path)
+    test = run_imgcls(
+        "test",
+        "-c",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        str(run),
+        *FAST,
+        cwd=tmp_path,
+        check=False,
+    )
+    export = run_imgcls(
+        "export", "--ckpt", str(run), "--out", str(tmp_path / "exp"), cwd=tmp_path, check=False
+    )
+    for proc, what in ((test, "test on"), (export, "check the export on")):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"imgcls: error: {root}: no test/ folder"), proc.stderr
+        assert f"no held-out set to {what}" in last
+    assert _tree(tmp_path) == before  # no test logs in the run, no export folder
 
 
 # ----------------------------------------------------------------------------- the cache
