@@ -573,7 +573,17 @@ def test_four_classes_with_other_names_train_and_export(
     # 28x28 images are taken as they are whatever the framing; the card says how to serve it.
     run = _fit(four_class_folder, tmp_path, "--data.init_args.framing", "fashion_mnist")
     out = tmp_path / "export"
-    run_imgcls("export", "--ckpt", str(run), "--out", str(out), "--int8", cwd=tmp_path)
+    run_imgcls(
+        "export",
+        "--ckpt",
+        str(run),
+        "--out",
+        str(out),
+        "--int8",
+        "--triton",
+        "triton",
+        cwd=tmp_path,
+    )
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["class_names"] == ["Bag", "boot", "legwear", "open shoe"]
     parity = json.loads((out / "parity.json").read_text())
@@ -587,3 +597,6 @@ def test_four_classes_with_other_names_train_and_export(
     assert f"- test set: the 300 images of `{four_class_folder}/test/`" in card
     assert f"28×28 greyscale, like the images of `{four_class_folder}/train/`" in card
     assert "pass `--preprocess fashion_mnist` so that other sizes are framed the same" in card
+    triton = tmp_path / "triton" / "export"
+    assert (triton / "labels.txt").read_text().split("\n")[:4] == meta["class_names"]
+    assert (triton / "config.pbtxt").read_text().count("dims: [ 4 ]") == 2  # logits, probs
