@@ -491,6 +491,21 @@ def test_a_damaged_cache_is_decoded_again(tmp_path: Path) -> None:
     assert torch.equal(again.decoded.images["train"], first.decoded.images["train"])
 
 
+def test_where_the_root_cannot_hold_the_cache_it_goes_under_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = stripes(12, 2)
+    root = write_folder_dataset(tmp_path / "data", {"train": (x, y)}, ["a", "b"])
+    (root / CACHE_FOLDER).write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    dm = ImageFolderDataModule(root=str(root))
+    assert dm.decoded.cache_file is not None
+    assert dm.decoded.cache_file.is_relative_to(tmp_path / "xdg" / "imgcls" / "folders")
+    again = ImageFolderDataModule(root=str(root))
+    assert again.decoded.from_cache and again.decoded.cache_file == dm.decoded.cache_file
+    assert (root / CACHE_FOLDER).read_text().startswith("a file")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_root_caches_under_xdg_cache_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
