@@ -96,6 +96,7 @@ def check_out(out: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.deploy.framing import framing_for
     from imgcls.deploy.images import load_images
     from imgcls.errors import ImageFileError
     from imgcls.utils import atomic_write_text
@@ -118,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
             channels=c,
             size=(h, w),
             skipped=skipped,
-            preprocess=args.preprocess,
-            dataset=clf.metadata.get("dataset"),
+            # auto: as the model's training images were framed (its metadata says how)
+            preprocess=framing_for(
+                args.preprocess, clf.metadata.get("dataset"), clf.metadata.get("framing")
+            ),
         )
     for warning in caught:  # resized or animated images: one line each, without a source line
         print(f"[imgcls infer] warning: {warning.message}", file=sys.stderr)

@@ -373,9 +373,9 @@ class ImageFolderDataModule(ImageDataModule):
                 frames it: ``mnist`` (strokes on paper: the ink's box scaled to 20x20 and
                 centred, as MNIST's digits), ``fashion_mnist`` (an object trimmed and scaled, as
                 Fashion-MNIST's), ``none`` (squashed to 28x28, with a warning). ``auto`` is
-                ``mnist``, which is also what ``imgcls infer`` and the service's ``auto`` pick
-                for a folder model; a model trained with ``fashion_mnist`` is served with
-                ``--preprocess fashion_mnist``. A 28x28 image is taken as it is.
+                ``mnist``. The export records the framing in the model's metadata, so
+                ``--preprocess auto`` of ``imgcls infer`` and the service frames other images
+                as the training images were. A 28x28 image is taken as it is.
             val_size: with no ``val/`` folder, the validation images taken from ``train/``: a
                 count, or a fraction in [0, 1) (stratified by class, seeded); ignored when
                 ``val/`` exists (its images are the validation set).

@@ -205,11 +205,15 @@ def frame_like_fashion(grey: np.ndarray, size: int = 28) -> np.ndarray:
 FRAMINGS = {"mnist": frame_like_mnist, "fashion_mnist": frame_like_fashion}
 
 
-def framing_for(preprocess: str, dataset: str | None) -> str:
+def framing_for(preprocess: str, dataset: str | None, trained: str | None = None) -> str:
     """The framing ``preprocess`` means for a model trained on ``dataset``: ``mnist``,
-    ``fashion_mnist`` or ``none``. ``auto`` takes the model's dataset (digits otherwise)."""
+    ``fashion_mnist`` or ``none``. ``auto`` takes ``trained``, the framing the model's training
+    images had (its metadata's ``framing``, written for a folder of images) when known, else
+    the model's dataset (digits otherwise)."""
     if preprocess not in PREPROCESS:
         raise ConfigError(f"preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")
     if preprocess == "auto":
+        if trained in ("mnist", "fashion_mnist", "none"):
+            return trained
         return "fashion_mnist" if dataset == "fashion_mnist" else "mnist"
     return preprocess

@@ -36,6 +36,8 @@ FORMAT = "imgcls-onnx/1"
 INPUT_NAME = "pixels"
 OUTPUT_NAMES: tuple[str, ...] = ("logits", "probabilities")
 NORMALIZATION = "in_graph"
+# How training images of another size were framed (imgcls.deploy.framing), when written.
+FRAMINGS: tuple[str, ...] = ("mnist", "fashion_mnist", "none")
 # The entries no reader can do without: the runtime refuses a model that lacks one.
 REQUIRED: tuple[str, ...] = ("format", "input", "class_names", "normalization")
 
@@ -54,14 +56,18 @@ def model_metadata(
     opset: int,
     versions: Mapping[str, str],
     precision: str = "fp32",
+    framing: str | None = None,
 ) -> dict[str, Any]:
     """The metadata of an exported fp32 model; ``test_accuracy`` is ``None`` until measured.
 
     ``input_shape`` is (C, H, W); ``checkpoint`` says where the weights came from (path,
     sha256, epoch, step, validation scores); ``versions`` the library versions that exported.
+    ``framing``: how the training images of another size were framed (``mnist``,
+    ``fashion_mnist``, ``none``), written for data sets whose name does not say it (a folder
+    of images); readers take it for ``--preprocess auto``.
     """
     num_classes = len(class_names)
-    return {
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "dataset": dataset,
         "class_names": list(class_names),
@@ -90,6 +96,9 @@ def model_metadata(
         "versions": dict(versions),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if framing is not None:
+        meta["framing"] = framing
+    return meta
 
 
 def encode(metadata: Mapping[str, Any]) -> dict[str, str]:
@@ -159,6 +168,8 @@ def _check_entries(meta: Mapping[str, Any], source: str) -> None:
         raise bad("num_classes", meta["num_classes"], "a positive integer")
     if meta.get("dataset") is not None and not isinstance(meta["dataset"], str):
         raise bad("dataset", meta["dataset"], "the name of a data set (a string)")
+    if "framing" in meta and meta["framing"] not in FRAMINGS:
+        raise bad("framing", meta["framing"], f"one of {', '.join(FRAMINGS)}")
 
 
 def _positive_int(value: Any) -> bool:

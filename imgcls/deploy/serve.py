@@ -306,7 +306,9 @@ class ImageSpec(LitSpec):
         c, h, w = (int(d) for d in metadata["input"]["shape"][1:])
         self.input_shape: tuple[int, int, int] = (c, h, w)
         self.input_name = str(metadata["input"]["name"])
-        self.framing = framing_for(options.preprocess, metadata.get("dataset"))
+        self.framing = framing_for(
+            options.preprocess, metadata.get("dataset"), metadata.get("framing")
+        )
 
     def decode_request(self, request: Any, context_kwargs: Any = None, **kwargs: Any) -> Any:
         return request
@@ -346,8 +348,7 @@ class ImageSpec(LitSpec):
                 name=name,
                 channels=c,
                 size=(h, w),
-                preprocess=self.options.preprocess,
-                dataset=self.metadata.get("dataset"),
+                preprocess=self.framing,
                 max_pixels=self.options.max_pixels,
             )
         except ImageFileError as e:

@@ -145,8 +145,8 @@ def model_card(
     folder = Path(out) if out is not None else Path("export") / f"{dataset}-{label}"
     model = folder / "model.onnx"
     shape = list((metadata.get("input") or {}).get("shape", ["batch", 1, 28, 28]))
-    # A folder's images were framed as its framing says (auto: as MNIST's digits); the runtime's
-    # --preprocess auto frames a folder model's images as MNIST's.
+    # A folder's images were framed as its framing says (auto: as MNIST's digits); the export
+    # records it in the metadata, where the runtime's --preprocess auto reads it.
     folder_framing = str(dm.get("framing") or "auto").replace("auto", "mnist")
     digits = dataset != "fashion_mnist"
     n_train, n_val, n_total = train_images(dataset, dm)
@@ -268,13 +268,15 @@ def model_card(
             f"fp32 {_pct(parity['fp16']['top1_agreement_with_fp32'])}.",
         ]
 
-    framing = (
-        "MNIST's framing: the digit's bounding box scaled to 20×20, centred by its centre of "
-        "mass in 28×28, white ink on black"
-        if digits
-        else "Fashion-MNIST's framing: the product trimmed, its longest edge scaled to 28, "
-        "sharpened, centred, intensities negated (a light background becomes black)"
-    )
+    kind = folder_framing if folder_data else ("mnist" if digits else "fashion_mnist")
+    framing = {
+        "mnist": "MNIST's framing: the digit's bounding box scaled to 20×20, centred by its "
+        "centre of mass in 28×28, white ink on black",
+        "fashion_mnist": "Fashion-MNIST's framing: the product trimmed, its longest edge scaled "
+        "to 28, sharpened, centred, intensities negated (a light background becomes black)",
+        "none": "no framing: the whole picture squashed to the model's size, as the folder's "
+        "images were",
+    }[kind]
     L += [
         "",
         "## Input it expects",
@@ -289,12 +291,12 @@ def model_card(
         + ". `imgcls infer` and `imgcls serve` "
         "take uint8 images and convert them to [0, 1] themselves; callers of the raw graph pass "
         "float32 in [0, 1], never normalised values. An image of any other size (a photo, a "
-        f"scan) is framed by `--preprocess auto` with {framing}."
+        f"scan) is framed by `--preprocess auto` with {framing}"
         + (
-            f" The folder's images were framed with `{folder_framing}`: pass `--preprocess "
-            f"{folder_framing}` so that other sizes are framed the same way."
-            if folder_data and folder_framing != "mnist"
-            else ""
+            " (the model's metadata records the folder's framing, so `auto` frames as its "
+            "training images were)."
+            if folder_data
+            else "."
         ),
         "",
         "## Intended use and limitations",

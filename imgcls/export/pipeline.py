@@ -47,6 +47,7 @@ import torch
 import imgcls
 from imgcls import staging
 from imgcls.checkpoint import load_checkpoint, load_classifier
+from imgcls.data.folder import resolve_framing
 from imgcls.deploy import metadata as schema
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.errors import ConfigError, ExportError, GateError
@@ -331,6 +332,10 @@ def _metadata(
 ) -> dict[str, Any]:
     """The export's metadata (``imgcls.deploy.metadata``), before any test accuracy."""
     hp = model.hparams
+    framing = None
+    if hp.dataset == "folder":  # the name does not say how its images were framed: record it
+        dm = ckpt.get("datamodule_hyper_parameters") or {}
+        framing = resolve_framing(str(dm.get("framing") or "auto"))
     return schema.model_metadata(
         dataset=hp.dataset,
         class_names=list(model.class_names),
@@ -348,6 +353,7 @@ def _metadata(
         },
         test_images=n_images,
         opset=opset,
+        framing=framing,
         versions={
             "imgcls": imgcls.__version__,
             "torch": torch.__version__,

@@ -585,7 +585,8 @@ def test_infer_and_the_service_answer_with_the_folders_class_names(
 def test_four_classes_with_other_names_train_and_export(
     four_class_folder: Path, tmp_path: Path
 ) -> None:
-    # 28x28 images are taken as they are whatever the framing; the card says how to serve it.
+    # 28x28 images are taken as they are whatever the framing; the metadata records it, so the
+    # runtime's --preprocess auto frames other sizes the same way.
     run = _fit(four_class_folder, tmp_path, "--data.init_args.framing", "fashion_mnist")
     out = tmp_path / "export"
     run_imgcls(
@@ -601,6 +602,7 @@ def test_four_classes_with_other_names_train_and_export(
     )
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["class_names"] == ["Bag", "boot", "legwear", "open shoe"]
+    assert meta["dataset"] == "folder" and meta["framing"] == "fashion_mnist"
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["n_images"] == 300
     assert parity["fp32"]["onnx_accuracy"] > 0.8  # four easy classes
@@ -611,7 +613,8 @@ def test_four_classes_with_other_names_train_and_export(
     assert f"- validation split: the 200 images of `{four_class_folder}/val/`" in card
     assert f"- test set: the 300 images of `{four_class_folder}/test/`" in card
     assert f"28×28 greyscale, like the images of `{four_class_folder}/train/`" in card
-    assert "pass `--preprocess fashion_mnist` so that other sizes are framed the same" in card
+    assert "`--preprocess auto` with Fashion-MNIST's framing" in card
+    assert "the model's metadata records the folder's framing" in card
     triton = tmp_path / "triton" / "export"
     assert (triton / "labels.txt").read_text().split("\n")[:4] == meta["class_names"]
     assert (triton / "config.pbtxt").read_text().count("dims: [ 4 ]") == 2  # logits, probs

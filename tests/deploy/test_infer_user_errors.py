@@ -71,6 +71,7 @@ BAD_ENTRIES = [
     ("class_names", [], "entry class_names"),
     ("num_classes", "10", "entry num_classes"),
     ("dataset", ["mnist"], "entry dataset"),
+    ("framing", "squash", "entry framing"),
     ("normalization", ["in_graph"], "normalization ['in_graph'] is not supported"),
 ]
 

@@ -480,6 +480,11 @@ def test_preprocess_option_is_checked() -> None:
         framing_for("squash", "mnist")
     assert framing_for("auto", "fashion_mnist") == "fashion_mnist"
     assert framing_for("auto", "mnist") == "mnist"
+    # a folder model's metadata records its training framing, and auto follows it
+    assert framing_for("auto", "folder") == "mnist"
+    assert framing_for("auto", "folder", "fashion_mnist") == "fashion_mnist"
+    assert framing_for("auto", "folder", "none") == "none"
+    assert framing_for("mnist", "folder", "fashion_mnist") == "mnist"  # asked for: as asked
 
 
 @real_data
