@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "conv layers get none)",
     )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    add_data_dir(p)
+    add_data_dir(p, folder=True)
     p.add_argument(
         "--parity_subset",
         type=int,

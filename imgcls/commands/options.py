@@ -32,11 +32,17 @@ CKPT_HELP = (
 )
 
 
-def add_data_dir(p: argparse.ArgumentParser) -> None:
+def add_data_dir(p: argparse.ArgumentParser, folder: bool = False) -> None:
     p.add_argument(
         "--data_dir",
         default=None,
-        help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)",
+        help="data root (default: $IMGCLS_DATA or ~/.cache/imgcls/data)"
+        + (
+            "; for a model trained on a folder of images, the folder's root (default: the "
+            "root its checkpoint records)"
+            if folder
+            else ""
+        ),
     )
 
 
