@@ -15,7 +15,7 @@ Every image goes through the deployment's decoder (``imgcls.deploy.images.decode
 the chosen framing, so the net trains on exactly the pixels ``imgcls infer``, the service and
 the page feed it: grey, 1x28x28 uint8; an image already 28x28 is taken as it is. The decoded
 tensors are cached in ``root/.imgcls-cache/`` (``$XDG_CACHE_HOME/imgcls/folders/`` when the
-root is read-only), keyed by every file's path, size and modification time, the framing and the
+root is read-only), keyed by every file's path and content (sha256), the framing and the
 decoder's version: the first run decodes, later runs load one file, and a changed, added or
 removed image makes a new cache. From there on a folder trains on the same uint8 fast path as
 MNIST (``ImageDataModule``).
@@ -40,6 +40,7 @@ import torch
 import imgcls
 from imgcls.data.datamodule import ImageDataModule, _balanced_subset
 from imgcls.errors import ConfigError, DataError, ImageFileError
+from imgcls.utils import atomic_path, sha256_file
 
 __all__ = [
     "CACHE_FOLDER",
@@ -178,13 +179,13 @@ def resolve_framing(framing: str) -> str:
 
 
 def cache_key(layout: FolderLayout, framing: str) -> str:
-    """sha256 of every file's relative path, size and modification time, the framing, the
-    decoder's version and imgcls's: any change to one makes another key."""
+    """sha256 of every file's relative path and content, the framing, the decoder's version and
+    imgcls's: any change to one makes another key. Contents, not sizes and times: a file
+    replaced by another of the same size with its time put back is still seen."""
     entries = []
     for split in SPLITS:
         for f, label in layout.files.get(split, []):
-            st = f.stat()
-            entries.append([str(f.relative_to(layout.root)), label, st.st_size, st.st_mtime_ns])
+            entries.append([str(f.relative_to(layout.root)), label, sha256_file(f)])
     blob = json.dumps(
         {
             "files": entries,
@@ -270,8 +271,6 @@ def _read_cache(path: Path, key: str) -> dict[str, Any] | None:
 def _write_cache(folder: Path, key: str, blob: dict[str, Any]) -> Path | None:
     """Write ``<folder>/<key>.pt`` atomically and drop the root's older caches; None (with a
     warning) when it cannot be written: training goes on, the next run decodes again."""
-    from imgcls.utils import atomic_path
-
     path = folder / f"{key}.pt"
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -463,21 +463,36 @@ def test_the_cache_is_read_the_second_time_and_rebuilt_when_a_file_changes(
     assert second.decoded.from_cache
     assert torch.equal(second.decoded.images["train"], first.decoded.images["train"])
 
-    # Touched: a new modification time makes a new cache, and the old one goes.
+    # Touched only: the same contents, the same cache.
     some = sorted((tmp_path / "train" / "a").iterdir())[0]
     st = some.stat()
     os.utime(some, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     third = ImageFolderDataModule(root=str(tmp_path))
-    assert not third.decoded.from_cache
-    assert _cache_files(tmp_path) == [third.decoded.cache_file] != [cache]
+    assert third.decoded.from_cache and _cache_files(tmp_path) == [cache]
 
-    # Replaced by another image: the new pixels are what the module serves.
+    # Replaced by another image of the same byte size, its time put back (a BMP of one size
+    # always has one length): the key is the contents, so the new pixels are served.
+    import io
+
     from PIL import Image
 
-    Image.fromarray(np.full((28, 28), 7, np.uint8), mode="L").save(some)
+    def bmp(value: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((28, 28), value, np.uint8), mode="L").save(buf, format="BMP")
+        return buf.getvalue()
+
+    some.write_bytes(bmp(5))
     fourth = ImageFolderDataModule(root=str(tmp_path))
     assert not fourth.decoded.from_cache
-    assert int((fourth.decoded.images["train"] == 7).all(dim=(1, 2, 3)).sum()) == 1
+    st = some.stat()
+    assert len(bmp(7)) == st.st_size
+    some.write_bytes(bmp(7))
+    os.utime(some, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fifth = ImageFolderDataModule(root=str(tmp_path))
+    assert not fifth.decoded.from_cache
+    assert _cache_files(tmp_path) == [fifth.decoded.cache_file]
+    assert cache not in _cache_files(tmp_path)
+    assert int((fifth.decoded.images["train"] == 7).all(dim=(1, 2, 3)).sum()) == 1
 
 
 def test_a_damaged_cache_is_decoded_again(tmp_path: Path) -> None:
