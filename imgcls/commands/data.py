@@ -6,8 +6,14 @@ import argparse
 from pathlib import Path
 
 from imgcls.commands.options import add_data_dir
-from imgcls.data.provision import DATASETS, default_root, fetch, raw_dir, verify
-from imgcls.errors import ConfigError
+from imgcls.data.provision import (
+    DATASETS,
+    check_data_root,
+    default_root,
+    fetch,
+    raw_dir,
+    verify,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,24 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             a.add_argument(
                 "--force", action="store_true", help="fetch again even if the files verify"
             )
-
-
-def check_data_root(root: Path, option: str = "--data_dir") -> None:
-    """The data root, or the nearest part of its path that exists, must be a folder.
-
-    Raises:
-        ConfigError: a part of the path is a file.
-    """
-    existing = root
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "it is a file" if existing == root else f"{existing} is a file"
-        raise ConfigError(
-            f"{option} {root}: {where}, not a folder; pass the data root, the folder that "
-            "holds (or will hold) MNIST/raw and FashionMNIST/raw (default $IMGCLS_DATA or "
-            "~/.cache/imgcls/data)"
-        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.provision import ensure_dataset, fetch_command, get_spec, raw_dir, verify
+from imgcls.data.provision import (
+    check_data_root,
+    ensure_dataset,
+    fetch_command,
+    get_spec,
+    raw_dir,
+    verify,
+)
 from imgcls.data.transforms import normalize, random_erase, random_hflip, random_shift
 from imgcls.errors import ConfigError, DataError
 
@@ -100,25 +107,6 @@ def _balanced_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np
     return np.sort(np.concatenate(parts))
 
 
-def _check_data_root(root: Path) -> None:
-    """A data root, or the nearest part of its path that exists, must be a folder: the raw
-    files go in ``<root>/<data set>/raw``.
-
-    Raises:
-        ConfigError: a part of the path is a file.
-    """
-    existing = root
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "it is a file" if existing == root else f"{existing} is a file"
-        raise ConfigError(
-            f"data_dir {root}: {where}, not a folder; pass the data root, the folder that "
-            "holds (or will hold) MNIST/raw and FashionMNIST/raw (default $IMGCLS_DATA or "
-            "~/.cache/imgcls/data)"
-        )
-
-
 class ImageDataModule(L.LightningDataModule):
     """Shared base of the data modules; subclasses set the facts of their data set (class-level
     for the IDX data sets, per instance for a folder of images, ``imgcls.data.folder``)."""
@@ -167,7 +155,7 @@ class ImageDataModule(L.LightningDataModule):
         from imgcls.data.provision import default_root
 
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_root()
-        _check_data_root(self.data_dir)
+        check_data_root(self.data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers, self.shift_augment, self.hflip = (
             seed,

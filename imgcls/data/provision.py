@@ -183,6 +183,26 @@ def default_root() -> Path:
     return Path(cache) / "imgcls" / "data"
 
 
+def check_data_root(root: str | os.PathLike[str], option: str = "data_dir") -> None:
+    """A data root, or the nearest part of its path that exists, must be a folder: the raw
+    files go in ``<root>/<data set>/raw``. ``option`` names where the root came from.
+
+    Raises:
+        ConfigError: a part of the path is a file.
+    """
+    root = Path(root)
+    existing = root
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is a file" if existing == root else f"{existing} is a file"
+        raise ConfigError(
+            f"{option} {root}: {where}, not a folder; pass the data root, the folder that "
+            "holds (or will hold) MNIST/raw and FashionMNIST/raw (default $IMGCLS_DATA or "
+            "~/.cache/imgcls/data)"
+        )
+
+
 def raw_dir(root: str | os.PathLike[str], dataset: str) -> Path:
     return Path(root) / get_spec(dataset).folder / "raw"
 
@@ -505,6 +525,7 @@ def fetch(
     """
     spec = get_spec(dataset)
     root = Path(root) if root is not None else default_root()
+    check_data_root(root)
     raw = raw_dir(root, dataset)
     with contextlib.suppress(OSError):
         clean_stale_staging()
