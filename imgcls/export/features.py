@@ -88,6 +88,7 @@ def feature_outputs(
 
 
 def features_model(
+    *,
     net: nn.Module,
     mean: float,
     std: float,

@@ -211,6 +211,7 @@ def quantize_static_qdq(
 
 
 def int8_model(
+    *,
     ckpt: dict[str, Any],
     dataset: str,
     model_bytes: bytes,
