@@ -7,6 +7,7 @@ installs once). It is (re)installed from pyproject.toml whenever that file chang
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -56,40 +57,55 @@ def data(session: nox.Session) -> None:
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", *session.posargs, env=env)
 
 
-def _ensure_chromium(session: nox.Session) -> None:
-    """The page tests drive a system Chromium (Playwright's own download needs the internet):
-    install Debian's package when we are root with apt-get; else say that those tests skip."""
-    paths = [
+# The system programs the tests and benchmarks drive, as Debian packages: the package, and the
+# executables (globs) that show it is there. Playwright's own browser download needs the
+# internet, so the page tests drive Debian's Chromium; the service benchmark loads it with
+# wrk; the shared Optuna study is tested against a PostgreSQL server of the test's own.
+DEBIAN_PACKAGES = {
+    "chromium": [
         os.environ.get("IMGCLS_CHROMIUM", ""),
         "/usr/bin/chromium",
         "/usr/bin/chromium-browser",
-    ]
+    ],
+    "wrk": ["/usr/bin/wrk"],
+    "postgresql": ["/usr/lib/postgresql/*/bin/initdb"],
+}
 
-    def found() -> bool:
-        return any(p and os.access(p, os.X_OK) for p in paths)
 
-    if found():
+def _has(patterns: list[str]) -> bool:
+    return any(os.access(p, os.X_OK) for pat in patterns if pat for p in glob.glob(pat))
+
+
+def _ensure_debian(session: nox.Session, *packages: str) -> None:
+    """Install the Debian packages named (keys of DEBIAN_PACKAGES) that are missing, when we are
+    root with apt-get; else say which tests will skip and the command that installs them."""
+    missing = [name for name in packages if not _has(DEBIAN_PACKAGES[name])]
+    if not missing:
         return
     apt = shutil.which("apt-get")
     if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        session.log("no Chromium: the browser tests will skip (`apt-get install chromium` as root)")
+        session.log(
+            f"missing {', '.join(missing)}: the tests that need them skip "
+            f"(`apt-get install {' '.join(missing)}` as root)"
+        )
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "--no-install-recommends", "chromium"]
+    install = [apt, "install", "-y", "--no-install-recommends", *missing]
     # apt-get exits 100 when a fresh container has no package lists yet: update only then.
     session.run(*install, env=env, external=True, success_codes=[0, 100])
-    if not found():
+    if not all(_has(DEBIAN_PACKAGES[name]) for name in missing):
         session.run(apt, "update", env=env, external=True)
         session.run(*install, env=env, external=True)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite: fetches the real data (cached), installs Chromium for the page tests
-    (root on Debian), then pytest. `nox -s tests -- -m "not slow"`."""
+    """The test suite: fetches the real data (cached), installs Chromium (the page tests), wrk
+    (the service's load benchmark) and PostgreSQL (the shared Optuna study) as Debian packages
+    when root, then pytest. `nox -s tests -- -m "not slow"`."""
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", env=env)
-    _ensure_chromium(session)
+    _ensure_debian(session, "chromium", "wrk", "postgresql")
     _run(session, "python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
 
 
@@ -132,6 +148,7 @@ def bench(session: nox.Session) -> None:
     """
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "mnist", env=env)
+    _ensure_debian(session, "chromium", "wrk")
     for script, args in bench_scripts(session.posargs):
         _run(session, "python", script, *args, env=env)
 
