@@ -112,3 +112,18 @@ FAST = [
     "--trainer.enable_model_summary",
     "false",
 ]
+
+
+# ------------------------------------------------------------------ system programs (Debian)
+def require_system(found: bool, what: str, install: str) -> None:
+    """Skip the calling test when a system program it drives is missing (``what``), naming the
+    command that installs it; with ``IMGCLS_REQUIRE_SYSTEM=1`` (CI: .ci/run) fail instead, so a
+    CI run that means to exercise the real program cannot pass by skipping it."""
+    import pytest
+
+    if found:
+        return
+    message = f"{what} is missing: run `{install}` as root (`nox -s tests` does it)"
+    if os.environ.get("IMGCLS_REQUIRE_SYSTEM") == "1":
+        pytest.fail(f"IMGCLS_REQUIRE_SYSTEM=1 but {message}")
+    pytest.skip(message)
