@@ -1,12 +1,16 @@
-// The draw-a-digit page of `imgcls serve`. Plain browser JavaScript: no build step, no CDN,
-// so the page works offline from the installed package.
+// The draw-a-digit page: one code base for `imgcls serve` (the model runs on the server:
+// /predict, /features, /metadata) and for the static site of `imgcls page` (the model runs in
+// this page with onnxruntime-web: runtime-browser.js). The <meta name="imgcls-runtime"> of
+// index.html says which. Plain browser JavaScript: no build step, no CDN, so the page works
+// offline from the installed package or from any static host.
 "use strict";
 
 (() => {
   const $ = (sel) => document.querySelector(sel);
   const app = $("#app");
   const pad = $("#pad");
-  const ctx = pad.getContext("2d");
+  // The browser runtime reads the drawing back after every stroke: a CPU-backed canvas.
+  const ctx = pad.getContext("2d", { willReadFrequently: true });
   const predictionEl = $("#prediction");
   const confidenceEl = $("#confidence");
   const barsEl = $("#bars");
@@ -16,6 +20,11 @@
   const uploadEl = $("#upload");
   const photoFigure = $("#photo-figure");
   const photoEl = $("#photo");
+  const keyForm = $("#key-form");
+  const keyInput = $("#key-input");
+  const keyMessage = $("#key-message");
+  const RUNTIME = ($('meta[name="imgcls-runtime"]') || {}).content || "server";
+  const KEY_STORE = "imgcls-api-key";
 
   // MNIST digits are ~20 px strokes-in-a-box of 28 px; a line of 1/13 of the pad keeps that
   // stroke-to-size ratio once the server frames the ink into 20×20.
@@ -33,6 +42,12 @@
   let inFlight = false;
   let pending = null; // () => Promise<Blob>: the newest input waiting for the request in flight
   let photoUrl = null;
+  let runtime = null; // where the model runs: serverRuntime() or the browser's
+  // Measured in the page for benchmarks/page_speed.py: ms from a stroke's end to its answer
+  // and feature maps drawn.
+  const timings = [];
+  let strokeEnd = null;
+  window.imgclsPage = { timings, runtime: RUNTIME };
 
   // ---------------------------------------------------------------------------- status
   function setStatus(text, isError = false) {
@@ -119,9 +134,8 @@
 
   async function loadMetadata() {
     try {
-      const resp = await fetch("metadata", { headers: { Accept: "application/json" } });
-      if (!resp.ok) throw new Error(await errorDetail(resp));
-      meta = await resp.json();
+      runtime = RUNTIME === "browser" ? await browserRuntime() : serverRuntime();
+      meta = await runtime.metadata();
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);
       buildBars();
@@ -143,11 +157,17 @@
     } else {
       showNoFeatures(
         `No feature maps for this model (${meta.net || "?"}): it has no convolution or ` +
-          "pooling layers, or it was exported without its feature-map model.",
+          "pooling layers, or it was exported without its feature-map model " +
+          "(model.features.onnx).",
       );
     }
-    setStatus(hasInk ? "" : "Ready: draw a " + (meta.dataset === "mnist" ? "digit." : "shape."));
-    if (hasInk) requestPrediction();
+    const thing = meta.dataset === "mnist" ? "digit" : meta.dataset === "fashion_mnist" ? "piece of clothing" : "shape";
+    setStatus(hasInk ? "" : `Ready: draw a ${thing}.`);
+    if (pending && !inFlight) {
+      const next = pending; // drawn or uploaded while the model was loading
+      pending = null;
+      send(next, generation);
+    }
   }
 
   // ---------------------------------------------------------------------------- drawing
@@ -209,12 +229,19 @@
     if (!drawing) return;
     drawing = false;
     if (pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
+    strokeEnd = performance.now();
     requestPrediction();
   }
   pad.addEventListener("pointerup", endStroke);
   pad.addEventListener("pointercancel", endStroke);
 
   // ---------------------------------------------------------------------------- requests
+  // An input is {pad: true} (the drawing) or {file} (an upload); the runtime turns it into an
+  // answer {label, class_name, probabilities, maps?}, or throws a RefusedError for an input it
+  // cannot read (a message for the status line).
+  class RefusedError extends Error {}
+  window.imgclsRefusedError = RefusedError;
+
   function padBlob() {
     return new Promise((resolve, reject) => {
       pad.toBlob((b) => (b ? resolve(b) : reject(new Error("the canvas gave no image"))), "image/png");
@@ -223,46 +250,41 @@
 
   function requestPrediction() {
     if (!hasInk) return;
-    submit(padBlob);
+    submit({ pad: true });
   }
 
   // At most one request in flight: a newer input waits in `pending` (replacing any older one)
   // and goes out when the answer in flight comes back, so drawing never queues up requests.
-  function submit(getBlob) {
+  function submit(input) {
     generation += 1;
-    if (inFlight) {
-      pending = getBlob;
+    if (inFlight || !runtime || !meta) {
+      pending = input;
       setBusy();
       return;
     }
-    send(getBlob, generation);
+    send(input, generation);
   }
 
-  async function send(getBlob, gen) {
+  async function send(input, gen) {
     inFlight = true;
     setBusy();
     try {
-      const blob = await getBlob();
-      const wantFeatures = Boolean(meta && meta.features);
-      let resp = await post(wantFeatures ? "features" : "predict", blob);
-      if (wantFeatures && resp.status === 404) {
+      const answer = await runtime.classify(input, Boolean(meta && meta.features));
+      if (answer.noFeatures && meta.features) {
         // the export has no feature model after all: predictions still work
         meta.features = false;
         showNoFeatures("This model has no feature maps to show.");
-        resp = await post("predict", blob);
       }
-      if (!resp.ok) {
-        const detail = await errorDetail(resp);
-        if (gen === generation) setStatus(`The server refused the image: ${detail}`, true);
-      } else {
-        const answer = await resp.json();
-        if (gen === generation) {
-          showAnswer(answer);
-          setStatus("");
-        }
+      if (gen === generation) {
+        showAnswer(answer);
+        setStatus("");
       }
     } catch (err) {
-      if (gen === generation) setStatus(`No answer from the server: ${err.message}`, true);
+      if (gen === generation) {
+        const prefix = err instanceof RefusedError ? runtime.refused : runtime.failed;
+        setStatus(`${prefix}: ${err.message}`, true);
+        if (input.file) hidePhoto();
+      }
     } finally {
       inFlight = false;
       const next = pending;
@@ -270,17 +292,115 @@
       if (next) {
         send(next, generation);
       } else {
+        if (strokeEnd !== null && gen === generation) {
+          timings.push(performance.now() - strokeEnd);
+          strokeEnd = null;
+        }
         setBusy();
       }
     }
   }
 
-  function post(path, blob) {
-    return fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": blob.type || "application/octet-stream", Accept: "application/json" },
-      body: blob,
+  // ---------------------------------------------------------------------------- the server
+  // `imgcls serve` with --api_key answers 401 on its API routes: the page asks for the key
+  // once (an inline form), keeps it for the tab (sessionStorage) and sends it as X-API-Key.
+  let keyPrompt = null;
+
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORE);
+    } catch (_) {
+      return null; // storage disabled: the key is asked for again
+    }
+  }
+
+  function askForKey(message) {
+    if (!keyPrompt) {
+      keyPrompt = new Promise((resolve) => {
+        keyMessage.textContent = message;
+        keyForm.hidden = false;
+        keyInput.value = "";
+        keyInput.focus();
+        keyForm.onsubmit = (ev) => {
+          ev.preventDefault();
+          const key = keyInput.value.trim();
+          if (!key) return;
+          try {
+            sessionStorage.setItem(KEY_STORE, key);
+          } catch (_) {
+            window.__imgclsKey = key;
+          }
+          keyForm.hidden = true;
+          keyPrompt = null;
+          resolve();
+        };
+      });
+    }
+    return keyPrompt;
+  }
+
+  async function api(path, options = {}) {
+    for (;;) {
+      const key = storedKey() || window.__imgclsKey || null;
+      const headers = { Accept: "application/json", ...(options.headers || {}) };
+      if (key) headers["X-API-Key"] = key;
+      const resp = await fetch(path, { ...options, headers });
+      if (resp.status !== 401) return resp;
+      setStatus("The server asks for an API key.", true);
+      await askForKey(
+        key ? "That key was refused: check it and enter it again." : "This server needs an API key.",
+      );
+      setStatus("");
+    }
+  }
+
+  function serverRuntime() {
+    const post = (path, blob) =>
+      api(path, {
+        method: "POST",
+        headers: { "Content-Type": blob.type || "application/octet-stream" },
+        body: blob,
+      });
+    return {
+      refused: "The server refused the image",
+      failed: "No answer from the server",
+      async metadata() {
+        const resp = await api("metadata");
+        if (!resp.ok) throw new Error(await errorDetail(resp));
+        return resp.json();
+      },
+      async classify(input, wantFeatures) {
+        const blob = input.pad ? await padBlob() : input.file;
+        let noFeatures = false;
+        let resp = await post(wantFeatures ? "features" : "predict", blob);
+        if (wantFeatures && resp.status === 404) {
+          noFeatures = true;
+          resp = await post("predict", blob);
+        }
+        if (!resp.ok) throw new RefusedError(await errorDetail(resp));
+        const answer = await resp.json();
+        answer.noFeatures = noFeatures;
+        return answer;
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------------------- the browser
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const el = document.createElement("script");
+      el.src = src;
+      el.onload = resolve;
+      el.onerror = () => reject(new Error(`${src} did not load`));
+      document.head.append(el);
     });
+  }
+
+  async function browserRuntime() {
+    await loadScript("static/ort.wasm.min.js");
+    await loadScript("static/framing.js");
+    await loadScript("static/runtime-browser.js");
+    return window.imgclsBrowserRuntime.create({ pad, RefusedError });
   }
 
   // ---------------------------------------------------------------------------- answers
@@ -319,7 +439,7 @@
     fmapsEl.querySelectorAll(".fmap-layer").forEach((layer, li) => {
       const m = maps[li];
       const [c, h, w] = m.shape;
-      const bytes = decodeBase64(m.data);
+      const bytes = m.bytes || decodeBase64(m.data);
       if (bytes.length !== c * h * w) {
         setStatus(`Feature map ${m.label}: ${bytes.length} bytes for shape ${c}×${h}×${w}`, true);
         return;
@@ -397,8 +517,8 @@
     photoUrl = URL.createObjectURL(file);
     photoEl.src = photoUrl;
     photoFigure.hidden = false;
-    setStatus(`Sent ${file.name}.`);
-    submit(() => Promise.resolve(file));
+    setStatus(`Reading ${file.name}…`);
+    submit({ file });
   });
 
   resetPad();

@@ -1,0 +1,38 @@
+"""``imgcls page``: the draw-a-digit page as a static site that runs the model in the browser.
+
+``imgcls page --model EXPORT/model.onnx --out DIR`` writes DIR (``imgcls.deploy.site``): the
+page of ``imgcls serve``, the export's model(s) and metadata, and the onnxruntime-web files it
+runs them with (fetched from npm at build time, pinned and sha256-checked, cached). Any static
+host serves DIR; ``python -m http.server -d DIR`` shows it locally. No torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from imgcls.commands.options import add_model
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder to write the site to: new, empty, or a site imgcls built before (replaced "
+        "whole once the new one is complete)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from imgcls.deploy.site import build_site
+
+    summary = build_site(args.model, args.out, log=lambda m: print(m, file=sys.stderr))
+    mib = summary["bytes"] / 2**20
+    maps = "with feature maps" if summary["features"] else "without feature maps"
+    print(
+        f"[imgcls page] wrote {summary['out']}: {len(summary['files'])} files, {mib:.1f} MiB, "
+        f"model {summary['model_id']}, {maps}"
+    )
+    print(f"[imgcls page] try it: python -m http.server -d {summary['out']} 8000")
+    return 0

@@ -1,0 +1,151 @@
+"""The draw-a-digit page as a static site that runs the exported model in the browser.
+
+``build_site(model, out)`` writes::
+
+    out/index.html              the page of ``imgcls serve``, told to run the model itself
+    out/static/app.js ...       the page's scripts and style (imgcls/deploy/web, one code base)
+    out/static/ort.wasm.min.js  onnxruntime-web's WebAssembly build (npm, pinned, sha256)
+    out/static/ort-wasm-simd-threaded.{mjs,wasm}
+    out/model.onnx              the export's model
+    out/model.features.onnx     its feature-map model, when the export has one
+    out/metadata.json           the export's metadata, no local paths, plus what the page needs
+    out/.imgcls-site            marks the folder as a site imgcls built
+
+Any static host serves it (GitHub Pages, a course website, ``python -m http.server``); it
+asks the network for nothing but its own files. The site is built in a staged folder and
+swapped in whole (``imgcls.staging``): a failed build leaves a previous site as it was. An
+``out`` that is a non-empty folder of something else is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from imgcls.deploy import npm
+from imgcls.deploy.classifier import read_metadata
+from imgcls.deploy.framing import framing_for
+from imgcls.deploy.images import MAX_PIXELS
+from imgcls.errors import ConfigError, DiskFullError, ImgclsError
+from imgcls.staging import staged_folder
+from imgcls.utils import sha256_file
+
+__all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
+
+WEB_DIR = Path(__file__).with_name("web")
+FEATURES_FILE = "model.features.onnx"
+SITE_MARKER = ".imgcls-site"
+PAGE_FILES = ("app.js", "framing.js", "runtime-browser.js", "style.css")
+# The onnxruntime-web files the page loads: the WebAssembly build's loader, and the single-
+# threaded SIMD module (a static host gives no cross-origin isolation, so no threads).
+ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+RUNTIME_SERVER = '<meta name="imgcls-runtime" content="server">'
+RUNTIME_BROWSER = '<meta name="imgcls-runtime" content="browser">'
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is there; give a folder for the site")
+    if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).is_file():
+        raise ConfigError(
+            f"--out {out}: a non-empty folder that is not a site imgcls built; give a new or "
+            "empty folder (nothing was written)"
+        )
+
+
+def _public_metadata(model: Path, features: Path | None) -> dict[str, Any]:
+    """The export's metadata as the page reads it: local paths left out, the framing and the
+    pixel limit that ``imgcls infer`` would use, and the feature-map layers."""
+    meta = read_metadata(model)
+    checkpoint = dict(meta.get("checkpoint") or {})
+    checkpoint.pop("path", None)
+    if checkpoint:
+        meta["checkpoint"] = checkpoint
+    meta.pop("source", None)
+    info: dict[str, Any] = {
+        **meta,
+        "model_id": sha256_file(model)[:12],
+        "provider": "onnxruntime-web (WebAssembly)",
+        "runtime": "browser",
+        "framing": framing_for("auto", meta.get("dataset"), meta.get("framing")),
+        "preprocess": "auto",
+        "max_pixels": MAX_PIXELS,
+        "features": features is not None,
+        "feature_maps": read_metadata(features).get("feature_maps") if features else None,
+    }
+    return info
+
+
+def _features_beside(model: Path, log: Any) -> Path | None:
+    beside = model.with_name(FEATURES_FILE)
+    if not beside.is_file() or beside == model:
+        return None
+    of = read_metadata(beside).get("features_of")
+    if of not in (None, sha256_file(model)):
+        log(
+            f"[imgcls page] warning: {beside} was exported from another model.onnx; the site "
+            "shows no feature maps (re-export to get them back)"
+        )
+        return None
+    return beside
+
+
+def build_site(
+    model: str | os.PathLike[str], out: str | os.PathLike[str], *, log: Any = print
+) -> dict[str, Any]:
+    """Write the static site of ``model`` (an exported model.onnx) to ``out``.
+
+    Returns:
+        A summary: the files written with their sizes, total bytes, whether it has feature maps.
+
+    Raises:
+        ModelLoadError: ``model`` is not an imgcls export.
+        ConfigError: ``out`` is a file, or a non-empty folder that is not an imgcls site.
+        NpmError: onnxruntime-web could not be fetched or failed its sha256 check.
+    """
+    model, out = Path(model), Path(out)
+    _check_out(out)
+    features = _features_beside(model, log)
+    info = _public_metadata(model, features)
+    blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
+
+    def wrap(e: OSError) -> Exception:
+        return DiskFullError(f"--out {out}: cannot write the site there ({e})")
+
+    try:
+        with staged_folder(out, wrap=wrap) as staged:
+            static = staged / "static"
+            static.mkdir()
+            html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+            if RUNTIME_SERVER not in html:
+                raise ImgclsError(f"{WEB_DIR / 'index.html'} has no {RUNTIME_SERVER} to switch")
+            (staged / "index.html").write_text(
+                html.replace(RUNTIME_SERVER, RUNTIME_BROWSER), encoding="utf-8"
+            )
+            for name in PAGE_FILES:
+                shutil.copyfile(WEB_DIR / name, static / name)
+            npm.extract(blob, {f"package/dist/{name}": static / name for name in ORT_FILES})
+            shutil.copyfile(model, staged / "model.onnx")
+            if features is not None:
+                shutil.copyfile(features, staged / FEATURES_FILE)
+            (staged / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
+            (staged / SITE_MARKER).write_text(
+                json.dumps({"format": "imgcls-site/1", "model_id": info["model_id"]}) + "\n"
+            )
+            files = {
+                str(p.relative_to(staged)): p.stat().st_size
+                for p in sorted(staged.rglob("*"))
+                if p.is_file() and p.name != ".imgcls-staging"
+            }
+    except OSError as e:
+        raise wrap(e) from e
+    return {
+        "out": str(out),
+        "files": files,
+        "bytes": sum(files.values()),
+        "features": features is not None,
+        "model_id": info["model_id"],
+    }
