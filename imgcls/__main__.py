@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgcls.commands.report",
         "the lectures' experiments, reproduced, as one markdown report",
     ),
+    "tune": ("imgcls.commands.tune", "hyper-parameter search on Optuna, each trial a fit run"),
 }
 # Commands that must run in the deployment install: a missing training module there is a bug
 # of ours, and keeps its traceback.

@@ -1,2 +1,43 @@
 """Hyper-parameter search on Optuna: ``imgcls tune``. Each trial is a real ``imgcls fit`` run;
-the study lives in SQLite by default or in any SQLAlchemy database shared by many processes."""
+the study lives in SQLite by default or in any SQLAlchemy database shared by many processes.
+
+- :mod:`imgcls.tune.spec`: the tune file (configs/tune/*.yaml) and its checks;
+- :mod:`imgcls.tune.study`: the storage, the trials (in-process: why, there) and pruning;
+- :mod:`imgcls.tune.outputs`: best.yaml, trials.csv, the plots and the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["tune"]
+
+
+def tune(
+    files: list[str],
+    fit_args: list[str],
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+) -> int:
+    """``imgcls tune``: check everything, run trials until the budget, write the outputs.
+
+    Raises:
+        ConfigError: bad input (the tune file, the space, the metric, the storage), before
+            any trial runs; a metric missing after the first validation epoch, after it.
+    """
+    from imgcls.tune.spec import load_spec
+    from imgcls.tune.study import open_study, prepare, run_trials
+
+    spec = load_spec(files)
+    s = prepare(spec, fit_args, storage, study_name, n_trials)
+    study = open_study(s)
+    from imgcls.tune.outputs import write_outputs
+
+    try:
+        run_trials(s, study, timeout)
+    finally:
+        summary = write_outputs(s, study)
+        print(summary, end="", file=sys.stdout)
+    return 0

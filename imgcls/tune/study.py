@@ -1,0 +1,486 @@
+"""Run a study: each trial an ``imgcls fit`` run, reported to Optuna every epoch.
+
+Trials run **in this process**: a LightningCLI (``imgcls fit``'s own ``ImgclsCLI``) is built
+per trial with one callback added, which reports the monitored metric to the trial after
+every validation epoch and stops the fit when the pruner says so. In-process rather than a
+subprocess per trial because a trial is then a fit and nothing more: no second start of
+Python, torch and Lightning per trial (seconds each, on a small CPU more than a short trial
+of a small net), the pruner's answer is a method call, and a trial's failure arrives as the
+exception that says why (``NonFiniteLossError`` for a NaN, the net's ``ConfigError`` for a
+width it refuses), recorded on the trial as ``fail_reason`` while the study goes on. What a
+subprocess would add, surviving a crash of the interpreter itself, the storage gives anyway:
+a killed process's running trial is failed and re-queued with its parameters when the study
+is started again on the same machine (its host and pid are recorded on the trial), or by
+Optuna's heartbeat after :data:`GRACE_S` seconds from any other process sharing the study.
+
+Storage: a SQLite file in the experiment's folder by default, so rerunning the same command
+continues the study; ``--storage`` takes any SQLAlchemy URL, and with a database server
+(``postgresql+psycopg://…``) any number of processes and machines run trials of one study.
+``--n_trials`` is the study's budget, not this process's: a process starts trials until the
+study holds that many (finished, or running in a live process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch import Callback, LightningModule, Trainer
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from imgcls import cli as fit_cli
+from imgcls import runs
+from imgcls.errors import ConfigError, ImgclsError
+from imgcls.tune.spec import Param, TuneSpec, metric_problem
+
+__all__ = ["GRACE_S", "HEARTBEAT_S", "Study", "open_study", "prepare", "run_trials"]
+
+HEARTBEAT_S = 10
+GRACE_S = 60
+MAX_RETRY = 2
+STUDY_DB = "study.db"
+IN_USE = "is in use: another imgcls fit"
+
+
+class MetricNeverLogged(ConfigError):
+    """The monitored metric is missing after a validation epoch: no trial can be scored."""
+
+
+class TrialFailed(RuntimeError):
+    """A trial's fit failed; its reason is on the trial and the study goes on."""
+
+
+@dataclass
+class Study:
+    spec: TuneSpec
+    fit_args: list[str]
+    base_net_args: dict[str, Any]
+    experiment_dir: Path
+    folder: Path  # <experiment>/tune/<study name>: best.yaml, trials.csv, plots, summary
+    study_name: str
+    storage_url: str
+    n_trials: int
+
+
+# ----------------------------------------------------------------------- parsing, checking
+class _Parsed(Exception):  # noqa: N818 - a signal, not an error
+    def __init__(self, config: Namespace) -> None:
+        self.config = config
+
+
+class _ParseOnly(fit_cli.ImgclsCLI):
+    """``imgcls fit``'s parser and its checks, stopping before anything is built."""
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        raise _Parsed(self.config[self.subcommand] if self.subcommand else self.config)
+
+
+def _parse(args: list[str]) -> Namespace:
+    """The fit config of ``imgcls fit <args>``; a parse error becomes one line."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            _ParseOnly(args=["fit", *args])
+    except _Parsed as p:
+        return p.config
+    except SystemExit:
+        lines = [ln.strip() for ln in err.getvalue().splitlines() if ln.strip()]
+        said = next((ln for ln in lines if "error:" in ln), lines[-1] if lines else "")
+        said = said.split("error:", 1)[-1].strip()
+        raise ConfigError(f"imgcls fit refuses the trials' config: {said}") from None
+    raise ConfigError("imgcls fit did not parse the trials' config")  # pragma: no cover
+
+
+def _config_args(spec: TuneSpec) -> list[str]:
+    return [a for c in spec.configs for a in ("--config", c)]
+
+
+def _given_keys(fit_args: list[str]) -> set[str]:
+    return {a[2:].split("=", 1)[0] for a in fit_args if a.startswith("--")}
+
+
+def _net_params(net: Any) -> set[str] | None:
+    import inspect
+
+    from imgcls.models import model_entrypoint
+
+    try:
+        return set(inspect.signature(model_entrypoint(str(net))).parameters)
+    except ImgclsError:
+        return None
+
+
+def _first(p: Param) -> Any:
+    if p.kind == "choice":
+        return p.choices[0]
+    return int(p.low) if p.kind == "int" else p.low
+
+
+def overrides(params: dict[str, Any], base_net_args: dict[str, Any]) -> list[str]:
+    """``imgcls fit`` options that set a trial's parameters; keys under ``model.net_args``
+    are merged into the base config's net arguments (a mapping, passed whole)."""
+    args, net_args = [], dict(base_net_args)
+    for key, value in params.items():
+        if key.startswith("model.net_args."):
+            net_args[key.removeprefix("model.net_args.")] = value
+        else:
+            args.append(f"--{key}={json.dumps(value)}")
+    if net_args != base_net_args:
+        args.append(f"--model.net_args={json.dumps(net_args)}")
+    return args
+
+
+def prepare(
+    spec: TuneSpec,
+    fit_args: list[str],
+    storage: str | None,
+    study_name: str | None,
+    n_trials: int | None,
+) -> Study:
+    """Check everything a trial will need, before any trial runs.
+
+    Raises:
+        ConfigError: an unknown key in the space or the fit options, a value imgcls fit
+            refuses, a metric that is never logged, a searched key also given as a fit option.
+    """
+    bad = [a for a in fit_args if a.startswith("-") and not a.startswith("--")]
+    if bad:
+        raise ConfigError(f"unknown option {bad[0]}; fit options are --key value")
+    searched = {p.key for p in spec.space}
+    both = sorted(searched & _given_keys(fit_args))
+    if both:
+        raise ConfigError(
+            f"{both[0]} is searched by the tune file and also given as a fit option; drop one"
+        )
+    base = _parse([*_config_args(spec), *fit_args])
+    base_net_args = dict(base.model.net_args or {})
+    nets = next((p.choices for p in spec.space if p.key == "model.net"), [base.model.net])
+    for p in spec.space:
+        if p.key.startswith("model.net_args."):
+            name = p.key.removeprefix("model.net_args.")
+            takes = [_net_params(n) or set() for n in nets]
+            if "." in name or not any(name in t for t in takes):
+                raise ConfigError(
+                    f"space: unknown key {p.key}: net {base.model.net!r} takes "
+                    f"{', '.join(sorted(set().union(*takes)))} (model.net_args.<name>)"
+                )
+        elif p.key not in base and p.key != "model.net":
+            raise ConfigError(
+                f"space: unknown key {p.key}: not an option of imgcls fit for this config "
+                "(the dotted keys of `imgcls fit --print_config`)"
+            )
+    # Every key at a value of its range: a value the parser refuses fails here, not per trial.
+    parsed = _parse(
+        [
+            *_config_args(spec),
+            *fit_args,
+            *overrides({p.key: _first(p) for p in spec.space}, base_net_args),
+        ]
+    )
+    for p in spec.space:
+        if not p.key.startswith("model.net_args.") and p.key not in parsed:
+            raise ConfigError(f"space: unknown key {p.key}: imgcls fit has no such option")
+    from imgcls.data.registry import DATAMODULES
+
+    dataset = fit_cli._dataset(base)
+    class_names = list(DATAMODULES[dataset].class_names) if dataset in DATAMODULES else None
+    data_args = base.data.get("init_args") if "init_args" in base.data else None
+    val_size = data_args.get("val_size", 5000) if data_args is not None else 5000
+    problem = metric_problem(spec.metric, class_names, val_size)
+    if problem is not None and not (
+        class_names is None and spec.metric.startswith("val/acc_class/")
+    ):
+        raise ConfigError(problem)
+    root = Path(base.trainer.default_root_dir or runs.RUNS_DIR)
+    experiment_dir = root / fit_cli._experiment(base)
+    name = study_name or spec.name
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ConfigError(f"--study_name {name!r}: use letters, digits, '.', '_' and '-'")
+    folder = experiment_dir / "tune" / name
+    url = storage or f"sqlite:///{folder / STUDY_DB}"
+    if url.startswith("postgresql://"):  # psycopg 3 is the driver installed with imgcls
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return Study(
+        spec=spec,
+        fit_args=fit_args,
+        base_net_args=base_net_args,
+        experiment_dir=experiment_dir,
+        folder=folder,
+        study_name=name,
+        storage_url=url,
+        n_trials=n_trials if n_trials is not None else spec.n_trials,
+    )
+
+
+def shown_url(url: str) -> str:
+    """A storage URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# ------------------------------------------------------------------------------- storage
+def _lost(trial: FrozenTrial) -> bool:
+    """A failed trial whose process died (killed, machine lost), not one that failed itself."""
+    return trial.state == TrialState.FAIL and "fail_reason" not in trial.user_attrs
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def open_study(s: Study) -> optuna.Study:
+    """Create or load the study; an unreachable or unusable storage is one ConfigError."""
+    from imgcls.utils import check_writable_folder
+
+    if s.storage_url.startswith("sqlite:///"):
+        folder = Path(s.storage_url.removeprefix("sqlite:///")).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        check_writable_folder(folder, "--storage")
+    engine: dict[str, Any] = {}
+    if s.storage_url.startswith("postgresql"):
+        engine["connect_args"] = {"connect_timeout": 10}
+    wanted = optuna.study.StudyDirection[s.spec.direction.upper()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            storage = RDBStorage(
+                s.storage_url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=_retry,
+            )
+            n_before = 0
+            with contextlib.suppress(KeyError):
+                n_before = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=s.study_name,
+                direction=wanted,
+                sampler=_sampler(s.spec, n_before),
+                pruner=_pruner(s.spec),
+                load_if_exists=True,
+            )
+        except ImgclsError:
+            raise
+        except Exception as e:  # the driver's and SQLAlchemy's errors: one line of them
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise ConfigError(
+                f"cannot open the study storage {shown_url(s.storage_url)}: {first.strip()}; "
+                "check the URL, that the database server runs and accepts this user"
+            ) from None
+    if study.direction != wanted:
+        raise ConfigError(
+            f"study {s.study_name!r} in {shown_url(s.storage_url)} "
+            f"{study.direction.name.lower()}s; "
+            f"the tune file says {s.spec.direction}: pass another --study_name"
+        )
+    metric = study.user_attrs.get("metric")
+    if metric is None:
+        study.set_user_attr("metric", s.spec.metric)
+    elif metric != s.spec.metric:
+        raise ConfigError(
+            f"study {s.study_name!r} optimises {metric}, the tune file {s.spec.metric}: "
+            "pass another --study_name"
+        )
+    _fail_dead_local_trials(study)
+    return study
+
+
+def _sampler(spec: TuneSpec, n_before: int) -> optuna.samplers.BaseSampler:
+    kw = {k: v for k, v in spec.sampler.items() if k != "name"}
+    if kw.get("seed") is not None:  # a resumed study must not replay the first trials' draws
+        kw["seed"] = int(kw["seed"]) + n_before
+    kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    try:
+        return kinds[spec.sampler["name"]](**kw)  # type: ignore[operator]
+    except TypeError as e:
+        raise ConfigError(f"sampler {spec.sampler['name']}: {e}") from None
+
+
+def _pruner(spec: TuneSpec) -> optuna.pruners.BasePruner:
+    kw = {k: v for k, v in spec.pruner.items() if k != "name"}
+    name = spec.pruner["name"]
+    kinds: dict[str, Any] = {
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    if name == "percentile":
+        kw.setdefault("percentile", 25.0)
+    try:
+        return kinds[name](**kw)  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"pruner {name}: {e}") from None
+
+
+def _fail_dead_local_trials(study: optuna.Study) -> None:
+    """Trials left RUNNING by a process of this machine that is gone (killed): failed now
+    and queued again with their parameters, instead of after the heartbeat's grace period."""
+    storage = study._storage
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
+            continue
+        if _alive(pid):
+            continue
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            _retry(study, storage.get_trial(t._trial_id))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count against the budget: finished (complete, pruned, failed by
+    themselves) or running; a lost trial's retry takes its place."""
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        finished = t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        n += finished or (t.state == TrialState.FAIL and not _lost(t))
+    return n
+
+
+# -------------------------------------------------------------------------------- trials
+class _Report(Callback):
+    """Reports the metric after every validation epoch; stops the fit when pruned."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, direction: str) -> None:
+        self.trial, self.metric, self.direction = trial, metric, direction
+        self.values: list[float] = []
+        self.pruned = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.log_dir:
+            self.trial.set_user_attr("run_dir", str(Path(trainer.log_dir).resolve()))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        config = Path(trainer.log_dir or ".") / "config.yaml"
+        if config.is_file():  # best.yaml comes from here, on whichever machine ran it
+            self.trial.set_user_attr("config", config.read_text())
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.metric)
+        if value is None:
+            logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
+            raise MetricNeverLogged(
+                f"metric {self.metric!r} was not logged after the first validation epoch "
+                f"(logged: {', '.join(logged)}); set metric: in the tune file to one of these"
+            )
+        v = float(value)
+        self.values.append(v)
+        self.trial.report(v, len(self.values) - 1)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+
+    def best(self) -> float:
+        pick = max if self.direction == "maximize" else min
+        return pick(self.values)
+
+
+class _TrialCLI(fit_cli.ImgclsCLI):
+    def __init__(self, report: _Report, args: list[str]) -> None:
+        self._report = report
+        super().__init__(args=args)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(self._report)  # type: ignore[attr-defined]
+        return trainer
+
+
+def suggest(trial: optuna.Trial, p: Param) -> Any:
+    if p.kind == "choice":
+        return p.decode(trial.suggest_categorical(p.key, p.encoded_choices()))
+    if p.kind == "int":
+        step = int(p.step) if p.step is not None else 1
+        return trial.suggest_int(p.key, int(p.low), int(p.high), step=step, log=p.log)
+    return trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip()
+
+
+def make_objective(s: Study) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        params = {p.key: suggest(trial, p) for p in s.spec.space}
+        args = ["fit", *_config_args(s.spec), *s.fit_args, *overrides(params, s.base_net_args)]
+        report = _Report(trial, s.spec.metric, s.spec.direction)
+        for attempt in range(3):
+            try:
+                _TrialCLI(report, args)
+                break
+            except MetricNeverLogged as e:
+                trial.set_user_attr("fail_reason", str(e))
+                raise
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - every failure is the trial's
+                if isinstance(e, ConfigError) and IN_USE in str(e) and attempt < 2:
+                    continue  # another process took the same run folder: take the next one
+                reason = _reason(e) if not isinstance(e, SystemExit) else f"exit {e.code}"
+                trial.set_user_attr("fail_reason", reason)
+                raise TrialFailed(reason) from e
+            finally:
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.destroy_process_group()
+        trial.set_user_attr("epochs", len(report.values))
+        if report.pruned:
+            raise optuna.TrialPruned(f"pruned after {len(report.values)} epoch(s)")
+        if not report.values:
+            trial.set_user_attr("fail_reason", f"no validation epoch logged {s.spec.metric}")
+            raise TrialFailed(f"no validation epoch logged {s.spec.metric}")
+        value = report.best()
+        if not math.isfinite(value):
+            trial.set_user_attr("fail_reason", f"{s.spec.metric} is {value}")
+            raise TrialFailed(f"{s.spec.metric} is {value}")
+        return value
+
+    return objective
+
+
+def run_trials(s: Study, study: optuna.Study, timeout: float | None) -> int:
+    """Run trials until the study holds ``s.n_trials`` or ``timeout`` seconds have passed
+    (a running trial finishes); the number this process ran."""
+    torch.set_float32_matmul_precision("high")
+    fit_cli._quiet()
+    objective = make_objective(s)
+    start, ran = time.monotonic(), 0
+    while counted(study) < s.n_trials:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+        ran += 1
+    return ran
