@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgcls.commands.serve",
         "serve an exported ONNX model over HTTP, with a draw-a-digit page (no torch)",
     ),
+    "page": (
+        "imgcls.commands.page",
+        "the draw-a-digit page as a static site running the model in the browser (no torch)",
+    ),
     "evaluate-onnx": (
         "imgcls.commands.evaluate_onnx",
         "accuracy of an ONNX model on the official test set",
@@ -54,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # Commands that must run in the deployment install: a missing training module there is a bug
 # of ours, and keeps its traceback.
-TORCH_FREE_COMMANDS = frozenset({"infer", "serve", "evaluate-onnx"})
+TORCH_FREE_COMMANDS = frozenset({"infer", "serve", "page", "evaluate-onnx"})
 # Top-level modules of the ``train`` extra (and of jsonargparse[signatures]).
 TRAINING_MODULES = frozenset(
     {

@@ -19,6 +19,7 @@ swapped in whole (``imgcls.staging``): a failed build leaves a previous site as 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -113,7 +114,13 @@ def build_site(
     blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
 
     def wrap(e: OSError) -> Exception:
-        return DiskFullError(f"--out {out}: cannot write the site there ({e})")
+        what = (
+            f"--out {out}: the site could not be written ({e.strerror or e}); any previous site "
+            "there is intact"
+        )
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFullError(e.errno, what + ". Free some space and run the command again")
+        return ConfigError(what)
 
     try:
         with staged_folder(out, wrap=wrap) as staged:
