@@ -1,119 +1,126 @@
-"""Serving under load: ``imgcls serve`` against the HTTP floor, with and without batching.
+"""Serving under load: ``imgcls serve`` against the plain FastAPI + onnxruntime endpoint.
 
-Concurrent clients (asyncio + httpx, one process) post real MNIST test images as 28x28 PNGs
-(encoded once, up front) for ``--duration`` seconds per cell, at 1, 8 and 64 clients, to a
-server this script starts on 127.0.0.1. Three set-ups per model, measured in ONE run:
+``wrk`` (Debian's C load generator: ``apt-get install wrk``; ``nox -s bench`` installs it)
+POSTs one 28x28 MNIST test image as a PNG (a Lua script sets the body) for ``--duration``
+seconds per cell, at 1, 8 and 64 connections, to two servers this script starts on 127.0.0.1:
 
-  (a) the HTTP floor: the same server (``imgcls.deploy.serve.build_server``: the same HTTP process,
-      image decoding and queue) whose worker answers constant probabilities instead of
-      running the model;
-  (b) ``imgcls serve --max_batch_size 1``: batching off;
-  (c) ``imgcls serve``: dynamic batching, the defaults.
+  (a) the floor: the 20-line app ``FLOOR_APP`` below -- FastAPI, Pillow decodes the PNG on the
+      event loop, the same model.onnx in an onnxruntime session in the process (one intra-op
+      thread), one uvicorn process: what a user writes in an afternoon;
+  (b) ``imgcls serve`` with its defaults (one worker process, dynamic batching).
 
-For LeNet-5 and a ResNet. Prints requests/s, p50/p95/p99 latency and failed requests (non-200
-or an exception) per cell, the ratios (LeNet-5: c/a at 64 clients, target >= 70 %; ResNet:
-c/b at 64 clients, target >= 2x) and p99 at 8 clients, then one JSON line with every figure.
-``--soak N`` then sends N requests at the most clients to (c) LeNet-5 and counts failures.
+Both are up for the whole run and measured alternately (a then b at each cell), ``--rounds``
+times. Prints requests/s, p50 and p99 latency and errors (non-2xx answers and socket errors,
+as wrk counts them) per cell, the ratios against the targets (b/a requests/s >= 0.9 at 8 and
+64 connections, b/a p50 <= 1.3 at 1 connection, b/a p99 <= 2 at 64 connections), then:
+
+- the ResNet row: the floor, ``imgcls serve`` and ``imgcls serve --max_batch_size 1`` at 64
+  connections (what batching gains for a model that costs more than the HTTP around it);
+- the ``--workers 2`` row: ``imgcls serve --workers 2`` at 8 and 64 connections;
+- ``--soak N``: N requests at 64 connections to (b), counting failures;
+
+and one JSON line with every figure.
+
+    python benchmarks/serve_load.py --lenet5 export/lenet5/model.onnx --resnet ... --soak 100000
+    python benchmarks/serve_load.py --quick     # smoke run: 1 s cells, 1 and 8 connections
 
 Without ``--lenet5`` / ``--resnet`` the model is trained here for one short epoch and exported:
-throughput does not depend on accuracy.
-
-    python benchmarks/serve_load.py --duration 10 --soak 20000
-    python benchmarks/serve_load.py --quick     # smoke run: 1 s cells, 1 and 8 clients
-
-The clients share the machine's cores with the server, as they do on a one-box deployment; on
-a small machine they are part of what is measured.
+throughput does not depend on accuracy. wrk shares the machine's cores with the server (one wrk
+thread), as clients do on a one-box deployment.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import io
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from imgcls.deploy.serve import ClassifierAPI, Job, ServeOptions  # noqa: E402
-
-HOST = "127.0.0.1"  # the servers listen here only
+HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
-REQUEST_TIMEOUT_S = 30.0
-MAX_RPS_PER_CLIENT = 20_000  # bounds a client's request count: duration x this
-SETUPS = {
-    "a": "HTTP floor (constant worker)",
-    "b": "imgcls serve --max_batch_size 1",
-    "c": "imgcls serve (dynamic batching)",
-}
+TARGETS = {"rps_8": 0.9, "rps_64": 0.9, "p50_1": 1.3, "p99_64": 2.0}
+
+POST_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "image/png"
+local f = assert(io.open(os.getenv("IMGCLS_BENCH_PNG"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+local limit = tonumber(os.getenv("IMGCLS_BENCH_LIMIT") or "0")
+local done = 0
+if limit > 0 then
+  function response(status, headers, body)
+    done = done + 1
+    if done >= limit then wrk.thread:stop() end
+  end
+end
+"""
 
 
-# ----------------------------------------------------------------------------- (a)'s worker
-class ConstantAPI(ClassifierAPI):
-    """ClassifierAPI without the model: the same queue and batching, a constant answer."""
+# ----------------------------------------------------------------------------- (a) the floor
+# The plain endpoint: decode, run and answer, all on the event loop of one process.
+# Run as `python floor_app.py MODEL PORT`.
+FLOOR_APP = """
+import io, sys
+import numpy as np, onnxruntime as ort, uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image
 
-    def setup(self, device: str) -> None:
-        self.answer = np.full((1, 10), 0.1, np.float32)
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+app = FastAPI()
 
-    def predict(self, x: Job | list[Job], **kwargs: Any) -> Any:
-        jobs = x if isinstance(x, list) else [x]
-        answers = [
-            {"probabilities": np.repeat(self.answer, len(j.pixels), 0), "provider": "constant"}
-            for j in jobs
-        ]
-        return answers if isinstance(x, list) else answers[0]
+@app.post("/predict")
+async def predict(request: Request):
+    image = Image.open(io.BytesIO(await request.body())).convert("L").resize((28, 28))
+    x = np.asarray(image, np.float32)[None, None] / np.float32(255)
+    probs = session.run(["probabilities"], {"pixels": x})[0][0]
+    return JSONResponse({"label": int(probs.argmax()), "probabilities": probs.tolist()})
 
+@app.get("/health")
+async def health():
+    return {"status": "ok"}
 
-def constant_server(model: Path, port: int) -> None:
-    """Run (a): ``imgcls.deploy.serve.serve`` with the constant worker in place of the model's."""
-    from imgcls.deploy.serve import serve
-
-    serve(ServeOptions(model=model, host=HOST, port=port), api_factory=ConstantAPI)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
 
 
 # ----------------------------------------------------------------------------- servers
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
 
 
-def setup_command(setup: str, model: Path, port: int, extra: Sequence[str] = ()) -> list[str]:
-    if setup == "a":
-        script = str(Path(__file__).resolve())
-        return [
-            sys.executable,
-            script,
-            "--constant-server",
-            "--model",
-            str(model),
-            "--port",
-            str(port),
-        ]
-    cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(model), "--host", HOST]
-    cmd += ["--port", str(port)]
-    if setup == "b":
-        cmd += ["--max_batch_size", "1"]
-    return [*cmd, *extra]
+def command(setup: str, model: Path, port: int) -> list[str]:
+    if setup == "floor":
+        app = Path(tempfile.gettempdir()) / "imgcls_floor_app.py"
+        app.write_text(FLOOR_APP)
+        return [sys.executable, str(app), str(model), str(port)]
+    extra = {"serve": [], "serve-b1": ["--max_batch_size", "1"], "serve-w2": ["--workers", "2"]}
+    base = [sys.executable, "-m", "imgcls", "serve", "--model", str(model), "--port", str(port)]
+    return [*base, "--device", "cpu", *extra[setup]]
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM, as a process manager stops a service; SIGKILL the group if it hangs."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -124,139 +131,101 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
             proc.wait(10)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(
-        f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @contextlib.contextmanager
-def running(
-    cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None
-) -> Iterator[str]:
-    """Start ``cmd`` (a server on HOST:port), yield its URL once /health answers, stop it."""
+def running(setup: str, model: Path, log: Path) -> Iterator[str]:
+    port = free_port()
+    cmd = command(setup, model, port)
     with log.open("ab") as out:
-        out.write(f"$ {shlex.join(cmd)}\n".encode())
+        out.write(f"\n$ {shlex.join(cmd)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            start_new_session=True,  # Ctrl-C reaches this script only; it stops the server
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
         )
+    url = f"http://{HOST}:{port}"
     try:
-        url = f"http://{HOST}:{port}"
-        wait_ready(url, proc, log)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{shlex.join(cmd)} did not start:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
         yield url
     finally:
         stop(proc)
 
 
-# ----------------------------------------------------------------------------- clients
+# ----------------------------------------------------------------------------- wrk
 @dataclass
 class Cell:
-    clients: int
+    connections: int
     requests: int
-    failed: int
     seconds: float
     rps: float
     p50_ms: float
-    p95_ms: float
     p99_ms: float
+    errors: int  # non-2xx answers + socket errors (connect, read, write, timeout)
 
 
-def load_images(n: int) -> list[bytes]:
-    """The first n MNIST test images as PNG files."""
-    from PIL import Image
-
-    from imgcls.data.provision import default_root
-    from imgcls.deploy.idx import read_idx
-
-    images = read_idx(default_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:n]
-    out = []
-    for img in images:
-        buf = io.BytesIO()
-        Image.fromarray(img, mode="L").save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-async def _load(
-    url: str, images: list[bytes], clients: int, duration: float, total: int | None
-) -> Cell:
-    """``clients`` loops posting images until the deadline, their request bound, or (with
-    ``total``) until ``total`` requests have been sent in all."""
-    import httpx
-
-    latencies: list[float] = []
-    failed = 0
-    sent = 0
-    headers = {"content-type": "image/png"}
-    per_client = max(1, int(duration * MAX_RPS_PER_CLIENT))
-
-    async def client(k: int, deadline: float) -> None:
-        nonlocal failed, sent
-        # One connection per client, as separate users have: one pool shared by 64 loops
-        # makes httpx itself the bottleneck (encode/httpx#3215), not the server.
-        async with httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1),
-            timeout=REQUEST_TIMEOUT_S,
-            trust_env=False,  # no proxy between the clients and 127.0.0.1
-        ) as http:
-            for i in range(per_client):
-                if time.perf_counter() >= deadline or (total is not None and sent >= total):
-                    return
-                sent += 1
-                body = images[(k * 7919 + i) % len(images)]
-                t0 = time.perf_counter()
-                try:
-                    r = await http.post(url + "/predict", content=body, headers=headers)
-                    ok = r.status_code == 200
-                except (httpx.HTTPError, OSError):
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    failed += 1
-
-    start = time.perf_counter()
-    deadline = start + duration
-    await asyncio.gather(*(client(k, deadline) for k in range(clients)))
-    seconds = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1e3 if latencies else np.zeros(1)
-    p50, p95, p99 = (float(v) for v in np.percentile(ms, [50, 95, 99]))
-    return Cell(clients, sent, failed, seconds, len(latencies) / seconds, p50, p95, p99)
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if m is None:
+        raise ValueError(f"wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def load(
-    url: str,
-    images: list[bytes],
-    clients: int,
-    duration: float,
-    total: int | None = None,
-    warmup: float = 1.0,
-) -> Cell:
-    """One cell: a short warm-up at the same concurrency (connections opened, the worker's
-    batch sizes seen once), then the measured run."""
-    if warmup > 0:
-        asyncio.run(_load(url, images, clients, warmup, None))
-    return asyncio.run(_load(url, images, clients, duration, total))
+def parse_wrk(out: str, connections: int) -> Cell:
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
+    if done is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    seconds = _ms(done.group(2) + done.group(3)) / 1e3
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", out, re.M))
+    if not pct:
+        pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    sock = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return Cell(
+        connections, int(done.group(1)), seconds, rps, _ms(pct["50"]), _ms(pct["99"]), errors
+    )
+
+
+def wrk(url: str, connections: int, seconds: float, png: Path, lua: Path, limit: int = 0) -> Cell:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    cmd += ["-s", str(lua), url + "/predict"]
+    env = {**os.environ, "IMGCLS_BENCH_PNG": str(png), "IMGCLS_BENCH_LIMIT": str(limit)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return parse_wrk(proc.stdout, connections)
 
 
 # ----------------------------------------------------------------------------- models
+def mnist_png() -> bytes:
+    """The first MNIST test image as a PNG (the issue's 254-byte body)."""
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT))
+    from imgcls.data.provision import default_root
+    from imgcls.deploy.idx import read_idx
+
+    image = read_idx(default_root() / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[0]
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def make_model(name: str, work: Path, log: Path) -> Path:
     """Train ``name`` briefly (one epoch on 2,000 images) and export it; returns model.onnx."""
+    sys.path.insert(0, str(ROOT))
     from imgcls.data.provision import default_root
 
     config = {"lenet5": "lenet5.yaml", "resnet": "resnet.yaml"}[name]
@@ -282,30 +251,31 @@ def make_model(name: str, work: Path, log: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- report
-def table(name: str, cells: dict[str, dict[int, Cell]]) -> str:
-    lines = [
-        f"### {name}",
-        "",
-        "| set-up | clients | requests/s | p50 ms | p95 ms | p99 ms | requests | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for setup, by_clients in cells.items():
-        for n, c in by_clients.items():
-            lines.append(
-                f"| {setup}) {SETUPS[setup]} | {n} | {c.rps:,.0f} | {c.p50_ms:.1f} | "
-                f"{c.p95_ms:.1f} | {c.p99_ms:.1f} | {c.requests:,} | {c.failed} |"
-            )
-    return "\n".join(lines)
+def row(label: str, c: Cell) -> str:
+    return (
+        f"| {label} | {c.connections} | {c.rps:,.0f} | {c.p50_ms:.2f} | {c.p99_ms:.2f} | "
+        f"{c.requests:,} | {c.errors} |"
+    )
 
 
-def ratios(results: dict[str, dict[str, dict[int, Cell]]], top: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"ratio_clients": top}
-    if "lenet5" in results:
-        cells = results["lenet5"]
-        out["lenet5_c_over_a_pct"] = 100 * cells["c"][top].rps / cells["a"][top].rps
-    if "resnet" in results:
-        cells = results["resnet"]
-        out["resnet_c_over_b"] = cells["c"][top].rps / cells["b"][top].rps
+HEADER = [
+    "| server | connections | requests/s | p50 ms | p99 ms | requests | errors |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def ratios(rounds: list[dict[str, dict[int, Cell]]], conns: list[int]) -> dict[str, float]:
+    """Targets on the medians over rounds of each server's figure."""
+
+    def med(setup: str, n: int, attr: str) -> float:
+        vals = sorted(getattr(r[setup][n], attr) for r in rounds)
+        return vals[len(vals) // 2] if len(vals) % 2 else sum(vals[len(vals) // 2 - 1 :][:2]) / 2
+
+    out: dict[str, float] = {}
+    for n in conns:
+        out[f"rps_{n}"] = med("serve", n, "rps") / med("floor", n, "rps")
+        out[f"p50_{n}"] = med("serve", n, "p50_ms") / med("floor", n, "p50_ms")
+        out[f"p99_{n}"] = med("serve", n, "p99_ms") / med("floor", n, "p99_ms")
     return out
 
 
@@ -313,153 +283,99 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lenet5", type=Path, help="LeNet-5 model.onnx (default: train one briefly)")
     p.add_argument("--resnet", type=Path, help="ResNet model.onnx (default: train one briefly)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per cell (default 10)")
-    p.add_argument("--clients", default="1,8,64", help="client counts (default 1,8,64)")
-    p.add_argument(
-        "--soak",
-        "--total",
-        dest="soak",
-        type=int,
-        default=None,
-        help="then send this many requests at the most clients to (c) LeNet-5, count failures",
-    )
-    p.add_argument("--images", type=int, default=1000, help="distinct test images sent (1000)")
-    p.add_argument("--setups", default="a,b,c", help="which set-ups to run (default a,b,c)")
-    p.add_argument(
-        "--serve_args", default="", help="extra `imgcls serve` flags for (b) and (c), one string"
-    )
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, clients 1,8")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per cell (default 6)")
+    p.add_argument("--connections", default="1,8,64", help="connections (default 1,8,64)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of a/b cells (default 2)")
+    p.add_argument("--soak", type=int, default=0, help="requests of the soak (0: none)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 1 and 8, 1 round")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    p.add_argument("--constant-server", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--model", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.clients = 1.0, "1,8"
+        args.duration, args.connections, args.rounds = 1.0, "1,8", 1
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.constant_server:
-        constant_server(args.model, args.port)
-        return 0
-    clients = [int(c) for c in args.clients.split(",")]
-    setups = args.setups.split(",")
-    top = max(clients)
-    warmup = min(1.0, args.duration)
-    extra = shlex.split(args.serve_args)
-    # Ctrl-C and SIGTERM (also when started in the background, where SIGINT is ignored) unwind
-    # through the ``finally`` blocks that stop the servers.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with tempfile.TemporaryDirectory(prefix="serve_load-") as tmp:
+    if shutil.which("wrk") is None:
+        print("wrk is missing: run `apt-get install wrk` as root (`nox -s bench` does it)")
+        return 2
+    conns = [int(c) for c in args.connections.split(",")]
+    top = max(conns)
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
         log = work / "servers.log"
-        models: dict[str, Path] = {}
-        trained: list[str] = []
-        for name in ("lenet5", "resnet"):
-            given = getattr(args, name)
-            if given is None:
-                print(
-                    f"[serve_load] training {name} briefly (1 epoch, 2,000 images) and "
-                    "exporting it: the weights are barely trained, throughput does not "
-                    "depend on accuracy",
-                    flush=True,
-                )
-                given = make_model(name, work, work / f"make-{name}.log")
-                trained.append(name)
-            models[name] = Path(given).resolve()
-        images = load_images(args.images)
-        print(
-            f"[serve_load] {len(images)} MNIST test images as PNG; {args.duration:g} s per "
-            f"cell after a {warmup:g} s warm-up; clients {clients}; server log {log}",
-            flush=True,
-        )
-        results: dict[str, dict[str, dict[int, Cell]]] = {}
-        soak: Cell | None = None
+        png, lua = work / "digit.png", work / "post.lua"
+        png.write_bytes(mnist_png())
+        lua.write_text(POST_LUA)
+        lenet = args.lenet5 or make_model("lenet5", work, log)
+        resnet = args.resnet or make_model("resnet", work, log)
+        print(f"LeNet-5 {lenet}; ResNet {resnet}; body {png.stat().st_size} bytes (PNG)")
+        print(f"wrk -t1 -c N -d {max(1, round(args.duration))}s --latency, {args.rounds} round(s)")
+        figures: dict[str, Any] = {"rounds": [], "resnet": {}, "workers2": {}}
+        rounds: list[dict[str, dict[int, Cell]]] = []
         try:
-            for name, model in models.items():
-                results[name] = {}
-                for setup in setups:
-                    port = free_port()
-                    cmd = setup_command(setup, model, port, extra if setup != "a" else ())
-                    with running(cmd, port, log) as url:
-                        results[name][setup] = {}
-                        for n in clients:
-                            cell = load(url, images, n, args.duration, warmup=warmup)
-                            results[name][setup][n] = cell
-                            print(
-                                f"[serve_load] {name} {setup}) {n:>3} clients: "
-                                f"{cell.rps:8,.0f} req/s  p50 {cell.p50_ms:6.1f} ms  p99 "
-                                f"{cell.p99_ms:6.1f} ms  failed {cell.failed}",
-                                flush=True,
-                            )
-                        if args.soak and name == "lenet5" and setup == "c":
-                            # bounded in time too: far longer than the run needs at 100 req/s
-                            soak = load(url, images, top, args.soak / 100 + 60, args.soak, 0)
-                            print(
-                                f"[serve_load] soak: {soak.requests:,} requests at {top} "
-                                f"clients, {soak.failed} failed, {soak.rps:,.0f} req/s",
-                                flush=True,
-                            )
-        except KeyboardInterrupt:
-            print("[serve_load] interrupted; servers stopped", file=sys.stderr)
-            return 130
-        except Exception:
-            print(
-                f"[serve_load] failed; last server output:\n{log.read_text()[-3000:]}",
-                file=sys.stderr,
-            )
-            raise
-    print()
-    for name, cells in results.items():
-        note = " (briefly trained here)" if name in trained else ""
-        print(table(f"{name}{note}: {models[name]}", cells))
-        print()
-    summary: dict[str, Any] = {"p99_ms_at_8_clients": {}}
-    if set("abc") <= set(setups):
-        summary.update(ratios(results, top))
-        if "lenet5_c_over_a_pct" in summary:
-            pct = summary["lenet5_c_over_a_pct"]
-            print(
-                f"LeNet-5: (c) requests/s = {pct:.0f} % of (a) at {top} clients "
-                f"(target >= 70 %: {'met' if pct >= 70 else 'MISSED'})"
-            )
-        if "resnet_c_over_b" in summary:
-            x = summary["resnet_c_over_b"]
-            print(
-                f"ResNet: (c)/(b) requests/s = {x:.2f}x at {top} clients "
-                f"(target >= 2x: {'met' if x >= 2 else 'MISSED'})"
-            )
-    if 8 in clients:
-        for name, cells in results.items():
-            p99 = {s: round(c[8].p99_ms, 2) for s, c in cells.items()}
-            summary["p99_ms_at_8_clients"][name] = p99
-            print(
-                f"{name}: p99 at 8 clients: "
-                + ", ".join(f"({s}) {v:.1f} ms" for s, v in p99.items())
-            )
-    if soak is not None:
-        print(
-            f"soak: {soak.requests:,} requests to (c) LeNet-5 at {top} clients: "
-            f"{soak.failed} failed ({soak.rps:,.0f} req/s, p99 {soak.p99_ms:.1f} ms)"
-        )
-    figures = {
-        "benchmark": "serve_load",
-        "duration_s": args.duration,
-        "clients": clients,
-        "serve_args": args.serve_args,
-        "models": {n: {"path": str(p), "trained_here": n in trained} for n, p in models.items()},
-        "cells": {
-            name: {s: {str(n): asdict(c) for n, c in by.items()} for s, by in cells.items()}
-            for name, cells in results.items()
-        },
-        **summary,
-        "soak": asdict(soak) if soak is not None else None,
-    }
+            with running("floor", lenet, log) as floor, running("serve", lenet, log) as serve:
+                urls = {"floor": floor, "serve": serve}
+                for k in range(args.rounds):
+                    cells: dict[str, dict[int, Cell]] = {"floor": {}, "serve": {}}
+                    for n in conns:
+                        for setup in ("floor", "serve"):
+                            wrk(urls[setup], n, 1, png, lua)  # warm-up: connections, batches
+                            cells[setup][n] = wrk(urls[setup], n, args.duration, png, lua)
+                    rounds.append(cells)
+                    print(f"\n### LeNet-5, round {k + 1}\n", *HEADER, sep="\n")
+                    for n in conns:
+                        print(row("(a) plain FastAPI + onnxruntime", cells["floor"][n]))
+                        print(row("(b) imgcls serve", cells["serve"][n]))
+                    figures["rounds"].append(
+                        {s: {str(n): asdict(c) for n, c in v.items()} for s, v in cells.items()}
+                    )
+                if args.soak:
+                    t0 = time.monotonic()
+                    soak = wrk(serve, top, 3600, png, lua, limit=args.soak)
+                    figures["soak"] = asdict(soak)
+                    print(
+                        f"\nsoak: {soak.requests:,} requests at {top} connections in "
+                        f"{time.monotonic() - t0:.0f} s ({soak.rps:,.0f}/s, p99 "
+                        f"{soak.p99_ms:.2f} ms): {soak.errors} failed"
+                    )
+            r = ratios(rounds, conns)
+            figures["ratios"] = r
+            print("\nratios (b)/(a), medians over the rounds, against the targets:")
+            for key, target in TARGETS.items():
+                if key in r:
+                    sense = ">=" if key.startswith("rps") else "<="
+                    ok = r[key] >= target if sense == ">=" else r[key] <= target
+                    verdict = "ok" if ok else "MISSED"
+                    print(f"  {key}: {r[key]:.2f} (target {sense} {target}) {verdict}")
+            n = top
+            print(f"\n### ResNet, {n} connections\n", *HEADER, sep="\n")
+            for setup, label in (
+                ("floor", "(a) plain FastAPI + onnxruntime"),
+                ("serve", "(b) imgcls serve"),
+                ("serve-b1", "(b) imgcls serve --max_batch_size 1"),
+            ):
+                with running(setup, resnet, log) as url:
+                    wrk(url, n, 1, png, lua)
+                    cell = wrk(url, n, args.duration, png, lua)
+                figures["resnet"][setup] = asdict(cell)
+                print(row(label, cell))
+            gain = figures["resnet"]["serve"]["rps"] / figures["resnet"]["serve-b1"]["rps"]
+            figures["resnet_batching_gain"] = gain
+            print(f"batching gain (serve / --max_batch_size 1): {gain:.2f}x")
+            print("\n### LeNet-5, imgcls serve --workers 2\n", *HEADER, sep="\n")
+            with running("serve-w2", lenet, log) as url:
+                for n in [c for c in conns if c > 1] or conns:
+                    wrk(url, n, 1, png, lua)
+                    cell = wrk(url, n, args.duration, png, lua)
+                    figures["workers2"][str(n)] = asdict(cell)
+                    print(row("(b) imgcls serve --workers 2", cell))
+        except RuntimeError as e:
+            print(f"serve_load: {e}", file=sys.stderr)
+            return 1
     line = json.dumps(figures)
-    if args.json is not None:
+    if args.json:
         args.json.write_text(line + "\n")
     print(line)
     return 0
