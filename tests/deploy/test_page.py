@@ -483,3 +483,52 @@ def test_page_ships_in_the_package() -> None:
     html = (WEB / "index.html").read_text()
     # offline: nothing from a CDN
     assert "http://" not in html and "https://" not in html
+
+
+@browser_mark
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_api_key_is_asked_for_once_and_sent(
+    web_page: Any, lenet_model: Path, tmp_path: Path
+) -> None:
+    """``imgcls serve`` with a key: its API answers 401, the page's own files stay open; the
+    page asks for the key (again, with a message, when it is wrong), keeps it for the tab and
+    sends it as X-API-Key on every API request."""
+    key = "correct horse battery staple"
+    sent: list[str | None] = []
+    web_page.on(
+        "request",
+        lambda r: (
+            sent.append(r.headers.get("x-api-key"))
+            if r.url.endswith(("/metadata", "/features", "/predict"))
+            else None
+        ),
+    )
+    with running_server(
+        lenet_model, log=tmp_path / "serve.log", env={"IMGCLS_API_KEY": key}
+    ) as server:
+        web_page.goto(server.url + "/")
+        web_page.wait_for_selector("#key-form", state="visible")
+        assert "needs an API key" in (web_page.text_content("#key-message") or "")
+        assert web_page.text_content("#model-name") == "loading model…"
+        web_page.fill("#key-input", "wrong key")
+        web_page.click("#key-submit")
+        web_page.wait_for_function(
+            "document.querySelector('#key-message').textContent.includes('refused')"
+        )
+        assert web_page.is_visible("#key-form")
+        web_page.fill("#key-input", key)
+        web_page.press("#key-input", "Enter")
+        web_page.wait_for_selector("#key-form", state="hidden")
+        web_page.wait_for_function("document.querySelectorAll('.bar').length === 10")
+        assert "lenet5" in (web_page.text_content("#model-name") or "")
+        draw(web_page, DIGITS[1])
+        assert wait_for_prediction(web_page) == 1
+        assert web_page.evaluate("sessionStorage.getItem('imgcls-api-key')") == key
+        # a reload in the same tab asks for nothing: the key is kept for the session
+        web_page.reload()
+        web_page.wait_for_function("document.querySelectorAll('.bar').length === 10")
+        assert not web_page.is_visible("#key-form")
+        assert "lenet5" in (web_page.text_content("#model-name") or "")
+    assert sent[:3] == [None, "wrong key", key]
+    assert len(sent) > 4 and all(k == key for k in sent[2:])

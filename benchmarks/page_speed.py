@@ -1,0 +1,188 @@
+"""Speed of the static page (``imgcls page``) in Chromium: from a stroke's end to its answer and
+every feature map drawn, measured in the page with ``performance.now()``.
+
+    python benchmarks/page_speed.py                       # LeNet-5 and ResNet, 100 strokes each
+    python benchmarks/page_speed.py --quick               # 10 strokes each (the test's run)
+    python benchmarks/page_speed.py --model lenet5=export/mnist-lenet5-version_0/model.onnx
+
+Each model is built into a site (``imgcls.deploy.site.build_site``), served by
+``python -m http.server`` on 127.0.0.1, opened in headless Chromium (Debian's, as the tests),
+and drawn on with the mouse: a 1, a 7 and a 0 in turn, the pad cleared before each. The page
+records, for each stroke, the time from its pointerup to the moment the answer and all feature
+maps are drawn into their canvases (``window.imgclsPage.timings``): the framing in JavaScript,
+onnxruntime-web (WebAssembly, one thread) running the feature model, the bars and tiles drawn.
+
+Without ``--model``, LeNet-5 and the ResNet of configs/model/resnet.yaml are exported with
+random weights (speed does not depend on them; needs the training install and the MNIST files
+for the export's parity gate). The target: p95 <= 16 ms (one frame at 60 Hz) for LeNet-5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_MS = 16.0
+NETS = {"lenet5": {}, "resnet": {"widths": [16, 32, 64], "blocks": 2}}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def export_random(net: str, work: Path, data_dir: str | None) -> Path:
+    """``net`` with random weights, exported (with its feature model) into ``work/net``."""
+    import torch
+
+    from imgcls.data import DATAMODULES
+    from imgcls.export import export_checkpoint
+    from imgcls.module import ImageClassifier
+
+    dm = DATAMODULES["mnist"]
+    torch.manual_seed(0)
+    model = ImageClassifier(
+        net=net,
+        net_args=NETS[net],
+        dataset="mnist",
+        class_names=list(dm.class_names),
+        mean=dm.mean,
+        std=dm.std,
+    )
+    ckpt = work / f"{net}.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
+    kwargs = {"data_dir": data_dir} if data_dir else {}
+    export_checkpoint(ckpt, work / net, parity_subset=100, log=lambda _: None, **kwargs)
+    return work / net / "model.onnx"
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(folder), str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def measure(browser: object, site: Path, strokes: int) -> dict[str, object]:
+    from tests.deploy.test_page import DIGITS, draw, wait_for_prediction
+
+    order = [1, 7, 0]
+    with static_server(site) as url:
+        context = browser.new_context(viewport={"width": 1100, "height": 1100})  # type: ignore[attr-defined]
+        pg = context.new_page()
+        outside: list[str] = []
+
+        def route(r: object) -> None:
+            req = r.request  # type: ignore[attr-defined]
+            if req.url.startswith(url + "/"):
+                r.continue_()  # type: ignore[attr-defined]
+            else:
+                outside.append(req.url)
+                r.abort()  # type: ignore[attr-defined]
+
+        pg.route("**/*", route)
+        pg.goto(url + "/")
+        pg.wait_for_function(
+            "document.querySelector('#status').textContent.startsWith('Ready')", timeout=60_000
+        )
+        right = 0
+        for i in range(strokes):
+            digit = order[i % len(order)]
+            pg.click("#clear")
+            draw(pg, DIGITS[digit])
+            right += wait_for_prediction(pg) == digit
+            pg.wait_for_function(f"window.imgclsPage.timings.length >= {i + 1}")
+        timings = np.array(pg.evaluate("window.imgclsPage.timings")[:strokes], float)
+        context.close()
+    if outside:
+        raise SystemExit(f"the page asked the network for {outside}")
+    return {
+        "strokes": strokes,
+        "read_right": right,
+        "mean_ms": float(timings.mean()),
+        "p50_ms": float(np.percentile(timings, 50)),
+        "p95_ms": float(np.percentile(timings, 95)),
+        "max_ms": float(timings.max()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", default=[], metavar="NAME=MODEL.onnx")
+    p.add_argument("--strokes", type=int, default=None, help="strokes per model (default 100)")
+    p.add_argument("--quick", action="store_true", help="10 strokes per model")
+    p.add_argument("--data_dir", default=None, help="MNIST files for the exports' parity gate")
+    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    strokes = args.strokes or (10 if args.quick else 100)
+
+    from playwright.sync_api import sync_playwright
+
+    from imgcls.deploy.site import build_site
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="imgcls-page-speed-") as tmp:
+        work = Path(tmp)
+        models = dict(m.split("=", 1) for m in args.model)
+        if not models:
+            models = {net: str(export_random(net, work, args.data_dir)) for net in NETS}
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            try:
+                for name, model in models.items():
+                    site = work / f"site-{name}"
+                    summary = build_site(model, site, log=lambda _: None)
+                    row = {"model": name, "site_mib": summary["bytes"] / 2**20}
+                    row.update(measure(browser, site, strokes))
+                    rows.append(row)
+            finally:
+                browser.close()
+    print(f"stroke end -> answer + feature maps drawn, Chromium, {strokes} strokes per model")
+    if not args.model:
+        print("(random weights: 'read right' means nothing here, the timings do)")
+    print("| model | site MiB | read right | mean ms | p50 ms | p95 ms | max ms | ≤ 16 ms (p95) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ok = "yes" if r["p95_ms"] <= TARGET_MS else "no"
+        print(
+            f"| {r['model']} | {r['site_mib']:.1f} | {r['read_right']}/{r['strokes']} | "
+            f"{r['mean_ms']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['max_ms']:.1f} | {ok} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
