@@ -1,12 +1,15 @@
-"""``imgcls serve``: a real server (LitServe, a subprocess on 127.0.0.1) on a model exported from
-a checkpoint trained on real MNIST, asked the way clients ask: raw image bodies, multipart
-uploads, JSON pixels. Every bad request gets its 4xx and a message, and the next good request
-is still answered correctly. SIGTERM lets in-flight requests finish.
+"""``imgcls serve``: a real server (FastAPI on uvicorn, a subprocess on 127.0.0.1) on a model
+exported from a checkpoint trained on real MNIST, asked the way clients ask: raw image bodies,
+multipart uploads, JSON pixels. Every bad request gets its 4xx and a message, and the next good
+request is still answered correctly. SIGTERM lets in-flight requests finish.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -26,7 +29,14 @@ from imgcls.deploy.idx import read_idx
 from imgcls.deploy.images import decode_image
 from imgcls.utils import sha256_file
 from tests.helpers import run_imgcls
-from tests.helpers.serving import Server, free_port, running_server, stop, wait_ready
+from tests.helpers.serving import (
+    Server,
+    free_port,
+    raw_request,
+    read_response,
+    running_server,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -108,8 +118,12 @@ def test_serve_imports_without_torch() -> None:
 
 # ----------------------------------------------------------------------------- answers
 def test_health_metadata_docs(client: httpx.Client, model: Path) -> None:
-    assert client.get("/health").status_code == 200
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
     meta = client.get("/metadata").json()
+    # the checkpoint is described, but not where it lies on the server's disk
+    assert "sha256" in meta["checkpoint"] and "path" not in meta["checkpoint"]
+    assert "/" not in json.dumps(meta).replace("imgcls-onnx/1", "")
     assert meta["class_names"] == [str(k) for k in range(10)]
     assert meta["dataset"] == "mnist"
     assert meta["model_id"] == sha256_file(model)[:12]
@@ -222,7 +236,7 @@ BAD_REQUESTS = [
     ("json NaN", {"content": b'{"pixels": [[NaN]]}', "ct": "application/json"}, 400, "NaN"),
     ("json above 1", {"json": {"pixels": [[2.0] * 28] * 28}}, 422, "[0, 1]"),
     ("json below 0", {"json": {"pixels": [[-0.5] * 28] * 28}}, 422, "[0, 1]"),
-    ("json strings", {"json": {"pixels": [["a"] * 28] * 28}}, 422, "rectangular"),
+    ("json strings", {"json": {"pixels": [["a"] * 28] * 28}}, 422, "numbers only"),
     ("form without image", {"form": {"file": b"x"}}, 422, "'image'"),
     ("form with an empty file", {"form": {"image": b""}}, 400, "empty"),
 ]
@@ -298,51 +312,51 @@ def test_features_answer_the_feature_maps(
 def test_sigterm_lets_in_flight_requests_finish(
     model: Path, tmp_path: Path, test_images: tuple[np.ndarray, np.ndarray], expected: np.ndarray
 ) -> None:
-    """Requests still waiting for their batch (a 1.5 s batch window) when SIGTERM arrives are
-    answered, then the server exits cleanly. (A model without its feature-map model: /features
-    says how to get one.)"""
+    """Requests whose bodies are still arriving when SIGTERM comes are answered (uvicorn's
+    graceful shutdown), then the server exits 0. (A model without its feature-map model:
+    /features says how to get one.)"""
     images, _ = test_images
     alone = tmp_path / "model.onnx"  # without the feature-map model beside it
     alone.write_bytes(model.read_bytes())
     log = tmp_path / "serve.log"
-    with running_server(
-        alone, "--device", "cpu", "--batch_timeout_ms", "1500", "--max_batch_size", "64", log=log
-    ) as s:
+    with running_server(alone, "--device", "cpu", log=log) as s:
         with httpx.Client(base_url=s.url, timeout=30) as c:
             assert c.get("/metadata").json()["features"] is False
             r = c.post("/features", content=png(images[0]), headers={"content-type": "image/png"})
             assert r.status_code == 404 and "--features" in r.json()["detail"]
-        results: dict[int, int] = {}
-
-        def one(i: int) -> None:
-            try:
-                with httpx.Client(base_url=s.url, timeout=60) as c:
-                    r = c.post(
-                        "/predict", content=png(images[i]), headers={"content-type": "image/png"}
-                    )
-                    results[i] = r.json()["label"] if r.status_code == 200 else -r.status_code
-            except httpx.HTTPError as e:
-                results[i] = -1
-                print(e)
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)  # the requests are in the worker's batch window now
+        bodies = [png(images[i]) for i in range(4)]
+        socks = []
+        for body in bodies:  # headers and half of each body: four requests in flight
+            sock, head = raw_request(s.url, body)
+            sock.sendall(head + body[: len(body) // 2])
+            socks.append(sock)
+        time.sleep(0.3)
         t0 = time.monotonic()
-        assert stop(s.proc) == 0, s.output()
-        for t in threads:
-            t.join(10)
-        assert results == {i: int(expected[i].argmax()) for i in range(4)}, s.output()
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the server is shutting down now, waiting for these four
+        answers = []
+        for sock, body in zip(socks, bodies, strict=True):
+            sock.sendall(body[len(body) // 2 :])
+            answers.append(read_response(sock))
+            sock.close()
+        assert s.proc.wait(25) == 0, s.output()
+        labels = [json.loads(body)["label"] if code == 200 else -code for code, body in answers]
+        assert labels == [int(expected[i].argmax()) for i in range(4)], s.output()
         assert time.monotonic() - t0 < 25
+        assert "Traceback" not in s.output()
 
 
 def test_bad_options_exit_2(model: Path, tmp_path: Path) -> None:
     cases = [
         (["--model", str(tmp_path / "none.onnx")], "no such ONNX file"),
-        (["--model", str(model), "--max_batch_size", "0"], "--max_batch_size must be >= 1"),
+        (["--model", str(model), "--max_batch_size", "0"], "--max_batch_size must be in 1..1024"),
         (["--model", str(model), "--port", "80"], "--port must be in 1024..65535"),
         (["--model", str(model), "--host", "10.1.2.3"], "--host must be"),
+        (["--model", str(model), "--max_body_mb", "nan"], "--max_body_mb must be a number > 0"),
+        (["--model", str(model), "--max_body_mb", "inf"], "--max_body_mb must be a number > 0"),
+        (["--model", str(model), "--body_timeout_s", "0"], "--body_timeout_s must be"),
+        (["--model", str(model), "--workers", "0"], "--workers must be >= 1"),
+        (["--model", str(model), "--api_key", " "], "--api_key is empty"),
     ]
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_text("not a model")
@@ -355,7 +369,6 @@ def test_bad_options_exit_2(model: Path, tmp_path: Path) -> None:
 
 
 def test_port_in_use_is_a_clear_error(model: Path, tmp_path: Path) -> None:
-    import socket
 
     port = free_port()
     with socket.socket() as held:
@@ -377,9 +390,7 @@ def test_cuda_serving(
     if cuda_device_count() == 0:
         pytest.skip("no CUDA GPU")
     with (
-        running_server(
-            model, "--device", "cuda", "--workers_per_device", "2", log=tmp_path / "s.log"
-        ) as s,
+        running_server(model, "--device", "cuda", "--workers", "2", log=tmp_path / "s.log") as s,
         httpx.Client(base_url=s.url, timeout=30) as c,
     ):
         assert c.get("/metadata").json()["provider"] == "CUDAExecutionProvider"

@@ -1,5 +1,7 @@
 """Start ``imgcls serve`` the way a user does (a subprocess on 127.0.0.1, a free port) and wait
-until ``GET /health`` says it is ready. Shared by the service, page and benchmark tests."""
+until ``GET /health`` says it is ready; talk raw HTTP/1.1 over a socket where a test must
+control each byte (a stalled upload, a client that goes away). Shared by the service, page and
+benchmark tests."""
 
 from __future__ import annotations
 
@@ -95,3 +97,37 @@ def running_server(
         yield Server(url, proc, log)
     finally:
         stop(proc)
+
+
+def raw_request(
+    url: str, body: bytes, *, path: str = "/predict", content_type: str = "image/png"
+) -> tuple[socket.socket, bytes]:
+    """A connected socket and the request's head (with Content-Length), nothing sent yet."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return sock, head.encode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 answer with a Content-Length: (status, body); (0, b"...") if the server
+    closed the connection first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    length = int(fields.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), body
