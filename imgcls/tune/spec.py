@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,12 +146,27 @@ def _param(key: str, value: Any, path: str) -> Param:
     return Param(key, "int" if is_int else "float", low=low, high=high, log=log, step=step)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as jsonargparse reads it for numbers: ``1e-4`` and ``1.0e+30`` are floats (YAML
+    1.2), not the text that PyYAML's YAML 1.1 makes of an exponent without a dot."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|"
+        r"^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|^[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?$"
+    ),
+    list("-+0123456789."),
+)
+
+
 def _read(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: no such tune file (configs/tune/ has the shipped ones)")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {getattr(e, 'problem', None) or e}") from e
     if not isinstance(data, dict):

@@ -438,6 +438,11 @@ def make_objective(s: Study) -> Any:
         params = {p.key: suggest(trial, p) for p in s.spec.space}
         args = ["fit", *_config_args(s.spec), *s.fit_args, *overrides(params, s.base_net_args)]
         report = _Report(trial, s.spec.metric, s.spec.direction)
+        try:  # a value the parser refuses: its one line as the reason, not an exit status
+            _parse(args[1:])
+        except ConfigError as e:
+            trial.set_user_attr("fail_reason", _reason(e))
+            raise TrialFailed(_reason(e)) from e
         for attempt in range(3):
             try:
                 _TrialCLI(report, args)
