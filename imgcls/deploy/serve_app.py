@@ -603,19 +603,25 @@ class Service:
             ).parse()
         except MultiPartException as e:
             raise _error(400, f"malformed multipart body ({e.message})") from None
-        uploads = form.getlist("image")
-        if len(uploads) > 1:
-            raise _error(422, f"{len(uploads)} files in the field 'image'; send one per request")
-        upload = uploads[0] if uploads else None
-        if upload is None or isinstance(upload, str):
-            fields = ", ".join(sorted(form.keys())) or "none"
-            raise _error(
-                422, f"multipart body needs a file in the field 'image' (fields sent: {fields})"
-            )
-        content = await upload.read()
-        if not content:
-            raise _error(400, f"the uploaded file {upload.filename!r} is empty")
-        return bytes(content)
+        try:
+            uploads = form.getlist("image")
+            if len(uploads) > 1:
+                raise _error(
+                    422, f"{len(uploads)} files in the field 'image'; send one per request"
+                )
+            upload = uploads[0] if uploads else None
+            if upload is None or isinstance(upload, str):
+                fields = ", ".join(sorted(form.keys())) or "none"
+                raise _error(
+                    422,
+                    f"multipart body needs a file in the field 'image' (fields sent: {fields})",
+                )
+            content = await upload.read()
+            if not content:
+                raise _error(400, f"the uploaded file {upload.filename!r} is empty")
+            return bytes(content)
+        finally:
+            await form.close()  # the parts' temporary files
 
     def answer(self, probs: np.ndarray) -> dict[str, Any]:
         k = int(probs.argmax())

@@ -1,0 +1,338 @@
+"""The service's app in this process (httpx's ASGI transport, no socket): the API key, the Host
+check, what JSON and forms may hold, the batcher (a failed session call answers 503 to its own
+batch only, and the service goes on), ``/metrics`` parsed with prometheus_client's own parser,
+the OpenAPI document's answers and ``/docs`` without a CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from imgcls.deploy.classifier import OnnxClassifier
+from imgcls.deploy.idx import read_idx
+from imgcls.deploy.serve_app import ServeOptions, Service, build_app, make_service
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+
+KEY = "s3cret-key"
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images(real_data_root: Path) -> np.ndarray:
+    return read_idx(real_data_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:32]
+
+
+@pytest.fixture(scope="module")
+def expected(exported_lenet: Path, images: np.ndarray) -> np.ndarray:
+    return OnnxClassifier(exported_lenet / "model.onnx", device="cpu").predict(images)[1]
+
+
+def service(model: Path, **kw: Any) -> Service:
+    return make_service(ServeOptions(model=model, device="cpu", **kw))
+
+
+@pytest.fixture(scope="module")
+def keyed(exported_lenet: Path) -> Service:
+    return service(exported_lenet / "model.onnx", api_key=KEY)
+
+
+@pytest.fixture(scope="module")
+def open_service(exported_lenet: Path) -> Service:
+    return service(exported_lenet / "model.onnx")
+
+
+def client(svc: Service, host: str = "127.0.0.1:8000") -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(svc)), base_url=f"http://{host}"
+    )
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ----------------------------------------------------------------------------- the key
+def test_api_key_is_required_on_the_api_and_not_on_the_page(
+    keyed: Service, images: np.ndarray, expected: np.ndarray
+) -> None:
+    async def go() -> None:
+        async with client(keyed) as c:
+            body, ct = png(images[0]), {"content-type": "image/png"}
+            for method, path in (
+                ("POST", "/predict"),
+                ("POST", "/features"),
+                ("GET", "/metadata"),
+                ("GET", "/metrics"),
+            ):
+                for headers in ({}, {"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}):
+                    r = await c.request(method, path, content=body, headers={**ct, **headers})
+                    assert r.status_code == 401, (path, headers, r.text)
+                    assert r.headers["www-authenticate"] == 'Bearer realm="imgcls"'
+                    assert "X-API-Key" in r.json()["detail"]
+            for headers in ({"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}):
+                r = await c.post("/predict", content=body, headers={**ct, **headers})
+                assert r.status_code == 200, r.text
+                assert r.json()["label"] == int(expected[0].argmax())
+            meta = await c.get("/metadata", headers={"x-api-key": KEY})
+            assert meta.json()["api_key_required"] is True
+            # the page, its files, health and the API docs stay open (no secret in them)
+            for path in ("/", "/static/app.js", "/static/style.css", "/health", "/docs"):
+                r = await c.get(path)
+                assert r.status_code == 200, (path, r.text[:200])
+            schema = (await c.get("/openapi.json")).json()
+            assert schema["paths"]["/predict"]["post"]["security"]
+            assert "401" in schema["paths"]["/predict"]["post"]["responses"]
+            assert "security" not in schema["paths"]["/health"]["get"]
+
+    run(go())
+
+
+# ----------------------------------------------------------------------------- Host
+def test_host_header_must_be_a_served_name(open_service: Service, exported_lenet: Path) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends
+    ``Host: evil.example``; only the loopback names are answered on loopback."""
+
+    async def go() -> None:
+        for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example"):
+            async with client(open_service, host) as c:
+                r = await c.get("/metadata")
+                assert r.status_code == 400 and "--allowed_hosts" in r.json()["detail"], host
+        for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"):
+            async with client(open_service, host) as c:
+                assert (await c.get("/metadata")).status_code == 200, host
+        named = service(exported_lenet / "model.onnx", allowed_hosts=["imgcls.example.org"])
+        async with client(named, "imgcls.example.org") as c:
+            assert (await c.get("/health")).status_code == 200
+        async with client(named, "localhost:8000") as c:
+            assert (await c.get("/health")).status_code == 400
+
+    run(go())
+
+
+# ----------------------------------------------------------------------------- bodies
+def test_json_and_form_edge_cases(
+    open_service: Service, images: np.ndarray, expected: np.ndarray
+) -> None:
+    one = (images[0] / 255.0).tolist()
+
+    async def go() -> None:
+        async with client(open_service) as c:
+            # a list of ONE image is a batch: its answer keeps "predictions"
+            r = await c.post("/predict", json={"pixels": [one]})
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 1, r.text
+            assert r.json()["predictions"][0]["label"] == int(expected[0].argmax())
+            r = await c.post("/predict", json={"pixels": one})
+            assert "predictions" not in r.json() and r.json()["label"] == int(expected[0].argmax())
+            cases = [
+                ({"pixels": [[True] * 28] * 28}, 422, "boolean"),
+                ({"pixels": [["0.5"] * 28] * 28}, 422, "string"),
+                ({"pixels": [[None] * 28] * 28}, 422, "NoneType"),
+                ({"pixels": [[{"a": 1}] * 28] * 28}, 422, "object"),
+                ({"pixels": [[[[[[0.5]]]]]]}, 422, "nested more than 4"),
+            ]
+            for payload, status, words in cases:
+                r = await c.post("/predict", json=payload)
+                assert r.status_code == status and words in r.json()["detail"], (payload, r.text)
+            raw = [
+                (b'{"pixels": [[1' + b"0" * 400 + b"]]}", 422),  # 1e400 as an integer
+                (b'{"pixels": [[1e400]]}', 422),
+                (b'{"pixels": ' + b"[" * 990 + b"]" * 990 + b"}", 400),
+                (b"[" * 100_000, 400),
+            ]
+            for body, status in raw:
+                r = await c.post(
+                    "/predict", content=body, headers={"content-type": "application/json"}
+                )
+                assert r.status_code == status, (body[:40], r.status_code, r.text)
+                assert r.json()["detail"]
+            two = [
+                ("image", ("a.png", png(images[0]), "image/png")),
+                ("image", ("b.png", png(images[1]), "image/png")),
+            ]
+            r = await c.post("/predict", files=two)
+            assert r.status_code == 422 and "2 files" in r.json()["detail"], r.text
+            r = await c.post("/predict", json={"pixels": one})
+            assert r.status_code == 200
+
+    run(go())
+
+
+# ----------------------------------------------------------------------------- the batcher
+class FailingSession:
+    """A session proxy that fails every call whose batch holds an image with a given first
+    pixel (the marker), and counts the calls and their sizes."""
+
+    def __init__(self, session: Any, marker: float) -> None:
+        self.session = session
+        self.marker = marker
+        self.sizes: list[int] = []
+        self.failed: list[int] = []
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        x = next(iter(feeds.values()))
+        self.sizes.append(len(x))
+        if np.any(np.isclose(x[:, 0, 0, 0], self.marker)):
+            self.failed.append(len(x))
+            raise RuntimeError("injected failure")
+        return self.session.run(names, feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def test_a_failed_batch_answers_503_to_its_requests_only(
+    exported_lenet: Path, images: np.ndarray, expected: np.ndarray
+) -> None:
+    svc = service(exported_lenet / "model.onnx")
+    proxy = FailingSession(svc.clf.session, marker=0.25)
+    svc.clf.session = proxy  # type: ignore[assignment]
+    good = [(images[i] / 255.0).tolist() for i in range(24)]
+    bad = [[0.25] * 28] + [[0.0] * 28] * 27
+
+    async def go() -> list[httpx.Response]:
+        async with client(svc) as c:
+            jobs = [c.post("/predict", json={"pixels": p}) for p in good[:12]]
+            jobs.append(c.post("/predict", json={"pixels": bad}))
+            jobs += [c.post("/predict", json={"pixels": p}) for p in good[12:]]
+            answers = await asyncio.gather(*jobs)
+            after = await c.post("/predict", json={"pixels": good[0]})
+            return [*answers, after]
+
+    answers = run(go())
+    marker = answers[12]
+    assert marker.status_code == 503 and "injected failure" in marker.json()["detail"]
+    others = [a for i, a in enumerate(answers) if i != 12]
+    # one session call failed: the marker's batch, and exactly its requests got 503
+    assert len(proxy.failed) == 1
+    assert sum(a.status_code == 503 for a in answers) == proxy.failed[0]
+    assert all(a.status_code in (200, 503) for a in answers)
+    want = [int(expected[i].argmax()) for i in [*range(24), 0]]
+    got = [a.json()["label"] if a.status_code == 200 else None for a in others]
+    assert all(g is None or g == w for g, w in zip(got, want, strict=True))
+    assert answers[-1].status_code == 200
+    # requests were batched: fewer session calls than requests (after the warm-up)
+    assert len(proxy.sizes) < len(answers)
+
+
+def test_a_bad_image_never_reaches_a_batch(
+    exported_lenet: Path, images: np.ndarray, expected: np.ndarray
+) -> None:
+    svc = service(exported_lenet / "model.onnx")
+    proxy = FailingSession(svc.clf.session, marker=-1.0)
+    svc.clf.session = proxy  # type: ignore[assignment]
+
+    async def go() -> list[httpx.Response]:
+        async with client(svc) as c:
+            ct = {"content-type": "image/png"}
+            jobs = []
+            for i in range(16):
+                body = png(images[i]) if i % 2 == 0 else b"\x89PNG\r\n\x1a\nbroken"
+                jobs.append(c.post("/predict", content=body, headers=ct))
+            return list(await asyncio.gather(*jobs))
+
+    answers = run(go())
+    for i, a in enumerate(answers):
+        if i % 2:
+            assert a.status_code == 400 and "not a readable image" in a.json()["detail"]
+        else:
+            assert a.status_code == 200 and a.json()["label"] == int(expected[i].argmax())
+    assert sum(proxy.sizes) == 8  # only the good images were run
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics_count_the_requests(exported_lenet: Path, images: np.ndarray) -> None:
+    svc = service(exported_lenet / "model.onnx")
+
+    async def go() -> str:
+        async with client(svc) as c:
+            ct = {"content-type": "image/png"}
+            for i in range(7):
+                assert (await c.post("/predict", content=png(images[i]), headers=ct)).is_success
+            for _ in range(3):
+                assert (await c.post("/predict", json={"pixels": [[2.0]]})).status_code == 422
+            r = await c.post("/predict", json={"pixels": (images[:5] / 255.0).tolist()})
+            assert r.status_code == 200
+            await c.get("/health")
+            return (await c.get("/metrics")).text
+
+    text = run(go())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    labels = (("model_id", svc.model_id), ("provider", "CPUExecutionProvider"))
+
+    def requests(route: str, status: str) -> float:
+        key = tuple(sorted((("route", route), ("status", status), *labels)))
+        return samples.get(("imgcls_requests_total", key), 0.0)
+
+    assert requests("/predict", "200") == 8
+    assert requests("/predict", "422") == 3
+    assert requests("/health", "200") == 1
+    latency = tuple(sorted((("route", "/predict"), *labels)))
+    assert samples[("imgcls_request_seconds_count", latency)] == 11
+    assert samples[("imgcls_request_seconds_sum", latency)] > 0
+    # 7 single images and one JSON batch of 5: 12 images in session calls
+    assert samples[("imgcls_batch_images_sum", tuple(sorted(labels)))] == 12
+    assert samples[("imgcls_queue_depth", tuple(sorted(labels)))] == 0
+
+
+# ----------------------------------------------------------------------------- docs
+def test_openapi_documents_the_bodies_and_answers(open_service: Service) -> None:
+    async def go() -> tuple[dict[str, Any], str, list[httpx.Response]]:
+        async with client(open_service) as c:
+            schema = (await c.get("/openapi.json")).json()
+            html = (await c.get("/docs")).text
+            urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+            assets = [await c.get(u) for u in urls]
+            return schema, html, assets
+
+    schema, html, assets = run(go())
+    predict = schema["paths"]["/predict"]["post"]
+    assert {"image/png", "image/jpeg", "multipart/form-data", "application/json"} <= set(
+        predict["requestBody"]["content"]
+    )
+    for status in ("200", "400", "401", "408", "413", "415", "422", "503"):
+        assert status in predict["responses"], status
+    assert schema["paths"]["/health"]["get"]["responses"]["200"]
+    # /docs loads Swagger UI from this server, not from a CDN
+    assert "cdn" not in html.lower() and "https://" not in html
+    assert len(assets) >= 2 and all(a.status_code == 200 for a in assets)
+    assert max(len(a.content) for a in assets) > 100_000  # the Swagger UI bundle itself
+
+
+@pytest.fixture()
+def no_swagger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import imgcls.deploy.serve_app as sa
+
+    monkeypatch.setattr(sa, "_swagger_assets", lambda: None)
+    yield
+
+
+def test_docs_without_the_assets_says_what_to_install(
+    open_service: Service, no_swagger: None
+) -> None:
+    async def go() -> httpx.Response:
+        async with client(open_service) as c:
+            return await c.get("/docs")
+
+    r = run(go())
+    assert r.status_code == 404 and "pip install fastapi-offline" in r.json()["detail"]
