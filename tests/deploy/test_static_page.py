@@ -391,3 +391,56 @@ def test_fashion_export_builds_a_page_about_clothes(
         label = wait_for_prediction(pg)
         assert pg.text_content("#prediction") == names[label]
         assert pg.locator(".fmap-tile").count() == 0
+
+
+FRAME_IN_PAGE = """async (photos) => {
+  const out = [];
+  for (const [name, b64, mime] of photos) {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const file = new File([bytes], name, { type: mime });
+    const t0 = performance.now();
+    const x = await window.imgclsPage.backend.inputOf({ file });
+    out.push([Array.from(x), performance.now() - t0]);
+  }
+  return out;
+}"""
+
+
+@browser
+@pytest.mark.slow
+def test_browser_decoding_and_framing_equal_decode_image_on_photos(
+    chromium: Any, lenet_site: Path, real_data_root: Path
+) -> None:
+    """What the page feeds the model for each of the 300 photos (the browser's PNG / JPEG
+    decoder, then framing.js) against ``decode_image`` (Pillow, then the Python framing)."""
+    import base64
+
+    from imgcls.deploy.images import decode_image
+    from imgcls.deploy.photos import render_photos
+
+    digits = read_idx(real_data_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:PHOTOS]
+    photos = render_photos(digits, seed=0)
+    t0 = time.perf_counter()
+    want = [decode_image(b, preprocess="auto", dataset="mnist").ravel() for _, b in photos]
+    python_ms = 1000 * (time.perf_counter() - t0) / len(photos)
+    args = [
+        [f"p{i}", base64.b64encode(b).decode(), "image/png" if "png" in k else "image/jpeg"]
+        for i, (k, b) in enumerate(photos)
+    ]
+    with Visit(chromium, lenet_site) as v:
+        got = v.page.evaluate(FRAME_IN_PAGE, args)
+    diffs = {k: [] for k, _ in photos}
+    for (kind, _), w, (g, _) in zip(photos, want, got, strict=True):
+        diffs[kind].append(int(np.abs(np.array(g, int) - w).max()))
+    page_ms = float(np.mean([ms for _, ms in got]))
+    print(
+        f"\nper image: Pillow + Python framing {python_ms:.1f} ms, "
+        f"browser + framing.js {page_ms:.1f} ms"
+    )
+    for kind, d in diffs.items():
+        print(
+            f"{kind}: {sum(x == 0 for x in d)}/{len(d)} inputs identical, "
+            f"largest difference {max(d)}"
+        )
+    # The browser's JPEG decoder (libjpeg-turbo, as Pillow's) gives the same pixels here.
+    assert all(max(d) == 0 for d in diffs.values()), {k: max(d) for k, d in diffs.items()}

@@ -135,6 +135,7 @@
   async function loadMetadata() {
     try {
       runtime = RUNTIME === "browser" ? await browserRuntime() : serverRuntime();
+      window.imgclsPage.backend = runtime;
       meta = await runtime.metadata();
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);

@@ -145,11 +145,6 @@
     const maxPixels = Number(meta.max_pixels) || 64000000;
     const names = meta.class_names || [];
 
-    function modelInput(grey) {
-      const pixels = F.toModelInput(grey, height, meta.framing || "mnist");
-      return Float32Array.from(pixels, (v) => v / 255);
-    }
-
     async function fromFile(file) {
       const bytes = new Uint8Array(await file.arrayBuffer());
       const size = declaredSize(bytes);
@@ -182,18 +177,24 @@
       }
     }
 
-    async function classify(input, wantFeatures) {
+    // The model's uint8 input (height x width) for an input, as decode_image makes it.
+    async function inputOf(input) {
       if (channels !== 1 || height !== width) {
         throw new RefusedError(`the static page runs one-channel square models, not ${shape}`);
       }
       let grey;
       if (input.pad) {
-        const rgba = pad.getContext("2d", { willReadFrequently: true }).getImageData(0, 0, pad.width, pad.height).data;
-        grey = F.greyOf(rgba, pad.width, pad.height);
+        const c = pad.getContext("2d", { willReadFrequently: true });
+        grey = F.greyOf(c.getImageData(0, 0, pad.width, pad.height).data, pad.width, pad.height);
       } else {
         grey = await fromFile(input.file);
       }
-      const x = new ort.Tensor("float32", modelInput(grey), [1, 1, height, width]);
+      return F.toModelInput(grey, height, meta.framing || "mnist");
+    }
+
+    async function classify(input, wantFeatures) {
+      const pixels = await inputOf(input);
+      const x = new ort.Tensor("float32", Float32Array.from(pixels, (v) => v / 255), [1, 1, height, width]);
       const session = wantFeatures && features ? features : model;
       const out = await session.run({ [session.inputNames[0]]: x });
       const probs = Array.from(out[session.outputNames[1]].data);
@@ -220,6 +221,7 @@
         return meta;
       },
       classify,
+      inputOf,
     };
   }
 
