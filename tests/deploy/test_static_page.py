@@ -444,3 +444,23 @@ def test_browser_decoding_and_framing_equal_decode_image_on_photos(
         )
     # The browser's JPEG decoder (libjpeg-turbo, as Pillow's) gives the same pixels here.
     assert all(max(d) == 0 for d in diffs.values()), {k: max(d) for k, d in diffs.items()}
+
+
+def test_bad_model_or_out_is_one_line_and_writes_nothing(
+    exported_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 not a model")
+    good = str(exported_lenet / "model.onnx")
+    cases = [
+        (str(tmp_path / "missing.onnx"), tmp_path / "a", "missing.onnx: no such ONNX file"),
+        (str(photo), tmp_path / "b", "photo.jpg: onnxruntime cannot load it"),
+        (good, photo, "a file is there; give a folder for the site"),
+    ]
+    for model, out, message in cases:
+        code = main(["page", "--model", model, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("imgcls: error: "), err
+        assert message in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
+    assert photo.read_bytes() == b"\xff\xd8 not a model"

@@ -241,7 +241,6 @@
   // answer {label, class_name, probabilities, maps?}, or throws a RefusedError for an input it
   // cannot read (a message for the status line).
   class RefusedError extends Error {}
-  window.imgclsRefusedError = RefusedError;
 
   function padBlob() {
     return new Promise((resolve, reject) => {
