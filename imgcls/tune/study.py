@@ -25,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import re
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -93,6 +95,9 @@ class _ParseOnly(fit_cli.ImgclsCLI):
 def _parse(args: list[str]) -> Namespace:
     """The fit config of ``imgcls fit <args>``; a parse error becomes one line."""
     err = io.StringIO()
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)  # "Seed set to 42": said by each trial, not by checks
     try:
         with contextlib.redirect_stderr(err):
             _ParseOnly(args=["fit", *args])
@@ -103,6 +108,8 @@ def _parse(args: list[str]) -> Namespace:
         said = next((ln for ln in lines if "error:" in ln), lines[-1] if lines else "")
         said = said.split("error:", 1)[-1].strip()
         raise ConfigError(f"imgcls fit refuses the trials' config: {said}") from None
+    finally:
+        seed_log.setLevel(level)
     raise ConfigError("imgcls fit did not parse the trials' config")  # pragma: no cover
 
 
@@ -431,6 +438,16 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip()
 
 
+def _end_trial() -> None:
+    """What one fit leaves behind in the process, closed before the next trial: a W&B run
+    (else the next trial's ``wandb.init`` would log into it) and a process group."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def make_objective(s: Study) -> Any:
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -457,8 +474,7 @@ def make_objective(s: Study) -> Any:
                 trial.set_user_attr("fail_reason", reason)
                 raise TrialFailed(reason) from e
             finally:
-                if torch.distributed.is_available() and torch.distributed.is_initialized():
-                    torch.distributed.destroy_process_group()
+                _end_trial()
         trial.set_user_attr("epochs", len(report.values))
         if report.pruned:
             raise optuna.TrialPruned(f"pruned after {len(report.values)} epoch(s)")

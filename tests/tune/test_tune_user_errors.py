@@ -30,7 +30,8 @@ def _tune(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tup
         code = main(["tune", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert not list(tmp_path.glob("runs/*/version_*")), "a trial ran"
-    return code, err[-1] if err else ""
+    assert len(err) == 1, err
+    return code, err[0]
 
 
 CASES = [
