@@ -78,19 +78,32 @@ def test_onnx_latency_quick(tmp_path: Path) -> None:
 
 @pytest.mark.real_data
 @pytest.mark.slow
+@pytest.mark.wrk
 def test_serve_load_quick(exported_lenet: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.helpers import require_system
+
+    require_system(shutil.which("wrk") is not None, "wrk", "apt-get install wrk")
     model = str(exported_lenet / "model.onnx")
     # the LeNet-5 export stands in for the ResNet too: the smoke test checks the cells, not speed
     out = _run("serve_load.py", "--quick", "--lenet5", model, "--resnet", model, tmp_path=tmp_path)
     figures = json.loads(out.strip().splitlines()[-1])
-    for name in ("lenet5", "resnet"):
-        cells = figures["cells"][name]
-        assert sorted(cells) == ["a", "b", "c"], out
-        for setup in cells.values():
-            assert sorted(setup) == ["1", "8"], out
-            for cell in setup.values():
-                assert cell["failed"] == 0 and cell["rps"] > 0, out
-    assert figures["lenet5_c_over_a_pct"] > 0 and figures["resnet_c_over_b"] > 0, out
+    (cells,) = figures["rounds"]
+    assert sorted(cells) == ["floor", "serve"], out
+    for setup in cells.values():
+        assert sorted(setup) == ["1", "8"], out
+        for cell in setup.values():
+            assert cell["errors"] == 0 and cell["rps"] > 0 and cell["requests"] > 0, out
+            assert 0 < cell["p50_ms"] <= cell["p99_ms"], out
+    # the ratios are those of the cells, not swapped or inverted
+    ratio = cells["serve"]["8"]["rps"] / cells["floor"]["8"]["rps"]
+    assert abs(figures["ratios"]["rps_8"] / ratio - 1) < 1e-6, out
+    assert re.search(r"rps_8: [\d.]+ \(target >= 0.9\)", out), out
+    assert sorted(figures["resnet"]) == ["floor", "serve", "serve-b1"], out
+    assert all(c["errors"] == 0 and c["rps"] > 0 for c in figures["resnet"].values()), out
+    assert figures["workers2"]["8"]["errors"] == 0 and figures["workers2"]["8"]["rps"] > 0, out
+    assert "| (b) imgcls serve --workers 2 | 8 |" in out, out
 
 
 def test_eval_speed_quick(real_data_root: Path, tmp_path: Path) -> None:
