@@ -255,8 +255,8 @@ def open_study(s: Study) -> optuna.Study:
 
     if s.storage_url.startswith("sqlite:///"):
         folder = Path(s.storage_url.removeprefix("sqlite:///")).parent
+        check_writable_folder(folder, "--trainer.default_root_dir (or --storage)")
         folder.mkdir(parents=True, exist_ok=True)
-        check_writable_folder(folder, "--storage")
     engine: dict[str, Any] = {}
     if s.storage_url.startswith("postgresql"):
         engine["connect_args"] = {"connect_timeout": 10}
@@ -490,12 +490,24 @@ def make_objective(s: Study) -> Any:
     return objective
 
 
+class _OneLineFailures(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a trial's failure is its one reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+            record.exc_info = None
+        return True
+
+
 def run_trials(s: Study, study: optuna.Study, timeout: float | None) -> int:
     """Run trials until the study holds ``s.n_trials`` or ``timeout`` seconds have passed
     (a running trial finishes); the number this process ran."""
     torch.set_float32_matmul_precision("high")
     fit_cli._quiet()
     objective = make_objective(s)
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _OneLineFailures) for f in optimize_log.filters):
+        optimize_log.addFilter(_OneLineFailures())
     start, ran = time.monotonic(), 0
     while counted(study) < s.n_trials:
         if timeout is not None and time.monotonic() - start >= timeout:
