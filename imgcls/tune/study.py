@@ -404,7 +404,11 @@ class _Report(Callback):
         v = float(value)
         self.values.append(v)
         self.trial.report(v, len(self.values) - 1)
-        if self.trial.should_prune():
+        # After the last epoch there is nothing left to save: the trial completes, and its
+        # value informs the sampler, rather than counting as pruned after a whole run.
+        epochs = trainer.max_epochs or -1
+        last = epochs > 0 and trainer.current_epoch + 1 >= epochs
+        if not last and self.trial.should_prune():
             self.pruned = True
             trainer.should_stop = True
 

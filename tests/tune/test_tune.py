@@ -106,3 +106,20 @@ def test_best_yaml_reruns_as_it_is(study, tiny):
 
     # the same config and seed on the CPU: the trial's training, repeated exactly
     assert last_val_loss(new_run) == pytest.approx(last_val_loss(Path(best["run_dir"])), rel=1e-6)
+
+
+def test_a_trial_judged_after_its_last_epoch_completes(tiny, tmp_path):
+    """Pruning after the last epoch saves nothing: such a trial completes, with its value."""
+    data, env = tiny
+    tune_file = write_tune_file(
+        tmp_path / "one.yaml", {KEY: [0.01, 1.0e-9]}, sampler={"name": "random", "seed": 0}
+    )
+    run_imgcls(
+        "tune", "-c", str(tune_file), "--n_trials", "4", *trial_args(data, 1), cwd=tmp_path, env=env
+    )
+    with open(tmp_path / "runs/mnist-lenet5/tune/one/trials.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    lrs = [json.loads(r[KEY]) for r in rows]
+    assert 0.01 in lrs and 1e-9 in lrs[lrs.index(0.01) + 1 :]  # a hopeless one after a good one
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 4
+    assert all(r["epochs"] == "1" for r in rows)
