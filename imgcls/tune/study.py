@@ -23,6 +23,7 @@ study holds that many (finished, or running in a live process).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import json
 import logging
@@ -342,12 +343,19 @@ def _fail_dead_local_trials(study: optuna.Study) -> None:
     and queued again with their parameters, instead of after the heartbeat's grace period."""
     storage = study._storage
     host = socket.gethostname()
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
-            continue
-        if _alive(pid):
-            continue
+        owner = t.user_attrs.get("owner")
+        if not isinstance(owner, dict):
+            # Killed between its creation and its first write (milliseconds): whoever ran it
+            # is long gone once the heartbeat's grace period has passed.
+            started = t.datetime_start
+            if started is None or (now - started).total_seconds() < GRACE_S:
+                continue
+        else:
+            pid = int(owner.get("pid", 0))
+            if owner.get("host") != host or pid == os.getpid() or _alive(pid):
+                continue
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             _retry(study, storage.get_trial(t._trial_id))
@@ -454,8 +462,9 @@ def _end_trial() -> None:
 
 def make_objective(s: Study) -> Any:
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        # Who runs it, in one write, first: a rerun on this machine finds the trials whose
+        # process is gone (_fail_dead_local_trials).
+        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
         params = {p.key: suggest(trial, p) for p in s.spec.space}
         args = ["fit", *_config_args(s.spec), *s.fit_args, *overrides(params, s.base_net_args)]
         report = _Report(trial, s.spec.metric, s.spec.direction)

@@ -61,13 +61,15 @@ def test_two_processes_share_one_postgres_study(tiny, tmp_path, postgres_url):
     finished = [{int(n) for n in re.findall(r"Trial (\d+) finished", err)} for _, err in outs]
     assert finished[0] and finished[1] and not finished[0] & finished[1]
     assert finished[0] | finished[1] == {t.number for t in trials}
-    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    assert len({t.user_attrs["owner"]["pid"] for t in trials}) == 2
     run_dirs = [Path(t.user_attrs["run_dir"]) for t in trials]
     assert len(set(run_dirs)) == len(trials)
     for t, run in zip(trials, run_dirs, strict=True):
         assert (run / "checkpoints" / "best.ckpt").is_file()
         owner = folders[0] if t.number in finished[0] else folders[1]
         assert run.is_relative_to(owner)
-    for folder, (out, _) in zip(folders, outs, strict=True):  # each writes the whole study
-        assert f"trials: {len(trials)}: {len(trials)} complete, 0 pruned, 0 failed" in out
+    # each writes the whole study as it stands when it ends: the last to end, all of it
+    full = f"trials: {len(trials)}: {len(trials)} complete, 0 pruned, 0 failed"
+    assert any(full in out for out, _ in outs)
+    for folder in folders:
         assert (folder / "runs/mnist-lenet5/tune/shared/best.yaml").is_file()

@@ -53,8 +53,9 @@ def test_sqlite_study_killed_mid_study_resumes(tiny, tmp_path):
     try:
         while True:  # kill it while a trial runs, after one has completed
             states = _states(db)
-            if "COMPLETE" in states and states[-1] == "RUNNING":
-                break
+            started = len(list((tmp_path / "runs" / "mnist-lenet5").glob("version_*")))
+            if "COMPLETE" in states and states[-1] == "RUNNING" and started == len(states):
+                break  # the running trial is training in its run folder
             assert proc.poll() is None, f"the study ended before it could be killed: {states}"
             assert time.monotonic() < deadline, f"no trial running after one completed: {states}"
             time.sleep(0.05)
