@@ -198,14 +198,47 @@ def parse_wrk(out: str, connections: int) -> Cell:
     )
 
 
-def wrk(url: str, connections: int, seconds: float, png: Path, lua: Path, limit: int = 0) -> Cell:
+def wrk(url: str, connections: int, seconds: float, png: Path, lua: Path) -> Cell:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     cmd += ["-s", str(lua), url + "/predict"]
-    env = {**os.environ, "IMGCLS_BENCH_PNG": str(png), "IMGCLS_BENCH_LIMIT": str(limit)}
+    env = {**os.environ, "IMGCLS_BENCH_PNG": str(png)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return parse_wrk(proc.stdout, connections)
+
+
+def answered(url: str) -> float:
+    """Requests imgcls serve has answered so far, from its /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("imgcls_requests_total{") and 'route="/predict"' in line
+    )
+
+
+def soak(url: str, connections: int, total: int, png: Path, lua: Path) -> Cell:
+    """``total`` requests at ``connections``: wrk's Lua script stops its thread at ``total``
+    answers, but wrk itself then waits out its duration, so it is interrupted (SIGINT: it
+    prints its figures) once the server has answered them all."""
+    cmd = ["wrk", "-t1", f"-c{connections}", "-d3600s", "--latency", "-s", str(lua)]
+    env = {**os.environ, "IMGCLS_BENCH_PNG": str(png), "IMGCLS_BENCH_LIMIT": str(total)}
+    start = answered(url)
+    proc = subprocess.Popen(
+        [*cmd, url + "/predict"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    while proc.poll() is None and answered(url) - start < total:
+        time.sleep(1)
+    time.sleep(1)  # the last answers reach wrk
+    proc.send_signal(signal.SIGINT)
+    printed, _ = proc.communicate(timeout=60)
+    return parse_wrk(printed, connections)
 
 
 # ----------------------------------------------------------------------------- models
@@ -333,12 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 if args.soak:
                     t0 = time.monotonic()
-                    soak = wrk(serve, top, 3600, png, lua, limit=args.soak)
-                    figures["soak"] = asdict(soak)
+                    soaked = soak(serve, top, args.soak, png, lua)
+                    figures["soak"] = asdict(soaked)
                     print(
-                        f"\nsoak: {soak.requests:,} requests at {top} connections in "
-                        f"{time.monotonic() - t0:.0f} s ({soak.rps:,.0f}/s, p99 "
-                        f"{soak.p99_ms:.2f} ms): {soak.errors} failed"
+                        f"\nsoak: {soaked.requests:,} requests at {top} connections in "
+                        f"{time.monotonic() - t0:.0f} s ({soaked.rps:,.0f}/s, p99 "
+                        f"{soaked.p99_ms:.2f} ms): {soaked.errors} failed"
                     )
             r = ratios(rounds, conns)
             figures["ratios"] = r
