@@ -45,7 +45,7 @@ def expected(exported_lenet: Path, images: np.ndarray) -> np.ndarray:
 
 
 def service(model: Path, **kw: Any) -> Service:
-    return make_service(ServeOptions(model=model, device="cpu", **kw))
+    return make_service(ServeOptions(model=model, **{"device": "cpu", **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +336,55 @@ def test_docs_without_the_assets_says_what_to_install(
 
     r = run(go())
     assert r.status_code == 404 and "pip install fastapi-offline" in r.json()["detail"]
+
+
+# ----------------------------------------------------------------------------- GPUs
+def test_workers_spread_over_gpus_with_tensorrt_caches_on_disk(
+    exported_lenet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider options a worker slot gets (no GPU needed to compute them): slot i on GPU
+    i % n, TensorRT's engine and timing caches in one folder on disk."""
+    import imgcls.deploy.serve_app as sa
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes((exported_lenet / "model.onnx").read_bytes())
+    monkeypatch.setattr(sa, "cuda_device_count", lambda: 3)
+    options = ServeOptions(model=model, device="tensorrt")
+    got = [sa.provider_options(options, slot) for slot in range(5)]
+    assert [g["CUDAExecutionProvider"]["device_id"] for g in got if g] == [0, 1, 2, 0, 1]
+    trt = got[4]["TensorrtExecutionProvider"] if got[4] else {}
+    assert trt["device_id"] == 1
+    assert trt["trt_engine_cache_enable"] == "1" and trt["trt_timing_cache_enable"] == "1"
+    assert (
+        trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(tmp_path / ".trt-cache")
+    )
+    assert (tmp_path / ".trt-cache").is_dir()
+    assert sa.provider_options(ServeOptions(model=model, device="cpu"), 1) is None
+    monkeypatch.setattr(sa, "cuda_device_count", lambda: 0)
+    assert sa.provider_options(options, 1) is None
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_is_built_once(exported_lenet: Path, tmp_path: Path) -> None:
+    """A second service on the same model finds the engine on disk: it starts faster and
+    writes no new engine file."""
+    import time
+
+    from imgcls.deploy.classifier import cuda_device_count
+
+    if cuda_device_count() == 0:
+        pytest.skip("no CUDA GPU")
+    model = tmp_path / "model.onnx"
+    model.write_bytes((exported_lenet / "model.onnx").read_bytes())
+    t0 = time.monotonic()
+    first = service(model, device="tensorrt")
+    cold = time.monotonic() - t0
+    assert first.provider == "TensorrtExecutionProvider"
+    engines = sorted(p.name for p in (tmp_path / ".trt-cache").iterdir())
+    assert any(name.endswith(".engine") for name in engines), engines
+    t0 = time.monotonic()
+    second = service(model, device="tensorrt")
+    warm = time.monotonic() - t0
+    assert second.provider == "TensorrtExecutionProvider"
+    assert sorted(p.name for p in (tmp_path / ".trt-cache").iterdir()) == engines
+    assert warm < cold, (warm, cold)
