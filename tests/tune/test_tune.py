@@ -1,6 +1,6 @@
 """``imgcls tune`` end to end on the tiny data: one shared study whose space holds a good
 peak learning rate, a hopeless one (1e-9: pruned) and one that diverges (1e30: NaN, failed),
-then best.yaml retrained by ``imgcls fit -c best.yaml``."""
+2 epochs a trial, then best.yaml retrained by ``imgcls fit -c best.yaml``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.tune.conftest import trial_args, write_tune_file
 
 KEY = "model.scheduler.init_args.max_lr"
 N_TRIALS = 6
+EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def study(tiny: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFa
         str(tune_file),
         "--n_trials",
         str(N_TRIALS),
-        *trial_args(data),
+        *trial_args(data, EPOCHS),
         cwd=work,
         env=env,
     )
@@ -55,8 +56,8 @@ def test_hopeless_trials_are_pruned_after_fewer_epochs(study):
     pruned, complete = _by_state(rows, "PRUNED"), _by_state(rows, "COMPLETE")
     assert pruned and complete
     assert all(json.loads(r[KEY]) == 1e-9 for r in pruned)
-    assert all(int(r["epochs"]) < 3 for r in pruned)
-    assert all(int(r["epochs"]) == 3 for r in complete)
+    assert all(int(r["epochs"]) < EPOCHS for r in pruned)
+    assert all(int(r["epochs"]) == EPOCHS for r in complete)
     for r in pruned:  # the run itself stopped: its metrics end at the first epoch
         with open(Path(r["run_dir"]) / "metrics.csv", newline="") as fh:
             epochs = {int(float(m["epoch"])) for m in csv.DictReader(fh) if m["epoch"]}
@@ -95,7 +96,7 @@ def test_best_yaml_reruns_as_it_is(study, tiny):
     best = max(_by_state(rows, "COMPLETE"), key=lambda r: float(r["value"]))
     cfg = yaml.safe_load((folder / "best.yaml").read_text())
     assert cfg["model"]["scheduler"]["init_args"]["max_lr"] == 0.01
-    assert cfg["trainer"]["max_epochs"] == 3  # the fit options given to tune are in it
+    assert cfg["trainer"]["max_epochs"] == EPOCHS  # the fit options given to tune are in it
     run_imgcls("fit", "-c", str(folder / "best.yaml"), cwd=work, env=tiny[1])
     new_run = runs.runs(work / "runs" / "mnist-lenet5")[-1]
     assert str(new_run.resolve()) not in {r["run_dir"] for r in rows}  # a new run, not a resume
