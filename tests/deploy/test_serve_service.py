@@ -179,13 +179,21 @@ class FailingSession:
     """A session proxy that fails every call whose batch holds an image with a given first
     pixel (the marker), and counts the calls and their sizes."""
 
-    def __init__(self, session: Any, marker: float) -> None:
+    def __init__(self, session: Any, marker: float, hold: Any = None) -> None:
         self.session = session
         self.marker = marker
+        self.hold = hold  # the first call waits until hold() is true (2 s at most)
         self.sizes: list[int] = []
         self.failed: list[int] = []
 
     def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        if self.hold is not None:
+            import time
+
+            deadline = time.monotonic() + 2
+            while not self.hold() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.hold = None
         x = next(iter(feeds.values()))
         self.sizes.append(len(x))
         if np.any(np.isclose(x[:, 0, 0, 0], self.marker)):
@@ -201,7 +209,9 @@ def test_a_failed_batch_answers_503_to_its_requests_only(
     exported_lenet: Path, images: np.ndarray, expected: np.ndarray
 ) -> None:
     svc = service(exported_lenet / "model.onnx")
-    proxy = FailingSession(svc.clf.session, marker=0.25)
+    # the first session call waits for a queue to form, so that batches do form however
+    # fast this machine decodes (else every request could take the fast path alone)
+    proxy = FailingSession(svc.clf.session, marker=0.25, hold=lambda: svc.batcher.depth >= 8)
     svc.clf.session = proxy  # type: ignore[assignment]
     good = [(images[i] / 255.0).tolist() for i in range(24)]
     bad = [[0.25] * 28] + [[0.0] * 28] * 27
