@@ -8,7 +8,9 @@ Modules, one concern each:
 - ``metadata``: the ONNX metadata schema an export writes and the classifier reads.
 - ``classifier``: the onnxruntime classifier, its devices and execution providers.
 - ``photos``: MNIST digits re-rendered as photos, to measure a deployment on such pictures.
-- ``serve``: the HTTP service (LitServe, FastAPI) and ``web/``, its draw-a-digit page.
+- ``serve`` (with ``serve_app``, ``batcher``, ``serve_metrics``): the HTTP service (FastAPI on
+  uvicorn, the session in the process that answers) and ``web/``, its draw-a-digit page.
+- ``site`` (with ``npm``): that page as a static site running the model in the browser.
 
 Nothing here imports torch, torchvision, Lightning, torchmetrics or onnx, nor any module of
 the training side (import-linter checks it: ``nox -s lint``; ``tests/deploy/test_torch_free.py``
