@@ -141,7 +141,8 @@ def train(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: training throughput, evaluation speed and ONNX latency (prints figures).
+    """Benchmarks: training throughput, evaluation speed, ONNX latency, the service under wrk and
+    the static page in Chromium (prints figures).
 
     ``nox -s bench -- --gpu [ARGS]`` runs the GPU benchmark instead (benchmarks/gpu_bench.py,
     ARGS passed on); without a CUDA GPU it says so and skips.
@@ -162,6 +163,10 @@ def bench_scripts(posargs: list[str]) -> list[tuple[str, list[str]]]:
         ("benchmarks/memory_format.py", []),
         ("benchmarks/eval_speed.py", []),
         ("benchmarks/onnx_latency.py", []),
+        # the service under wrk against a plain FastAPI endpoint, then 100,000 requests
+        ("benchmarks/serve_load.py", ["--soak", "100000"]),
+        # the static page in Chromium: stroke to answer and feature maps
+        ("benchmarks/page_speed.py", []),
     ]
 
 
@@ -247,7 +252,8 @@ def deploy(session: nox.Session) -> None:
 def _check_deployment(
     session: nox.Session, model: Path, bin_: Path, env: dict[str, str], work: Path
 ) -> None:
-    """infer on PNGs of the test set, one request to serve, evaluate-onnx: in the deploy venv."""
+    """infer on PNGs of the test set, one request to serve, a static site, evaluate-onnx: in the
+    deploy venv."""
     imgcls = str(bin_ / "imgcls")
     session.run(imgcls, "data", "fetch", "--dataset", "mnist", env=env, external=True)
     pngs = work / "pngs"
@@ -276,6 +282,11 @@ def _check_deployment(
     if len(rows) != 10 or right < 8:
         session.error(f"imgcls infer gave unexpected rows:\n{out}")
     _check_serve(session, model, bin_, env, work, sorted(pngs.glob("*.png"))[0])
+    # the static site builds in the base install too (onnxruntime-web from npm, pinned)
+    site = work / "site"
+    session.run(imgcls, "page", "--model", str(model), "--out", str(site), env=env, external=True)
+    if not (site / "index.html").is_file() or not (site / "model.onnx").is_file():
+        session.error(f"imgcls page left no site in {site}")
     session.run(imgcls, "evaluate-onnx", "--model", str(model), env=env, external=True)
 
 
