@@ -109,6 +109,7 @@ def test_best_yaml_reruns_as_it_is(study, tiny):
     assert last_val_loss(new_run) == pytest.approx(last_val_loss(Path(best["run_dir"])), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_trial_judged_after_its_last_epoch_completes(tiny, tmp_path):
     """Pruning after the last epoch saves nothing: such a trial completes, with its value."""
     data, env = tiny
