@@ -1,19 +1,21 @@
-"""Dynamic batching for ``imgcls serve``, on the event loop of the process that answers HTTP.
+"""Dynamic batching for ``imgcls serve``: one session thread, one thread hop per batch.
 
-Requests put ``(pixels, future)`` on a queue; one consumer task takes whatever is waiting (up to
-``max_batch_size`` images), runs ONE session call in the session thread (onnxruntime releases
-the GIL, so the loop keeps answering), and resolves the futures. There is no fixed wait: when
-one request is waiting it runs alone at once; when requests pile up while a batch runs, the
-next batch takes all of them.
+The event loop puts a ``Job`` on a ``queue.SimpleQueue`` and awaits the job's future. The
+session thread blocks on that queue; when it wakes it takes whatever else is waiting (up to
+``max_batch_size`` images), ``prepare``s each job on its own (for a small image body: the
+decode; a job that fails there resolves only its own future, with its own error, and a job
+that ``prepare`` hands elsewhere -- a big image sent to the decode pool -- comes back later
+with ``put``), runs ONE session call for the jobs that are ready, and hands all the answers
+back to the loop in one ``loop.call_soon_threadsafe``. There is no fixed wait: a lone request
+runs at once; requests that arrive while a batch runs form the next batch.
 
-The fast path: a request decoded in the decode pool while no batch runs and nothing is queued
-runs the session right there (``try_run_now``) instead of crossing back to the loop and then to
-the session thread: two thread hand-offs fewer, which is most of the latency of a lone request
-to a 35 microsecond model. ``_lock`` makes the fast path and the consumer take turns: there is
-never more than one session call at a time.
+Why a dedicated thread and not ``run_in_executor``: the round trip loop -> thread -> loop is
+what a lone request to a 35 microsecond model mostly pays for (``docs/benchmarks.md``, "Serving
+under load"); a ``SimpleQueue`` and one ``call_soon_threadsafe`` per batch is the cheapest hop
+asyncio offers, and with requests waiting it is paid once per batch, not once per request.
 
-A failed session call fails only the requests of that batch (``BatchError``, answered 503 by
-the service); the consumer goes on with the next batch.
+A failed session call fails only the jobs of that batch (``BatchError``, answered 503 by the
+service); the thread goes on with the next batch.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,109 +41,162 @@ class BatchError(RuntimeError):
     """The session call of a batch failed; every request of that batch gets this."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """Checked pixels (N, C, H, W) float32 of one request, and whether it wants feature maps."""
+    """One request: checked ``pixels`` (N, C, H, W) float32, or an image body (``data``) that
+    ``prepare`` decodes in the session thread; whether it wants feature maps."""
 
-    pixels: np.ndarray
+    pixels: np.ndarray | None = None
     features: bool = False
+    data: bytes | None = None
+    name: str = ""
+    future: asyncio.Future[Any] | None = field(default=None, repr=False)
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+    @property
+    def images(self) -> int:
+        return 1 if self.pixels is None else len(self.pixels)
 
 
-# run(jobs) -> one answer per job, in the session thread
+# run(jobs) -> one answer per job, in the session thread (every job has its pixels)
 RunFn = Callable[[list[Job]], list[Any]]
+# prepare(job) in the session thread: True when job.pixels is ready; False when the job was
+# handed elsewhere (it comes back with Batcher.put); raises: the job's own error
+PrepareFn = Callable[[Job], bool]
 # observe(batch size in images, queue depth after taking it)
 ObserveFn = Callable[[int, int], None]
 
+_STOP = object()
+
+
+def _ready(job: Job) -> bool:
+    return True
+
+
+def _future(job: Job) -> asyncio.Future[Any]:
+    assert job.future is not None, "a job reaches the session thread through submit"
+    return job.future
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the loop: resolve a batch's futures (a client that went away is skipped)."""
+    for fut, ok, value in results:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
 
 class Batcher:
-    def __init__(self, run: RunFn, max_batch_size: int, observe: ObserveFn | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        max_batch_size: int,
+        observe: ObserveFn | None = None,
+        prepare: PrepareFn | None = None,
+    ) -> None:
         self.run = run
+        self.prepare = prepare or _ready
         self.max_batch_size = max_batch_size
         self.observe = observe or (lambda size, depth: None)
-        self._queue: deque[tuple[Job, asyncio.Future[Any]]] = deque()
-        self._lock = threading.Lock()  # one session call at a time: fast path or consumer
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="imgcls-session")
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._held: deque[Job] = deque()  # taken but over the batch size: the next batch's
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Jobs waiting for a batch."""
+        return self._queue.qsize() + len(self._held)
 
-    # -------------------------------------------------------------- fast path (any thread)
-    def try_run_now(self, job: Job) -> tuple[bool, Any]:
-        """Run ``job`` alone in the calling thread if no batch runs and none waits:
-        (True, answer); else (False, None) and the caller queues it with ``submit``."""
-        if self._queue or not self._lock.acquire(blocking=False):
-            return False, None
-        try:
-            if self._queue:  # a request was queued meanwhile: it goes first, in a batch
-                return False, None
-            self.observe(len(job.pixels), 0)
-            try:
-                return True, self.run([job])[0]
-            except Exception as e:
-                log.exception("imgcls serve: the session failed on a request")
-                raise BatchError(f"{type(e).__name__}: {str(e)[:300]}") from e
-        finally:
-            self._lock.release()
-
-    # -------------------------------------------------------------- the queue (event loop)
+    # -------------------------------------------------------------- the loop's side
     async def submit(self, job: Job) -> Any:
-        """Queue ``job`` and wait for its answer (raises ``BatchError`` if its batch failed)."""
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
-            self._task = loop.create_task(self._consume())
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((job, future))
-        assert self._wake is not None
-        self._wake.set()
-        return await future
+        """Queue ``job`` and wait for its answer (raises ``BatchError`` if its batch failed,
+        or the job's own error from ``prepare``)."""
+        job.loop = asyncio.get_running_loop()
+        job.future = job.loop.create_future()
+        if self._thread is None:
+            self._ensure_thread()
+        self._queue.put(job)
+        return await job.future
 
-    def _take(self) -> list[tuple[Job, asyncio.Future[Any]]]:
-        batch = [self._queue.popleft()]
-        images = len(batch[0][0].pixels)
-        while self._queue and images + len(self._queue[0][0].pixels) <= self.max_batch_size:
-            item = self._queue.popleft()
-            images += len(item[0].pixels)
-            batch.append(item)
+    # -------------------------------------------------------------- any thread
+    def put(self, job: Job) -> None:
+        """A job handed elsewhere by ``prepare`` (its pixels now ready) joins a batch."""
+        self._queue.put(job)
+
+    def fail(self, job: Job, error: BaseException) -> None:
+        """A job handed elsewhere failed there: its own future gets ``error``."""
+        assert job.loop is not None and job.future is not None
+        job.loop.call_soon_threadsafe(_settle, [(job.future, False, error)])
+
+    def _ensure_thread(self) -> None:
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="imgcls-session", daemon=True
+                )
+                self._thread.start()
+
+    # -------------------------------------------------------------- the session thread
+    def _take(self) -> list[Job] | None:
+        """The next batch: blocks for the first job, then takes what waits. None: stop."""
+        first = self._held.popleft() if self._held else self._queue.get()
+        if first is _STOP:
+            return None
+        batch = [first]
+        images = first.images
+        while images < self.max_batch_size:
+            if self._held:
+                job = self._held.popleft()
+            else:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if job is _STOP or images + job.images > self.max_batch_size:
+                self._held.appendleft(job)
+                break
+            batch.append(job)
+            images += job.images
         return batch
 
-    def _run_locked(self, jobs: list[Job]) -> list[Any]:
-        with self._lock:
-            return self.run(jobs)
+    def _serve(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                self._one(batch)
+            except Exception:  # never lose the thread; every future is settled in _one
+                log.exception("imgcls serve: the session thread failed on a batch")
 
-    async def _consume(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._take()
-                # a client that went away no longer waits for its answer
-                live = [(job, fut) for job, fut in batch if not fut.done()]
-                if not live:
-                    continue
-                jobs = [job for job, _ in live]
-                self.observe(sum(len(j.pixels) for j in jobs), len(self._queue))
-                try:
-                    answers = await loop.run_in_executor(self._executor, self._run_locked, jobs)
-                except Exception as e:
-                    log.exception("imgcls serve: the session failed on a batch of %d", len(jobs))
-                    error = BatchError(f"{type(e).__name__}: {str(e)[:300]}")
-                    for _, fut in live:
-                        if not fut.done():
-                            fut.set_exception(error)
-                    continue
-                for (_, fut), answer in zip(live, answers, strict=True):
-                    if not fut.done():
-                        fut.set_result(answer)
+    def _one(self, batch: list[Job]) -> None:
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        ready: list[Job] = []
+        for job in batch:
+            if _future(job).done():  # the client went away (a read across threads: a hint)
+                continue
+            try:
+                if self.prepare(job):
+                    ready.append(job)
+            except Exception as e:  # this job's own error (a 4xx): the batch goes on
+                results.append((_future(job), False, e))
+        if ready:
+            self.observe(sum(j.images for j in ready), self.depth)
+            try:
+                answers = self.run(ready)
+            except Exception as e:
+                log.exception("imgcls serve: the session failed on a batch of %d", len(ready))
+                error = BatchError(f"{type(e).__name__}: {str(e)[:300]}")
+                results += [(_future(j), False, error) for j in ready]
+            else:
+                results += [(_future(j), True, a) for j, a in zip(ready, answers, strict=True)]
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop already closed: nobody waits
+                loop.call_soon_threadsafe(_settle, items)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=False)
+        if self._thread is not None:
+            self._queue.put(_STOP)

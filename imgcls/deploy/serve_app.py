@@ -71,6 +71,12 @@ WEB_DIR = Path(__file__).with_name("web")
 FEATURES_FILE = "model.features.onnx"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
 MAX_JSON_IMAGES = 1024  # images in one JSON request: a bigger batch belongs in several requests
+# An image body up to this size is decoded in the session thread, as part of its batch; a bigger
+# one (or JSON) in the decode pool. A 28x28 digit is a few hundred bytes, a phone photo megabytes.
+RAW_JOB_BYTES = 64 * 1024
+# An image body decoded in the session thread that declares more pixels than this (a small GIF
+# or PNG can declare millions) goes to the decode pool instead: a batch never waits for it.
+DIRECT_PIXELS = 1 << 20
 API_ROUTES = frozenset({"/predict", "/features", "/metadata", "/metrics"})  # behind the key
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 OPTIONS_ENV = "IMGCLS_SERVE_OPTIONS"  # the options, as JSON, for the worker processes
@@ -411,7 +417,9 @@ class Service:
         self.decode_pool = ThreadPoolExecutor(
             options.decode_threads, thread_name_prefix="imgcls-decode"
         )
-        self.batcher = Batcher(self._run, options.max_batch_size, self.metrics.batch)
+        self.batcher = Batcher(
+            self._run, options.max_batch_size, self.metrics.batch, prepare=self._prepare
+        )
         self.layers = features.metadata.get("feature_maps", []) if features else []
         self.too_big = (
             f"request body over the {options.max_body_mb:g} MB limit; send a smaller image "
@@ -419,6 +427,35 @@ class Service:
         )
 
     # -------------------------------------------------------------- the session thread
+    def _prepare(self, job: Job) -> bool:
+        """A job's pixels, in the session thread: a small image body is decoded here unless
+        its header declares more than ``DIRECT_PIXELS`` (read before any pixel is decoded):
+        that one goes to the decode pool, so that a slow decode never holds a batch, and
+        comes back to the batcher decoded. False when handed to the pool."""
+        if job.pixels is not None:
+            return True
+        assert job.data is not None
+        try:
+            job.pixels = self.decode(
+                job.data, job.name, min(self.options.max_pixels, DIRECT_PIXELS)
+            )
+        except ImageTooLargeError:
+            self.decode_pool.submit(self._decode_deferred, job)
+            return False
+        job.data = None
+        return True
+
+    def _decode_deferred(self, job: Job) -> None:
+        """In the decode pool: a big image's decode, then back to the batcher."""
+        assert job.data is not None
+        try:
+            job.pixels = self.decode(job.data, job.name)
+        except Exception as e:
+            self.batcher.fail(job, e)
+            return
+        job.data = None
+        self.batcher.put(job)
+
     def _run(self, jobs: list[Job]) -> list[Any]:
         answers: list[Any] = [None] * len(jobs)
         plain = [i for i, job in enumerate(jobs) if not job.features]
@@ -426,12 +463,12 @@ class Service:
             x = (
                 jobs[plain[0]].pixels
                 if len(plain) == 1
-                else np.concatenate([jobs[i].pixels for i in plain])
+                else np.concatenate([jobs[i].pixels for i in plain])  # type: ignore[misc]
             )
             probs = self.clf.session.run(["probabilities"], {self.input_name: x})[0]
             start = 0
             for i in plain:
-                n = len(jobs[i].pixels)
+                n = jobs[i].images
                 answers[i] = probs[start : start + n]
                 start += n
         for i, job in enumerate(jobs):
@@ -486,7 +523,10 @@ class Service:
                 {"connection": "close"},
             ) from None
 
-    def decode(self, data: bytes, name: str) -> np.ndarray:
+    def decode(self, data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
+        """An image body -> pixels (1, C, H, W); 4xx for a bad one. With ``max_pixels``
+        (the session thread's bound, below the server's limit) an image over it raises
+        ``ImageTooLargeError`` for the caller to send it to the decode pool."""
         c, h, w = self.input_shape
         try:
             image = decode_image(
@@ -495,9 +535,11 @@ class Service:
                 channels=c,
                 size=(h, w),
                 preprocess=self.framing,
-                max_pixels=self.options.max_pixels,
+                max_pixels=max_pixels or self.options.max_pixels,
             )
         except ImageTooLargeError as e:
+            if max_pixels is not None:
+                raise
             raise _error(413, str(e)) from None
         except ImageFileError as e:
             raise _error(400, f"{e}; send a PNG or JPEG image") from None
@@ -542,17 +584,15 @@ class Service:
         except InputError as e:
             raise _error(422, f'"pixels": {e}') from None
 
-    def prepare(self, kind: str, data: bytes, name: str, features: bool) -> tuple[Any, bool, Any]:
-        """In the decode pool: the body -> checked pixels, then the fast path (the session
-        right here when no batch runs). (pixels, batch?, answer or None)."""
+    def prepare(self, kind: str, data: bytes, name: str, features: bool) -> tuple[Any, bool]:
+        """In the decode pool: a JSON or big body -> checked pixels, (pixels, batch?)."""
         if kind == "json":
             x, batch = self.pixels(data)
         else:
             x, batch = self.decode(data, name), False
         if features and len(x) != 1:
             raise _error(422, f"/features takes one image, got {len(x)}")
-        done, answer = self.batcher.try_run_now(Job(x, features))
-        return x, batch, answer if done else None
+        return x, batch
 
     async def read(self, request: Request, features: bool) -> tuple[Any, bool]:
         """The request's answer from the model, and whether it was a JSON batch."""
@@ -576,13 +616,17 @@ class Service:
                 f"{', '.join(IMAGE_TYPES)}, multipart/form-data (field 'image') or "
                 "application/json",
             )
-        loop = asyncio.get_running_loop()
         try:
-            x, batch, answer = await loop.run_in_executor(
-                self.decode_pool, self.prepare, kind, data, name, features
-            )
-            if answer is None:
-                answer = await self.batcher.submit(Job(x, features))
+            if kind == "image" and len(data) <= RAW_JOB_BYTES:
+                # decoded in the session thread, in the batch: one thread hop for the batch
+                job, batch = Job(features=features, data=data, name=name), False
+            else:
+                loop = asyncio.get_running_loop()
+                x, batch = await loop.run_in_executor(
+                    self.decode_pool, self.prepare, kind, data, name, features
+                )
+                job = Job(x, features)
+            answer = await self.batcher.submit(job)
         except BatchError as e:
             raise _error(
                 503,
