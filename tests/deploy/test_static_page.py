@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from tests.deploy.test_page import (
     tile_stats,
     wait_for_prediction,
 )
-from tests.helpers import require_system
+from tests.helpers import free_port, require_system, wait_for_port
 
 try:
     from playwright import sync_api
@@ -178,21 +177,11 @@ def test_npm_package_failing_its_sha256_is_never_cached(
 # ----------------------------------------------------------------------------- the browser
 @contextlib.contextmanager
 def static_server(folder: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(folder), str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_port(port, timeout=15)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -127,3 +127,29 @@ def require_system(found: bool, what: str, install: str) -> None:
     if os.environ.get("IMGCLS_REQUIRE_SYSTEM") == "1":
         pytest.fail(f"IMGCLS_REQUIRE_SYSTEM=1 but {message}")
     pytest.skip(message)
+
+
+# ----------------------------------------------------------------------------- local servers
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, interval: float = 0.05) -> None:
+    """Return once 127.0.0.1:port accepts a TCP connection; OSError after ``timeout`` s."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)

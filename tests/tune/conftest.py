@@ -13,16 +13,14 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST, require_system, write_tiny_dataset
+from tests.helpers import FAST, free_port, require_system, wait_for_port, write_tiny_dataset
 
 PG_INSTALL = "apt-get install -y postgresql"
 # Short trials on the tiny data: 50-image batches, 100 validation images.
@@ -63,12 +61,6 @@ def _pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql+psycopg://postgres@127.0.0.1:<port>/postgres`` of a private server."""
@@ -82,7 +74,7 @@ def postgres_url() -> Iterator[str]:
     if root:
         shutil.chown(work, "postgres")
         os.chmod(work, 0o700)
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str) -> None:
         proc = subprocess.run([*as_pg, *args], capture_output=True, text=True, timeout=120)
@@ -104,15 +96,7 @@ def postgres_url() -> Iterator[str]:
             "start",
         )
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        deadline = time.monotonic() + 30
-        while True:  # pg_ctl -w waits for the socket; be sure TCP answers too
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_for_port(port, timeout=30, interval=0.2)  # pg_ctl -w waits for the socket; TCP too
         yield url
     finally:
         subprocess.run(
