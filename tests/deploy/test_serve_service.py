@@ -266,6 +266,54 @@ def test_a_bad_image_never_reaches_a_batch(
     assert sum(proxy.sizes) == 8  # only the good images were run
 
 
+def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
+    exported_lenet: Path, images: np.ndarray, expected: np.ndarray
+) -> None:
+    """A small PNG is decoded in the session thread, in its batch (one thread hop per batch);
+    a small GIF that declares millions of pixels is read to its header there and decoded in
+    the decode pool instead, so the batch never waits for it."""
+    import threading
+
+    from imgcls.deploy.serve_app import DIRECT_PIXELS
+
+    svc = service(exported_lenet / "model.onnx")
+    seen: list[tuple[str, int | None, bool]] = []  # thread, max_pixels, decoded
+    decode = svc.decode
+
+    def spy(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
+        thread = threading.current_thread().name.split("_")[0]
+        try:
+            x = decode(data, name, max_pixels)
+        except Exception:
+            seen.append((thread, max_pixels, False))
+            raise
+        seen.append((thread, max_pixels, True))
+        return x
+
+    svc.decode = spy  # type: ignore[method-assign]
+    buf = io.BytesIO()
+    Image.new("P", (3000, 3000), 0).save(buf, "GIF")  # 9 megapixels, a few KB
+    gif = buf.getvalue()
+    assert len(gif) < 64 * 1024
+
+    async def go() -> list[httpx.Response]:
+        async with client(svc) as c:
+            jobs = [c.post("/predict", content=gif, headers={"content-type": "image/gif"})]
+            ct = {"content-type": "image/png"}
+            jobs += [c.post("/predict", content=png(images[i]), headers=ct) for i in range(8)]
+            return list(await asyncio.gather(*jobs))
+
+    answers = run(go())
+    assert [a.status_code for a in answers] == [200] * 9
+    assert [a.json()["label"] for a in answers[1:]] == [int(p.argmax()) for p in expected[:8]]
+    # the PNGs: decoded in the session thread, each on its first try
+    assert seen.count(("imgcls-session", DIRECT_PIXELS, True)) == 8
+    # the GIF: refused by its header there, then decoded in the pool with the server's limit
+    assert seen.count(("imgcls-session", DIRECT_PIXELS, False)) == 1
+    assert seen.count(("imgcls-decode", None, True)) == 1
+    assert len(seen) == 10
+
+
 # ----------------------------------------------------------------------------- metrics
 def test_metrics_count_the_requests(exported_lenet: Path, images: np.ndarray) -> None:
     svc = service(exported_lenet / "model.onnx")
