@@ -1,10 +1,10 @@
 """``imgcls serve``: an exported ONNX model behind HTTP, on FastAPI and uvicorn.
 
 The onnxruntime session lives in the process that answers HTTP (``imgcls.deploy.serve_app``);
-an asyncio micro-batcher (``imgcls.deploy.batcher``) gathers the requests that are waiting into
-one session call, with no fixed wait. ``--workers N`` runs N such processes on one port under
-uvicorn's supervisor, which restarts a worker that dies; each has its own session, on GPU
-``i % n_gpus``. ``/metrics`` is Prometheus' text format (``imgcls.deploy.serve_metrics``).
+a micro-batcher (``imgcls.deploy.batcher``, one session thread) gathers the requests that are
+waiting into one session call, with no fixed wait. ``--workers N`` runs N such processes on one
+port under uvicorn's supervisor, which restarts a worker that dies; each has its own session, on
+GPU ``i % n_gpus``. ``/metrics`` is Prometheus' text format (``imgcls.deploy.serve_metrics``).
 
 This module checks the options and the model in the calling process (a clear error, exit 2,
 before any worker starts), then runs uvicorn until SIGINT / SIGTERM: uvicorn stops accepting,

@@ -6,14 +6,19 @@ on one port, uvicorn's supervisor). A request goes:
 1. ``Gate`` (plain ASGI, before any routing): the ``Host`` header must be one the service was
    told to answer (DNS rebinding), the API key when one is set (``Authorization: Bearer KEY``
    or ``X-API-Key: KEY``, compared with ``hmac.compare_digest``), and the request is counted
-   for ``/metrics``.
-2. The route reads the body (size limit, a deadline for a stalled upload, a client that goes
-   away is dropped quietly) and hands it to the decode pool: image decoding and JSON parsing
-   never run on the event loop, and at most ``decode_threads`` of them run at once, so a few
-   decompression-bomb-like uploads cannot take the memory or the loop. A bad body gets its
-   4xx there and never reaches a batch.
-3. Checked pixels go to the ``Batcher`` (``imgcls.deploy.batcher``): one session call per
-   batch, in the session thread; a failed call answers 503 to that batch only.
+   for ``/metrics``. ``POST /predict`` goes from here straight to its handler: FastAPI's
+   routing and dependency solving were the largest per-request cost on the event loop.
+2. The handler reads the body (size limit, a deadline for a stalled upload, a client that goes
+   away is dropped quietly). Image decoding and JSON parsing never run on the event loop: an
+   image body up to ``RAW_JOB_BYTES`` goes as it is to the ``Batcher``
+   (``imgcls.deploy.batcher``) and is decoded in the session thread, in its batch (one thread
+   hop per batch, not per request: the hop is most of what a lone request to a small model
+   costs); a bigger body, JSON, and an image whose header declares more than
+   ``DIRECT_PIXELS`` go to the decode pool, where at most ``decode_threads`` run at once, so
+   that decompression-bomb-like uploads take neither the memory, the loop nor a batch's time.
+   A bad body gets its own 4xx and never reaches a session call.
+3. The ``Batcher``'s session thread runs one session call per batch; a failed call answers
+   503 to that batch only.
 
 No torch (``tests/deploy/test_torch_free.py``).
 """
@@ -175,6 +180,15 @@ def _without_paths(meta: Any) -> Any:
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def _header(request: Request, name: bytes) -> str:
+    """One header's value ("" if absent) straight from the ASGI scope: a request to /predict
+    needs two, and starlette's ``Headers`` object costs more than the scan."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def _refuse_constant(name: str) -> float:
@@ -486,8 +500,8 @@ class Service:
     # -------------------------------------------------------------- reading the request
     async def body(self, request: Request) -> bytes:
         limit = self.options.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = _header(request, b"content-length")
+        if declared.isdigit() and int(declared) > limit:
             raise _error(413, self.too_big, {"connection": "close"})
         receive = request.receive
         message = await receive()  # a small body is here whole: no deadline to arm
@@ -600,7 +614,7 @@ class Service:
 
     async def read(self, request: Request, features: bool) -> tuple[Any, bool]:
         """The request's answer from the model, and whether it was a JSON batch."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = _header(request, b"content-type").split(";")[0].strip().lower()
         if not content_type:
             raise _error(
                 415,
