@@ -3,7 +3,7 @@
 - ``imgcls_requests_total{route, status, model_id, provider}``: answered requests;
 - ``imgcls_request_seconds{route, model_id, provider}``: latency, from the request's first
   byte handed to the app to the end of its answer;
-- ``imgcls_batch_images{model_id, provider}``: images per session call (1 on the fast path);
+- ``imgcls_batch_images{model_id, provider}``: images per session call;
 - ``imgcls_queue_depth{model_id, provider}``: requests waiting for a batch.
 
 With ``--workers`` > 1 every worker is a process of its own: ``prometheus_client``'s
