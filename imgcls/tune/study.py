@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -250,6 +251,23 @@ def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
+SCHEMA_RACE_ATTEMPTS = 5
+
+
+def _schema_race(e: Exception) -> bool:
+    """Whether a storage error is another process creating the same tables at the same time."""
+    text = str(e).lower()
+    return "already exists" in text or "duplicate key" in text or "unique" in text
+
+
+def _storage_error(url: str, e: Exception) -> ConfigError:
+    first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return ConfigError(
+        f"cannot open the study storage {shown_url(url)}: {first.strip()}; "
+        "check the URL, that the database server runs and accepts this user"
+    )
+
+
 def open_study(s: Study) -> optuna.Study:
     """Create or load the study; an unreachable or unusable storage is one ConfigError."""
     from imgcls.utils import check_writable_folder
@@ -262,35 +280,45 @@ def open_study(s: Study) -> optuna.Study:
     if s.storage_url.startswith("postgresql"):
         engine["connect_args"] = {"connect_timeout": 10}
     wanted = optuna.study.StudyDirection[s.spec.direction.upper()]
+
+    def attempt_open() -> optuna.Study:
+        storage = RDBStorage(
+            s.storage_url,
+            engine_kwargs=engine,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=_retry,
+        )
+        n_before = 0
+        with contextlib.suppress(KeyError):
+            n_before = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
+        return optuna.create_study(
+            storage=storage,
+            study_name=s.study_name,
+            direction=wanted,
+            sampler=_sampler(s.spec, n_before),
+            pruner=_pruner(s.spec),
+            load_if_exists=True,
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = RDBStorage(
-                s.storage_url,
-                engine_kwargs=engine,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=_retry,
-            )
-            n_before = 0
-            with contextlib.suppress(KeyError):
-                n_before = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
-            study = optuna.create_study(
-                storage=storage,
-                study_name=s.study_name,
-                direction=wanted,
-                sampler=_sampler(s.spec, n_before),
-                pruner=_pruner(s.spec),
-                load_if_exists=True,
-            )
-        except ImgclsError:
-            raise
-        except Exception as e:  # the driver's and SQLAlchemy's errors: one line of them
-            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-            raise ConfigError(
-                f"cannot open the study storage {shown_url(s.storage_url)}: {first.strip()}; "
-                "check the URL, that the database server runs and accepts this user"
-            ) from None
+        for attempt in range(SCHEMA_RACE_ATTEMPTS):
+            try:
+                study = attempt_open()
+                break
+            except ImgclsError:
+                raise
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+                # Machines started together on an empty database all create Optuna's tables;
+                # the losers of that race see a duplicate type or table: the schema is there
+                # now, so open again.
+                if attempt + 1 < SCHEMA_RACE_ATTEMPTS and _schema_race(e):
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise _storage_error(s.storage_url, e) from None
+            except Exception as e:  # the driver's and SQLAlchemy's errors: one line of them
+                raise _storage_error(s.storage_url, e) from None
     if study.direction != wanted:
         raise ConfigError(
             f"study {s.study_name!r} in {shown_url(s.storage_url)} "
