@@ -174,3 +174,14 @@ def _check_entries(meta: Mapping[str, Any], source: str) -> None:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def without_local_paths(meta: Any) -> Any:
+    """The metadata less the local paths an export records (every ``path``, the checkpoint's
+    among them): what a client is shown — the service's ``/metadata``, the static
+    site's ``metadata.json`` — tells about the model, not about the disk it came from."""
+    if isinstance(meta, dict):
+        return {k: without_local_paths(v) for k, v in meta.items() if k != "path"}
+    if isinstance(meta, list):
+        return [without_local_paths(v) for v in meta]
+    return meta

@@ -55,6 +55,7 @@ from imgcls.deploy.batcher import Batcher, BatchError, Job
 from imgcls.deploy.classifier import OnnxClassifier, cuda_device_count, to_pixels
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS, decode_image
+from imgcls.deploy.metadata import without_local_paths
 from imgcls.deploy.serve_metrics import CONTENT_TYPE_LATEST, Metrics
 from imgcls.errors import ImageFileError, ImageTooLargeError, InputError
 from imgcls.utils import sha256_file
@@ -166,16 +167,6 @@ def encode_maps(maps: list[np.ndarray], layers: list[dict[str, Any]]) -> list[di
             }
         )
     return out
-
-
-def _without_paths(meta: Any) -> Any:
-    """The export's metadata less the local paths it records (the checkpoint's): /metadata
-    tells a client about the model, not about the server's disk."""
-    if isinstance(meta, dict):
-        return {k: _without_paths(v) for k, v in meta.items() if k != "path"}
-    if isinstance(meta, list):
-        return [_without_paths(v) for v in meta]
-    return meta
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -765,7 +756,7 @@ def build_app(service: Service) -> Any:
         )
 
     features_meta = service.features.metadata.get("feature_maps") if service.features else None
-    info = _without_paths(
+    info = without_local_paths(
         {
             **service.metadata,
             "model_id": service.model_id,

@@ -30,6 +30,7 @@ from imgcls.deploy import npm
 from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
+from imgcls.deploy.metadata import without_local_paths
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.staging import staged_folder
 from imgcls.utils import sha256_file
@@ -60,12 +61,7 @@ def _check_out(out: Path) -> None:
 def _public_metadata(model: Path, features: Path | None) -> dict[str, Any]:
     """The export's metadata as the page reads it: local paths left out, the framing and the
     pixel limit that ``imgcls infer`` would use, and the feature-map layers."""
-    meta = read_metadata(model)
-    checkpoint = dict(meta.get("checkpoint") or {})
-    checkpoint.pop("path", None)
-    if checkpoint:
-        meta["checkpoint"] = checkpoint
-    meta.pop("source", None)
+    meta = without_local_paths(read_metadata(model))
     info: dict[str, Any] = {
         **meta,
         "model_id": sha256_file(model)[:12],
