@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from imgcls.data.transforms import DIRECTIONS, normalize, translate  # noqa: E402
 from imgcls.insight.shift import TorchPredictor, eval_batch_size, evaluate_shift  # noqa: E402
-from imgcls.module import ImageClassifier  # noqa: E402
+from imgcls.training.lightning_module import ImageClassifier  # noqa: E402
 
 NETS: dict[str, dict[str, Any]] = {
     "LeNet-5 (MNIST, NCHW)": {"net": "lenet5", "dataset": "mnist", "channels_last": False},

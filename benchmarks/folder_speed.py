@@ -35,13 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgcls.callbacks import EpochTimer  # noqa: E402
 from imgcls.data import ImageFolderDataModule, MNISTDataModule  # noqa: E402
 from imgcls.data.datamodule import ImageDataModule, TensorImageDataset  # noqa: E402
 from imgcls.data.folder import CACHE_FOLDER  # noqa: E402
 from imgcls.data.provision import default_root, ensure_dataset  # noqa: E402
 from imgcls.deploy.idx import read_idx  # noqa: E402
-from imgcls.module import ImageClassifier  # noqa: E402
+from imgcls.training.callbacks import EpochTimer  # noqa: E402
+from imgcls.training.lightning_module import ImageClassifier  # noqa: E402
 
 
 def write_pngs(data_dir: Path, n: int, folder: Path) -> Path:

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = args.threads or os.cpu_count() or 1
     models: list[tuple[str, PixelClassifier]] = []
     if args.ckpt:
-        from imgcls.checkpoint import load_classifier
+        from imgcls.training.checkpoint_io import load_classifier
 
         clf = load_classifier(args.ckpt)
         models.append(

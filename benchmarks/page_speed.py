@@ -53,7 +53,7 @@ def export_random(net: str, work: Path, data_dir: str | None) -> Path:
 
     from imgcls.data import DATAMODULES
     from imgcls.export import export_checkpoint
-    from imgcls.module import ImageClassifier
+    from imgcls.training.lightning_module import ImageClassifier
 
     dm = DATAMODULES["mnist"]
     torch.manual_seed(0)

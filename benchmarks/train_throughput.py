@@ -48,12 +48,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgcls.callbacks import EpochTimer  # noqa: E402
-from imgcls.cli import ImgclsCLI  # noqa: E402
 from imgcls.data import MNISTDataModule  # noqa: E402
 from imgcls.data.provision import default_root, ensure_dataset  # noqa: E402
 from imgcls.models import create_model  # noqa: E402
-from imgcls.module import ImageClassifier  # noqa: E402
+from imgcls.training.callbacks import EpochTimer  # noqa: E402
+from imgcls.training.cli import ImgclsCLI  # noqa: E402
+from imgcls.training.lightning_module import ImageClassifier  # noqa: E402
 
 MEAN, STD = 0.1307, 0.3081
 

@@ -194,7 +194,7 @@ def _stdout_to_devnull() -> None:
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from imgcls.cli import cli_main
+        from imgcls.training.cli import cli_main
 
         cli_main(argv)
         return 0

@@ -64,14 +64,15 @@ def _broken(src: Path) -> set[str]:
         # the deployment side reaching up into the training side
         (
             "deploy/metadata.py",
-            "import imgcls.module",
-            {"deploy-torch-free", "commands-torch-free", "layers"},
+            "import imgcls.training.lightning_module",
+            # and a cycle: the training package reads IDX files through the deployment side
+            {"deploy-torch-free", "commands-torch-free", "layers", "acyclic"},
         ),
         # a torch-free command loading a checkpoint
-        ("commands/infer.py", "import imgcls.checkpoint", {"commands-torch-free"}),
+        ("commands/infer.py", "import imgcls.training.checkpoint_io", {"commands-torch-free"}),
         # a lower layer importing a higher one that imports it back: an arrow up and a cycle
         ("models/registry.py", "import imgcls.export", {"layers", "acyclic"}),
-        ("module.py", "import imgcls.insight", {"layers", "acyclic"}),
+        ("training/lightning_module.py", "import imgcls.insight", {"layers", "acyclic"}),
         # a cycle inside one package (lenet registers itself in the registry)
         ("models/registry.py", "import imgcls.models.lenet", {"acyclic"}),
     ],

@@ -84,10 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _extra_experiment(name: str, path: str) -> Any:
     """An experiment row for a checkpoint trained elsewhere: its own net, data set and size."""
-    from imgcls.checkpoint import load_checkpoint
     from imgcls.commands.options import checkpoint_from
     from imgcls.insight.report.catalogue import Experiment
     from imgcls.insight.training import TrainSpec
+    from imgcls.training.checkpoint_io import load_checkpoint
 
     hp = load_checkpoint(checkpoint_from(path))["hyper_parameters"]
     spec = TrainSpec(hp["net"], dict(hp.get("net_args") or {}), hp["dataset"], None, 0)

@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from imgcls.insight.cost import layer_costs, net_from_spec, summary_table, totals
 
     if args.ckpt:
-        from imgcls.checkpoint import load_classifier
         from imgcls.commands.options import checkpoint_from
+        from imgcls.training.checkpoint_io import load_classifier
 
         path = checkpoint_from(args.ckpt, args.which)
         model = load_classifier(path)

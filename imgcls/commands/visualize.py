@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from imgcls.checkpoint import load_classifier
     from imgcls.commands.options import checkpoint_from
     from imgcls.insight import InsightError
     from imgcls.insight.artifacts import log_to_wandb, wandb_session
     from imgcls.insight.testset import load_test_set
     from imgcls.insight.visualize import model_figures
     from imgcls.runs import net_label
+    from imgcls.training.checkpoint_io import load_classifier
 
     if not args.ckpt:
         raise InsightError("give a model with --ckpt PATH, or use `imgcls visualize kernels`")

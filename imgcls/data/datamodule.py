@@ -166,7 +166,7 @@ class ImageDataModule(L.LightningDataModule):
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.keep_on_device = keep_on_device
         self.random_erase = random_erase
-        self.train_total = self._train_images()  # 60,000 for the IDX data sets
+        self.train_total = self._train_pool_size()  # 60,000 for the IDX data sets
         self.n_val = self._resolve_val_size(val_size)
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(
@@ -206,7 +206,7 @@ class ImageDataModule(L.LightningDataModule):
     def image_size(self) -> int:
         return self.image_shape[1]
 
-    def _train_images(self) -> int:
+    def _train_pool_size(self) -> int:
         """How many images the validation split and ``train_subset`` draw from."""
         return get_spec(self.dataset_name).files[0].count
 

@@ -412,7 +412,7 @@ class ImageFolderDataModule(ImageDataModule):
             )
 
     # ------------------------------------------------------------------ the base's hooks
-    def _train_images(self) -> int:
+    def _train_pool_size(self) -> int:
         """Images the split draws from: ``train/``, then ``val/`` when present."""
         return self.layout.count("train") + self.layout.count("val")
 

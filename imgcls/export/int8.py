@@ -82,11 +82,11 @@ def calibration_set(
         images = dm.val_set.images[:n].cpu().numpy()
         info["split"] = "validation"
     else:  # no validation split: a seeded slice of all the training images
-        train_images, _ = dm._load_split(train=True)
+        pool, _ = dm._load_split(train=True)
         rng = np.random.default_rng(seed)
-        take = min(n, len(train_images))
-        idx = np.sort(rng.choice(len(train_images), size=take, replace=False))
-        images = train_images[idx].numpy()
+        take = min(n, len(pool))
+        idx = np.sort(rng.choice(len(pool), size=take, replace=False))
+        images = pool[idx].numpy()
         info["split"] = "train"
         info["note"] = (
             "the training run had no validation split (val_size 0): calibrated on a seeded "

@@ -122,7 +122,7 @@ def model_card(
     """The model card (Markdown) of an export: ``metadata`` and ``parity`` as written to
     metadata.json / parity.json, ``ckpt`` the loaded checkpoint, ``out`` the export folder
     (for the commands), ``n_params`` the net's parameter count."""
-    from imgcls.checkpoint import train_images, training_facts
+    from imgcls.export.training_facts import split_sizes, training_facts
     from imgcls.runs import net_label
 
     ck = metadata.get("checkpoint") or {}
@@ -149,7 +149,7 @@ def model_card(
     # records it in the metadata, where the runtime's --preprocess auto reads it.
     folder_framing = str(dm.get("framing") or "auto").replace("auto", "mnist")
     digits = dataset != "fashion_mnist"
-    n_train, n_val, n_total = train_images(dataset, dm)
+    n_train, n_val, n_total = split_sizes(dataset, dm)
 
     L: list[str] = [MARKER, "", f"# {pretty} classifier: {label} (ONNX)", ""]
     L += [

@@ -1,4 +1,4 @@
-"""Export: a checkpoint (``imgcls.checkpoint``) becomes a verified ONNX folder for the
+"""Export: a checkpoint (``imgcls.training.checkpoint_io``) becomes a verified ONNX folder for the
 torch-free runtime (``imgcls.deploy``). ``export_checkpoint`` orchestrates the stage over
 the modules of ``imgcls.export``, one concern each:
 
@@ -46,7 +46,6 @@ import torch
 
 import imgcls
 from imgcls import staging
-from imgcls.checkpoint import load_checkpoint, load_classifier
 from imgcls.data.folder import resolve_framing
 from imgcls.deploy import metadata as schema
 from imgcls.deploy.classifier import OnnxClassifier
@@ -64,6 +63,7 @@ from imgcls.export.model_card import (
     shift_accuracy,
 )
 from imgcls.runs import run_of
+from imgcls.training.checkpoint_io import load_checkpoint, load_classifier
 from imgcls.utils import check_writable_folder, sha256_file
 
 __all__ = [

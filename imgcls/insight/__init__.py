@@ -1,6 +1,6 @@
 """Insight: what the lectures claim about CNNs, made runnable.
 
-It evaluates and plots the nets that ``imgcls.module`` trains on the data of ``imgcls.data``.
+It evaluates and plots the nets that ``imgcls.training`` trains on the data of ``imgcls.data``.
 One module per question:
 
 - ``shift``: how accuracy falls when test images are translated (translation invariance);

@@ -88,7 +88,8 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     import torch
 
-    from imgcls.checkpoint import run_config, train_images, training_facts
+    from imgcls.export.training_facts import split_sizes, training_facts
+    from imgcls.training.checkpoint_io import run_config
 
     path = Path(ckpt_path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -96,7 +97,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     hp = dict(ckpt.get("hyper_parameters") or {})
     dm = facts["datamodule"]
     dataset = str(hp.get("dataset", "?"))
-    n_train, n_val, n_total = train_images(dataset, dm)
+    n_train, n_val, n_total = split_sizes(dataset, dm)
     net_args = dict(hp.get("net_args") or {})
     net = str(hp.get("net", "?")) + (f"({_args(net_args)})" if net_args else "")
     loss = str(hp.get("loss") or "cross_entropy")
@@ -156,7 +157,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _callbacks(ckpt_path: Path) -> list[str]:
     """Class paths of the callbacks in the run's config.yaml (EMA is one)."""
-    from imgcls.checkpoint import run_config
+    from imgcls.training.checkpoint_io import run_config
 
     trainer = run_config(ckpt_path).get("trainer") or {}
     found = trainer.get("callbacks") if isinstance(trainer, dict) else None

@@ -70,7 +70,7 @@ class TorchPredictor:
         path: str | os.PathLike[str] | None = None,
         precision: str | int | None = None,
     ) -> None:
-        from imgcls.checkpoint import autocast_dtype, trained_precision
+        from imgcls.training.checkpoint_io import autocast_dtype, trained_precision
 
         self.model = model.eval()
         hp = model.hparams
@@ -176,8 +176,8 @@ def load_predictor(
     name, path = split_named(spec)
     if kind == "onnx":
         return OnnxPredictor(path, name)
-    from imgcls.checkpoint import load_classifier
     from imgcls.runs import resolve_checkpoint
+    from imgcls.training.checkpoint_io import load_classifier
 
     resolved = resolve_checkpoint(path, which)
     return TorchPredictor(load_classifier(resolved), name, resolved)

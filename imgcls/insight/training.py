@@ -1,7 +1,7 @@
 """Train one ImageClassifier in-process with the Lightning Trainer, for the sweep and the report.
 
 The same ``ImageClassifier``, data modules and trainer pieces as ``imgcls fit`` (its
-checkpoint IO and progress bar from ``imgcls.cli``, its epoch timer and data check); what
+checkpoint IO and progress bar from ``imgcls.training.cli``, its epoch timer and data check); what
 differs is only what a sweep needs: no validation split unless asked (the lectures train on
 all 60,000 images and report test accuracy), no logger, no run folder (a sweep keeps none),
 and the wall time of ``fit`` measured. A ``TrainSpec`` is a complete training protocol
@@ -183,13 +183,14 @@ def train(
     """
     import lightning as L
 
-    # imgcls fit's own trainer pieces (cli imports jsonargparse and LightningCLI, which
-    # `imgcls summary` does without: imported here, as Lightning is)
-    from imgcls.callbacks import DataCheck, EpochTimer
-    from imgcls.cli import checkpoint_plugins, progress_bar
     from imgcls.data import get_datamodule
     from imgcls.data.provision import get_spec
-    from imgcls.module import ImageClassifier
+
+    # imgcls fit's own trainer pieces (cli imports jsonargparse and LightningCLI, which
+    # `imgcls summary` does without: imported here, as Lightning is)
+    from imgcls.training.callbacks import DataCheck, EpochTimer
+    from imgcls.training.cli import checkpoint_plugins, progress_bar
+    from imgcls.training.lightning_module import ImageClassifier
 
     if data_dir is not None and not Path(data_dir).is_dir():
         raise InsightError(f"{data_dir}: data directory not found")
@@ -297,7 +298,7 @@ def _as_last_epoch(path: Path) -> None:
     """
     import torch
 
-    from imgcls.checkpoint import DIGEST_KEY, FULL_DIGEST_KEY, AtomicCheckpointIO
+    from imgcls.training.checkpoint_io import DIGEST_KEY, FULL_DIGEST_KEY, AtomicCheckpointIO
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if int(ckpt.get("epoch", 0)) > 0:

@@ -46,9 +46,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from imgcls import cli as fit_cli
 from imgcls import runs
 from imgcls.errors import ConfigError, ImgclsError
+from imgcls.training import cli as fit_cli
 from imgcls.tune.spec import Param, TuneSpec, metric_problem
 
 __all__ = ["GRACE_S", "HEARTBEAT_S", "Study", "open_study", "prepare", "run_trials"]

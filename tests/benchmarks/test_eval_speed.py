@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from imgcls.checkpoint import autocast_dtype, load_checkpoint, trained_precision
 from imgcls.data.transforms import DIRECTIONS, normalize, translate
 from imgcls.insight.shift import TorchPredictor, evaluate_shift, load_predictor
+from imgcls.training.checkpoint_io import autocast_dtype, load_checkpoint, trained_precision
 
 
 def _reference_shift(model, images, labels, max_shift: int, batch_size: int = 1000) -> np.ndarray:
@@ -60,8 +60,8 @@ def _seen_by_first_conv(predictor: TorchPredictor, images: torch.Tensor) -> dict
 
 
 def test_shift_accuracies_are_those_of_the_plain_loop(trained_ckpt, real_data_root) -> None:
-    from imgcls.checkpoint import load_classifier
     from imgcls.insight.testset import load_test_set
+    from imgcls.training.checkpoint_io import load_classifier
 
     test = load_test_set("mnist", real_data_root, limit=2500)
     before = _reference_shift(load_classifier(trained_ckpt), test.images, test.labels, 2)

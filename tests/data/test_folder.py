@@ -187,8 +187,8 @@ def test_a_model_of_other_classes_is_refused_by_the_data_check(tmp_path: Path) -
     """Two folders with as many classes: the net fits, but its class k is another thing."""
     import lightning as L
 
-    from imgcls.callbacks import DataCheck
-    from imgcls.module import ImageClassifier
+    from imgcls.training.callbacks import DataCheck
+    from imgcls.training.lightning_module import ImageClassifier
 
     x, y = stripes(20, 2)
     write_folder_dataset(tmp_path, {"train": (x, y)}, ["cat", "dog"])
@@ -237,7 +237,7 @@ def _seeded_fit_accuracy(dm: ImageDataModule) -> float:
     """Test accuracy of LeNet-5 after two seeded epochs on ``dm`` (CPU, no logs, no files)."""
     import lightning as L
 
-    from imgcls.module import ImageClassifier
+    from imgcls.training.lightning_module import ImageClassifier
 
     L.seed_everything(0, verbose=False)
     model = ImageClassifier(

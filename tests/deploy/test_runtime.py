@@ -28,7 +28,6 @@ from PIL import Image
 
 import imgcls.deploy.classifier as classifier
 from imgcls.__main__ import main
-from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
 from imgcls.deploy.classifier import OnnxClassifier, cuda_device_count, read_metadata
@@ -37,6 +36,7 @@ from imgcls.deploy.idx import read_idx
 from imgcls.deploy.images import decode_image, load_images
 from imgcls.deploy.photos import render_photos
 from imgcls.errors import ConfigError, ImageFileError, InputError, ModelLoadError, ProviderError
+from imgcls.training.checkpoint_io import load_classifier
 from tests.helpers import ROOT, write_idx_images, write_idx_labels
 
 real_data = pytest.mark.real_data

@@ -21,7 +21,6 @@ import torch
 
 import imgcls.export.pipeline as export_mod
 from imgcls.__main__ import main
-from imgcls.checkpoint import CheckpointError, load_checkpoint, load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
 from imgcls.deploy.classifier import OnnxClassifier, read_metadata
@@ -29,7 +28,8 @@ from imgcls.errors import ExportError, GateError
 from imgcls.export import default_export_dir, export_checkpoint
 from imgcls.export.graph import to_onnx
 from imgcls.models import create_model, list_models
-from imgcls.module import ImageClassifier
+from imgcls.training.checkpoint_io import CheckpointError, load_checkpoint, load_classifier
+from imgcls.training.lightning_module import ImageClassifier
 from tests.helpers import run_imgcls
 
 real_data = pytest.mark.real_data
@@ -306,7 +306,7 @@ def test_failed_parity_gate_keeps_previous_export(
     if (
         "imgcls_digest" in ckpt
     ):  # the checkpoint's integrity digest must describe the edited weights
-        from imgcls.checkpoint import state_digest
+        from imgcls.training.checkpoint_io import state_digest
 
         ckpt["imgcls_digest"] = state_digest(ckpt["state_dict"])
     changed = tmp_path / "changed.ckpt"

@@ -21,7 +21,6 @@ from torch import nn
 
 import imgcls.export.features as features_mod
 from imgcls.__main__ import main
-from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.data.transforms import normalize
 from imgcls.deploy.classifier import OnnxClassifier, read_metadata
@@ -32,6 +31,7 @@ from imgcls.export.graph import set_metadata, to_features_onnx
 from imgcls.insight.probe import feature_maps
 from imgcls.models import create_model
 from imgcls.models.taps import feature_taps
+from imgcls.training.checkpoint_io import load_classifier
 from tests.helpers.training import make_checkpoint
 
 real_data = pytest.mark.real_data

@@ -21,12 +21,12 @@ from onnx import numpy_helper
 
 import imgcls.export.gates as gates
 import imgcls.export.int8 as quantize_mod
-from imgcls.checkpoint import load_checkpoint
 from imgcls.data import get_datamodule
 from imgcls.deploy.classifier import OnnxClassifier, read_metadata
 from imgcls.errors import GateError
 from imgcls.export import export_checkpoint
 from imgcls.export.int8 import INT8_FILE
+from imgcls.training.checkpoint_io import load_checkpoint
 from tests.helpers import run_imgcls
 
 pytestmark = pytest.mark.real_data

@@ -16,11 +16,11 @@ import pytest
 import torch
 import yaml
 
-from imgcls.checkpoint import load_classifier
 from imgcls.data import get_datamodule
 from imgcls.export import export_checkpoint
 from imgcls.export.model_card import MARKER
 from imgcls.insight.shift import OnnxPredictor, evaluate_shift
+from imgcls.training.checkpoint_io import load_classifier
 
 real_data = pytest.mark.real_data
 N = 1000  # parity images: the shared export's (conftest.exported_lenet)

@@ -51,7 +51,7 @@ def make_checkpoint(
     It is enough for load_classifier.
     """
     from imgcls.data import DATAMODULES
-    from imgcls.module import ImageClassifier
+    from imgcls.training.lightning_module import ImageClassifier
 
     dm = DATAMODULES[dataset]
     torch.manual_seed(0)

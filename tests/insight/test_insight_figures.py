@@ -37,7 +37,7 @@ def _fake_test_set(n: int = 60) -> TestSet:
 
 # ----------------------------------------------------------------------------- figures in-process
 def test_conv_net_figures_and_sizes(tmp_path: Path) -> None:
-    from imgcls.checkpoint import load_classifier
+    from imgcls.training.checkpoint_io import load_classifier
 
     model = load_classifier(make_checkpoint(tmp_path / "c.ckpt", "convnet"))
     paths, facts = model_figures(
@@ -57,7 +57,7 @@ def test_conv_net_figures_and_sizes(tmp_path: Path) -> None:
 
 
 def test_mlp_gets_templates_and_a_clear_message(tmp_path: Path) -> None:
-    from imgcls.checkpoint import load_classifier
+    from imgcls.training.checkpoint_io import load_classifier
 
     model = load_classifier(make_checkpoint(tmp_path / "m.ckpt", "mlp", {"hidden": [10]}))
     with pytest.raises(NoConvLayersError, match="no convolutional layers"):

@@ -36,7 +36,7 @@ def test_summarise_mean_and_sample_std() -> None:
 def test_train_uses_every_image_when_the_size_exceeds_the_data(
     tiny_data: Path, tmp_path: Path
 ) -> None:
-    from imgcls.checkpoint import load_classifier
+    from imgcls.training.checkpoint_io import load_classifier
 
     ckpt = tmp_path / "run" / "model.ckpt"
     result = train(

@@ -162,9 +162,9 @@ def test_visualize_with_one_test_image(
 def test_model_figures_pca_of_one_image_is_the_origin(
     trained_ckpt: Path, real_data_root: Path, tmp_path: Path
 ) -> None:
-    from imgcls.checkpoint import load_classifier
     from imgcls.insight.testset import load_test_set
     from imgcls.insight.visualize import model_figures
+    from imgcls.training.checkpoint_io import load_classifier
 
     model = load_classifier(trained_ckpt)
     _, facts = model_figures(

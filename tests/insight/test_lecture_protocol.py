@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-from imgcls.cli import ImgclsCLI
 from imgcls.insight.report.catalogue import (
     EXPERIMENTS,
     LECTURE_EPOCHS,
@@ -19,6 +18,7 @@ from imgcls.insight.report.catalogue import (
     lecture_spec,
 )
 from imgcls.insight.training import config_of
+from imgcls.training.cli import ImgclsCLI
 from tests.helpers import FAST, ROOT
 from tests.helpers.training import plain_argv as _plain_argv  # noqa: F401  (autouse)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from imgcls.cli import ImgclsCLI
 from imgcls.data.provision import get_spec
 from imgcls.insight.methods import epoch_seconds_of_run, methods_of
 from imgcls.insight.training import TrainSpec, config_of, train
+from imgcls.training.cli import ImgclsCLI
 from tests.helpers import FAST
 from tests.helpers.training import plain_argv as _plain_argv  # noqa: F401  (autouse)
 

@@ -103,7 +103,6 @@ def test_every_user_error_class_shares_the_base() -> None:
 
     classes = [getattr(errors, n) for n in errors.__all__]
     assert all(issubclass(c, ImgclsError) for c in classes)
-    from imgcls.checkpoint import CheckpointError
     from imgcls.data.provision import DataError
     from imgcls.errors import (
         ExportError,
@@ -115,7 +114,8 @@ def test_every_user_error_class_shares_the_base() -> None:
     )
     from imgcls.insight import InsightError
     from imgcls.insight.probe import NoConvLayersError
-    from imgcls.module import NonFiniteLossError
+    from imgcls.training.checkpoint_io import CheckpointError
+    from imgcls.training.lightning_module import NonFiniteLossError
 
     for c in (
         CheckpointError,
@@ -233,27 +233,27 @@ PRIVATE_API = [
     (
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "_should_save_on_train_epoch_end",
-        "imgcls.callbacks.RunCheckpoint: last.ckpt after every epoch",
+        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
     ),
     (
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "_should_skip_saving_checkpoint",
-        "imgcls.callbacks.RunCheckpoint: last.ckpt after every epoch",
+        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
     ),
     (
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "_save_last_checkpoint",
-        "imgcls.callbacks.RunCheckpoint: last.ckpt after every epoch",
+        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
     ),
     (
         "lightning.pytorch.callbacks.ModelCheckpoint",
         "_monitor_candidates",
-        "imgcls.callbacks.RunCheckpoint: last.ckpt after every epoch",
+        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
     ),
     (
         "lightning.pytorch.loggers.csv_logs.ExperimentWriter",
         "_check_log_dir_exists",
-        "imgcls.loggers.RunCSVLogger: a resumed run appends to metrics.csv",
+        "imgcls.training.loggers.RunCSVLogger: a resumed run appends to metrics.csv",
     ),
 ]
 
@@ -271,11 +271,12 @@ def test_private_lightning_api_still_exists(owner: str, name: str, used_by: str)
 
 
 def test_csv_logger_private_attributes(tmp_path) -> None:
-    from imgcls.loggers import RunCSVLogger
+    from imgcls.training.loggers import RunCSVLogger
 
     logger = RunCSVLogger(save_dir=str(tmp_path), name="x")
     assert hasattr(logger, "_experiment") and hasattr(logger, "_fs"), (
-        "Lightning's CSVLogger lost _experiment/_fs, which imgcls.loggers.RunCSVLogger.experiment "
+        "Lightning's CSVLogger lost _experiment/_fs, which "
+        "imgcls.training.loggers.RunCSVLogger.experiment "
         "uses: adapt it, or install lightning<2.7"
     )
 
@@ -288,8 +289,8 @@ def test_private_api_list_is_complete() -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-    from imgcls.callbacks import RunCheckpoint
-    from imgcls.loggers import _AppendingWriter
+    from imgcls.training.callbacks import RunCheckpoint
+    from imgcls.training.loggers import _AppendingWriter
 
     listed = {(o.rsplit(".", 1)[1], n) for o, n, _ in PRIVATE_API}
     for ours, base in ((RunCheckpoint, ModelCheckpoint), (_AppendingWriter, ExperimentWriter)):

@@ -21,10 +21,10 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
-from imgcls.cli import ImgclsCLI
 from imgcls.data import FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
 from imgcls.data.datamodule import ImageDataModule
-from imgcls.module import ImageClassifier
+from imgcls.training.cli import ImgclsCLI
+from imgcls.training.lightning_module import ImageClassifier
 from tests.helpers import CONFIGS_DIR as CONFIGS
 from tests.helpers.folders import stripes, write_folder_dataset
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from imgcls.checkpoint import load_checkpoint
 from imgcls.data import MNISTDataModule
-from imgcls.module import ImageClassifier, NonFiniteLossError
+from imgcls.training.checkpoint_io import load_checkpoint
+from imgcls.training.lightning_module import ImageClassifier, NonFiniteLossError
 from tests.helpers.training import PoisonAt, small_trainer
 
 

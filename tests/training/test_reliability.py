@@ -17,10 +17,15 @@ import lightning as L
 import pytest
 import torch
 
-from imgcls.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, load_classifier
 from imgcls.data import MNISTDataModule
 from imgcls.errors import ConfigError
-from imgcls.module import ImageClassifier
+from imgcls.training.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    load_checkpoint,
+    load_classifier,
+)
+from imgcls.training.lightning_module import ImageClassifier
 from tests.helpers import CONFIGS_DIR as CONFIGS
 from tests.helpers import FAST, run_imgcls
 
@@ -28,7 +33,7 @@ from tests.helpers import FAST, run_imgcls
 def _fit(
     tmp_path: Path, data: Path, epochs: int, ckpt_path: str | None = None, **trainer_kw
 ) -> tuple[L.Trainer, ImageClassifier]:
-    from imgcls.callbacks import RngState, RunCheckpoint
+    from imgcls.training.callbacks import RngState, RunCheckpoint
 
     L.seed_everything(7, verbose=False)
     model = ImageClassifier(
@@ -85,7 +90,7 @@ def test_last_ckpt_is_the_last_epoch_even_without_a_new_best(tiny_data, tmp_path
     epochs."""
     from functools import partial
 
-    from imgcls.callbacks import RunCheckpoint
+    from imgcls.training.callbacks import RunCheckpoint
 
     ckpt = RunCheckpoint(
         dirpath=tmp_path,
@@ -272,7 +277,7 @@ def test_ddp_rank_failure_ends_the_run(real_data_root, tmp_path):
         textwrap.dedent(f"""
         import lightning as L
         from imgcls.data import MNISTDataModule
-        from imgcls.module import ImageClassifier
+        from imgcls.training.lightning_module import ImageClassifier
 
         class FailOnRank1(L.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -297,7 +302,7 @@ def test_ddp_rank_failure_ends_the_run(real_data_root, tmp_path):
 
 # 12 --------------------------------------------------------------------------------------------
 def test_unwritable_output_dir_fails_before_training(tiny_data, tmp_path, monkeypatch):
-    from imgcls.cli import ImgclsCLI
+    from imgcls.training.cli import ImgclsCLI
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["imgcls"])

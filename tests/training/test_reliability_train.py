@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from imgcls.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, state_digest
+from imgcls.training.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    load_checkpoint,
+    state_digest,
+)
 from tests.helpers import FAST, run_imgcls
 
 SMALL = ["--data.val_size", "100", "--data.batch_size", "50"]
@@ -238,8 +243,8 @@ def test_evaluating_into_a_read_only_run_fails_before_the_evaluation(
     import os
     import sys
 
-    from imgcls.cli import ImgclsCLI
     from imgcls.errors import ConfigError
+    from imgcls.training.cli import ImgclsCLI
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["imgcls"])

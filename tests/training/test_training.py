@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from imgcls.callbacks import DataCheck
-from imgcls.checkpoint import load_checkpoint, load_classifier
-from imgcls.cli import ImgclsCLI
 from imgcls.data import FashionMNISTDataModule, MNISTDataModule
 from imgcls.errors import CheckpointError, ConfigError
-from imgcls.module import ImageClassifier, NonFiniteLossError
+from imgcls.training.callbacks import DataCheck
+from imgcls.training.checkpoint_io import load_checkpoint, load_classifier
+from imgcls.training.cli import ImgclsCLI
+from imgcls.training.lightning_module import ImageClassifier, NonFiniteLossError
 from tests.helpers import FAST, ROOT, run_imgcls
 from tests.helpers.training import PoisonAt, small_trainer
 from tests.helpers.training import plain_argv as _plain_argv  # noqa: F401  (autouse)
@@ -366,7 +366,7 @@ def test_wandb_offline_run_holds_the_metrics(real_data_root, tmp_path):
 def test_wandb_failure_to_start_does_not_kill_training(tiny_data, tmp_path, monkeypatch):
     import wandb
 
-    from imgcls.loggers import WandbLogger
+    from imgcls.training.loggers import WandbLogger
 
     def broken_init(*a, **kw):
         if kw.get("mode") == "disabled":

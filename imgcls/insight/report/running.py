@@ -20,7 +20,6 @@ import torch
 import yaml
 from torch import nn
 
-from imgcls.checkpoint import CheckpointError, load_classifier
 from imgcls.insight import InsightError, lectures
 from imgcls.insight.artifacts import markdown_table
 from imgcls.insight.cost import conv_params, layer_costs, output_size, summary_table, totals
@@ -33,6 +32,7 @@ from imgcls.insight.shift import TorchPredictor, evaluate_shift
 from imgcls.insight.testset import load_test_set
 from imgcls.insight.training import TrainSpec, config_of, train
 from imgcls.runs import resolve_checkpoint
+from imgcls.training.checkpoint_io import CheckpointError, load_classifier
 from imgcls.utils import atomic_write_text
 
 __all__ = ["build_report", "default_runs_dir", "worked_examples"]

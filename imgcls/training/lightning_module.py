@@ -2,9 +2,12 @@
 
 It records everything a checkpoint alone needs to rebuild the net and use it (net name and
 arguments, data set, class names, normalisation, input shape) via ``save_hyperparameters``;
-export and evaluation read them back with ``imgcls.checkpoint.load_classifier``. It trains
-and evaluates, nothing else: checkpoint bookkeeping (digest, RNG state) and the check that
-model and data fit each other live in ``imgcls.checkpoint`` and ``imgcls.callbacks``.
+``imgcls.training.checkpoint_io.load_classifier`` reads them back for export and evaluation.
+It trains and evaluates: the loss (cross-entropy, label smoothing or ``cosine_loss``), the
+optimiser and schedule it is handed, torchmetrics accuracy, F1 and confusion, and a stop on a
+non-finite loss. ``mismatch`` states how two model / data descriptions differ; the check that
+uses it on every run is ``imgcls.training.callbacks.DataCheck``. Checkpoint digests and the
+RNG state live in ``checkpoint_io`` and ``callbacks``.
 """
 
 from __future__ import annotations

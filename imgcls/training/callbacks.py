@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
 from imgcls.errors import ConfigError
-from imgcls.module import mismatch
+from imgcls.training.lightning_module import mismatch
 from imgcls.utils import atomic_write_text
 
 __all__ = [

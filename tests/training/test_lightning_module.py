@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from imgcls.checkpoint import load_classifier
-from imgcls.cli import ImgclsCLI
 from imgcls.data import MNISTDataModule
 from imgcls.errors import ConfigError
-from imgcls.module import ImageClassifier, cosine_loss
+from imgcls.training.checkpoint_io import load_classifier
+from imgcls.training.cli import ImgclsCLI
+from imgcls.training.lightning_module import ImageClassifier, cosine_loss
 from tests.helpers import CONFIGS_DIR
 from tests.helpers.training import small_trainer
 

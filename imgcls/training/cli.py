@@ -34,7 +34,9 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from imgcls import runs
-from imgcls.callbacks import (
+from imgcls.data.datamodule import ImageDataModule
+from imgcls.errors import ConfigError, DiskFullError, ImgclsError
+from imgcls.training.callbacks import (
     CSVPredictionWriter,
     DataCheck,
     EpochTimer,
@@ -44,16 +46,14 @@ from imgcls.callbacks import (
     TestReport,
     report_checkpoints,
 )
-from imgcls.checkpoint import AtomicCheckpointIO, load_checkpoint, trained_precision
-from imgcls.data.datamodule import ImageDataModule
-from imgcls.errors import ConfigError, DiskFullError, ImgclsError
-from imgcls.loggers import RunCSVLogger, drop_rows_after
-from imgcls.module import ImageClassifier, mismatch
+from imgcls.training.checkpoint_io import AtomicCheckpointIO, load_checkpoint, trained_precision
+from imgcls.training.lightning_module import ImageClassifier, mismatch
+from imgcls.training.loggers import RunCSVLogger, drop_rows_after
 from imgcls.utils import check_writable_folder
 
 __all__ = ["DEFAULTS", "ImgclsCLI", "checkpoint_plugins", "cli_main", "progress_bar"]
 
-DEFAULTS = Path(__file__).with_name("defaults.yaml")
+DEFAULTS = Path(__file__).parent.parent / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 UNTRAINED = "untrained"  # --ckpt_path for evaluating the initial weights on purpose
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from imgcls.checkpoint import (
+from imgcls.training.checkpoint_io import (
     DIGEST_KEY,
     FULL_DIGEST_KEY,
     CheckpointError,

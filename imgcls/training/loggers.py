@@ -1,0 +1,150 @@
+"""The loggers of a run, each writing inside the run folder.
+
+- ``RunCSVLogger``: Lightning's CSV logger whose ``metrics.csv`` survives a resume (rows are
+  appended, and ``drop_rows_after`` removes those of an epoch the resume trains again); imgcls
+  reads that file back (``imgcls report``, the methods table).
+- ``WandbLogger``: W&B that never gets in the way of training. It runs offline by itself when
+  no API key is configured (sync later with ``wandb sync runs/wandb/offline-run-*``), and if
+  W&B itself fails to start, the run goes on with W&B disabled and a warning, since a run that
+  does not need W&B must not die of it. Under DDP, Lightning's logger creates one W&B run, on
+  rank 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import netrc
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from imgcls.runs import RUNS_DIR
+from imgcls.utils import atomic_write_text
+
+__all__ = ["RunCSVLogger", "WandbLogger", "drop_rows_after", "wandb_api_key_available"]
+
+
+def wandb_api_key_available() -> bool:
+    """True when ``WANDB_API_KEY`` is set or ``~/.netrc`` holds a key for api.wandb.ai."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators(
+            os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1]
+        )
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+class WandbLogger(_LightningWandbLogger):
+    def __init__(
+        self,
+        name: str | None = None,
+        save_dir: str | None = None,
+        project: str = "imgcls",
+        offline: bool | None = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            name: W&B run name (``auto``: ``<dataset>-<net>``, set by the CLI).
+            save_dir: where W&B keeps its files (``<save_dir>/wandb/``); default: the
+                trainer's ``default_root_dir`` (set by the CLI), else ``runs``.
+            project: W&B project.
+            offline: None = offline unless an API key is configured.
+            log_model: upload checkpoints as artifacts (online only).
+        """
+        if offline is None:
+            offline = (
+                os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+                or not wandb_api_key_available()
+            )
+        super().__init__(
+            name=name,
+            save_dir=save_dir or RUNS_DIR,
+            project=project,
+            offline=offline,
+            log_model=False if offline else log_model,
+            **kwargs,
+        )
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        try:
+            return _LightningWandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        except Exception as e:  # W&B failing to start must not kill the training run
+            import wandb
+
+            warnings.warn(
+                f"W&B failed to start ({type(e).__name__}: {e}); continuing with W&B disabled",
+                stacklevel=2,
+            )
+            self._experiment = wandb.init(mode="disabled")
+            return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run must append to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as fh:
+                header = next(csv.reader(fh), [])
+            self.metrics_keys = sorted(set(header))
+
+
+def drop_rows_after(metrics_csv: str | os.PathLike[str], epoch: int) -> int:
+    """Remove the rows of epochs after ``epoch`` from a run's ``metrics.csv``; return how many.
+
+    A run interrupted mid-epoch has logged part of an epoch that its resume (from the last
+    finished epoch's checkpoint) trains again: without this its rows would appear twice.
+    """
+    path = Path(metrics_csv)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames or [], list(reader)
+    keep = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) <= epoch]
+    if len(keep) < len(rows):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(keep)
+        atomic_write_text(path, buf.getvalue())
+    return len(rows) - len(keep)
+
+
+class RunCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume (``--ckpt_path last``): rows are
+    appended."""
+
+    def __init__(
+        self, save_dir: str | None = None, name: str | None = "auto", **kwargs: Any
+    ) -> None:
+        """
+        Args:
+            save_dir: the runs' root; default: the trainer's ``default_root_dir`` (set by the
+                CLI), else ``runs``.
+            name: the experiment (``auto``: ``<dataset>-<net>``, set by the CLI).
+            kwargs: the other arguments of Lightning's ``CSVLogger`` (version, prefix, ...).
+        """
+        super().__init__(save_dir=save_dir or RUNS_DIR, name=name, **kwargs)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
