@@ -6,6 +6,7 @@ import argparse
 import errno
 import sys
 from pathlib import Path
+from typing import Any
 
 from imgcls.errors import ConfigError, DiskFullError
 from imgcls.utils import check_writable_folder
@@ -51,10 +52,10 @@ def add_out(p: argparse.ArgumentParser, default: str | None, what: str = "output
     p.add_argument("--out", default=default, help=f"{what} (default: {shown})")
 
 
-def add_ckpt(
-    p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, **kwargs: object
-) -> None:
-    """``--ckpt``; keyword arguments (``required``, ``action``, ``metavar``, ``help``) adapt it."""
+def add_ckpt(p: argparse.ArgumentParser | Any, **kwargs: object) -> None:
+    """``--ckpt`` on a parser or a group of one (``add_mutually_exclusive_group()``, whose
+    class argparse does not name publicly); keyword arguments (``required``, ``action``,
+    ``metavar``, ``help``) adapt it."""
     kwargs.setdefault("metavar", "PATH")
     kwargs.setdefault("help", CKPT_HELP)
     p.add_argument("--ckpt", **kwargs)  # type: ignore[arg-type]

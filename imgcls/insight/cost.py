@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from imgcls.insight import InsightError
+from imgcls.models.taps import BATCH_NORMS
 
 __all__ = [
     "MAX_INPUT_CHANNELS",
@@ -141,7 +142,7 @@ def _macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
         return per_image * (m.in_channels // m.groups) * kh * kw
     if isinstance(m, nn.Linear):
         return per_image * m.in_features
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    if isinstance(m, BATCH_NORMS):
         return per_image
     return 0
 

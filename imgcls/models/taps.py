@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["conv_layers", "feature_taps"]
+# The batch-norm layers torch names publicly (their common base class is private).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+__all__ = ["BATCH_NORMS", "conv_layers", "feature_taps"]
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
@@ -51,7 +54,7 @@ def feature_taps(net: nn.Module, pools: bool = True) -> list[tuple[str, str, nn.
                 continue
             tap, label = child, f"{parent_name}.{child_name}".lstrip(".")
             for _, nxt in children[i + 1 : i + 3]:
-                if isinstance(nxt, nn.modules.batchnorm._BatchNorm):
+                if isinstance(nxt, BATCH_NORMS):
                     tap = nxt
                     continue
                 if isinstance(nxt, _ACTIVATIONS):

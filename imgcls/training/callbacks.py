@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import torch
@@ -80,24 +81,45 @@ class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` really is the last epoch.
 
     Lightning 2.6 writes ``last.ckpt`` only in an epoch that also saved a top-k checkpoint, so
-    after an epoch without a new best, ``last.ckpt`` is stale and a resume would repeat
-    finished epochs. This writes it at the end of every validation.
+    after an epoch without a new best, ``last.ckpt`` would be stale and a resume would repeat
+    finished epochs. With ``save_last=True`` this class writes ``last.ckpt`` itself at the end of
+    every training epoch (after that epoch's validation), and at the end of training when that
+    stopped mid-epoch, through the public ``Trainer.save_checkpoint``; Lightning keeps the best
+    (top-k) checkpoints. ``save_last="link"`` is left to Lightning.
     """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # save_last is not part of the callback's state key or state, so taking it over here
+        # changes nothing a checkpoint records.
+        self.last_every_epoch = self.save_last is True
+        if self.last_every_epoch:
+            self.save_last = None
+        self.last_written_step: int | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._ensure_last(trainer)
+        self._write_last(trainer)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._ensure_last(trainer)
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if getattr(self, "last_written_step", None) != trainer.global_step:
+            self._write_last(trainer)
 
-    def _ensure_last(self, trainer: L.Trainer) -> None:
-        # Skipped when this step already wrote a checkpoint (then last.ckpt was written too).
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+    def _write_last(self, trainer: L.Trainer) -> None:
+        # fast_dev_run is a Trainer argument it keeps as an attribute (not in its type stubs)
+        if not getattr(self, "last_every_epoch", False) or getattr(trainer, "fast_dev_run", False):
+            return
+        if self.dirpath is None:  # no run folder was resolved (nothing to resume into)
+            return
+        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        # set before saving: the path is part of this callback's state in the checkpoint
+        self.last_model_path = path
+        trainer.save_checkpoint(path, self.save_weights_only)
+        self.last_written_step = trainer.global_step
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
 
 class RngState(L.Callback):

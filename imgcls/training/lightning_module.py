@@ -197,8 +197,9 @@ class ImageClassifier(L.LightningModule):
         if last < first:  # no training step since the last check
             return
         seen = bool(self._nonfinite)
-        if self._trainer is not None:
-            seen = self.trainer.strategy.reduce_boolean_decision(seen, all=False)
+        trainer = self._attached_trainer()
+        if trainer is not None:
+            seen = trainer.strategy.reduce_boolean_decision(seen, all=False)
         if not seen:
             return
         window = f"global step {last}" if first == last else f"global steps {first}..{last}"
@@ -209,6 +210,13 @@ class ImageClassifier(L.LightningModule):
             "was saved."
         )
 
+    def _attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this module, or None (a module used on its own, as in export)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # Lightning's way of saying "not attached to a Trainer"
+            return None
+
     def on_train_start(self) -> None:
         # A resumed run starts its first window at the step it resumes from.
         self._window_start, self._last_step = self.global_step, self.global_step - 1
@@ -216,7 +224,8 @@ class ImageClassifier(L.LightningModule):
 
     def on_validation_start(self) -> None:
         # Validation in fit scores the weights these steps made: check them first.
-        if self._trainer is not None and self.trainer.state.fn == "fit":
+        trainer = self._attached_trainer()
+        if trainer is not None and trainer.state.fn == "fit":
             self.check_finite()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -76,10 +76,13 @@ class WandbLogger(_LightningWandbLogger):
             log_model=False if offline else log_model,
             **kwargs,
         )
+        self.disabled_run: Any = None  # the stand-in run once W&B failed to start
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
+        if self.disabled_run is not None:
+            return self.disabled_run
         try:
             return _LightningWandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
         except Exception as e:  # W&B failing to start must not kill the training run
@@ -89,16 +92,30 @@ class WandbLogger(_LightningWandbLogger):
                 f"W&B failed to start ({type(e).__name__}: {e}); continuing with W&B disabled",
                 stacklevel=2,
             )
-            self._experiment = wandb.init(mode="disabled")
-            return self._experiment
+            self.disabled_run = wandb.init(mode="disabled")
+            return self.disabled_run
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run must append to it."""
+    """Lightning's CSV writer removes an existing metrics.csv when it starts (and warns that the
+    folder is not empty); a resumed run must append to it.
 
-    def _check_log_dir_exists(self) -> None:
-        if os.path.isfile(self.metrics_file_path):
-            with open(self.metrics_file_path, newline="") as fh:
+    The file is moved aside while Lightning's writer starts and moved back after, so the writer
+    sees an empty slot and then appends to the old rows under their header. A crash between the
+    two renames leaves the rows in ``metrics.csv.resuming``, which the next start puts back.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        metrics = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        aside = metrics + ".resuming"
+        if os.path.isfile(metrics):
+            os.replace(metrics, aside)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")
+            super().__init__(log_dir)
+        if os.path.isfile(aside):
+            os.replace(aside, metrics)
+            with open(metrics, newline="") as fh:
                 header = next(csv.reader(fh), [])
             self.metrics_keys = sorted(set(header))
 
@@ -140,11 +157,17 @@ class RunCSVLogger(CSVLogger):
             kwargs: the other arguments of Lightning's ``CSVLogger`` (version, prefix, ...).
         """
         super().__init__(save_dir=save_dir or RUNS_DIR, name=name, **kwargs)
+        self.appending_writer: _AppendingWriter | None = None
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        # Lightning's property would start its own writer, which deletes metrics.csv.
+        if self.appending_writer is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self.appending_writer = _AppendingWriter(log_dir=self.log_dir)
+        return self.appending_writer
+
+    def finalize(self, status: str) -> None:
+        if self.appending_writer is not None:  # nothing was logged: no file to flush
+            self.save()

@@ -1,5 +1,5 @@
 """The ``imgcls`` entry point: one handler for user errors, where runs go, Lightning's own
-switches, and the private Lightning API the code leans on."""
+switches."""
 
 from __future__ import annotations
 
@@ -223,80 +223,6 @@ def test_enable_checkpointing_false_trains_without_checkpoints(tiny_data, tmp_pa
     run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
     assert (run / "metrics.csv").is_file() and not (run / "checkpoints").exists()
     assert "best checkpoint" not in proc.stdout
-
-
-# ------------------------------------------------------------------------- Lightning's private API
-# Every private Lightning name imgcls overrides or calls, with where and why. Lightning may
-# rename or drop any of them in a minor release: pyproject.toml bounds lightning below 2.7 and
-# this test fails, naming the name, when the installed version lacks one.
-PRIVATE_API = [
-    (
-        "lightning.pytorch.callbacks.ModelCheckpoint",
-        "_should_save_on_train_epoch_end",
-        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
-    ),
-    (
-        "lightning.pytorch.callbacks.ModelCheckpoint",
-        "_should_skip_saving_checkpoint",
-        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
-    ),
-    (
-        "lightning.pytorch.callbacks.ModelCheckpoint",
-        "_save_last_checkpoint",
-        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
-    ),
-    (
-        "lightning.pytorch.callbacks.ModelCheckpoint",
-        "_monitor_candidates",
-        "imgcls.training.callbacks.RunCheckpoint: last.ckpt after every epoch",
-    ),
-    (
-        "lightning.pytorch.loggers.csv_logs.ExperimentWriter",
-        "_check_log_dir_exists",
-        "imgcls.training.loggers.RunCSVLogger: a resumed run appends to metrics.csv",
-    ),
-]
-
-
-@pytest.mark.parametrize(("owner", "name", "used_by"), PRIVATE_API)
-def test_private_lightning_api_still_exists(owner: str, name: str, used_by: str) -> None:
-    import importlib
-
-    module, cls = owner.rsplit(".", 1)
-    klass = getattr(importlib.import_module(module), cls)
-    assert callable(getattr(klass, name, None)), (
-        f"Lightning no longer has {owner}.{name}, which {used_by} relies on: adapt that code to "
-        "the installed Lightning, or install lightning<2.7"
-    )
-
-
-def test_csv_logger_private_attributes(tmp_path) -> None:
-    from imgcls.training.loggers import RunCSVLogger
-
-    logger = RunCSVLogger(save_dir=str(tmp_path), name="x")
-    assert hasattr(logger, "_experiment") and hasattr(logger, "_fs"), (
-        "Lightning's CSVLogger lost _experiment/_fs, which "
-        "imgcls.training.loggers.RunCSVLogger.experiment "
-        "uses: adapt it, or install lightning<2.7"
-    )
-
-
-def test_private_api_list_is_complete() -> None:
-    """Every ``_name`` our Lightning subclasses define or call that Lightning's base class has
-    is listed above, so the list cannot fall behind the code."""
-    import inspect
-
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-    from imgcls.training.callbacks import RunCheckpoint
-    from imgcls.training.loggers import _AppendingWriter
-
-    listed = {(o.rsplit(".", 1)[1], n) for o, n, _ in PRIVATE_API}
-    for ours, base in ((RunCheckpoint, ModelCheckpoint), (_AppendingWriter, ExperimentWriter)):
-        names = set(re.findall(r"\b(_[a-z]\w*)\b", inspect.getsource(ours)))
-        used = {n for n in names if callable(getattr(base, n, None))}
-        assert used and used <= {n for b, n in listed if b == base.__name__}, (ours, used)
 
 
 def test_a_full_disk_in_any_atomic_write_is_one_line(tmp_path, monkeypatch, capsys) -> None:
