@@ -47,7 +47,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from imgcls import runs
-from imgcls.errors import ConfigError, ImgclsError
+from imgcls.errors import ConfigError, ImgclsError, RunInUseError
 from imgcls.training import cli as fit_cli
 from imgcls.tune.spec import Param, TuneSpec, metric_problem
 
@@ -57,7 +57,6 @@ HEARTBEAT_S = 10
 GRACE_S = 60
 MAX_RETRY = 2
 STUDY_DB = "study.db"
-IN_USE = "is in use: another imgcls fit"
 
 
 class MetricNeverLogged(ConfigError):
@@ -509,7 +508,7 @@ def make_objective(s: Study) -> Any:
                 trial.set_user_attr("fail_reason", str(e))
                 raise
             except (Exception, SystemExit) as e:  # noqa: BLE001 - every failure is the trial's
-                if isinstance(e, ConfigError) and IN_USE in str(e) and attempt < 2:
+                if isinstance(e, RunInUseError) and attempt < 2:
                     continue  # another process took the same run folder: take the next one
                 reason = _reason(e) if not isinstance(e, SystemExit) else f"exit {e.code}"
                 trial.set_user_attr("fail_reason", reason)
