@@ -10,8 +10,9 @@ exception that says why (``NonFiniteLossError`` for a NaN, the net's ``ConfigErr
 width it refuses), recorded on the trial as ``fail_reason`` while the study goes on. What a
 subprocess would add, surviving a crash of the interpreter itself, the storage gives anyway:
 a killed process's running trial is failed and re-queued with its parameters when the study
-is started again on the same machine (its host and pid are recorded on the trial), or by
-Optuna's heartbeat after :data:`GRACE_S` seconds from any other process sharing the study.
+is started again on the same machine (its host, pid and the process's start time are recorded
+on the trial, so a pid reused since is not taken for it), or by Optuna's heartbeat after
+:data:`GRACE_S` seconds from any other process sharing the study.
 
 Storage: a SQLite file in the experiment's folder by default, so rerunning the same command
 continues the study; ``--storage`` takes any SQLAlchemy URL, and with a database server
@@ -46,7 +47,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from imgcls import runs
+from imgcls import runs, staging
 from imgcls.errors import ConfigError, ImgclsError, RunInUseError
 from imgcls.training import cli as fit_cli
 from imgcls.tune.spec import Param, TuneSpec, metric_problem
@@ -365,11 +366,27 @@ def _pruner(spec: TuneSpec) -> optuna.pruners.BasePruner:
         raise ConfigError(f"pruner {name}: {e}") from None
 
 
+def _owner() -> dict[str, Any]:
+    """Who runs a trial: this machine and process, and when the process started (a pid alone
+    may be reused by another process once this one is gone)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": staging.process_start(pid)}
+
+
+def _owner_gone(owner: dict[str, Any]) -> bool:
+    """Whether the process of this machine that ran a trial (``_owner``) is gone. A trial of
+    another machine, or of this process, is never judged here. An owner recorded without its
+    start time (an older imgcls) is judged by its pid alone."""
+    pid, start = int(owner.get("pid", 0)), owner.get("start")
+    if owner.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
+    return staging.process_gone(pid, start if isinstance(start, str) else None)
+
+
 def _fail_dead_local_trials(study: optuna.Study) -> None:
     """Trials left RUNNING by a process of this machine that is gone (killed): failed now
     and queued again with their parameters, instead of after the heartbeat's grace period."""
     storage = study._storage
-    host = socket.gethostname()
     now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
@@ -379,23 +396,11 @@ def _fail_dead_local_trials(study: optuna.Study) -> None:
             started = t.datetime_start
             if started is None or (now - started).total_seconds() < GRACE_S:
                 continue
-        else:
-            pid = int(owner.get("pid", 0))
-            if owner.get("host") != host or pid == os.getpid() or _alive(pid):
-                continue
+        elif not _owner_gone(owner):
+            continue
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             _retry(study, storage.get_trial(t._trial_id))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def counted(study: optuna.Study) -> int:
@@ -491,7 +496,7 @@ def make_objective(s: Study) -> Any:
     def objective(trial: optuna.Trial) -> float:
         # Who runs it, in one write, first: a rerun on this machine finds the trials whose
         # process is gone (_fail_dead_local_trials).
-        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("owner", _owner())
         params = {p.key: suggest(trial, p) for p in s.spec.space}
         args = ["fit", *_config_args(s.spec), *s.fit_args, *overrides(params, s.base_net_args)]
         report = _Report(trial, s.spec.metric, s.spec.direction)
