@@ -14,6 +14,9 @@ is started again on the same machine (its host, pid and the process's start time
 on the trial, so a pid reused since is not taken for it), or by Optuna's heartbeat after
 :data:`GRACE_S` seconds from any other process sharing the study.
 
+What is asked of Optuna is its public API only (``Study.tell``, ``FrozenTrial.number``, the
+handlers of its root logger), so that a new Optuna release cannot change it under us.
+
 Storage: a SQLite file in the experiment's folder by default, so rerunning the same command
 continues the study; ``--storage`` takes any SQLAlchemy URL, and with a database server
 (``postgresql+psycopg://…``) any number of processes and machines run trials of one study.
@@ -386,7 +389,6 @@ def _owner_gone(owner: dict[str, Any]) -> bool:
 def _fail_dead_local_trials(study: optuna.Study) -> None:
     """Trials left RUNNING by a process of this machine that is gone (killed): failed now
     and queued again with their parameters, instead of after the heartbeat's grace period."""
-    storage = study._storage
     now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
@@ -398,9 +400,15 @@ def _fail_dead_local_trials(study: optuna.Study) -> None:
                 continue
         elif not _owner_gone(owner):
             continue
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            _retry(study, storage.get_trial(t._trial_id))
+        # Another process (its heartbeat check, or a rerun beside this one) may finish the
+        # trial first: telling a finished trial raises ValueError before anything is written,
+        # and losing the race while writing raises RuntimeError (UpdateFinishedTrialError on
+        # newer Optuna). Either way that process has re-queued it: it is not queued twice.
+        try:
+            failed = study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            continue
+        _retry(study, failed)
 
 
 def counted(study: optuna.Study) -> int:
@@ -544,15 +552,25 @@ class _OneLineFailures(logging.Filter):
         return True
 
 
+def one_line_failures() -> None:
+    """Show a failed trial as its one line, without the traceback of ``TrialFailed``.
+
+    The filter sits on the handlers of Optuna's root logger (named after the package, the one
+    ``optuna.logging.disable_default_handler`` speaks of): a handler's filters see the records
+    of every logger below it, so which of Optuna's modules logs a failed trial does not matter.
+    """
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _OneLineFailures) for f in handler.filters):
+            handler.addFilter(_OneLineFailures())
+
+
 def run_trials(s: Study, study: optuna.Study, timeout: float | None) -> int:
     """Run trials until the study holds ``s.n_trials`` or ``timeout`` seconds have passed
     (a running trial finishes); the number this process ran."""
     torch.set_float32_matmul_precision("high")
     fit_cli._quiet()
     objective = make_objective(s)
-    optimize_log = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _OneLineFailures) for f in optimize_log.filters):
-        optimize_log.addFilter(_OneLineFailures())
+    one_line_failures()
     start, ran = time.monotonic(), 0
     while counted(study) < s.n_trials:
         if timeout is not None and time.monotonic() - start >= timeout:
