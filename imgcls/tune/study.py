@@ -55,7 +55,7 @@ from imgcls.errors import ConfigError, ImgclsError, RunInUseError
 from imgcls.training import cli as fit_cli
 from imgcls.tune.spec import Param, TuneSpec, metric_problem
 
-__all__ = ["GRACE_S", "HEARTBEAT_S", "Study", "open_study", "prepare", "run_trials"]
+__all__ = ["GRACE_S", "HEARTBEAT_S", "StudyPlan", "open_study", "prepare", "run_trials"]
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -72,7 +72,11 @@ class TrialFailed(RuntimeError):
 
 
 @dataclass
-class Study:
+class StudyPlan:
+    """What ``prepare`` checked and settled before any trial runs: the trials' fit options,
+    where the study is stored and under what name, its budget, where its outputs go. The
+    Optuna study itself (``optuna.Study``, opened by ``open_study``) travels beside it."""
+
     spec: TuneSpec
     fit_args: list[str]
     base_net_args: dict[str, Any]
@@ -163,7 +167,7 @@ def prepare(
     storage: str | None,
     study_name: str | None,
     n_trials: int | None,
-) -> Study:
+) -> StudyPlan:
     """Check everything a trial will need, before any trial runs.
 
     Raises:
@@ -227,7 +231,7 @@ def prepare(
     url = storage or f"sqlite:///{folder / STUDY_DB}"
     if url.startswith("postgresql://"):  # psycopg 3 is the driver installed with imgcls
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return Study(
+    return StudyPlan(
         spec=spec,
         fit_args=fit_args,
         base_net_args=base_net_args,
@@ -271,22 +275,22 @@ def _storage_error(url: str, e: Exception) -> ConfigError:
     )
 
 
-def open_study(s: Study) -> optuna.Study:
+def open_study(plan: StudyPlan) -> optuna.Study:
     """Create or load the study; an unreachable or unusable storage is one ConfigError."""
     from imgcls.utils import check_writable_folder
 
-    if s.storage_url.startswith("sqlite:///"):
-        folder = Path(s.storage_url.removeprefix("sqlite:///")).parent
+    if plan.storage_url.startswith("sqlite:///"):
+        folder = Path(plan.storage_url.removeprefix("sqlite:///")).parent
         check_writable_folder(folder, "--trainer.default_root_dir (or --storage)")
         folder.mkdir(parents=True, exist_ok=True)
     engine: dict[str, Any] = {}
-    if s.storage_url.startswith("postgresql"):
+    if plan.storage_url.startswith("postgresql"):
         engine["connect_args"] = {"connect_timeout": 10}
-    wanted = optuna.study.StudyDirection[s.spec.direction.upper()]
+    wanted = optuna.study.StudyDirection[plan.spec.direction.upper()]
 
     def attempt_open() -> optuna.Study:
         storage = RDBStorage(
-            s.storage_url,
+            plan.storage_url,
             engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
@@ -294,13 +298,13 @@ def open_study(s: Study) -> optuna.Study:
         )
         n_before = 0
         with contextlib.suppress(KeyError):
-            n_before = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
+            n_before = len(optuna.load_study(study_name=plan.study_name, storage=storage).trials)
         return optuna.create_study(
             storage=storage,
-            study_name=s.study_name,
+            study_name=plan.study_name,
             direction=wanted,
-            sampler=_sampler(s.spec, n_before),
-            pruner=_pruner(s.spec),
+            sampler=_sampler(plan.spec, n_before),
+            pruner=_pruner(plan.spec),
             load_if_exists=True,
         )
 
@@ -319,21 +323,21 @@ def open_study(s: Study) -> optuna.Study:
                 if attempt + 1 < SCHEMA_RACE_ATTEMPTS and _schema_race(e):
                     time.sleep(0.5 * (attempt + 1))
                     continue
-                raise _storage_error(s.storage_url, e) from None
+                raise _storage_error(plan.storage_url, e) from None
             except Exception as e:  # the driver's and SQLAlchemy's errors: one line of them
-                raise _storage_error(s.storage_url, e) from None
+                raise _storage_error(plan.storage_url, e) from None
     if study.direction != wanted:
         raise ConfigError(
-            f"study {s.study_name!r} in {shown_url(s.storage_url)} "
+            f"study {plan.study_name!r} in {shown_url(plan.storage_url)} "
             f"{study.direction.name.lower()}s; "
-            f"the tune file says {s.spec.direction}: pass another --study_name"
+            f"the tune file says {plan.spec.direction}: pass another --study_name"
         )
     metric = study.user_attrs.get("metric")
     if metric is None:
-        study.set_user_attr("metric", s.spec.metric)
-    elif metric != s.spec.metric:
+        study.set_user_attr("metric", plan.spec.metric)
+    elif metric != plan.spec.metric:
         raise ConfigError(
-            f"study {s.study_name!r} optimises {metric}, the tune file {s.spec.metric}: "
+            f"study {plan.study_name!r} optimises {metric}, the tune file {plan.spec.metric}: "
             "pass another --study_name"
         )
     _fail_dead_local_trials(study)
@@ -500,14 +504,19 @@ def _end_trial() -> None:
         torch.distributed.destroy_process_group()
 
 
-def make_objective(s: Study) -> Any:
+def make_objective(plan: StudyPlan) -> Any:
     def objective(trial: optuna.Trial) -> float:
         # Who runs it, in one write, first: a rerun on this machine finds the trials whose
         # process is gone (_fail_dead_local_trials).
         trial.set_user_attr("owner", _owner())
-        params = {p.key: suggest(trial, p) for p in s.spec.space}
-        args = ["fit", *_config_args(s.spec), *s.fit_args, *overrides(params, s.base_net_args)]
-        report = _Report(trial, s.spec.metric, s.spec.direction)
+        params = {p.key: suggest(trial, p) for p in plan.spec.space}
+        args = [
+            "fit",
+            *_config_args(plan.spec),
+            *plan.fit_args,
+            *overrides(params, plan.base_net_args),
+        ]
+        report = _Report(trial, plan.spec.metric, plan.spec.direction)
         try:  # a value the parser refuses: its one line as the reason, not an exit status
             _parse(args[1:])
         except ConfigError as e:
@@ -532,12 +541,12 @@ def make_objective(s: Study) -> Any:
         if report.pruned:
             raise optuna.TrialPruned(f"pruned after {len(report.values)} epoch(s)")
         if not report.values:
-            trial.set_user_attr("fail_reason", f"no validation epoch logged {s.spec.metric}")
-            raise TrialFailed(f"no validation epoch logged {s.spec.metric}")
+            trial.set_user_attr("fail_reason", f"no validation epoch logged {plan.spec.metric}")
+            raise TrialFailed(f"no validation epoch logged {plan.spec.metric}")
         value = report.best()
         if not math.isfinite(value):
-            trial.set_user_attr("fail_reason", f"{s.spec.metric} is {value}")
-            raise TrialFailed(f"{s.spec.metric} is {value}")
+            trial.set_user_attr("fail_reason", f"{plan.spec.metric} is {value}")
+            raise TrialFailed(f"{plan.spec.metric} is {value}")
         return value
 
     return objective
@@ -564,15 +573,15 @@ def one_line_failures() -> None:
             handler.addFilter(_OneLineFailures())
 
 
-def run_trials(s: Study, study: optuna.Study, timeout: float | None) -> int:
-    """Run trials until the study holds ``s.n_trials`` or ``timeout`` seconds have passed
+def run_trials(plan: StudyPlan, study: optuna.Study, timeout: float | None) -> int:
+    """Run trials until the study holds ``plan.n_trials`` or ``timeout`` seconds have passed
     (a running trial finishes); the number this process ran."""
     torch.set_float32_matmul_precision("high")
     fit_cli._quiet()
-    objective = make_objective(s)
+    objective = make_objective(plan)
     one_line_failures()
     start, ran = time.monotonic(), 0
-    while counted(study) < s.n_trials:
+    while counted(study) < plan.n_trials:
         if timeout is not None and time.monotonic() - start >= timeout:
             break
         with warnings.catch_warnings():
