@@ -10,19 +10,21 @@ Normalisation and the optional random shift run batched on the device in
 
 Splits: a seeded, class-stratified validation set is drawn from the 60,000 training images;
 ``train_subset`` then draws a seeded, class-balanced subset of the rest. The official
-10,000-image test set is never split and is served in its original order, each image once.
+10,000-image test set is never split and is served in its original order, each image once;
+under DDP each process evaluates its own shard of it (``EvalShardSampler``), so every image
+is counted exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from imgcls.data.provision import (
     check_data_root,
@@ -36,7 +38,13 @@ from imgcls.data.transforms import normalize, random_erase, random_hflip, random
 from imgcls.deploy.idx import read_idx
 from imgcls.errors import ConfigError, DataError, ImageFileError
 
-__all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
+__all__ = [
+    "EvalShardSampler",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "MNISTDataModule",
+    "TensorImageDataset",
+]
 
 
 class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -69,6 +77,34 @@ class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 def collate_batch(batch: Any) -> Any:
     """Identity collate: ``TensorImageDataset.__getitems__`` already returns a batch."""
     return batch
+
+
+class EvalShardSampler(DistributedSampler[int]):
+    """Evaluation under DDP: process ``rank`` of ``num_replicas`` takes images ``rank``,
+    ``rank + num_replicas``, ... in order, so every image is evaluated exactly once.
+
+    torch's ``DistributedSampler`` pads the shards to one length by repeating images (or drops
+    the tail), which would count some images twice (or never) in a test accuracy; here the
+    shards differ in length by at most one. Safe for evaluation only: DDP's training steps need
+    as many batches on every process. A ``DistributedSampler`` so that Lightning, which wraps a
+    loader's sampler for DDP, keeps this one as it is.
+    """
+
+    def __init__(self, dataset: TensorImageDataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        n = len(dataset)
+        if 0 < n < num_replicas:
+            # A process with no batch at all would wait for the others at their first
+            # collective and never return.
+            raise ConfigError(
+                f"{n} image(s) to evaluate on {num_replicas} processes: every process needs "
+                "at least one; evaluate on fewer devices"
+            )
+        self.total_size = n
+        self.num_samples = len(range(rank, n, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 def _stratified_split(
@@ -347,11 +383,7 @@ class ImageDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if ds is None or trainer is None or trainer.world_size <= 1:
             return None
-        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-        return UnrepeatedDistributedSampler(
-            ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
+        return EvalShardSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

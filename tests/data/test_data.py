@@ -343,6 +343,37 @@ MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+def _shards(n: int, world: int) -> list[list[int]]:
+    from imgcls.data.datamodule import EvalShardSampler, TensorImageDataset
+
+    ds = TensorImageDataset(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.zeros(n).long())
+    samplers = [EvalShardSampler(ds, world, rank) for rank in range(world)]
+    shards = [list(s) for s in samplers]
+    assert [len(s) for s in samplers] == [len(s) for s in shards]
+    return shards
+
+
+@pytest.mark.parametrize(("n", "world"), [(10000, 2), (1001, 2), (7, 3), (3, 3), (0, 2)])
+def test_ddp_evaluation_shards_hold_every_image_once(n, world):
+    from torch.utils.data import DistributedSampler
+
+    from imgcls.data.datamodule import EvalShardSampler
+
+    shards = _shards(n, world)
+    assert sorted(i for shard in shards for i in shard) == list(range(n))  # no repeat, no loss
+    assert all(shard == sorted(shard) for shard in shards)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    # A DistributedSampler already: Lightning leaves it in place of its own padded one.
+    assert issubclass(EvalShardSampler, DistributedSampler)
+
+
+def test_ddp_evaluation_of_fewer_images_than_processes_is_refused():
+    from imgcls.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="2 image.* on 3 processes"):
+        _shards(2, 3)
+
+
 @pytest.mark.real_data
 @pytest.mark.parametrize(
     ("dataset", "root_fixture"),
