@@ -26,6 +26,7 @@ __all__ = [
     "ModelLoadError",
     "NonFiniteLossError",
     "ProviderError",
+    "RunInUseError",
     "RunNotFoundError",
     "ServeError",
 ]
@@ -37,6 +38,12 @@ class ImgclsError(Exception):
 
 class ConfigError(ImgclsError, ValueError):
     """An option or a config value is invalid, or two of them contradict each other."""
+
+
+class RunInUseError(ConfigError):
+    """Another process trains in the run folder a fit would use (its lock is held). A
+    ``ConfigError`` as before, so its exit status and message stay; typed so that a caller that
+    can pick another folder (``imgcls tune``'s trials) need not match the message's words."""
 
 
 class DataError(ImgclsError, RuntimeError):

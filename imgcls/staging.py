@@ -40,6 +40,7 @@ __all__ = [
     "Marker",
     "make_staged",
     "pid_alive",
+    "process_gone",
     "process_start",
     "read_marker",
     "remove_stale",
@@ -101,6 +102,19 @@ def process_start(pid: int) -> str | None:
     return f"ps:{ps.stdout.strip()}" if ps.returncode == 0 and ps.stdout.strip() else None
 
 
+def process_gone(pid: int, start: str | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` (``process_start``'s answer then;
+    None: unknown) is no longer running. A live pid with another start time is a reused pid:
+    the process is gone. With ``start`` unknown a reuse cannot be told, and a live pid counts
+    as the same process."""
+    if not pid_alive(pid):
+        return True
+    if start is None:
+        return False
+    now = process_start(pid)
+    return now is not None and now != start
+
+
 @dataclass(frozen=True)
 class Marker:
     """What the marker file of a staged folder says: who made it and when."""
@@ -120,13 +134,9 @@ class Marker:
             os.fsync(fh.fileno())
 
     def process_gone(self) -> bool:
-        """The process that made the folder is no longer running (its pid may be reused)."""
-        if not pid_alive(self.pid):
-            return True
-        if self.start is None:
-            return False  # cannot tell a reuse: STALE_AFTER_S decides
-        now = process_start(self.pid)
-        return now is not None and now != self.start
+        """The process that made the folder is no longer running (its pid may be reused; with
+        no start time recorded, a reuse cannot be told and ``STALE_AFTER_S`` decides)."""
+        return process_gone(self.pid, self.start)
 
 
 def read_marker(folder: Path) -> Marker | None:

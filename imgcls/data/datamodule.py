@@ -1,25 +1,30 @@
 """LightningDataModules for MNIST and Fashion-MNIST, served from uint8 tensors in memory.
 
-The IDX files come verified from ``imgcls.data.provision``. The 60,000 training images are
-47 MB of uint8: they stay a tensor (on the GPU when training on one) and batches are built by
-indexing it, never by a PIL conversion per image. Normalisation and the optional random shift
-run batched on the device in ``on_after_batch_transfer``.
+The IDX files come verified from ``imgcls.data.provision`` and are read by the deployment's
+own reader (``imgcls.deploy.idx.read_idx``, numpy): one reader of the format for training,
+``imgcls infer`` and the service, whose checks of the header and size a file meets wherever it
+is read. The 60,000 training images are 47 MB of uint8: they stay a tensor (on the GPU when
+training on one) and batches are built by indexing it, never by a PIL conversion per image.
+Normalisation and the optional random shift run batched on the device in
+``on_after_batch_transfer``.
 
 Splits: a seeded, class-stratified validation set is drawn from the 60,000 training images;
 ``train_subset`` then draws a seeded, class-balanced subset of the rest. The official
-10,000-image test set is never split and is served in its original order, each image once.
+10,000-image test set is never split and is served in its original order, each image once;
+under DDP each process evaluates its own shard of it (``EvalShardSampler``), so every image
+is counted exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from imgcls.data.provision import (
     check_data_root,
@@ -30,9 +35,16 @@ from imgcls.data.provision import (
     verify,
 )
 from imgcls.data.transforms import normalize, random_erase, random_hflip, random_shift
-from imgcls.errors import ConfigError, DataError
+from imgcls.deploy.idx import read_idx
+from imgcls.errors import ConfigError, DataError, ImageFileError
 
-__all__ = ["FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorImageDataset"]
+__all__ = [
+    "EvalShardSampler",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "MNISTDataModule",
+    "TensorImageDataset",
+]
 
 
 class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -65,6 +77,34 @@ class TensorImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 def collate_batch(batch: Any) -> Any:
     """Identity collate: ``TensorImageDataset.__getitems__`` already returns a batch."""
     return batch
+
+
+class EvalShardSampler(DistributedSampler[int]):
+    """Evaluation under DDP: process ``rank`` of ``num_replicas`` takes images ``rank``,
+    ``rank + num_replicas``, ... in order, so every image is evaluated exactly once.
+
+    torch's ``DistributedSampler`` pads the shards to one length by repeating images (or drops
+    the tail), which would count some images twice (or never) in a test accuracy; here the
+    shards differ in length by at most one. Safe for evaluation only: DDP's training steps need
+    as many batches on every process. A ``DistributedSampler`` so that Lightning, which wraps a
+    loader's sampler for DDP, keeps this one as it is.
+    """
+
+    def __init__(self, dataset: TensorImageDataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        n = len(dataset)
+        if 0 < n < num_replicas:
+            # A process with no batch at all would wait for the others at their first
+            # collective and never return.
+            raise ConfigError(
+                f"{n} image(s) to evaluate on {num_replicas} processes: every process needs "
+                "at least one; evaluate on fewer devices"
+            )
+        self.total_size = n
+        self.num_samples = len(range(rank, n, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 def _stratified_split(
@@ -229,15 +269,32 @@ class ImageDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         ensure_dataset(self.dataset_name, self.data_dir)
 
-    def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.datasets.mnist import read_image_file, read_label_file
+    def _read(self, path: Path, ndim: int) -> torch.Tensor:
+        """An IDX file of uint8 values with ``ndim`` dimensions, as a tensor (no copy)."""
+        fix = f"replace it, e.g. with: {fetch_command(self.dataset_name, self.data_dir)}"
+        try:
+            array = read_idx(path)
+        except ImageFileError as e:
+            raise DataError(f"{e}; {fix}") from e
+        if array.dtype != np.uint8 or array.ndim != ndim:
+            raise DataError(
+                f"{path}: IDX file of {array.ndim}-D {array.dtype} values, expected {ndim}-D "
+                f"uint8; the file does not belong to {self.dataset_name}: {fix}"
+            )
+        return torch.from_numpy(array)
 
+    def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         verify(self.data_dir, self.dataset_name)  # cheap when the files were hashed before
         raw = raw_dir(self.data_dir, self.dataset_name)
         prefix = "train" if train else "t10k"
-        images = read_image_file(str(raw / f"{prefix}-images-idx3-ubyte"))
+        images = self._read(raw / f"{prefix}-images-idx3-ubyte", 3)
         label_file = raw / f"{prefix}-labels-idx1-ubyte"
-        labels = read_label_file(str(label_file))
+        labels = self._read(label_file, 1)
+        if len(images) != len(labels):
+            raise DataError(
+                f"{label_file}: {len(labels)} labels for {len(images)} images; "
+                f"replace it, e.g. with: {fetch_command(self.dataset_name, self.data_dir)}"
+            )
         # A label outside the classes would pass the hash pinned for it and fail only deep in
         # training (an index error in the loss, or a device-side assert on a GPU).
         if len(labels) and int(labels.max()) >= self.num_classes:
@@ -326,11 +383,7 @@ class ImageDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if ds is None or trainer is None or trainer.world_size <= 1:
             return None
-        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-        return UnrepeatedDistributedSampler(
-            ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
+        return EvalShardSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -39,6 +39,7 @@ import torch
 
 import imgcls
 from imgcls.data.datamodule import ImageDataModule, _balanced_subset
+from imgcls.deploy.framing import PREPROCESS, framing_for
 from imgcls.errors import ConfigError, DataError, ImageFileError
 from imgcls.utils import atomic_path, sha256_file
 
@@ -53,7 +54,8 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
-FOLDER_FRAMINGS = ("auto", "mnist", "fashion_mnist", "none")
+# A folder is framed with the values, and the rule, of the deployment's --preprocess.
+FOLDER_FRAMINGS = PREPROCESS
 CACHE_FOLDER = ".imgcls-cache"
 # What the cache holds depends on the decoder and the framing: a change to either that alters
 # the pixels bumps this, so an old cache is never read as a new one.
@@ -171,11 +173,11 @@ def scan_folder(root: str | os.PathLike[str]) -> FolderLayout:
 
 
 def resolve_framing(framing: str) -> str:
-    """The framing ``framing`` means for a folder: ``auto`` is ``mnist`` (strokes on paper),
-    as it is for any model that was not trained on Fashion-MNIST on the deployment side."""
+    """The framing ``framing`` means for a folder: the deployment's rule (``framing_for``) for
+    a data set that is not Fashion-MNIST, so ``auto`` is ``mnist`` (strokes on paper)."""
     if framing not in FOLDER_FRAMINGS:
         raise ConfigError(f"framing must be one of {', '.join(FOLDER_FRAMINGS)}, got {framing!r}")
-    return "mnist" if framing == "auto" else framing
+    return framing_for(framing, "folder")
 
 
 def cache_key(layout: FolderLayout, framing: str) -> str:

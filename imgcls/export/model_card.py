@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from imgcls.deploy.framing import framing_for
+
 __all__ = [
     "MARKER",
     "SHIFT_DISTANCES",
@@ -145,9 +147,11 @@ def model_card(
     folder = Path(out) if out is not None else Path("export") / f"{dataset}-{label}"
     model = folder / "model.onnx"
     shape = list((metadata.get("input") or {}).get("shape", ["batch", 1, 28, 28]))
-    # A folder's images were framed as its framing says (auto: as MNIST's digits); the export
-    # records it in the metadata, where the runtime's --preprocess auto reads it.
-    folder_framing = str(dm.get("framing") or "auto").replace("auto", "mnist")
+    # What the runtime's --preprocess auto does with this model (framing_for, the one rule):
+    # a folder's framing is recorded in the metadata (else in the data's hyper-parameters),
+    # the IDX data sets are framed as their own images were.
+    recorded = metadata.get("framing") or (dm.get("framing") if folder_data else None)
+    kind = framing_for("auto", dataset, str(recorded) if recorded else None)
     digits = dataset != "fashion_mnist"
     n_train, n_val, n_total = split_sizes(dataset, dm)
 
@@ -268,7 +272,6 @@ def model_card(
             f"fp32 {_pct(parity['fp16']['top1_agreement_with_fp32'])}.",
         ]
 
-    kind = folder_framing if folder_data else ("mnist" if digits else "fashion_mnist")
     framing = {
         "mnist": "MNIST's framing: the digit's bounding box scaled to 20×20, centred by its "
         "centre of mass in 28×28, white ink on black",

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 
-from imgcls.errors import ConfigError
+from imgcls.errors import ConfigError, RunInUseError
 from imgcls.training.lightning_module import mismatch
 from imgcls.utils import atomic_write_text
 
@@ -215,7 +215,7 @@ class RunDirectory(L.Callback):
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise ConfigError(
+            raise RunInUseError(
                 f"{log_dir} is in use: another imgcls fit is training in it. Wait for it to "
                 "finish, or start a new run"
             ) from None

@@ -31,13 +31,13 @@ def tune(
     from imgcls.tune.study import open_study, prepare, run_trials
 
     spec = load_spec(files)
-    s = prepare(spec, fit_args, storage, study_name, n_trials)
-    study = open_study(s)
+    plan = prepare(spec, fit_args, storage, study_name, n_trials)
+    study = open_study(plan)
     from imgcls.tune.outputs import write_outputs
 
     try:
-        run_trials(s, study, timeout)
+        run_trials(plan, study, timeout)
     finally:
-        summary = write_outputs(s, study)
+        summary = write_outputs(plan, study)
         print(summary, end="", file=sys.stdout)
     return 0

@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from imgcls.tune.study import Study, shown_url
+from imgcls.tune.study import StudyPlan, shown_url
 from imgcls.utils import atomic_path, atomic_write_text
 
 __all__ = ["best_config", "write_outputs"]
@@ -104,18 +104,18 @@ def _plot(path: Path, draw: Callable[[], Any]) -> str | None:
     return None
 
 
-def write_outputs(s: Study, study: optuna.Study) -> str:
+def write_outputs(plan: StudyPlan, study: optuna.Study) -> str:
     """Write the study's files and return the summary (one screen)."""
     from optuna.visualization import matplotlib as vis
 
-    s.folder.mkdir(parents=True, exist_ok=True)
+    plan.folder.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
-    keys = [p.key for p in s.spec.space]
-    atomic_write_text(s.folder / "trials.csv", _csv(study, keys))
+    keys = [p.key for p in plan.spec.space]
+    atomic_write_text(plan.folder / "trials.csv", _csv(study, keys))
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     lines = [
-        f"study {s.study_name} in {shown_url(s.storage_url)}",
+        f"study {plan.study_name} in {shown_url(plan.storage_url)}",
         f"trials: {len(trials)}: {counts[TrialState.COMPLETE]} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
         + (f", {counts[TrialState.RUNNING]} running" if counts[TrialState.RUNNING] else ""),
@@ -123,15 +123,16 @@ def write_outputs(s: Study, study: optuna.Study) -> str:
     best: FrozenTrial | None = study.best_trial if complete else None
     wrote = ["trials.csv"]
     if best is not None:
+        spec = plan.spec
         lines.append(
-            f"best: trial {best.number}, {s.spec.metric} = {best.value:.6g} ({s.spec.direction})"
+            f"best: trial {best.number}, {spec.metric} = {best.value:.6g} ({spec.direction})"
         )
         lines += [f"  {k}: {json.dumps(v)}" for k, v in best.params.items()]
         if best.user_attrs.get("run_dir"):
             lines.append(f"  its run: {best.user_attrs['run_dir']}")
         text = best_config(best)
         if text is not None:
-            atomic_write_text(s.folder / "best.yaml", text)
+            atomic_write_text(plan.folder / "best.yaml", text)
             wrote.append("best.yaml")
     else:
         lines.append("best: none yet (no trial completed)")
@@ -148,18 +149,18 @@ def write_outputs(s: Study, study: optuna.Study) -> str:
         if not complete:
             skipped.append(f"{name} (no trial completed)")
             continue
-        why = _plot(s.folder / name, draw)
+        why = _plot(plan.folder / name, draw)
         if why is None:
             wrote.append(name)
         else:
             skipped.append(f"{name} ({why})")
-    lines.append(f"wrote {', '.join(wrote)} in {s.folder}")
+    lines.append(f"wrote {', '.join(wrote)} in {plan.folder}")
     if skipped:
         lines.append(f"skipped {'; '.join(skipped)}")
     if best is not None and "best.yaml" in wrote:
-        lines.append(f"retrain: imgcls fit -c {s.folder / 'best.yaml'}")
+        lines.append(f"retrain: imgcls fit -c {plan.folder / 'best.yaml'}")
     summary = "\n".join(lines) + "\n"
-    atomic_write_text(s.folder / "summary.txt", summary)
+    atomic_write_text(plan.folder / "summary.txt", summary)
     return summary
 
 

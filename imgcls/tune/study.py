@@ -10,8 +10,12 @@ exception that says why (``NonFiniteLossError`` for a NaN, the net's ``ConfigErr
 width it refuses), recorded on the trial as ``fail_reason`` while the study goes on. What a
 subprocess would add, surviving a crash of the interpreter itself, the storage gives anyway:
 a killed process's running trial is failed and re-queued with its parameters when the study
-is started again on the same machine (its host and pid are recorded on the trial), or by
-Optuna's heartbeat after :data:`GRACE_S` seconds from any other process sharing the study.
+is started again on the same machine (its host, pid and the process's start time are recorded
+on the trial, so a pid reused since is not taken for it), or by Optuna's heartbeat after
+:data:`GRACE_S` seconds from any other process sharing the study.
+
+What is asked of Optuna is its public API only (``Study.tell``, ``FrozenTrial.number``, the
+handlers of its root logger), so that a new Optuna release cannot change it under us.
 
 Storage: a SQLite file in the experiment's folder by default, so rerunning the same command
 continues the study; ``--storage`` takes any SQLAlchemy URL, and with a database server
@@ -46,18 +50,17 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from imgcls import runs
-from imgcls.errors import ConfigError, ImgclsError
+from imgcls import runs, staging
+from imgcls.errors import ConfigError, ImgclsError, RunInUseError
 from imgcls.training import cli as fit_cli
 from imgcls.tune.spec import Param, TuneSpec, metric_problem
 
-__all__ = ["GRACE_S", "HEARTBEAT_S", "Study", "open_study", "prepare", "run_trials"]
+__all__ = ["GRACE_S", "HEARTBEAT_S", "StudyPlan", "open_study", "prepare", "run_trials"]
 
 HEARTBEAT_S = 10
 GRACE_S = 60
 MAX_RETRY = 2
 STUDY_DB = "study.db"
-IN_USE = "is in use: another imgcls fit"
 
 
 class MetricNeverLogged(ConfigError):
@@ -69,7 +72,11 @@ class TrialFailed(RuntimeError):
 
 
 @dataclass
-class Study:
+class StudyPlan:
+    """What ``prepare`` checked and settled before any trial runs: the trials' fit options,
+    where the study is stored and under what name, its budget, where its outputs go. The
+    Optuna study itself (``optuna.Study``, opened by ``open_study``) travels beside it."""
+
     spec: TuneSpec
     fit_args: list[str]
     base_net_args: dict[str, Any]
@@ -160,7 +167,7 @@ def prepare(
     storage: str | None,
     study_name: str | None,
     n_trials: int | None,
-) -> Study:
+) -> StudyPlan:
     """Check everything a trial will need, before any trial runs.
 
     Raises:
@@ -224,7 +231,7 @@ def prepare(
     url = storage or f"sqlite:///{folder / STUDY_DB}"
     if url.startswith("postgresql://"):  # psycopg 3 is the driver installed with imgcls
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return Study(
+    return StudyPlan(
         spec=spec,
         fit_args=fit_args,
         base_net_args=base_net_args,
@@ -268,22 +275,22 @@ def _storage_error(url: str, e: Exception) -> ConfigError:
     )
 
 
-def open_study(s: Study) -> optuna.Study:
+def open_study(plan: StudyPlan) -> optuna.Study:
     """Create or load the study; an unreachable or unusable storage is one ConfigError."""
     from imgcls.utils import check_writable_folder
 
-    if s.storage_url.startswith("sqlite:///"):
-        folder = Path(s.storage_url.removeprefix("sqlite:///")).parent
+    if plan.storage_url.startswith("sqlite:///"):
+        folder = Path(plan.storage_url.removeprefix("sqlite:///")).parent
         check_writable_folder(folder, "--trainer.default_root_dir (or --storage)")
         folder.mkdir(parents=True, exist_ok=True)
     engine: dict[str, Any] = {}
-    if s.storage_url.startswith("postgresql"):
+    if plan.storage_url.startswith("postgresql"):
         engine["connect_args"] = {"connect_timeout": 10}
-    wanted = optuna.study.StudyDirection[s.spec.direction.upper()]
+    wanted = optuna.study.StudyDirection[plan.spec.direction.upper()]
 
     def attempt_open() -> optuna.Study:
         storage = RDBStorage(
-            s.storage_url,
+            plan.storage_url,
             engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
@@ -291,13 +298,13 @@ def open_study(s: Study) -> optuna.Study:
         )
         n_before = 0
         with contextlib.suppress(KeyError):
-            n_before = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
+            n_before = len(optuna.load_study(study_name=plan.study_name, storage=storage).trials)
         return optuna.create_study(
             storage=storage,
-            study_name=s.study_name,
+            study_name=plan.study_name,
             direction=wanted,
-            sampler=_sampler(s.spec, n_before),
-            pruner=_pruner(s.spec),
+            sampler=_sampler(plan.spec, n_before),
+            pruner=_pruner(plan.spec),
             load_if_exists=True,
         )
 
@@ -316,21 +323,21 @@ def open_study(s: Study) -> optuna.Study:
                 if attempt + 1 < SCHEMA_RACE_ATTEMPTS and _schema_race(e):
                     time.sleep(0.5 * (attempt + 1))
                     continue
-                raise _storage_error(s.storage_url, e) from None
+                raise _storage_error(plan.storage_url, e) from None
             except Exception as e:  # the driver's and SQLAlchemy's errors: one line of them
-                raise _storage_error(s.storage_url, e) from None
+                raise _storage_error(plan.storage_url, e) from None
     if study.direction != wanted:
         raise ConfigError(
-            f"study {s.study_name!r} in {shown_url(s.storage_url)} "
+            f"study {plan.study_name!r} in {shown_url(plan.storage_url)} "
             f"{study.direction.name.lower()}s; "
-            f"the tune file says {s.spec.direction}: pass another --study_name"
+            f"the tune file says {plan.spec.direction}: pass another --study_name"
         )
     metric = study.user_attrs.get("metric")
     if metric is None:
-        study.set_user_attr("metric", s.spec.metric)
-    elif metric != s.spec.metric:
+        study.set_user_attr("metric", plan.spec.metric)
+    elif metric != plan.spec.metric:
         raise ConfigError(
-            f"study {s.study_name!r} optimises {metric}, the tune file {s.spec.metric}: "
+            f"study {plan.study_name!r} optimises {metric}, the tune file {plan.spec.metric}: "
             "pass another --study_name"
         )
     _fail_dead_local_trials(study)
@@ -366,11 +373,26 @@ def _pruner(spec: TuneSpec) -> optuna.pruners.BasePruner:
         raise ConfigError(f"pruner {name}: {e}") from None
 
 
+def _owner() -> dict[str, Any]:
+    """Who runs a trial: this machine and process, and when the process started (a pid alone
+    may be reused by another process once this one is gone)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": staging.process_start(pid)}
+
+
+def _owner_gone(owner: dict[str, Any]) -> bool:
+    """Whether the process of this machine that ran a trial (``_owner``) is gone. A trial of
+    another machine, or of this process, is never judged here. An owner recorded without its
+    start time (an older imgcls) is judged by its pid alone."""
+    pid, start = int(owner.get("pid", 0)), owner.get("start")
+    if owner.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
+    return staging.process_gone(pid, start if isinstance(start, str) else None)
+
+
 def _fail_dead_local_trials(study: optuna.Study) -> None:
     """Trials left RUNNING by a process of this machine that is gone (killed): failed now
     and queued again with their parameters, instead of after the heartbeat's grace period."""
-    storage = study._storage
-    host = socket.gethostname()
     now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
@@ -380,23 +402,17 @@ def _fail_dead_local_trials(study: optuna.Study) -> None:
             started = t.datetime_start
             if started is None or (now - started).total_seconds() < GRACE_S:
                 continue
-        else:
-            pid = int(owner.get("pid", 0))
-            if owner.get("host") != host or pid == os.getpid() or _alive(pid):
-                continue
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            _retry(study, storage.get_trial(t._trial_id))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        elif not _owner_gone(owner):
+            continue
+        # Another process (its heartbeat check, or a rerun beside this one) may finish the
+        # trial first: telling a finished trial raises ValueError before anything is written,
+        # and losing the race while writing raises RuntimeError (UpdateFinishedTrialError on
+        # newer Optuna). Either way that process has re-queued it: it is not queued twice.
+        try:
+            failed = study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            continue
+        _retry(study, failed)
 
 
 def counted(study: optuna.Study) -> int:
@@ -488,14 +504,19 @@ def _end_trial() -> None:
         torch.distributed.destroy_process_group()
 
 
-def make_objective(s: Study) -> Any:
+def make_objective(plan: StudyPlan) -> Any:
     def objective(trial: optuna.Trial) -> float:
         # Who runs it, in one write, first: a rerun on this machine finds the trials whose
         # process is gone (_fail_dead_local_trials).
-        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
-        params = {p.key: suggest(trial, p) for p in s.spec.space}
-        args = ["fit", *_config_args(s.spec), *s.fit_args, *overrides(params, s.base_net_args)]
-        report = _Report(trial, s.spec.metric, s.spec.direction)
+        trial.set_user_attr("owner", _owner())
+        params = {p.key: suggest(trial, p) for p in plan.spec.space}
+        args = [
+            "fit",
+            *_config_args(plan.spec),
+            *plan.fit_args,
+            *overrides(params, plan.base_net_args),
+        ]
+        report = _Report(trial, plan.spec.metric, plan.spec.direction)
         try:  # a value the parser refuses: its one line as the reason, not an exit status
             _parse(args[1:])
         except ConfigError as e:
@@ -509,7 +530,7 @@ def make_objective(s: Study) -> Any:
                 trial.set_user_attr("fail_reason", str(e))
                 raise
             except (Exception, SystemExit) as e:  # noqa: BLE001 - every failure is the trial's
-                if isinstance(e, ConfigError) and IN_USE in str(e) and attempt < 2:
+                if isinstance(e, RunInUseError) and attempt < 2:
                     continue  # another process took the same run folder: take the next one
                 reason = _reason(e) if not isinstance(e, SystemExit) else f"exit {e.code}"
                 trial.set_user_attr("fail_reason", reason)
@@ -520,12 +541,12 @@ def make_objective(s: Study) -> Any:
         if report.pruned:
             raise optuna.TrialPruned(f"pruned after {len(report.values)} epoch(s)")
         if not report.values:
-            trial.set_user_attr("fail_reason", f"no validation epoch logged {s.spec.metric}")
-            raise TrialFailed(f"no validation epoch logged {s.spec.metric}")
+            trial.set_user_attr("fail_reason", f"no validation epoch logged {plan.spec.metric}")
+            raise TrialFailed(f"no validation epoch logged {plan.spec.metric}")
         value = report.best()
         if not math.isfinite(value):
-            trial.set_user_attr("fail_reason", f"{s.spec.metric} is {value}")
-            raise TrialFailed(f"{s.spec.metric} is {value}")
+            trial.set_user_attr("fail_reason", f"{plan.spec.metric} is {value}")
+            raise TrialFailed(f"{plan.spec.metric} is {value}")
         return value
 
     return objective
@@ -540,17 +561,27 @@ class _OneLineFailures(logging.Filter):
         return True
 
 
-def run_trials(s: Study, study: optuna.Study, timeout: float | None) -> int:
-    """Run trials until the study holds ``s.n_trials`` or ``timeout`` seconds have passed
+def one_line_failures() -> None:
+    """Show a failed trial as its one line, without the traceback of ``TrialFailed``.
+
+    The filter sits on the handlers of Optuna's root logger (named after the package, the one
+    ``optuna.logging.disable_default_handler`` speaks of): a handler's filters see the records
+    of every logger below it, so which of Optuna's modules logs a failed trial does not matter.
+    """
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _OneLineFailures) for f in handler.filters):
+            handler.addFilter(_OneLineFailures())
+
+
+def run_trials(plan: StudyPlan, study: optuna.Study, timeout: float | None) -> int:
+    """Run trials until the study holds ``plan.n_trials`` or ``timeout`` seconds have passed
     (a running trial finishes); the number this process ran."""
     torch.set_float32_matmul_precision("high")
     fit_cli._quiet()
-    objective = make_objective(s)
-    optimize_log = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _OneLineFailures) for f in optimize_log.filters):
-        optimize_log.addFilter(_OneLineFailures())
+    objective = make_objective(plan)
+    one_line_failures()
     start, ran = time.monotonic(), 0
-    while counted(study) < s.n_trials:
+    while counted(study) < plan.n_trials:
         if timeout is not None and time.monotonic() - start >= timeout:
             break
         with warnings.catch_warnings():

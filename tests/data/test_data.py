@@ -227,16 +227,12 @@ def test_train_subset_is_class_balanced(dm_factory):
 
 
 def test_test_set_untouched_and_in_order(dm_factory, tiny_data):
-    from torchvision.datasets.mnist import read_image_file, read_label_file
+    from torchvision.datasets import MNIST
 
     dm = dm_factory(val_size=100, train_subset=50)
-    raw = raw_dir(tiny_data, "mnist")
-    assert torch.equal(
-        dm.test_set.images[:, 0], read_image_file(str(raw / "t10k-images-idx3-ubyte"))
-    )
-    assert torch.equal(
-        dm.test_set.labels, read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long()
-    )
+    reference = MNIST(str(tiny_data), train=False)  # torchvision reads the same raw folder
+    assert torch.equal(dm.test_set.images[:, 0], reference.data)
+    assert torch.equal(dm.test_set.labels, reference.targets.long())
     loader = dm.test_dataloader()
     n = sum(len(y) for _, y in loader)
     assert n == 200 and loader.drop_last is False
@@ -345,6 +341,67 @@ def test_predict_dir_of_images(tiny_data, tmp_path):
 # ----------------------------------------------------------------------------- real data
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _shards(n: int, world: int) -> list[list[int]]:
+    from imgcls.data.datamodule import EvalShardSampler, TensorImageDataset
+
+    ds = TensorImageDataset(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.zeros(n).long())
+    samplers = [EvalShardSampler(ds, world, rank) for rank in range(world)]
+    shards = [list(s) for s in samplers]
+    assert [len(s) for s in samplers] == [len(s) for s in shards]
+    return shards
+
+
+@pytest.mark.parametrize(("n", "world"), [(10000, 2), (1001, 2), (7, 3), (3, 3), (0, 2)])
+def test_ddp_evaluation_shards_hold_every_image_once(n, world):
+    from torch.utils.data import DistributedSampler
+
+    from imgcls.data.datamodule import EvalShardSampler
+
+    shards = _shards(n, world)
+    assert sorted(i for shard in shards for i in shard) == list(range(n))  # no repeat, no loss
+    assert all(shard == sorted(shard) for shard in shards)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    # A DistributedSampler already: Lightning leaves it in place of its own padded one.
+    assert issubclass(EvalShardSampler, DistributedSampler)
+
+
+def test_ddp_evaluation_of_fewer_images_than_processes_is_refused():
+    from imgcls.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="2 image.* on 3 processes"):
+        _shards(2, 3)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize(
+    ("dataset", "root_fixture"),
+    [("mnist", "real_data_root"), ("fashion_mnist", "real_fashion_root")],
+)
+def test_real_files_load_bit_identical_to_torchvision(dataset, root_fixture, request):
+    """imgcls reads IDX with its own reader (imgcls.deploy.idx); torchvision's data set
+    classes read the same raw folder: every image and label of both splits is the same."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    root = request.getfixturevalue(root_fixture)
+    module, reference = {
+        "mnist": (MNISTDataModule, MNIST),
+        "fashion_mnist": (FashionMNISTDataModule, FashionMNIST),
+    }[dataset]
+    dm = module(data_dir=str(root), val_size=5000)
+    dm.setup("fit")
+    dm.setup("test")
+    train, test = reference(str(root), train=True), reference(str(root), train=False)
+    assert dm.test_set.images.dtype == test.data.dtype == torch.uint8
+    assert torch.equal(dm.test_set.images[:, 0], test.data)
+    assert torch.equal(dm.test_set.labels, test.targets.long())
+    tr, va = dm.split_indices(train.targets)
+    assert len(tr) + len(va) == len(train.data) == 60000
+    assert torch.equal(dm.train_set.images[:, 0], train.data[tr])
+    assert torch.equal(dm.val_set.images[:, 0], train.data[va])
+    assert torch.equal(dm.train_set.labels, train.targets[tr].long())
+    assert torch.equal(dm.val_set.labels, train.targets[va].long())
 
 
 @pytest.mark.real_data

@@ -1,0 +1,147 @@
+"""What a study does around its trials, without training one: a trial left running by a
+process of this machine that is gone is failed and queued again (a pid reused since is not
+that process), a failed trial is logged in one line, and a run folder in use sends a trial to
+the next folder. Optuna's public API only, on an in-memory study: a fraction of a second."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from imgcls import staging
+from imgcls.errors import ConfigError, RunInUseError
+from imgcls.tune import study as tune_study
+from imgcls.tune.spec import load_spec
+from tests.tune.conftest import write_tune_file
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture(autouse=True)
+def _optuna_verbosity() -> Iterator[None]:
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per trial created
+    yield
+    optuna.logging.set_verbosity(before)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _running(study: optuna.Study, owner: dict) -> int:
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("owner", owner)
+    return trial.number
+
+
+def _retries(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+
+
+def test_a_trial_of_a_gone_or_reused_pid_is_failed_and_queued_again() -> None:
+    study = optuna.create_study(direction="maximize")
+    host, parent = socket.gethostname(), os.getppid()
+    dead = _running(study, {"host": host, "pid": _dead_pid(), "start": None})
+    older = _running(study, {"host": host, "pid": _dead_pid()})  # written by an older imgcls
+    reused = _running(study, {"host": host, "pid": parent, "start": "linux:0"})
+    alive = _running(study, {"host": host, "pid": parent, "start": staging.process_start(parent)})
+    elsewhere = _running(study, {"host": host + ".other", "pid": _dead_pid(), "start": None})
+    tune_study._fail_dead_local_trials(study)
+    trials = study.trials
+    for number in (dead, older, reused):
+        assert trials[number].state == TrialState.FAIL
+        assert "fail_reason" not in trials[number].user_attrs  # lost, not failed by itself
+        (retry,) = _retries(study, number)
+        assert retry.state == TrialState.WAITING and retry.params == trials[number].params
+    for number in (alive, elsewhere):
+        assert trials[number].state == TrialState.RUNNING and not _retries(study, number)
+
+
+def test_a_trial_finished_meanwhile_by_another_process_is_not_queued_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = optuna.create_study(direction="maximize")
+    number = _running(study, {"host": socket.gethostname(), "pid": _dead_pid()})
+    seen_running = study.get_trials(states=(TrialState.RUNNING,))
+    study.tell(number, state=TrialState.FAIL)  # another process's heartbeat check got there
+    monkeypatch.setattr(study, "get_trials", lambda **kw: seen_running)
+    tune_study._fail_dead_local_trials(study)
+    assert not _retries(study, number)
+
+
+def test_a_failed_trial_is_logged_in_one_line() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        tune_study.one_line_failures()
+
+        def objective(trial: optuna.Trial) -> float:
+            trial.suggest_float("x", 0.0, 1.0)
+            raise tune_study.TrialFailed("NonFiniteLossError: the loss is nan")
+
+        optuna.create_study().optimize(objective, n_trials=1, catch=(tune_study.TrialFailed,))
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    text = out.getvalue()
+    assert "Trial 0 failed with parameters" in text and "the loss is nan" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("first_error", "fits"),
+    [
+        (RunInUseError("runs/x/version_0 is in use: another imgcls fit is training in it"), 2),
+        # The same words in another ConfigError are not a folder in use: the trial fails.
+        (ConfigError("runs/x/version_0 is in use: another imgcls fit is training in it"), 1),
+    ],
+)
+def test_a_run_folder_in_use_sends_the_trial_to_the_next_folder(
+    first_error: ConfigError, fits: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[list[str]] = []
+
+    class FitOnce:  # stands in for the trial's `imgcls fit`
+        def __init__(self, report: tune_study._Report, args: list[str]) -> None:
+            calls.append(args)
+            if len(calls) == 1:
+                raise first_error
+            report.values.append(0.5)
+
+    monkeypatch.setattr(tune_study, "_TrialCLI", FitOnce)
+    monkeypatch.setattr(tune_study, "_parse", lambda args: None)
+    monkeypatch.setattr(tune_study, "_end_trial", lambda: None)
+    tune_file = write_tune_file(tmp_path / "t.yaml", {"model.scheduler.init_args.max_lr": [0.01]})
+    spec = load_spec([str(tune_file)])
+    plan = tune_study.StudyPlan(
+        spec=spec,
+        fit_args=[],
+        base_net_args={},
+        experiment_dir=tmp_path,
+        folder=tmp_path,
+        study_name="t",
+        storage_url="sqlite://",
+        n_trials=1,
+    )
+    objective = tune_study.make_objective(plan)
+    trial = optuna.create_study(direction="maximize").ask()
+    if fits == 2:
+        assert objective(trial) == 0.5
+    else:
+        with pytest.raises(tune_study.TrialFailed, match="ConfigError: .* is in use"):
+            objective(trial)
+    assert len(calls) == fits
