@@ -51,7 +51,16 @@ from imgcls.training.lightning_module import ImageClassifier, mismatch
 from imgcls.training.loggers import RunCSVLogger, drop_rows_after
 from imgcls.utils import check_writable_folder
 
-__all__ = ["DEFAULTS", "ImgclsCLI", "checkpoint_plugins", "cli_main", "progress_bar"]
+__all__ = [
+    "DEFAULTS",
+    "ImgclsCLI",
+    "checkpoint_plugins",
+    "cli_main",
+    "dataset_of",
+    "experiment_of",
+    "progress_bar",
+    "quiet_lightning",
+]
 
 DEFAULTS = Path(__file__).parent.parent / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -108,7 +117,7 @@ class RunConfigCallback(SaveConfigCallback):
                 logger.log_hyperparams({"config": config})
 
 
-def _dataset(cfg: Namespace) -> str:
+def dataset_of(cfg: Namespace) -> str:
     """The data set a parsed config trains on (its data module's ``dataset_name``)."""
     from imgcls.data.registry import DATAMODULES
 
@@ -116,9 +125,9 @@ def _dataset(cfg: Namespace) -> str:
     return next((n for n, c in DATAMODULES.items() if c.__name__ == data_cls), "data")
 
 
-def _experiment(cfg: Namespace) -> str:
+def experiment_of(cfg: Namespace) -> str:
     """``<dataset>-<net>`` of a parsed config (``runs.experiment_name``)."""
-    return runs.experiment_name(_dataset(cfg), cfg.model.net, cfg.model.net_args)
+    return runs.experiment_name(dataset_of(cfg), cfg.model.net, cfg.model.net_args)
 
 
 def _config_files(args: list[str]) -> list[str]:
@@ -197,7 +206,7 @@ def _check_empty_keys(path: str, data: Any, cfg: Namespace) -> None:
 def _check_resumable(ckpt: dict[str, Any], path: Path, cfg: Namespace) -> None:
     """Refuse, before anything is written, a resume that cannot go as the user expects."""
     hp = ckpt.get("hyper_parameters", {})
-    mine = {"net": cfg.model.net, "dataset": _dataset(cfg)}
+    mine = {"net": cfg.model.net, "dataset": dataset_of(cfg)}
     detail = mismatch(hp, mine, "checkpoint", "config")
     if not detail and (hp.get("net_args") or {}) != (cfg.model.net_args or {}):
         detail = f"net_args: checkpoint {hp.get('net_args')!r} vs config {cfg.model.net_args!r}"
@@ -364,7 +373,7 @@ class ImgclsCLI(LightningCLI):
             return
         root = Path(cfg.trainer.default_root_dir or runs.RUNS_DIR)
         which = "last" if subcommand == "fit" else "best"
-        path = runs.resolve_checkpoint(spec, which, experiment_dir=root / _experiment(cfg))
+        path = runs.resolve_checkpoint(spec, which, experiment_dir=root / experiment_of(cfg))
         ckpt = load_checkpoint(path, resume=subcommand == "fit")
         cfg.ckpt_path = str(path)
         if subcommand != "fit" and cfg.trainer.get("precision") is None:
@@ -395,7 +404,7 @@ class ImgclsCLI(LightningCLI):
         from imgcls.models import model_entrypoint
 
         model_entrypoint(cfg.model.net)  # an unknown net fails here, listing the valid names
-        name = _experiment(cfg)
+        name = experiment_of(cfg)
         for args in _logger_args(cfg):
             if args.get("name") in (None, "", "auto"):
                 args["name"] = name
@@ -473,7 +482,7 @@ class _DropLightningTips(logging.Filter):
         return "💡 Tip" not in record.getMessage()
 
 
-def _quiet() -> None:
+def quiet_lightning() -> None:
     """Silence what a user cannot act on: Lightning's adverts for its cloud services, a deprecation
     inside Lightning's own pytree code, and LightningCLI's warning that ``args`` and
     ``sys.argv`` are both given (``imgcls`` builds ``args`` from ``sys.argv`` on purpose)."""
@@ -484,7 +493,7 @@ def _quiet() -> None:
 
 def cli_main(args: list[str] | None = None) -> ImgclsCLI:
     torch.set_float32_matmul_precision("high")
-    _quiet()
+    quiet_lightning()
     try:
         cli = ImgclsCLI(args=args)
     except OSError as e:

@@ -213,7 +213,7 @@ def prepare(
             raise ConfigError(f"space: unknown key {p.key}: imgcls fit has no such option")
     from imgcls.data.registry import DATAMODULES
 
-    dataset = fit_cli._dataset(base)
+    dataset = fit_cli.dataset_of(base)
     class_names = list(DATAMODULES[dataset].class_names) if dataset in DATAMODULES else None
     data_args = base.data.get("init_args") if "init_args" in base.data else None
     val_size = data_args.get("val_size", 5000) if data_args is not None else 5000
@@ -223,7 +223,7 @@ def prepare(
     ):
         raise ConfigError(problem)
     root = Path(base.trainer.default_root_dir or runs.RUNS_DIR)
-    experiment_dir = root / fit_cli._experiment(base)
+    experiment_dir = root / fit_cli.experiment_of(base)
     name = study_name or spec.name
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ConfigError(f"--study_name {name!r}: use letters, digits, '.', '_' and '-'")
@@ -577,7 +577,7 @@ def run_trials(plan: StudyPlan, study: optuna.Study, timeout: float | None) -> i
     """Run trials until the study holds ``plan.n_trials`` or ``timeout`` seconds have passed
     (a running trial finishes); the number this process ran."""
     torch.set_float32_matmul_precision("high")
-    fit_cli._quiet()
+    fit_cli.quiet_lightning()
     objective = make_objective(plan)
     one_line_failures()
     start, ran = time.monotonic(), 0
