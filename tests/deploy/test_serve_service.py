@@ -21,7 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.idx import read_idx
-from imgcls.deploy.serve_app import ServeOptions, Service, build_app, make_service
+from imgcls.deploy.serve_routes import build_app
+from imgcls.deploy.serve_service import Service
+from imgcls.deploy.serve_settings import ServeOptions
+from imgcls.deploy.serve_workers import make_service
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -274,7 +277,7 @@ def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
     the decode pool instead, so the batch never waits for it."""
     import threading
 
-    from imgcls.deploy.serve_app import DIRECT_PIXELS
+    from imgcls.deploy.serve_settings import DIRECT_PIXELS
 
     svc = service(exported_lenet / "model.onnx")
     seen: list[tuple[str, int | None, bool]] = []  # thread, max_pixels, decoded
@@ -379,9 +382,10 @@ def test_openapi_documents_the_bodies_and_answers(open_service: Service) -> None
 
 @pytest.fixture()
 def no_swagger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import imgcls.deploy.serve_app as sa
+    import sys
 
-    monkeypatch.setattr(sa, "_swagger_assets", lambda: None)
+    # as if the package were not installed: importing it fails
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)
     yield
 
 
@@ -402,7 +406,7 @@ def test_workers_spread_over_gpus_with_tensorrt_caches_on_disk(
 ) -> None:
     """The provider options a worker slot gets (no GPU needed to compute them): slot i on GPU
     i % n, TensorRT's engine and timing caches in one folder on disk."""
-    import imgcls.deploy.serve_app as sa
+    import imgcls.deploy.serve_workers as sa
 
     model = tmp_path / "model.onnx"
     model.write_bytes((exported_lenet / "model.onnx").read_bytes())
