@@ -152,7 +152,8 @@ class Endpoint:
     handler: str | None
     key: bool = False
     direct: bool = False
-    note: str = ""
+    note: str = ""  # beside the route in ENDPOINTS
+    listed: bool = True  # in ENDPOINTS
     openapi: dict[str, Any] = field(default_factory=dict)
 
 
@@ -220,6 +221,8 @@ ROUTE_TABLE: tuple[Endpoint, ...] = (
         },
     ),
     Endpoint("GET", "/docs", None, note="Swagger UI"),
+    # Swagger UI's OAuth2 redirect page, which fastapi-offline adds beside /docs
+    Endpoint("GET", "/docs/oauth2-redirect", None, listed=False),
     Endpoint("GET", "/openapi.json", None),
     Endpoint("GET", "/", "page", note="the page", openapi={"include_in_schema": False}),
 )
@@ -227,5 +230,5 @@ ROUTE_TABLE: tuple[Endpoint, ...] = (
 API_ROUTES = frozenset(e.path for e in ROUTE_TABLE if e.key)
 ROUTE_LABELS = frozenset(e.path for e in ROUTE_TABLE)
 ENDPOINTS = ", ".join(
-    f"{e.method} {e.path}" + (f" ({e.note})" if e.note else "") for e in ROUTE_TABLE
+    f"{e.method} {e.path}" + (f" ({e.note})" if e.note else "") for e in ROUTE_TABLE if e.listed
 )
