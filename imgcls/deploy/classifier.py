@@ -48,6 +48,7 @@ __all__ = [
     "TRT_PROFILE",
     "OnnxClassifier",
     "cuda_device_count",
+    "loads",
     "read_metadata",
     "to_pixels",
 ]
@@ -140,6 +141,18 @@ def read_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
     except ORT_ERRORS as e:
         raise ModelLoadError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:300]})") from e
     return metadata.decode(sess.get_modelmeta().custom_metadata_map, str(path))
+
+
+def loads(model: bytes) -> bool:
+    """Whether this onnxruntime loads ``model`` (serialised ONNX) on the CPU: what the export
+    side asks to find the newest opset it may write."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except ORT_ERRORS:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- the classifier
