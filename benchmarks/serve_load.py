@@ -186,9 +186,10 @@ def parse_wrk(out: str, connections: int) -> Cell:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
     seconds = _ms(done.group(2) + done.group(3)) / 1e3
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    pct = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", out, re.M))
+    # wrk pads a latency in seconds with a trailing space ("99%    1.26s ")
+    pct = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)\s*$", out, re.M))
     if not pct:
-        pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+        pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     sock = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:

@@ -6,10 +6,13 @@ Modules, one concern each:
 - ``images``: image files, uploads and folders into model-sized uint8 batches.
 - ``framing``: pictures of any size framed the way MNIST / Fashion-MNIST images were.
 - ``metadata``: the ONNX metadata schema an export writes and the classifier reads.
-- ``classifier``: the onnxruntime classifier, its devices and execution providers.
+- ``pixels``: the model input, checked (``to_pixels``).
+- ``classifier``: the onnxruntime classifier, its devices and execution providers: the one
+  door to onnxruntime (``onnxruntime_compat`` holds the private names it needs).
 - ``photos``: MNIST digits re-rendered as photos, to measure a deployment on such pictures.
-- ``serve`` (with ``serve_app``, ``batcher``, ``serve_metrics``): the HTTP service (FastAPI on
-  uvicorn, the session in the process that answers) and ``web/``, its draw-a-digit page.
+- ``serve`` (with the ``serve_*`` modules, ``batcher``): the HTTP service (FastAPI on
+  uvicorn, the session in the process that answers; ``serve``'s docstring lists the modules)
+  and ``web/``, its draw-a-digit page.
 - ``site`` (with ``npm``): that page as a static site running the model in the browser.
 
 Nothing here imports torch, torchvision, Lightning, torchmetrics or onnx, nor any module of

@@ -4,9 +4,14 @@ The model file describes itself: ``imgcls export`` writes its metadata (class na
 name / shape / dtype, normalisation, ...) into the ONNX ``metadata_props``
 (``imgcls.deploy.metadata``; ``read_metadata`` reads it without building a classifier).
 Normalisation is baked into the graph (``"normalization": "in_graph"``): the model takes
-float32 pixels in [0, 1], shape (N, C, H, W). ``to_pixels`` turns uint8 images into such
-pixels and refuses floats outside [0, 1], so an already-normalised batch cannot be fed by
-mistake.
+float32 pixels in [0, 1], shape (N, C, H, W). ``to_pixels`` (``imgcls.deploy.pixels``) turns
+uint8 images into such pixels and refuses floats outside [0, 1], so an already-normalised batch
+cannot be fed by mistake.
+
+``OnnxClassifier`` is the one door to onnxruntime: nothing else in imgcls holds an
+``InferenceSession``. It runs outputs by name (``outputs``, ``probabilities``,
+``feature_maps``), splits inputs over its batch limit (``MAX_BATCH`` on TensorRT, whose
+profile is built for it), and warms itself up (``warm_up``).
 
 Devices: ``cpu``, ``cuda`` (CUDAExecutionProvider), ``tensorrt`` (TensorrtExecutionProvider,
 with CUDA then CPU for the nodes TensorRT does not take) and ``auto`` (CUDA when a GPU and
@@ -31,16 +36,19 @@ from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from imgcls.deploy import metadata
-from imgcls.errors import ConfigError, InputError, ModelLoadError, ProviderError
+from imgcls.deploy.onnxruntime_compat import ORT_ERRORS
+from imgcls.deploy.pixels import to_pixels
+from imgcls.errors import ConfigError, ModelLoadError, ProviderError
 
 __all__ = [
     "DEVICES",
+    "MAX_BATCH",
     "TRT_PROFILE",
     "OnnxClassifier",
     "cuda_device_count",
+    "loads",
     "read_metadata",
     "to_pixels",
 ]
@@ -52,24 +60,12 @@ _EP = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-# TensorRT optimisation profile for the batch axis: (min, opt, max). Larger batches are split.
-TRT_PROFILE: tuple[int, int, int] = (1, 64, 1024)
-
-# onnxruntime's Python errors derive from Exception only; these are the ones loading can raise.
-_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(_ort_state, n)
-    for n in (
-        "Fail",
-        "InvalidArgument",
-        "NoSuchFile",
-        "InvalidProtobuf",
-        "InvalidGraph",
-        "RuntimeException",
-        "NotImplemented",
-        "EPFail",
-    )
-    if hasattr(_ort_state, n)
-)
+# The largest batch one session call takes: TensorRT's optimisation profile is built for it,
+# ``imgcls serve --max_batch_size`` and a JSON request's images are bounded by it, and
+# ``OnnxClassifier`` splits larger inputs into calls of at most this many images.
+MAX_BATCH = 1024
+# TensorRT optimisation profile for the batch axis: (min, opt, max).
+TRT_PROFILE: tuple[int, int, int] = (1, 64, MAX_BATCH)
 
 
 # ----------------------------------------------------------------------------- providers
@@ -142,76 +138,21 @@ def read_metadata(model: str | os.PathLike[str]) -> dict[str, Any]:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except _ORT_ERRORS as e:
+    except ORT_ERRORS as e:
         raise ModelLoadError(f"{path}: onnxruntime cannot load it ({str(e).strip()[:300]})") from e
     return metadata.decode(sess.get_modelmeta().custom_metadata_map, str(path))
 
 
-# ----------------------------------------------------------------------------- inputs
-def to_pixels(
-    images: np.ndarray | Mapping[str, np.ndarray],
-    input_shape: tuple[int, int, int],
-    input_name: str = "pixels",
-) -> np.ndarray:
-    """Check a batch and turn it into the model input: float32 pixels in [0, 1], (N, C, H, W).
-
-    Accepts uint8 (0..255) or float32 in [0, 1], shaped (N, C, H, W) or (N, H, W) for
-    one-channel models; or ``{input_name: array}``.
-
-    Raises:
-        InputError: wrong input name, rank, size, dtype, an empty batch, NaN/inf, or
-            floats outside [0, 1] (e.g. already-normalised pixels).
-    """
-    if isinstance(images, Mapping):
-        if set(images) != {input_name}:
-            raise InputError(
-                f"input names {sorted(images)} do not match the model's single input {input_name!r}"
-            )
-        images = images[input_name]
-    x = np.asarray(images)
-    c, h, w = input_shape
-    if x.ndim == 3 and c == 1:
-        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
-    if x.ndim != 4:
-        expected = f"(N, {c}, {h}, {w})" + (f" or (N, {h}, {w})" if c == 1 else "")
-        hint = (
-            "; for a single image add a batch axis: images[None]"
-            if x.ndim == (2 if c == 1 else 3)
-            else ""
-        )
-        raise InputError(
-            f"expected images of shape {expected}, got rank {x.ndim} shape {x.shape}{hint}"
-        )
-    if x.shape[1:] != (c, h, w):
-        raise InputError(
-            f"expected images of shape (N, {c}, {h}, {w}), got {x.shape}; "
-            f"resize them to {h}x{w} {'greyscale' if c == 1 else 'RGB'} (load_images does this)"
-        )
-    if x.shape[0] == 0:
-        raise InputError("empty batch: no images given")
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / np.float32(255.0)
-    if x.dtype != np.float32:
-        raise InputError(
-            f"expected uint8 pixels (0..255) or float32 pixels in [0, 1], got {x.dtype}; "
-            "convert with images.astype(np.float32) after scaling to [0, 1]"
-        )
-    finite = np.isfinite(x)
-    if not finite.all():
-        bad = int((~finite).sum())
-        first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
-        raise InputError(
-            f"{bad} NaN or inf pixel(s) in the batch (first in image {first}); "
-            "pixels must be finite"
-        )
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise InputError(
-            f"float32 pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]. "
-            "The model normalises its input itself (normalization: in_graph): "
-            "pass raw pixels/255 or uint8 images, not normalised ones"
-        )
-    return np.ascontiguousarray(x)
+def loads(model: bytes) -> bool:
+    """Whether this onnxruntime loads ``model`` (serialised ONNX) on the CPU: what the export
+    side asks to find the newest opset it may write."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except ORT_ERRORS:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- the classifier
@@ -223,7 +164,8 @@ class OnnxClassifier:
         device: ``auto`` | ``cpu`` | ``cuda`` | ``tensorrt`` (see the module docstring).
         intra_op_threads: onnxruntime's intra-op threads (None: one per core). 1 is fastest
             for batch-1 latency.
-        batch_size: largest batch sent to the session in one run; larger inputs are split.
+        batch_size: largest batch sent to the session in one run; larger inputs are split
+            (on TensorRT never more than ``MAX_BATCH``, its profile's largest batch).
         provider_options: per-provider option overrides, e.g.
             ``{"TensorrtExecutionProvider": {"trt_fp16_enable": "1"}}``.
         session_config: onnxruntime session config entries, e.g.
@@ -241,7 +183,7 @@ class OnnxClassifier:
         device: Device | str = "auto",
         *,
         intra_op_threads: int | None = None,
-        batch_size: int = 1024,
+        batch_size: int = MAX_BATCH,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         session_config: Mapping[str, str] | None = None,
     ) -> None:
@@ -279,6 +221,8 @@ class OnnxClassifier:
             self.session = self._gpu_session(self.device, provider_options, meta)
         self.metadata: dict[str, Any] = self._metadata_of(self.session)
         self._check_graph()
+        # the device is known only now (``auto`` may have fallen back to the CPU)
+        self._step = min(batch_size, MAX_BATCH) if self.device == "tensorrt" else batch_size
 
     # -------------------------------------------------------------- construction helpers
     def _session(self, providers: list[Any]) -> ort.InferenceSession:
@@ -286,7 +230,7 @@ class OnnxClassifier:
             # The Python wrapper prints provider fall-backs on stdout: keep stdout for results.
             with contextlib.redirect_stdout(sys.stderr):
                 return ort.InferenceSession(self._model, self._options, providers=providers)
-        except _ORT_ERRORS as e:
+        except ORT_ERRORS as e:
             raise ModelLoadError(
                 f"{self.source}: onnxruntime cannot load it ({str(e).strip()[:300]})"
             ) from e
@@ -361,6 +305,15 @@ class OnnxClassifier:
                 f"{self.source}: graph outputs {self.output_names}, expected logits, probabilities"
             )
         self.class_names: list[str] = list(self.metadata["class_names"])
+        # a feature-map model (``model.features.onnx``) names its extra outputs in its metadata
+        layers = self.metadata.get("feature_maps") or []
+        self.feature_outputs: list[str] = [str(layer["output"]) for layer in layers]
+        missing = [n for n in self.feature_outputs if n not in self.output_names]
+        if missing:
+            raise ModelLoadError(
+                f"{self.source}: its metadata names feature-map outputs {missing} that the graph "
+                f"does not have (outputs {self.output_names}); export it again"
+            )
         self._check_shapes(inputs[0].shape, self.session.get_outputs())
 
     def _check_shapes(self, graph_in: Sequence[Any], outputs: Sequence[Any]) -> None:
@@ -399,20 +352,46 @@ class OnnxClassifier:
         return to_pixels(images, self.input_shape, self.input_name)
 
     # -------------------------------------------------------------- inference
+    def outputs(self, pixels: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+        """The graph outputs ``names`` for ``pixels`` that are already the model input (what
+        ``to_pixels`` returns: float32 in [0, 1], (N, C, H, W)); no check is repeated here.
+        Inputs over the batch limit are run in several session calls and joined."""
+        feeds = {self.input_name: pixels}
+        if len(pixels) <= self._step:  # the common case: one call, nothing to join
+            return list(self.session.run(list(names), feeds))
+        parts = [
+            self.session.run(list(names), {self.input_name: pixels[i : i + self._step]})
+            for i in range(0, len(pixels), self._step)
+        ]
+        return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, num_classes) float32 of model-input ``pixels`` (see
+        ``outputs``)."""
+        return self.outputs(pixels, ("probabilities",))[0]
+
+    def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities and the feature maps, one (N, C, H, W) array per layer in the order of
+        the metadata's ``feature_maps``, of model-input ``pixels``; for a feature-map model.
+
+        Raises:
+            ModelLoadError: this model has no feature-map outputs.
+        """
+        if not self.feature_outputs:
+            raise ModelLoadError(f"{self.source}: not a feature-map model (no feature_maps)")
+        probs, *maps = self.outputs(pixels, ("probabilities", *self.feature_outputs))
+        return probs, maps
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Run every output once per batch size on zeros, so that the first real call pays for
+        no memory allocation (nor, on TensorRT, an engine build)."""
+        for n in sorted(set(batch_sizes)):
+            self.outputs(np.zeros((n, *self.input_shape), np.float32), self.output_names)
+
     def run(self, images: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(logits, probabilities), each (N, num_classes) float32."""
-        x = self.to_pixels(images)
-        logits, probs = [], []
-        step = (
-            min(self.batch_size, TRT_PROFILE[2]) if self.device == "tensorrt" else self.batch_size
-        )
-        for i in range(0, len(x), step):
-            lg, pr = self.session.run(
-                ["logits", "probabilities"], {self.input_name: x[i : i + step]}
-            )
-            logits.append(lg)
-            probs.append(pr)
-        return np.concatenate(logits), np.concatenate(probs)
+        logits, probs = self.outputs(self.to_pixels(images), ("logits", "probabilities"))
+        return logits, probs
 
     def logits(self, images: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
         """Logits (N, num_classes) float32."""

@@ -1,8 +1,18 @@
 """``imgcls serve``: an exported ONNX model behind HTTP, on FastAPI and uvicorn.
 
-The onnxruntime session lives in the process that answers HTTP (``imgcls.deploy.serve_app``);
-a micro-batcher (``imgcls.deploy.batcher``, one session thread) gathers the requests that are
-waiting into one session call, with no fixed wait. ``--workers N`` runs N such processes on one
+The onnxruntime session lives in the process that answers HTTP; a micro-batcher
+(``imgcls.deploy.batcher``, one session thread) gathers the requests that are waiting into one
+session call, with no fixed wait. The service is in rooms, one concern each:
+
+- ``serve_settings``: the options and the limits the parts share;
+- ``serve_schemas``: the route table, from which the routes, the key's paths and the metrics'
+  route labels are derived, and the OpenAPI description;
+- ``serve_gate``: Host check, API key and request metrics, in plain ASGI before any routing;
+- ``serve_bodies``: reading a body (limits, deadline, forms) and checking JSON pixels;
+- ``serve_service``: the model side of a worker (decoding, batching, the classifier calls);
+- ``serve_routes``: the handlers and the FastAPI app built from the table;
+- ``serve_workers``: the worker processes' sessions (GPU slots, TensorRT caches, the factory).
+ ``--workers N`` runs N such processes on one
 port under uvicorn's supervisor, which restarts a worker that dies; each has its own session, on
 GPU ``i % n_gpus``. ``/metrics`` is Prometheus' text format (``imgcls.deploy.serve_metrics``).
 
@@ -27,26 +37,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from imgcls.deploy.classifier import OnnxClassifier, read_metadata
+from imgcls.deploy.classifier import MAX_BATCH, OnnxClassifier, read_metadata
 from imgcls.deploy.framing import framing_for
-from imgcls.deploy.serve_app import (
-    FEATURES_FILE,
-    KEY_ENV,
-    OPTIONS_ENV,
-    ServeOptions,
-    build_app,
-    encode_maps,
-    make_service,
-    model_id,
-)
 from imgcls.deploy.serve_metrics import MULTIPROC_ENV
+from imgcls.deploy.serve_routes import build_app
+from imgcls.deploy.serve_service import encode_maps
+from imgcls.deploy.serve_settings import FEATURES_FILE, KEY_ENV, OPTIONS_ENV, ServeOptions, model_id
+from imgcls.deploy.serve_workers import APP_FACTORY, make_service
 from imgcls.errors import ConfigError
 from imgcls.utils import sha256_file
 
 __all__ = ["ServeOptions", "check_options", "encode_maps", "model_id", "serve"]
 
 ALL_INTERFACES = ("0.0.0.0", "::")
-MAX_BATCH = 1024  # the TensorRT profile's largest batch (imgcls.deploy.classifier.TRT_PROFILE)
 
 
 def check_options(options: ServeOptions) -> None:
@@ -157,10 +160,11 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
         "server_header": False,
     }
     with _run_dir(options.workers) as run_dir:
+        app: Any
         if options.workers == 1:
             service = make_service(options)  # ModelLoadError, ProviderError: exit 2
             provider = service.provider
-            config = uvicorn.Config(build_app(service), **common)
+            app, factory = build_app(service), False
         else:
             probe = OnnxClassifier(options.model, device=options.device)
             provider = probe.providers_in_use[0]
@@ -169,12 +173,9 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
             os.environ[OPTIONS_ENV] = options.to_json()
             if options.api_key:
                 os.environ[KEY_ENV] = options.api_key
-            config = uvicorn.Config(
-                "imgcls.deploy.serve_app:app_from_env",
-                factory=True,
-                workers=options.workers,
-                **common,
-            )
+            # uvicorn's supervisor imports the factory in each worker, and restarts a worker
+            # that dies
+            app, factory = APP_FACTORY, True
         log(
             f"[imgcls serve] {options.model} on {url} (provider {provider}; dynamic batching "
             f"up to {options.max_batch_size} images; {options.workers} worker process(es); "
@@ -192,10 +193,4 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
         logging.getLogger("imgcls.serve").setLevel(logging.INFO)
         signal.signal(signal.SIGTERM, _exit_quietly)
         signal.signal(signal.SIGINT, _exit_quietly)
-        server = uvicorn.Server(config)
-        if options.workers == 1:
-            server.run()
-        else:
-            from uvicorn.supervisors import Multiprocess
-
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        uvicorn.run(app, factory=factory, workers=options.workers, **common)

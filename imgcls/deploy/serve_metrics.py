@@ -9,7 +9,8 @@
 With ``--workers`` > 1 every worker is a process of its own: ``prometheus_client``'s
 multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a folder the parent makes before the workers
 start and removes on exit) sums them, so a scrape answered by any worker counts all of them.
-Routes are a fixed set (anything else is ``other``), so a scanner cannot grow the label set.
+Routes are a fixed set, the service's route table (``imgcls.deploy.serve_schemas``; anything
+else is ``other``), so a scanner cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from imgcls.deploy.serve_schemas import ROUTE_LABELS
+
 __all__ = ["CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "ROUTES", "Metrics"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-ROUTES = frozenset(
-    {"/predict", "/features", "/metadata", "/metrics", "/health", "/", "/docs", "/openapi.json"}
-)
+ROUTES = ROUTE_LABELS
 LATENCY_BUCKETS = (
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 )  # fmt: skip

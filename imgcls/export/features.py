@@ -26,7 +26,6 @@ from imgcls.errors import ExportError
 from imgcls.export import gates
 from imgcls.export.graph import (
     FMAP_PREFIX,
-    INPUT_NAME,
     OUTPUT_NAMES,
     FeatureMapClassifier,
     set_metadata,
@@ -150,7 +149,7 @@ def features_model(
     )
 
     pixels = session.to_pixels(images[:FMAP_CHECK_IMAGES].numpy())
-    onnx_maps = session.session.run(None, {INPUT_NAME: pixels})[len(OUTPUT_NAMES) :]
+    _, onnx_maps = session.feature_maps(pixels)
     with FeatureMapClassifier(net, mean, std, taps) as wrapper, torch.inference_mode():
         torch_maps = [t.float().numpy() for t in wrapper.eval()(torch.from_numpy(pixels))[2:]]
     fmap_diff = 0.0

@@ -16,12 +16,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi import Depends, HTTPException, Request  # module level: FastAPI reads annotations
+from fastapi.responses import JSONResponse
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.idx import read_idx
-from imgcls.deploy.serve_app import ServeOptions, Service, build_app, make_service
+from imgcls.deploy.serve_routes import build_app
+from imgcls.deploy.serve_service import Service
+from imgcls.deploy.serve_settings import ServeOptions
+from imgcls.deploy.serve_workers import make_service
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -274,7 +280,7 @@ def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
     the decode pool instead, so the batch never waits for it."""
     import threading
 
-    from imgcls.deploy.serve_app import DIRECT_PIXELS
+    from imgcls.deploy.serve_settings import DIRECT_PIXELS
 
     svc = service(exported_lenet / "model.onnx")
     seen: list[tuple[str, int | None, bool]] = []  # thread, max_pixels, decoded
@@ -379,9 +385,10 @@ def test_openapi_documents_the_bodies_and_answers(open_service: Service) -> None
 
 @pytest.fixture()
 def no_swagger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import imgcls.deploy.serve_app as sa
+    import sys
 
-    monkeypatch.setattr(sa, "_swagger_assets", lambda: None)
+    # as if the package were not installed: importing it fails
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)
     yield
 
 
@@ -402,7 +409,7 @@ def test_workers_spread_over_gpus_with_tensorrt_caches_on_disk(
 ) -> None:
     """The provider options a worker slot gets (no GPU needed to compute them): slot i on GPU
     i % n, TensorRT's engine and timing caches in one folder on disk."""
-    import imgcls.deploy.serve_app as sa
+    import imgcls.deploy.serve_workers as sa
 
     model = tmp_path / "model.onnx"
     model.write_bytes((exported_lenet / "model.onnx").read_bytes())
@@ -446,3 +453,81 @@ def test_tensorrt_engine_is_built_once(exported_lenet: Path, tmp_path: Path) -> 
     assert second.provider == "TensorrtExecutionProvider"
     assert sorted(p.name for p in (tmp_path / ".trt-cache").iterdir()) == engines
     assert warm < cold, (warm, cold)
+
+
+# ----------------------------------------------------------------------------- the route table
+def test_what_is_attached_to_a_route_runs_for_post_predict_too(
+    open_service: Service, images: np.ndarray
+) -> None:
+    """POST /predict may skip FastAPI's routing, but never what FastAPI would run: a dependency
+    on the route, an exception handler and a middleware of the app all run for it."""
+    seen: list[str] = []
+
+    async def count(request: Request) -> None:
+        seen.append(request.url.path)
+        if request.headers.get("x-refuse"):
+            raise HTTPException(429, "refused by the dependency")
+
+    body, ct = png(images[0]), {"content-type": "image/png"}
+
+    async def with_dependency() -> list[httpx.Response]:
+        app = build_app(open_service, dependencies=[Depends(count)])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
+        ) as c:
+            return [
+                await c.post("/predict", content=body, headers=ct),
+                await c.post("/predict", content=body, headers={**ct, "x-refuse": "1"}),
+                await c.get("/health"),
+            ]
+
+    ok, refused, health = run(with_dependency())
+    assert ok.status_code == 200 and health.status_code == 200
+    assert refused.status_code == 429 and refused.json()["detail"] == "refused by the dependency"
+    assert seen == ["/predict", "/predict", "/health"]
+
+    class Stamp(BaseHTTPMiddleware):
+        async def dispatch(self, request: Any, call_next: Any) -> Any:
+            response = await call_next(request)
+            response.headers["x-stamped"] = "1"
+            return response
+
+    async def teapot(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "handled here"}, status_code=418)
+
+    async def with_handler_and_middleware() -> list[httpx.Response]:
+        plain, stamped = build_app(open_service), build_app(open_service)
+        plain.app.add_exception_handler(400, teapot)
+        stamped.app.add_middleware(Stamp)
+        answers = []
+        for gate in (plain, stamped):
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=gate), base_url="http://127.0.0.1:8000"
+            ) as c:
+                answers.append(await c.post("/predict", content=b"", headers=ct))
+                answers.append(await c.post("/predict", content=body, headers=ct))
+        # the plain app's POST /predict is answered past FastAPI's routing, the other is not
+        assert set(plain.direct or ()) == {("POST", "/predict")} and stamped.direct == {}
+        return answers
+
+    empty, good, empty_stamped, good_stamped = run(with_handler_and_middleware())
+    assert empty.status_code == 418 and empty.json()["detail"] == "handled here"
+    assert good.status_code == 200 and "x-stamped" not in good.headers
+    assert empty_stamped.status_code == 400 and empty_stamped.headers["x-stamped"] == "1"
+    assert good_stamped.status_code == 200 and good_stamped.headers["x-stamped"] == "1"
+
+
+def test_routes_key_and_metric_labels_come_from_one_table(open_service: Service) -> None:
+    from fastapi.routing import APIRoute
+
+    from imgcls.deploy import serve_metrics
+    from imgcls.deploy.serve_schemas import API_ROUTES, ENDPOINTS, ROUTE_TABLE
+
+    app = build_app(open_service).app
+    served = {(m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods or ()}
+    # every entry with a handler is a FastAPI route, and FastAPI has no route of ours beyond
+    assert {(e.method, e.path) for e in ROUTE_TABLE if e.handler} <= served
+    assert {p for _, p in served} <= {e.path for e in ROUTE_TABLE}
+    assert {e.path for e in ROUTE_TABLE} == serve_metrics.ROUTES
+    assert {"/predict", "/features", "/metadata", "/metrics"} == API_ROUTES
+    assert all(f"{e.method} {e.path}" in ENDPOINTS for e in ROUTE_TABLE if e.listed)
