@@ -335,15 +335,6 @@ def test_idx_files(tmp_path: Path) -> None:
         assert load_images([tmp_path / "small"])[1].shape == (2, 1, 28, 28)
 
 
-@real_data
-def test_idx_reader_matches_torchvision(
-    real_data_root: Path, test_set: tuple[np.ndarray, np.ndarray]
-) -> None:
-    raw = real_data_root / "MNIST" / "raw"
-    np.testing.assert_array_equal(read_idx(raw / "t10k-images-idx3-ubyte"), test_set[0][:, 0])
-    np.testing.assert_array_equal(read_idx(raw / "t10k-labels-idx1-ubyte"), test_set[1])
-
-
 def test_bad_files_are_errors_naming_them(tmp_path: Path) -> None:
     text = tmp_path / "fake.png"
     text.write_text("not a picture")

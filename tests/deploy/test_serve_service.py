@@ -174,6 +174,17 @@ def test_json_and_form_edge_cases(
             ]
             r = await c.post("/predict", files=two)
             assert r.status_code == 422 and "2 files" in r.json()["detail"], r.text
+            # Starlette's own form limits: a 400 that names them, not a 500
+            many = "".join(
+                f'--XX\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'
+                for i in range(70)
+            )
+            r = await c.post(
+                "/predict",
+                content=(many + "--XX--\r\n").encode(),
+                headers={"content-type": "multipart/form-data; boundary=XX"},
+            )
+            assert r.status_code == 400 and "Too many fields" in r.json()["detail"], r.text
             r = await c.post("/predict", json={"pixels": one})
             assert r.status_code == 200
 
