@@ -11,7 +11,7 @@ seconds per cell, at 1, 8 and 64 connections, to two servers this script starts 
 
 Both are up for the whole run and measured alternately (a then b at each cell), ``--rounds``
 times. Prints requests/s, p50 and p99 latency and errors (non-2xx answers and socket errors,
-as wrk counts them) per cell, the ratios against the targets (b/a requests/s >= 0.9 at 8 and
+as wrk counts them) per cell, the ratios against the targets (b/a requests/s >= 1.2 at 8 and
 64 connections, b/a p50 <= 1.3 at 1 connection, b/a p99 <= 2 at 64 connections), then:
 
 - the ResNet row: the floor, ``imgcls serve`` and ``imgcls serve --max_batch_size 1`` at 64
@@ -54,7 +54,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
-TARGETS = {"rps_8": 0.9, "rps_64": 0.9, "p50_1": 1.3, "p99_64": 2.0}
+# The service must stay well ahead of a plain FastAPI + onnxruntime endpoint under load.
+TARGETS = {"rps_8": 1.2, "rps_64": 1.2, "p50_1": 1.3, "p99_64": 2.0}
 
 POST_LUA = """
 wrk.method = "POST"
