@@ -8,6 +8,9 @@
   W&B itself fails to start, the run goes on with W&B disabled and a warning, since a run that
   does not need W&B must not die of it. Under DDP, Lightning's logger creates one W&B run, on
   rank 0.
+- ``RunTensorBoardLogger``: TensorBoard event files in the run folder itself (it takes the CSV
+  logger's folder rather than counting versions of its own), and at the end of each stage
+  the hyper-parameters with the final metrics for the HParams tab.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import io
 import netrc
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -28,7 +32,14 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from imgcls.runs import RUNS_DIR
 from imgcls.utils import atomic_write_text
 
-__all__ = ["RunCSVLogger", "WandbLogger", "drop_rows_after", "wandb_api_key_available"]
+__all__ = [
+    "RunCSVLogger",
+    "RunTensorBoardLogger",
+    "WandbLogger",
+    "drop_rows_after",
+    "share_run_folder",
+    "wandb_api_key_available",
+]
 
 
 def wandb_api_key_available() -> bool:
@@ -171,3 +182,98 @@ class RunCSVLogger(CSVLogger):
     def finalize(self, status: str) -> None:
         if self.appending_writer is not None:  # nothing was logged: no file to flush
             self.save()
+
+
+class RunTensorBoardLogger(TensorBoardLogger):
+    """TensorBoard in the run folder: ``tensorboard --logdir runs`` shows every run.
+
+    Once the CLI hands it the run's CSV logger (:func:`share_run_folder`), its name, version
+    and folder are that logger's, so both write into the same ``version_N``; a second version
+    counter could pick another N when the two start at different moments. At the end of a
+    stage it records the hyper-parameters with the final metrics (best and last validation
+    accuracy, last validation loss, test accuracy) for the HParams tab.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str | None = "auto",
+        version: int | str | None = None,
+        log_graph: bool = False,
+        default_hp_metric: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            save_dir: the runs' root; default: the trainer's ``default_root_dir`` (set by the
+                CLI), else ``runs``.
+            name: the experiment (``auto``: ``<dataset>-<net>``, set by the CLI).
+            version: the run's version (set by the CLI on a resume).
+            log_graph: also record the model graph (the Graphs tab).
+            default_hp_metric: Lightning's placeholder ``hp_metric``; off, since the final
+                metrics are logged with the hyper-parameters at the end.
+            kwargs: the other arguments of Lightning's ``TensorBoardLogger``.
+        """
+        super().__init__(
+            save_dir=save_dir or RUNS_DIR,
+            name=name,
+            version=version,
+            log_graph=log_graph,
+            default_hp_metric=default_hp_metric,
+            **kwargs,
+        )
+        self.run_logger: Logger | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.best_val_acc: float | None = None
+
+    @property
+    def name(self) -> str:
+        if self.run_logger is not None:
+            return str(self.run_logger.name)
+        return str(super().name)
+
+    @property
+    def version(self) -> int | str:
+        if self.run_logger is not None and self.run_logger.version is not None:
+            return self.run_logger.version
+        return super().version
+
+    @property
+    def root_dir(self) -> str:
+        if self.run_logger is not None and self.run_logger.root_dir is not None:
+            return self.run_logger.root_dir
+        return super().root_dir
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        self.last_metrics.update({k: float(v) for k, v in metrics.items()})
+        if "val/acc" in metrics:
+            acc = float(metrics["val/acc"])
+            self.best_val_acc = acc if self.best_val_acc is None else max(acc, self.best_val_acc)
+
+    def final_metrics(self) -> dict[str, float]:
+        """The metrics shown beside the hyper-parameters (HParams tab)."""
+        out = {f"final/{k.replace('/', '_')}": self.last_metrics[k]
+               for k in ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc")
+               if k in self.last_metrics}  # fmt: skip
+        if self.best_val_acc is not None:
+            out["final/best_val_acc"] = self.best_val_acc
+        return out
+
+    def finalize(self, status: str) -> None:
+        final = self.final_metrics()
+        if status == "success" and final:
+            super().log_hyperparams(self.hparams, metrics=final)
+        super().finalize(status)
+
+
+def share_run_folder(loggers: Iterable[Logger]) -> None:
+    """Point every ``RunTensorBoardLogger`` at the run's CSV logger, so that all of a run's
+    loggers write into one folder (called by the CLI before anything is logged)."""
+    loggers = list(loggers)
+    run_logger = next((lg for lg in loggers if isinstance(lg, CSVLogger)), None)
+    if run_logger is None:
+        return
+    for lg in loggers:
+        if isinstance(lg, RunTensorBoardLogger):
+            lg.run_logger = run_logger
