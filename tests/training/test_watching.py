@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -158,3 +159,42 @@ def test_tensorboard_of_the_test(run: Path) -> None:
         test_acc = float(next(r for r in csv.DictReader(fh) if r.get("test/acc"))["test/acc"])
     assert tb["test/acc"][-1][1] == pytest.approx(test_acc)
     assert tb["final/test_acc"][-1][1] == pytest.approx(test_acc)
+
+
+# ----------------------------------------------------------------------------- imgcls compare
+def test_compare_two_runs_and_one_without_metrics(run: Path, tmp_path: Path) -> None:
+    runs_root = tmp_path / "runs"
+    shutil.copytree(run, runs_root / "mnist-mlp" / "version_0")
+    other = runs_root / "mnist-mlp" / "version_1"  # a second run: metrics, no checkpoint
+    other.mkdir()
+    for name in ("metrics.csv", "config.yaml"):
+        shutil.copyfile(run / name, other / name)
+    empty = runs_root / "mnist-lenet5" / "version_0"
+    empty.mkdir(parents=True)
+    out = tmp_path / "cmp"
+    proc = run_imgcls(
+        "compare", str(runs_root / "mnist-mlp" / "version_*"), str(empty), "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout.count("skipped") == 1 and f"{empty}: no metrics" in proc.stdout
+    with (out / "compare.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == ["mnist-mlp/version_0", "mnist-mlp/version_1"]
+    first = rows[0]
+    val = csv_column(run / "metrics.csv", "val/acc")
+    assert first["net"] == "mlp" and first["epochs"] == "2"
+    assert float(first["best_val_acc"]) == pytest.approx(max(val.values()), abs=1e-4)
+    assert int(first["parameters"]) > 1000 and rows[1]["parameters"] == ""  # no checkpoint
+    assert float(first["test_acc"]) >= 0 and rows[1]["test_acc"] == ""
+    assert (out / "compare.md").read_text() in proc.stdout
+    assert png_size(out / "compare.png") == (1500, 450)
+    assert png_size(out / "compare_table.png")[0] == 1200
+
+
+def test_compare_with_nothing_comparable_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "x" / "version_0").mkdir(parents=True)
+    proc = run_imgcls("compare", "runs/x", "runs/nope", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("imgcls: error: nothing to compare")
+    assert "runs/nope: not a run folder" in proc.stdout
+    assert not (tmp_path / "compare").exists()
