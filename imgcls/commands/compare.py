@@ -182,7 +182,10 @@ def table_figure(rows: list[Row]) -> Any:
     fig = Figure(figsize=(12, 0.6 + 0.4 * (len(rows) + 1)), dpi=100)
     ax = fig.subplots()
     ax.axis("off")
-    table = ax.table(cellText=[r.cells() for r in rows], colLabels=COLUMNS, loc="center")
+    widths = [0.26, 0.12, 0.12, 0.08, 0.1, 0.12, 0.12]  # the run's name is the longest cell
+    table = ax.table(
+        cellText=[r.cells() for r in rows], colLabels=COLUMNS, colWidths=widths, loc="center"
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(10)
     table.scale(1, 1.4)

@@ -257,6 +257,9 @@ def report_checkpoints(trainer: L.Trainer) -> None:
     ckpt = trainer.checkpoint_callback
     if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
         return
+    if getattr(trainer, "fast_dev_run", False):  # Lightning's dummy loggers, no checkpoints
+        print("[imgcls] fast_dev_run: a trial run; nothing was logged or saved", flush=True)
+        return
     score = ckpt.best_model_score
     summary = {
         "best_model_path": ckpt.best_model_path,

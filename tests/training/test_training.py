@@ -164,6 +164,10 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
         "logger/wandb.yaml",
         "logger/tensorboard.yaml",
         "logger/all.yaml",
+        "callbacks/early_stopping.yaml",
+        "debug/profiler.yaml",
+        "debug/overfit.yaml",
+        "debug/fast.yaml",
     ],
 )
 def test_presets_instantiate(preset, tiny_data, tmp_path, monkeypatch):
