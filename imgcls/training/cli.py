@@ -50,7 +50,12 @@ from imgcls.training.callbacks import (
 )
 from imgcls.training.checkpoint_io import AtomicCheckpointIO, load_checkpoint, trained_precision
 from imgcls.training.lightning_module import ImageClassifier, mismatch
-from imgcls.training.loggers import RunCSVLogger, drop_rows_after, share_run_folder
+from imgcls.training.loggers import (
+    RunCSVLogger,
+    check_tracking_server,
+    drop_rows_after,
+    share_run_folder,
+)
 from imgcls.utils import check_writable_folder
 
 __all__ = ["DEFAULTS", "ImgclsCLI", "checkpoint_plugins", "cli_main", "progress_bar"]
@@ -404,6 +409,10 @@ class ImgclsCLI(LightningCLI):
                 args["name"] = name
             if "save_dir" in args and args["save_dir"] is None:
                 args["save_dir"] = cfg.trainer.default_root_dir
+            if "tracking_uri" in args:  # MLflow: a server that is not there fails before training
+                check_tracking_server(
+                    args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or ""
+                )
 
     def instantiate_classes(self) -> None:
         try:

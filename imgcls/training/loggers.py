@@ -8,6 +8,10 @@
   W&B itself fails to start, the run goes on with W&B disabled and a warning, since a run that
   does not need W&B must not die of it. Under DDP, Lightning's logger creates one W&B run, on
   rank 0.
+- ``RunMLFlowLogger``: MLflow, tracking URI from ``MLFLOW_TRACKING_URI`` or the option; the
+  experiment is the run's (``<dataset>-<net>``), the MLflow run is named after the run folder,
+  holds the config as params, the metrics, and the best checkpoint and ``config.yaml`` as
+  artifacts. A tracking server that cannot be reached fails before training starts.
 - ``RunTensorBoardLogger``: TensorBoard event files in the run folder itself (it takes the CSV
   logger's folder rather than counting versions of its own), and at the end of each stage
   the hyper-parameters with the final metrics for the HParams tab.
@@ -24,18 +28,23 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from imgcls.errors import ConfigError
 from imgcls.runs import RUNS_DIR
 from imgcls.utils import atomic_write_text
 
 __all__ = [
+    "RUN_DIR_TAG",
     "RunCSVLogger",
+    "RunMLFlowLogger",
     "RunTensorBoardLogger",
     "WandbLogger",
+    "check_tracking_server",
     "drop_rows_after",
     "share_run_folder",
     "wandb_api_key_available",
@@ -267,13 +276,117 @@ class RunTensorBoardLogger(TensorBoardLogger):
         super().finalize(status)
 
 
+RUN_DIR_TAG = "imgcls.run_dir"
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail with one line when an HTTP tracking URI answers nothing (any HTTP answer, an
+    error status included, means that a server is there)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri, timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigError(
+            f"the MLflow tracking server {uri} cannot be reached ({reason}); training did not "
+            "start. Start it (mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000), "
+            "or point MLFLOW_TRACKING_URI (or tracking_uri in configs/logger/mlflow.yaml) at one"
+        ) from None
+
+
+class RunMLFlowLogger(MLFlowLogger):
+    """MLflow beside the CSV log: one MLflow run per imgcls run (a resume and a test are runs
+    of their own), in the experiment ``<dataset>-<net>``."""
+
+    def __init__(
+        self,
+        name: str | None = "auto",
+        tracking_uri: str | None = None,
+        save_dir: str | None = None,
+        log_checkpoint: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            name: the MLflow experiment (``auto``: ``<dataset>-<net>``, set by the CLI).
+            tracking_uri: the tracking server; default ``$MLFLOW_TRACKING_URI``, else a SQLite
+                store ``<save_dir>/mlflow.db`` with artifacts in ``<save_dir>/mlartifacts``.
+            save_dir: the runs' root (for the local store); set by the CLI.
+            log_checkpoint: upload the best checkpoint at the end of fit.
+            kwargs: the other arguments of Lightning's ``MLFlowLogger`` (tags, run_name, ...).
+        """
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        root = os.path.abspath(save_dir or RUNS_DIR)
+        if uri:
+            check_tracking_server(uri)
+        else:  # MLflow 3 refuses its plain-file store: a SQLite one beside the runs
+            uri = f"sqlite:///{os.path.join(root, 'mlflow.db')}"
+            if not kwargs.get("artifact_location"):  # the CLI passes None for it
+                kwargs["artifact_location"] = Path(root, "mlartifacts").as_uri()
+        super().__init__(experiment_name=name or "imgcls", tracking_uri=uri, **kwargs)
+        self.log_checkpoint = log_checkpoint
+        self.run_logger: Logger | None = None
+        self.checkpoint_callback: ModelCheckpoint | None = None
+        self.logged = False  # an MLflow run is created by the first log call only
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.logged = True
+        super().log_metrics(metrics, step)
+
+    def log_hyperparams(self, params: Any) -> None:
+        self.logged = True
+        params = dict(params) if isinstance(params, Mapping) else vars(params)
+        config = params.pop("config", None)
+        if isinstance(config, str):  # the resolved config (RunConfigCallback): params config/...
+            import yaml
+
+            params["config"] = yaml.safe_load(config)
+        super().log_hyperparams(params)
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        self.checkpoint_callback = checkpoint_callback
+
+    def finalize(self, status: str = "success") -> None:
+        folder = self.run_logger.log_dir if self.run_logger is not None else None
+        if status == "success" and folder and self.logged and self.run_id is not None:
+            client, run_id = self.experiment, self.run_id
+            # absolute: `imgcls export --mlflow` finds the MLflow run of a run folder by it
+            client.set_tag(run_id, RUN_DIR_TAG, os.path.abspath(folder))
+            client.set_tag(run_id, "mlflow.runName", _run_label(folder))
+            config = os.path.join(folder, "config.yaml")
+            if os.path.isfile(config):
+                client.log_artifact(run_id, config)
+            best = self.checkpoint_callback.best_model_path if self.checkpoint_callback else ""
+            if self.log_checkpoint and best and os.path.isfile(best):
+                client.log_artifact(run_id, best, "checkpoints")
+        super().finalize(status)
+
+
+def _run_label(folder: str) -> str:
+    """``<experiment>/version_N`` of a run folder (``.../version_N/test/version_K`` too)."""
+    parts = Path(folder).parts
+    return (
+        "/".join(parts[-2:])
+        if len(parts) < 4 or parts[-2] not in ("test", "validate", "predict")
+        else "/".join(parts[-4:])
+    )
+
+
 def share_run_folder(loggers: Iterable[Logger]) -> None:
-    """Point every ``RunTensorBoardLogger`` at the run's CSV logger, so that all of a run's
-    loggers write into one folder (called by the CLI before anything is logged)."""
+    """Point every ``RunTensorBoardLogger`` and ``RunMLFlowLogger`` at the run's CSV logger,
+    so that all of a run's loggers write into, or name, one folder (called by the CLI before
+    anything is logged)."""
     loggers = list(loggers)
     run_logger = next((lg for lg in loggers if isinstance(lg, CSVLogger)), None)
     if run_logger is None:
         return
     for lg in loggers:
-        if isinstance(lg, RunTensorBoardLogger):
+        if isinstance(lg, RunTensorBoardLogger | RunMLFlowLogger):
             lg.run_logger = run_logger

@@ -164,6 +164,7 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
         "logger/wandb.yaml",
         "logger/tensorboard.yaml",
         "logger/all.yaml",
+        "logger/mlflow.yaml",
         "callbacks/early_stopping.yaml",
         "debug/profiler.yaml",
         "debug/overfit.yaml",
