@@ -388,7 +388,8 @@ class ImgclsCLI(LightningCLI):
         if run is None:
             return
         if subcommand == "fit":  # the rows of an interrupted epoch are logged again on resume
-            drop_rows_after(run / "metrics.csv", int(ckpt.get("epoch", -1)))
+            epoch, step = int(ckpt.get("epoch", -1)), ckpt.get("global_step")
+            drop_rows_after(run / "metrics.csv", epoch, None if step is None else int(step))
         for args in _logger_args(cfg):
             if "version" not in args:
                 continue

@@ -140,11 +140,15 @@ class _AppendingWriter(ExperimentWriter):
             self.metrics_keys = sorted(set(header))
 
 
-def drop_rows_after(metrics_csv: str | os.PathLike[str], epoch: int) -> int:
+def drop_rows_after(
+    metrics_csv: str | os.PathLike[str], epoch: int, step: int | None = None
+) -> int:
     """Remove the rows of epochs after ``epoch`` from a run's ``metrics.csv``; return how many.
 
     A run interrupted mid-epoch has logged part of an epoch that its resume (from the last
-    finished epoch's checkpoint) trains again: without this its rows would appear twice.
+    finished epoch's checkpoint) trains again: without this its rows would appear twice. Rows
+    without an epoch (the learning rate, logged per step) go when their step is ``step`` (the
+    checkpoint's global step) or later.
     """
     path = Path(metrics_csv)
     if not path.is_file():
@@ -152,7 +156,13 @@ def drop_rows_after(metrics_csv: str | os.PathLike[str], epoch: int) -> int:
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = reader.fieldnames or [], list(reader)
-    keep = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) <= epoch]
+
+    def kept(r: dict[str, str]) -> bool:
+        if r.get("epoch"):
+            return int(float(r["epoch"])) <= epoch
+        return step is None or not r.get("step") or int(float(r["step"])) < step
+
+    keep = [r for r in rows if kept(r)]
     if len(keep) < len(rows):
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")

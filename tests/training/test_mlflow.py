@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,24 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST, ROOT, run_imgcls, write_tiny_dataset
+from tests.helpers import FAST, ROOT, free_port, run_imgcls
 
 CONFIGS = ROOT / "configs"
 TINY = ["--data.val_size", "100", "--data.batch_size", "50", "--model.net", "mlp"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    work = tmp_path_factory.mktemp("tiny")
-    specs = {"mnist": write_tiny_dataset(work / "data", "MNIST")}
-    (work / "specs.json").write_text(json.dumps(specs))
-    return work / "data", {"IMGCLS_DATASET_SPECS": str(work / "specs.json")}
 
 
 @pytest.fixture(scope="module")

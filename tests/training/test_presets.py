@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import FAST, ROOT, run_imgcls, write_tiny_dataset
+from tests.helpers import FAST, ROOT, run_imgcls
 
 CONFIGS = ROOT / "configs"
 TINY = ["--data.val_size", "100", "--data.batch_size", "50", "--model.net", "mlp"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    work = tmp_path_factory.mktemp("tiny")
-    specs = {"mnist": write_tiny_dataset(work / "data", "MNIST")}
-    (work / "specs.json").write_text(json.dumps(specs))
-    return work / "data", {"IMGCLS_DATASET_SPECS": str(work / "specs.json")}
 
 
 def fit(tiny: tuple[Path, dict[str, str]], cwd: Path, *args: str) -> str:

@@ -5,7 +5,6 @@ test) is shared by the module."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import struct
 from pathlib import Path
@@ -16,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from imgcls.training import callbacks
 from imgcls.training.curves import run_series
-from tests.helpers import FAST, ROOT, run_imgcls, write_tiny_dataset
+from tests.helpers import FAST, ROOT, run_imgcls
 
 CONFIGS = ROOT / "configs"
 TINY = ["--data.val_size", "100", "--data.batch_size", "50", "--model.net", "mlp"]
@@ -26,14 +25,12 @@ LOGGERS = ["-c", str(CONFIGS / "logger/csv.yaml"), "-c", str(CONFIGS / "logger/t
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(tiny: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch MLP run with the CSV and TensorBoard loggers stacked, resumed to 2 epochs,
     then tested: its run folder."""
+    data, env = tiny
     work = tmp_path_factory.mktemp("watch")
-    specs = {"mnist": write_tiny_dataset(work / "data", "MNIST")}
-    (work / "specs.json").write_text(json.dumps(specs))
-    env = {"IMGCLS_DATASET_SPECS": str(work / "specs.json")}
-    common = [*LOGGERS, *FAST, *TINY, *STEPS, "--data.data_dir", str(work / "data")]
+    common = [*LOGGERS, *FAST, *TINY, *STEPS, "--data.data_dir", str(data)]
     run_imgcls("fit", *common, "--trainer.max_epochs", "1", cwd=work, env=env)
     folder = work / "runs" / "mnist-mlp" / "version_0"
     assert (folder / "curves.png").is_file()
@@ -198,3 +195,17 @@ def test_compare_with_nothing_comparable_is_a_user_error(tmp_path: Path) -> None
     assert proc.stderr.strip().splitlines()[-1].startswith("imgcls: error: nothing to compare")
     assert "runs/nope: not a run folder" in proc.stdout
     assert not (tmp_path / "compare").exists()
+
+
+def test_a_resume_drops_the_learning_rate_rows_it_logs_again(tmp_path: Path) -> None:
+    from imgcls.training.loggers import drop_rows_after
+
+    path = tmp_path / "metrics.csv"
+    path.write_text(
+        "epoch,lr-Adam,step,val/acc\n"
+        ",0.1,4,\n0,,9,0.5\n"  # epoch 0, finished and checkpointed at global step 10
+        ",0.2,14,\n1,,19,0.6\n"  # epoch 1, finished but not checkpointed
+        ",0.3,24,\n"  # epoch 2, interrupted
+    )
+    assert drop_rows_after(path, epoch=0, step=10) == 3
+    assert path.read_text() == "epoch,lr-Adam,step,val/acc\n,0.1,4,\n0,,9,0.5\n"
