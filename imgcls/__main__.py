@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the lectures' experiments, reproduced, as one markdown report",
     ),
     "tune": ("imgcls.commands.tune", "hyper-parameter search on Optuna, each trial a fit run"),
+    "compare": (
+        "imgcls.commands.compare",
+        "runs side by side: their curves on shared axes and a table (PNG, markdown, CSV)",
+    ),
 }
 # Commands that must run in the deployment install: a missing training module there is a bug
 # of ours, and keeps its traceback.
@@ -75,6 +79,7 @@ TRAINING_MODULES = frozenset(
         "wandb",
         "matplotlib",
         "tqdm",
+        "tensorboard",
     }
 )
 EXIT_USER_ERROR = 2

@@ -73,7 +73,67 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch_size", type=int, default=1000, help="images per batch during the parity check"
     )
     p.add_argument("--json", action="store_true", help="print the parity summary as JSON")
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URI",
+        help="after the export, log the verified model folder as artifacts (onnx/) to MLflow: "
+        "into the MLflow run of the checkpoint's run folder, else a new run of its experiment "
+        "(URI default: $MLFLOW_TRACKING_URI)",
+    )
     add_triton_arguments(p)
+
+
+def mlflow_uri(given: str) -> str:
+    """The tracking URI of ``--mlflow [URI]``, checked to answer before the export runs."""
+    import os
+
+    from imgcls.errors import ConfigError
+    from imgcls.training.loggers import check_tracking_server
+
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        raise ConfigError("--mlflow needs a tracking URI: --mlflow URI, or set MLFLOW_TRACKING_URI")
+    check_tracking_server(uri)
+    return uri
+
+
+def log_to_mlflow(uri: str, ckpt: Path, out_dir: Path, accuracy: float) -> str:
+    """Log the export folder to the MLflow run that trained ``ckpt`` (found by its run
+    folder), else to a new run of the checkpoint's experiment; return the run's id."""
+    import os
+
+    from mlflow import MlflowClient
+
+    from imgcls.runs import run_of
+    from imgcls.training.loggers import RUN_DIR_TAG
+
+    client = MlflowClient(uri)
+    run_dir = run_of(ckpt)
+    experiment_name = run_dir.parent.name if run_dir is not None else "imgcls-exports"
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(experiment_name)
+    )
+    run_id = None
+    if run_dir is not None:
+        wanted = os.path.abspath(run_dir)
+        for r in client.search_runs([experiment_id], max_results=1000):
+            if r.data.tags.get(RUN_DIR_TAG) == wanted:
+                run_id = r.info.run_id
+                break
+    if run_id is None:
+        name = f"{run_dir.parent.name}/{run_dir.name} export" if run_dir else f"{ckpt} export"
+        run_id = client.create_run(experiment_id, run_name=name).info.run_id
+        client.set_terminated(run_id)
+    client.log_artifacts(run_id, str(out_dir), "onnx")
+    client.log_metric(run_id, "export/onnx_accuracy", accuracy)
+    client.set_tag(run_id, "imgcls.onnx", str(out_dir.resolve()))
+    return str(run_id)
 
 
 def add_triton_arguments(p: argparse.ArgumentParser) -> None:
@@ -129,8 +189,10 @@ def run(args: argparse.Namespace) -> int:
         check_options(
             args.triton, args.triton_name, args.triton_max_batch_size, args.triton_instances
         )
+    uri = mlflow_uri(args.mlflow) if args.mlflow is not None else None
+    ckpt = checkpoint_from(args.ckpt, args.which)
     result = export_checkpoint(
-        checkpoint_from(args.ckpt, args.which),
+        ckpt,
         args.out,
         fp16=args.fp16,
         int8=args.int8,
@@ -178,6 +240,10 @@ def run(args: argparse.Namespace) -> int:
         )
         summary["triton_model"] = str(triton)
         print(f"[imgcls export] Triton model repository: {triton}", file=sys.stderr, flush=True)
+    if uri is not None:  # only a model that passed the parity gate gets here
+        run_id = log_to_mlflow(uri, ckpt, result.out_dir, fp32["onnx_accuracy"])
+        summary["mlflow_run_id"] = run_id
+        print(f"[imgcls export] logged to MLflow run {run_id} ({uri})", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 from weakref import proxy
@@ -18,8 +19,10 @@ from weakref import proxy
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from imgcls.errors import ConfigError, RunInUseError
+from imgcls.training.curves import confusion_matrix_figure, save_png, write_curves
 from imgcls.training.lightning_module import mismatch
 from imgcls.utils import atomic_write_text
 
@@ -29,6 +32,7 @@ __all__ = [
     "EpochTimer",
     "RngState",
     "RunCheckpoint",
+    "RunCurves",
     "RunDirectory",
     "TestReport",
     "report_checkpoints",
@@ -253,6 +257,9 @@ def report_checkpoints(trainer: L.Trainer) -> None:
     ckpt = trainer.checkpoint_callback
     if not isinstance(ckpt, ModelCheckpoint) or not trainer.is_global_zero:
         return
+    if getattr(trainer, "fast_dev_run", False):  # Lightning's dummy loggers, no checkpoints
+        print("[imgcls] fast_dev_run: a trial run; nothing was logged or saved", flush=True)
+        return
     score = ckpt.best_model_score
     summary = {
         "best_model_path": ckpt.best_model_path,
@@ -293,6 +300,45 @@ class TestReport(Callback):
             for n, row in zip(names, cm.tolist(), strict=True)
         ]
         atomic_write_text(Path(log_dir) / "confusion_matrix.csv", "\n".join(rows) + "\n")
+        try:
+            fig = confusion_matrix_figure(cm.tolist(), list(names), title="test")
+            save_png(fig, Path(log_dir) / "confusion_matrix.png")
+        except Exception as e:  # the CSV holds the numbers; the picture is a convenience
+            _plot_failed("confusion_matrix.png", e)
+
+
+def _plot_failed(what: str, e: Exception) -> None:
+    warnings.warn(f"{what} was not written ({type(e).__name__}: {e})", stacklevel=3)
+
+
+def run_folder(trainer: L.Trainer) -> str | None:
+    """The run folder: where the CSV logger writes metrics.csv (the first logger's folder when
+    there is no CSV logger). Not a collective: ask on rank 0 only."""
+    csv_logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+    logger = csv_logger or (trainer.loggers[0] if trainer.loggers else None)
+    return logger.log_dir if logger is not None else None
+
+
+class RunCurves(Callback):
+    """After fit (a resumed one too): ``curves.png`` in the run folder from its metrics.csv.
+
+    Lightning has flushed and closed the loggers by ``on_fit_end``. A failure to draw is a
+    warning: the run, its checkpoints and its metrics are whole without the picture.
+    """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):
+            return
+        folder = run_folder(trainer)
+        if not folder:
+            return
+        try:
+            written = write_curves(folder)
+        except Exception as e:
+            _plot_failed(os.path.join(folder, "curves.png"), e)
+            return
+        if written is not None:
+            print(f"[imgcls] curves: {written}", flush=True)
 
 
 class CSVPredictionWriter(BasePredictionWriter):

@@ -25,11 +25,12 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     Callback,
+    LearningRateMonitor,
     ProgressBar,
     TQDMProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -42,13 +43,19 @@ from imgcls.training.callbacks import (
     EpochTimer,
     RngState,
     RunCheckpoint,
+    RunCurves,
     RunDirectory,
     TestReport,
     report_checkpoints,
 )
 from imgcls.training.checkpoint_io import AtomicCheckpointIO, load_checkpoint, trained_precision
 from imgcls.training.lightning_module import ImageClassifier, mismatch
-from imgcls.training.loggers import RunCSVLogger, drop_rows_after
+from imgcls.training.loggers import (
+    RunCSVLogger,
+    check_tracking_server,
+    drop_rows_after,
+    share_run_folder,
+)
 from imgcls.utils import check_writable_folder
 
 __all__ = [
@@ -113,7 +120,8 @@ class RunConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
         for logger in trainer.loggers:
-            if not isinstance(logger, CSVLogger):  # CSV gets config.yaml already
+            # CSV and TensorBoard share the run folder, which gets config.yaml already
+            if not isinstance(logger, CSVLogger | TensorBoardLogger):
                 logger.log_hyperparams({"config": config})
 
 
@@ -389,7 +397,8 @@ class ImgclsCLI(LightningCLI):
         if run is None:
             return
         if subcommand == "fit":  # the rows of an interrupted epoch are logged again on resume
-            drop_rows_after(run / "metrics.csv", int(ckpt.get("epoch", -1)))
+            epoch, step = int(ckpt.get("epoch", -1)), ckpt.get("global_step")
+            drop_rows_after(run / "metrics.csv", epoch, None if step is None else int(step))
         for args in _logger_args(cfg):
             if "version" not in args:
                 continue
@@ -410,6 +419,10 @@ class ImgclsCLI(LightningCLI):
                 args["name"] = name
             if "save_dir" in args and args["save_dir"] is None:
                 args["save_dir"] = cfg.trainer.default_root_dir
+            if "tracking_uri" in args:  # MLflow: a server that is not there fails before training
+                check_tracking_server(
+                    args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or ""
+                )
 
     def instantiate_classes(self) -> None:
         try:
@@ -431,16 +444,24 @@ class ImgclsCLI(LightningCLI):
         plugins = checkpoint_plugins(trainer_cfg.get("plugins"))
         given = trainer_cfg.get("callbacks") or []
         given = list(given) if isinstance(given, list | tuple) else [given]
-        callbacks = [*given, RunDirectory(), EpochTimer(), RngState(), DataCheck()]
+        callbacks = [*given, RunDirectory(), EpochTimer(), RngState(), DataCheck(), RunCurves()]
+        logger = trainer_cfg.get("logger")
+        if logger not in (False, None, []) and not any(
+            isinstance(c, LearningRateMonitor) for c in given
+        ):
+            # the learning rate in metrics.csv (lr-<optimizer>), for curves.png and the loggers
+            callbacks.append(LearningRateMonitor())
         bar_wanted = trainer_cfg.get("enable_progress_bar", True) is not False
         if bar_wanted and not any(isinstance(c, ProgressBar) for c in given):
             callbacks.append(progress_bar())
         try:
-            return super().instantiate_trainer(
+            trainer = super().instantiate_trainer(
                 **{"plugins": plugins, "callbacks": callbacks, **kwargs}
             )
         except MisconfigurationException as e:  # e.g. accelerator gpu on a machine without one
             raise ConfigError(f"the trainer cannot start as configured: {e}") from e
+        share_run_folder(trainer.loggers)
+        return trainer
 
     def before_fit(self) -> None:
         self._check_writable()

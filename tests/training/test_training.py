@@ -162,6 +162,13 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
         "trainer/bf16_cpu.yaml",
         "logger/csv.yaml",
         "logger/wandb.yaml",
+        "logger/tensorboard.yaml",
+        "logger/all.yaml",
+        "logger/mlflow.yaml",
+        "callbacks/early_stopping.yaml",
+        "debug/profiler.yaml",
+        "debug/overfit.yaml",
+        "debug/fast.yaml",
     ],
 )
 def test_presets_instantiate(preset, tiny_data, tmp_path, monkeypatch):
