@@ -341,8 +341,8 @@ LOWEST_STAMP = ".imgcls-lowest"
 # The test tools, taken from the dev extra with its specifiers but not lowered: the promise is
 # the one pyproject.toml makes to users of the base install and of [train], not the tools'.
 LOWEST_TEST_TOOLS = ("pytest", "pytest-timeout", "httpx", "hypothesis")
-# Transitive packages worth seeing beside the direct ones: fastapi pins Starlette's range,
-# psycopg[binary] pins psycopg-binary exactly.
+# Packages worth seeing beside the direct ones when they are not direct themselves: FastAPI
+# bounds Starlette and Pydantic, psycopg[binary] pins psycopg-binary, onnx and wandb protobuf.
 LOWEST_SHOW_ALSO = ("starlette", "pydantic", "psycopg-binary", "protobuf")
 
 # What `nox -s lowest` runs: pytest arguments, easy to change. The base venv has no torch, so
@@ -476,7 +476,11 @@ def _show_versions(session: nox.Session, venv: Path, pins: dict[str, str]) -> No
         rows.append(f"  {name:<22} {floor:<10} {have}")
         if have == "-" or Version(have) != Version(floor):
             wrong.append(f"{name} {have} (floor {floor})")
-    rows += [f"  {n:<22} {'':<10} {installed[n]}" for n in LOWEST_SHOW_ALSO if n in installed]
+    rows += [
+        f"  {n:<22} {'':<10} {installed[n]}"
+        for n in LOWEST_SHOW_ALSO
+        if n in installed and n not in pins
+    ]
     session.log("\n".join(rows))
     if wrong:
         session.error(f"not at the floor: {', '.join(wrong)}")
