@@ -1,8 +1,9 @@
-"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy``.
+"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy | lowest``.
 
 All sessions share ONE virtual environment, ``.venv`` in the project (torch is 5.5 GB: it
 installs once). It is (re)installed from pyproject.toml whenever that file changes.
-``deploy`` alone builds a venv of its own: the torch-free deployment install.
+``deploy`` and ``lowest`` build venvs of their own, in .nox/: the torch-free deployment
+install, and the lowest versions pyproject.toml admits.
 """
 
 from __future__ import annotations
