@@ -1,8 +1,9 @@
-"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy``.
+"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy | lowest``.
 
 All sessions share ONE virtual environment, ``.venv`` in the project (torch is 5.5 GB: it
 installs once). It is (re)installed from pyproject.toml whenever that file changes.
-``deploy`` alone builds a venv of its own: the torch-free deployment install.
+``deploy`` and ``lowest`` build venvs of their own, in .nox/: the torch-free deployment
+install, and the lowest versions pyproject.toml admits.
 """
 
 from __future__ import annotations
@@ -331,3 +332,218 @@ def _check_serve(
             code = proc.wait(10)
     if code != 0:
         session.error(f"imgcls serve exited with {code} on SIGTERM:\n{log.read_text()[-3000:]}")
+
+
+# ----------------------------------------------------------------------------- lowest
+# A pin in pyproject.toml is a promise: `nox -s lowest` tests the lowest versions it admits.
+LOWEST_BASE = ROOT / ".nox" / "lowest-base"
+LOWEST_TRAIN = ROOT / ".nox" / "lowest-train"
+LOWEST_STAMP = ".imgcls-lowest"
+# The test tools, taken from the dev extra with its specifiers but not lowered: the promise is
+# the one pyproject.toml makes to users of the base install and of [train], not the tools'.
+LOWEST_TEST_TOOLS = ("pytest", "pytest-timeout", "httpx", "hypothesis")
+# Packages worth seeing beside the direct ones when they are not direct themselves: FastAPI
+# bounds Starlette and Pydantic, psycopg[binary] pins psycopg-binary, onnx and wandb protobuf.
+LOWEST_SHOW_ALSO = ("starlette", "pydantic", "psycopg-binary", "protobuf")
+
+# What `nox -s lowest` runs: pytest arguments, easy to change. The base venv has no torch, so
+# only files (or node ids) whose imports and fixtures need none go in LOWEST_BASE_TESTS; the
+# model they serve is exported once by the training venv and handed over in
+# $IMGCLS_TEST_EXPORT (tests/conftest.py's exported_lenet).
+LOWEST_BASE_TESTS = [
+    "tests/deploy/test_torch_free.py",
+    "tests/deploy/test_serve_service.py",  # the service in process: forms, JSON, metrics
+    "tests/deploy/test_serve.py",  # `imgcls serve` under uvicorn
+    "tests/deploy/test_serve_adversarial.py",  # --workers 2: uvicorn's supervisor, /metrics
+    "tests/deploy/test_serve_batcher.py",
+    "tests/deploy/test_decoder_limits.py",  # Pillow's decoders
+    "tests/deploy/test_decoder_fuzz.py",
+    "tests/deploy/test_framing_crops.py",
+    # `imgcls page`: the static site and its metadata (the browser tests need Chromium)
+    "tests/deploy/test_static_page.py::test_site_holds_the_page_models_metadata_and_runtime",
+    "tests/deploy/test_static_page.py::test_out_of_something_else_is_refused_and_kept",
+    "tests/deploy/test_static_page.py::test_failed_rebuild_leaves_the_previous_site",
+    "tests/deploy/test_static_page.py::test_bad_model_or_out_is_one_line_and_writes_nothing",
+    "tests/test_utils.py",
+    "-m",
+    "not gpu and not browser and not wrk",
+]
+LOWEST_TRAIN_TESTS = [
+    "tests/training/test_cli.py",  # the private Lightning methods imgcls overrides
+    "tests/training/test_checkpoint_io.py",  # fit, then resume
+    "tests/training/test_lightning_module.py",  # torchmetrics
+    "tests/training/test_training.py::test_new_run_never_overwrites_and_resume_continues",
+    "tests/training/test_training.py::test_label_smoothing_and_onecycle_scheduler",
+    "tests/training/test_training.py::test_wandb_offline_run_holds_the_metrics",
+    "tests/training/test_training.py::test_wandb_failure_to_start_does_not_kill_training",
+    "tests/export/test_export.py::test_every_net_exports_and_passes_parity",  # onnx, onnxscript
+    "tests/export/test_export.py::test_export_command_defaults_to_export_run_name",
+    "tests/tune/test_tune_resume.py",  # optuna on SQLite, its plots (matplotlib, scikit-learn)
+    "tests/tune/test_tune_user_errors.py",
+    "-m",
+    "not gpu and not browser and not wrk and not postgres",
+]
+
+
+def _lowest_pins(session: nox.Session, extras: tuple[str, ...]) -> dict[str, str]:
+    """Name -> lowest admitted version of every direct dependency of the base install and
+    ``extras`` whose marker holds here: the version of its ``>=`` (or ``==``, ``~=``) bound."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = [*project["dependencies"]]
+    for extra in extras:
+        lines += project["optional-dependencies"][extra]
+    pins: dict[str, str] = {}
+    for line in lines:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        floors = [s.version for s in req.specifier if s.operator in (">=", "==", "~=", "===")]
+        if not floors:
+            session.error(f"{line!r} in pyproject.toml has no lower bound: no lowest to test")
+        pins[canonicalize_name(req.name)] = max(floors, key=Version)
+    return pins
+
+
+def _test_tools() -> list[str]:
+    """The LOWEST_TEST_TOOLS as the dev extra specifies them."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = dev["optional-dependencies"]["dev"]
+    by_name = {canonicalize_name(Requirement(line).name): line for line in dev}
+    return [by_name[canonicalize_name(name)] for name in LOWEST_TEST_TOOLS]
+
+
+def _lowest_venv(
+    session: nox.Session, venv: Path, extras: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """A venv with imgcls (editable, ``extras``) and its direct dependencies at their lowest,
+    made fresh whenever pyproject.toml changed since it was built; return (pins, env)."""
+    pins = _lowest_pins(session, extras)
+    constraints = "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+    tools = _test_tools()
+    stamp = venv / LOWEST_STAMP
+    want = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + constraints.encode() + repr(tools).encode()
+    ).hexdigest()
+    bin_ = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    if not stamp.is_file() or stamp.read_text() != want:
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+        (venv / "lowest.txt").write_text(constraints)
+        target = f".[{','.join(extras)}]" if extras else "."
+        # pip, not uv: pip takes torch from this machine's local wheels (its configured indexes
+        # and constraint file). Only the direct dependencies are pinned; pip picks the rest.
+        session.run(
+            str(bin_ / "python"), "-m", "pip", "install", "-q", "-c", str(venv / "lowest.txt"),
+            "-e", target, *tools, external=True,
+        )  # fmt: skip
+        stamp.write_text(want)
+    else:
+        session.log(f"{venv.relative_to(ROOT)}: reused (pyproject.toml unchanged)")
+    env = {
+        "PATH": f"{bin_}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv),
+        "PYTHONPATH": "",
+    }
+    return pins, env
+
+
+def _show_versions(session: nox.Session, venv: Path, pins: dict[str, str]) -> None:
+    """Log name, floor and installed version of each direct dependency (and LOWEST_SHOW_ALSO);
+    fail if one is not at its floor."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    bin_ = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    out = subprocess.run(
+        [str(bin_ / "python"), "-m", "pip", "freeze", "--exclude-editable"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    installed = {
+        canonicalize_name(n): v for n, _, v in (x.partition("==") for x in out.splitlines()) if v
+    }
+    rows = [f"{venv.relative_to(ROOT)}: {'package':<22} {'floor':<10} installed"]
+    wrong = []
+    for name, floor in sorted(pins.items()):
+        have = installed.get(name, "-")
+        rows.append(f"  {name:<22} {floor:<10} {have}")
+        if have == "-" or Version(have) != Version(floor):
+            wrong.append(f"{name} {have} (floor {floor})")
+    rows += [
+        f"  {n:<22} {'':<10} {installed[n]}"
+        for n in LOWEST_SHOW_ALSO
+        if n in installed and n not in pins
+    ]
+    session.log("\n".join(rows))
+    if wrong:
+        session.error(f"not at the floor: {', '.join(wrong)}")
+
+
+def _export_lenet(session: nox.Session, env: dict[str, str], work: Path) -> Path:
+    """LeNet-5 fit on 6,000 real MNIST images for 2 epochs, then exported, as tests/conftest.py's
+    exported_lenet does: with the training venv's imgcls, the model the deployment tests serve."""
+    imgcls = [str(Path(env["VIRTUAL_ENV"]) / "bin" / "imgcls")]
+    fast = [
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    with session.chdir(work):
+        session.run(*imgcls, "data", "fetch", "--dataset", "mnist", env=env, external=True)
+        session.run(
+            *imgcls, "fit", "--config", str(ROOT / "configs/model/lenet5.yaml"), *fast,
+            "--trainer.max_epochs", "2", "--data.init_args.train_subset", "6000",
+            "--model.optimizer.init_args.lr", "0.002", "--data.init_args.val_size", "1000",
+            env=env, external=True,
+        )  # fmt: skip
+        ckpt = work / "runs" / "mnist-lenet5" / "version_0" / "checkpoints" / "best.ckpt"
+        out = work / "export" / "lenet5"
+        session.run(
+            *imgcls, "export", "--ckpt", str(ckpt), "--out", str(out),
+            "--parity_subset", "1000", env=env, external=True,
+        )  # fmt: skip
+    return out
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The lowest versions pyproject.toml admits, tested: two fresh venvs in .nox/ (reused while
+    pyproject.toml is unchanged), each direct dependency pinned to its floor with pip (the rest
+    as pip resolves it): lowest-base (no extras, no torch) and lowest-train ([train]). The
+    training venv fits and exports LeNet-5; the base venv runs LOWEST_BASE_TESTS on that model,
+    then the training venv runs LOWEST_TRAIN_TESTS. `nox -s lowest -- PYTEST_ARGS` adds
+    arguments to both pytest runs."""
+    start = time.monotonic()
+    base_pins, base_env = _lowest_venv(session, LOWEST_BASE, ())
+    train_pins, train_env = _lowest_venv(session, LOWEST_TRAIN, ("train",))
+    session.log(f"venvs ready in {time.monotonic() - start:.0f} s")
+    _show_versions(session, LOWEST_BASE, base_pins)
+    _show_versions(session, LOWEST_TRAIN, train_pins)
+    session.run(
+        str(LOWEST_BASE / "bin" / "python"),
+        "-c",
+        "import importlib.util, sys; "
+        "found = [m for m in ('torch', 'lightning') if importlib.util.find_spec(m)]; "
+        "sys.exit(f'installed in the base venv: {found}' if found else 0)",
+        env=base_env,
+        external=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="imgcls-lowest-") as tmp:
+        export = _export_lenet(session, train_env, Path(tmp))
+        for venv, env, tests in (
+            (LOWEST_BASE, base_env, LOWEST_BASE_TESTS),
+            (LOWEST_TRAIN, train_env, LOWEST_TRAIN_TESTS),
+        ):
+            session.run(
+                str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                *tests, *session.posargs,
+                env={**env, "IMGCLS_TEST_EXPORT": str(export)}, external=True,
+            )  # fmt: skip
+    session.log(f"nox -s lowest: {time.monotonic() - start:.0f} s")

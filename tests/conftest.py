@@ -94,16 +94,21 @@ def trained_ckpt(trained_run: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def exported_lenet(
-    trained_ckpt: Path, real_data_root: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """The trained LeNet-5 exported once for the session (parity on 1,000 test images, with its
     feature maps): the folder that the runtime, serve, page, deploy and model card tests read.
 
     Read-only by convention: a test that changes an export, or needs other options, makes its
-    own.
+    own. ``$IMGCLS_TEST_EXPORT`` names such a folder exported beforehand instead: a venv without
+    torch (`nox -s lowest`) cannot train one, so it is handed one made the same way.
     """
+    if given := os.environ.get("IMGCLS_TEST_EXPORT"):
+        return Path(given)
     from imgcls.export import export_checkpoint
 
+    trained_ckpt: Path = request.getfixturevalue("trained_ckpt")
+    real_data_root: Path = request.getfixturevalue("real_data_root")
     out = tmp_path_factory.mktemp("exported") / "lenet5"
     export_checkpoint(
         trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
