@@ -389,6 +389,7 @@ def _lowest_pins(session: nox.Session, extras: tuple[str, ...]) -> dict[str, str
     """Name -> lowest admitted version of every direct dependency of the base install and
     ``extras`` whose marker holds here: the version of its ``>=`` (or ``==``, ``~=``) bound."""
     import tomllib
+
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
     from packaging.version import Version
@@ -412,6 +413,7 @@ def _lowest_pins(session: nox.Session, extras: tuple[str, ...]) -> dict[str, str
 def _test_tools() -> list[str]:
     """The LOWEST_TEST_TOOLS as the dev extra specifies them."""
     import tomllib
+
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from imgcls.errors import ModelLoadError
@@ -94,7 +94,7 @@ def model_metadata(
         "test_images": test_images,
         "opset": opset,
         "versions": dict(versions),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if framing is not None:
         meta["framing"] = framing
