@@ -369,8 +369,12 @@ LOWEST_BASE_TESTS = [
     "not gpu and not browser and not wrk",
 ]
 LOWEST_TRAIN_TESTS = [
-    "tests/training/test_cli.py",  # the private Lightning methods imgcls overrides
+    "tests/training/test_cli.py",  # LightningCLI and jsonargparse: the CLI's switches and errors
     "tests/training/test_checkpoint_io.py",  # fit, then resume
+    "tests/training/test_saved_runs.py",  # a run saved by an earlier imgcls: test, resume, export
+    "tests/training/test_watching.py",  # curves, TensorBoard (tensorboard), imgcls compare
+    "tests/training/test_presets.py",  # early stopping, the profiler, overfit, fast_dev_run
+    "tests/training/test_mlflow.py",  # a real MLflow tracking server (mlflow)
     "tests/training/test_lightning_module.py",  # torchmetrics
     "tests/training/test_training.py::test_new_run_never_overwrites_and_resume_continues",
     "tests/training/test_training.py::test_label_smoothing_and_onecycle_scheduler",
