@@ -200,6 +200,20 @@ def _deploy_model(session: nox.Session) -> Path:
     return exported[-1]
 
 
+def _check_torch_free(session: nox.Session, python: str, env: dict[str, str], what: str) -> None:
+    """Fail when torch or Lightning can be imported by ``python``: a torch-free venv must not
+    get them through some dependency."""
+    session.run(
+        python,
+        "-c",
+        "import importlib.util, sys; "
+        "found = [m for m in ('torch', 'lightning') if importlib.util.find_spec(m)]; "
+        f"sys.exit(f'installed in {what}: {{found}}' if found else 0)",
+        env=env,
+        external=True,
+    )
+
+
 @nox.session
 def deploy(session: nox.Session) -> None:
     """The deployment install, checked: a fresh venv in .nox/deploy with `pip install .` (no
@@ -227,15 +241,7 @@ def deploy(session: nox.Session) -> None:
         "VIRTUAL_ENV": str(DEPLOY_VENV),
         "PYTHONPATH": "",
     }
-    session.run(
-        py,
-        "-c",
-        "import importlib.util, sys; "
-        "found = [m for m in ('torch', 'lightning') if importlib.util.find_spec(m)]; "
-        "sys.exit(f'installed in the deployment venv: {found}' if found else 0)",
-        env=env,
-        external=True,
-    )
+    _check_torch_free(session, py, env, "the deployment venv")
     with tempfile.TemporaryDirectory(prefix="imgcls-deploy-") as tmp:
         work = Path(tmp)  # the working folder: not the checkout, whose imgcls/ would shadow
         with session.chdir(work):
@@ -532,15 +538,7 @@ def lowest(session: nox.Session) -> None:
     session.log(f"venvs ready in {time.monotonic() - start:.0f} s")
     _show_versions(session, LOWEST_BASE, base_pins)
     _show_versions(session, LOWEST_TRAIN, train_pins)
-    session.run(
-        str(LOWEST_BASE / "bin" / "python"),
-        "-c",
-        "import importlib.util, sys; "
-        "found = [m for m in ('torch', 'lightning') if importlib.util.find_spec(m)]; "
-        "sys.exit(f'installed in the base venv: {found}' if found else 0)",
-        env=base_env,
-        external=True,
-    )
+    _check_torch_free(session, str(LOWEST_BASE / "bin" / "python"), base_env, "the base venv")
     with tempfile.TemporaryDirectory(prefix="imgcls-lowest-") as tmp:
         export = _export_lenet(session, train_env, Path(tmp))
         for venv, env, tests in (
