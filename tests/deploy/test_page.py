@@ -275,7 +275,7 @@ def test_draw_digits_against_real_server(
 ) -> None:
     with running_server(lenet_model, log=tmp_path / "serve.log") as server:
         web_page.goto(server.url + "/")
-        web_page.wait_for_function("document.querySelectorAll('.bar').length === 10")
+        web_page.wait_for_selector("#app[data-model=ready]", state="attached")
         meta = web_page.evaluate("fetch('metadata').then(r => r.json())")
         names = meta["class_names"]
         assert names == [str(i) for i in range(10)]
@@ -403,7 +403,7 @@ def serve_routed(
 
     pg.route(ORIGIN + "/**", handle)
     pg.goto(ORIGIN + "/")
-    pg.wait_for_function("document.querySelectorAll('.bar').length === 10")
+    pg.wait_for_selector("#app[data-model=ready]", state="attached")
     return posted
 
 
@@ -520,14 +520,14 @@ def test_api_key_is_asked_for_once_and_sent(
         web_page.fill("#key-input", key)
         web_page.press("#key-input", "Enter")
         web_page.wait_for_selector("#key-form", state="hidden")
-        web_page.wait_for_function("document.querySelectorAll('.bar').length === 10")
+        web_page.wait_for_selector("#app[data-model=ready]", state="attached")
         assert "lenet5" in (web_page.text_content("#model-name") or "")
         draw(web_page, DIGITS[1])
         assert wait_for_prediction(web_page) == 1
         assert web_page.evaluate("sessionStorage.getItem('imgcls-api-key')") == key
         # a reload in the same tab asks for nothing: the key is kept for the session
         web_page.reload()
-        web_page.wait_for_function("document.querySelectorAll('.bar').length === 10")
+        web_page.wait_for_selector("#app[data-model=ready]", state="attached")
         assert not web_page.is_visible("#key-form")
         assert "lenet5" in (web_page.text_content("#model-name") or "")
     assert sent[:3] == [None, "wrong key", key]

@@ -140,6 +140,7 @@
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);
       buildBars();
+      app.dataset.model = "failed";
       return;
     }
     const dataset = { mnist: "MNIST", fashion_mnist: "Fashion-MNIST" }[meta.dataset] || meta.dataset;
@@ -164,6 +165,8 @@
     }
     const thing = meta.dataset === "mnist" ? "digit" : meta.dataset === "fashion_mnist" ? "piece of clothing" : "shape";
     setStatus(hasInk ? "" : `Ready: draw a ${thing}.`);
+    // Scripts and tests wait on this rather than on the bars, which exist from the start.
+    app.dataset.model = "ready";
     if (pending && !inFlight) {
       const next = pending; // drawn or uploaded while the model was loading
       pending = null;
