@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -271,10 +272,16 @@ def staged_folder(
     permissions (mkdtemp makes it 0700) and swap it into place at ``out``. The staged folder is
     removed however the block ends.
 
+    ``out`` is a path to the folder, not to a link: a symlink (at ``out`` or on the way to it)
+    is followed, so the folder it points to is replaced and the link stays a link (swapping
+    would put a real folder where the link was). A dangling link's target is created.
+
     ``wrap`` turns an ``OSError`` while making the staged folder into the caller's error.
     """
-    out = Path(out)
+    out = Path(os.path.realpath(out))
     try:
+        if out.is_symlink():  # realpath stops at a link that loops
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out))
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = make_staged(out.parent, f".{out.name}.{os.getpid()}.")
     except OSError as e:
