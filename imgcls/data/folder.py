@@ -24,6 +24,7 @@ MNIST (``ImageDataModule``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -118,6 +119,13 @@ def _split_classes(root: Path, split: str) -> dict[str, list[Path]] | None:
                 f"{entry}: the class folder is empty; put the images of class {entry.name!r} "
                 "in it, or remove it"
             )
+        for f in files:
+            if not f.exists():  # a symlink to nothing, or one that loops: stat follows it
+                raise DataError(
+                    f"{f}: a symlink to {os.readlink(f)!r}, which "
+                    f"{'loops' if _loops(f) else 'does not exist'}; fix the link or remove it "
+                    "(nothing was written)"
+                )
         classes[entry.name] = files
     if not classes:
         raise DataError(
@@ -127,13 +135,21 @@ def _split_classes(root: Path, split: str) -> dict[str, list[Path]] | None:
     return classes
 
 
+def _loops(link: Path) -> bool:
+    try:
+        link.stat()
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
 def scan_folder(root: str | os.PathLike[str]) -> FolderLayout:
     """The classes and files of a folder data set, checked before any image is read.
 
     Raises:
         DataError: no such folder, no ``train/``, fewer than two classes, an empty class folder,
-            a file or folder out of place, or a class in ``val/`` or ``test/`` that ``train/``
-            lacks.
+            a file or folder out of place, a symlink to nothing (or one that loops), or a class
+            in ``val/`` or ``test/`` that ``train/`` lacks.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -187,7 +203,14 @@ def cache_key(layout: FolderLayout, framing: str) -> str:
     entries = []
     for split in SPLITS:
         for f, label in layout.files.get(split, []):
-            entries.append([str(f.relative_to(layout.root)), label, sha256_file(f)])
+            try:
+                digest = sha256_file(f)
+            except OSError as e:  # unreadable (permissions), or gone since the scan
+                raise DataError(
+                    f"{f}: cannot be read ({e.strerror or e}); fix its permissions or remove it "
+                    "(nothing was written)"
+                ) from e
+            entries.append([str(f.relative_to(layout.root)), label, digest])
     blob = json.dumps(
         {
             "files": entries,

@@ -320,6 +320,8 @@ def _tree(root: Path) -> set[str]:
             r"are not readable images \(12 are good\)",
         ),
         ("stray file", r"readme\.txt: a file directly in train/"),
+        ("broken link", r"train/a/gone\.png: a symlink to '/no/such/image\.png', which does not "),
+        ("link loop", r"train/b/loop\.png: a symlink to 'loop\.png', which loops; fix the link"),
         ("no root", r"no such folder; pass the folder that holds train/<class>/"),
     ],
 )
@@ -343,6 +345,10 @@ def test_a_bad_folder_fails_naming_what_to_fix_and_writes_nothing(
         (root / "train" / "a" / "notes.png").write_text("not a picture")
     elif case == "stray file":
         (root / "train" / "readme.txt").write_text("my digits")
+    elif case == "broken link":
+        (root / "train" / "a" / "gone.png").symlink_to("/no/such/image.png")
+    elif case == "link loop":
+        (root / "train" / "b" / "loop.png").symlink_to("loop.png")
     elif case == "no root":
         root = tmp_path / "missing"
     before = _tree(tmp_path)
