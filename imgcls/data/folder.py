@@ -31,6 +31,7 @@ import os
 import re
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -435,6 +436,17 @@ class ImageFolderDataModule(ImageDataModule):
                 "held-out accuracy: remove them from one side",
                 stacklevel=2,
             )
+
+    @classmethod
+    def classes_of(cls, init_args: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The class folders of ``init_args["root"]``'s ``train/`` (``scan_folder``: no image
+        is read).
+
+        Raises:
+            DataError: the folder is not a folder data set (as ``__init__`` would).
+        """
+        root = init_args.get("root")
+        return scan_folder(root).class_names if root else None
 
     # ------------------------------------------------------------------ the base's hooks
     def _train_pool_size(self) -> int:

@@ -305,6 +305,7 @@ def _parity_images(
         dataset,
         ckpt.get("datamodule_hyper_parameters"),
         str(data_dir) if data_dir is not None else None,
+        class_names=(ckpt.get("hyper_parameters") or {}).get("class_names"),
         val_size=0,
     )
     dm.check_held_out("check the export")

@@ -446,6 +446,40 @@ def test_without_test_folder_imgcls_test_and_export_refuse_and_write_nothing(
     assert _tree(tmp_path) == before  # no test logs in the run, no export folder
 
 
+@pytest.mark.slow
+def test_class_folders_renamed_after_fit_are_refused_by_resume_and_export(tmp_path: Path) -> None:
+    """train/a renamed train/z: the sorted classes become [b, z], so label 0 would mean b."""
+    x, y = stripes(16, 2)
+    tx, ty = stripes(6, 2, seed=3)
+    root = write_folder_dataset(tmp_path / "data", {"train": (x, y), "test": (tx, ty)}, ["a", "b"])
+    folder_yaml = str(ROOT / "configs/data/folder.yaml")
+    run_imgcls(
+        "fit", "-c", folder_yaml, *FAST, "--trainer.max_epochs", "1",
+        "--data.init_args.root", str(root), "--data.init_args.batch_size", "8",
+        cwd=tmp_path,
+    )  # fmt: skip
+    run = tmp_path / "runs" / "folder-lenet5" / "version_0"
+    for split in ("train", "test"):
+        (root / split / "a").rename(root / split / "z")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    resume = run_imgcls(
+        "fit", "-c", str(run / "config.yaml"), "--ckpt_path", "last",
+        "--trainer.max_epochs", "2", *FAST,
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    export = run_imgcls(
+        "export", "--ckpt", str(run), "--out", str(tmp_path / "exp"), cwd=tmp_path, check=False
+    )
+    for proc in (resume, export):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("imgcls: error: "), proc.stderr
+        assert "['a', 'b']" in last and "['b', 'z']" in last, last
+    assert "last.ckpt was trained on the classes ['a', 'b']" in resume.stderr
+    # nothing saved changed: checkpoints, metrics.csv, the cache; no export folder
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 # ----------------------------------------------------------------------------- the cache
 def test_the_cache_is_read_the_second_time_and_rebuilt_when_a_file_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
