@@ -402,12 +402,15 @@ class ImageFolderDataModule(ImageDataModule):
                 ``--preprocess auto`` of ``imgcls infer`` and the service frames other images
                 as the training images were. A 28x28 image is taken as it is.
             val_size: with no ``val/`` folder, the validation images taken from ``train/``: a
-                count, or a fraction in [0, 1) (stratified by class, seeded); ignored when
-                ``val/`` exists (its images are the validation set).
+                count, or a fraction in [0, 1) (stratified by class, seeded); a fraction that
+                rounds to no image takes one (with a warning), and a split that would leave a
+                class no training image is refused; 0: no validation. Ignored when ``val/``
+                exists (its images are the validation set).
             batch_size, eval_batch_size, train_subset, seed, num_workers, shift_augment, hflip,
                 random_erase, predict_dir, keep_on_device: as ``ImageDataModule``'s.
         """
         self.framing = resolve_framing(framing)
+        self._val_rounded_up = False
         self.layout = scan_folder(root)
         self.root = self.layout.root.resolve()
         self.class_names = self.layout.class_names
@@ -427,6 +430,14 @@ class ImageFolderDataModule(ImageDataModule):
         )
         # An absolute root, so that the export finds the held-out set from another folder.
         self.hparams["root"] = str(self.root)
+        self._check_split()  # before any image is decoded
+        if self._val_rounded_up:
+            warnings.warn(
+                f"{self.root / 'train'}: val_size={val_size} of {self.train_total} images rounds "
+                "to 0; 1 image is taken for validation instead (add a val/ folder, or pass "
+                "val_size 0 to train without validation)",
+                stacklevel=2,
+            )
         self.decoded = load_folder(self.layout, self.framing)
         self.mean, self.std = self.decoded.mean, self.decoded.std
         if self.decoded.duplicates:
@@ -456,7 +467,30 @@ class ImageFolderDataModule(ImageDataModule):
     def _resolve_val_size(self, val_size: int | float) -> int:
         if self.layout.has("val"):
             return self.layout.count("val")
-        return super()._resolve_val_size(val_size)
+        n = super()._resolve_val_size(val_size)
+        # A fraction of a few images rounds to none: no validation, so no best.ckpt. One image
+        # is taken instead (``__init__`` warns once the split is known to be possible).
+        self._val_rounded_up = n == 0 and bool(val_size)
+        return 1 if self._val_rounded_up else n
+
+    def _check_split(self) -> None:
+        """Every class keeps a training image after the validation split takes its share."""
+        if self.layout.has("val") or not self.n_val:
+            return
+        labels = torch.tensor([k for _, k in self.layout.files["train"]], dtype=torch.long)
+        pool, _ = self.split_indices(labels)
+        left = np.bincount(labels.numpy()[pool], minlength=len(self.class_names))
+        if left.min() == 0:
+            k = int(left.argmin())
+            name, have = self.class_names[k], int((labels == k).sum())
+            raise DataError(
+                f"{self.layout.root / 'train' / name}: {have} image(s), and the validation "
+                f"split ({self.n_val} of {self.train_total} images, val_size) takes all of them, "
+                "leaving none to train on. Without a val/ folder each class needs at least 2 "
+                "images (one to train on, one to validate): add images, add val/<class>/ "
+                "folders, or pass --data.init_args.val_size 0 to train without validation "
+                "(then last.ckpt only, no best.ckpt)"
+            )
 
     def prepare_data(self) -> None:
         """Nothing to fetch: the images were decoded (or read from the cache) in ``__init__``."""

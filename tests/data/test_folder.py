@@ -176,6 +176,33 @@ def test_with_val_its_images_are_the_validation_set(tmp_path: Path) -> None:
     assert np.bincount(dm.train_set.labels.numpy()).tolist() == [10, 10, 10]
 
 
+def test_a_split_that_rounds_to_no_validation_image_takes_one(tmp_path: Path) -> None:
+    x, y = stripes(4, 2)  # two images per class: 0.1 of 4 rounds to 0
+    write_folder_dataset(tmp_path, {"train": (x, y)}, ["a", "b"])
+    with pytest.warns(UserWarning, match=r"val_size=0\.1 of 4 images rounds to 0; 1 image"):
+        dm = ImageFolderDataModule(root=str(tmp_path))
+    dm.setup("fit")
+    assert dm.val_set is not None and dm.train_set is not None
+    assert len(dm.val_set) == 1 and len(dm.train_set) == 3
+    assert sorted(set(dm.train_set.labels.tolist())) == [0, 1]  # each class trains
+    assert ImageFolderDataModule(root=str(tmp_path), val_size=0).n_val == 0  # on purpose
+
+
+def test_one_image_per_class_is_refused_saying_how_many_are_needed(tmp_path: Path) -> None:
+    x, y = stripes(2, 2)
+    write_folder_dataset(tmp_path, {"train": (x, y)}, ["a", "b"])
+    before = _tree(tmp_path)
+    message = r"train/[ab]: 1 image\(s\), and the validation split"
+    with pytest.raises(DataError, match=message) as e:
+        ImageFolderDataModule(root=str(tmp_path))
+    assert "each class needs at least 2 images" in str(e.value) and "val_size 0" in str(e.value)
+    assert _tree(tmp_path) == before  # refused before any image was decoded or cached
+    # with a val/ folder, or no validation, one image per class trains
+    assert ImageFolderDataModule(root=str(tmp_path), val_size=0).n_val == 0
+    write_split(tmp_path, "val", x, y, ["a", "b"])
+    assert ImageFolderDataModule(root=str(tmp_path)).n_val == 2
+
+
 def test_get_datamodule_takes_the_root_as_data_dir(tmp_path: Path) -> None:
     x, y = stripes(20, 2)
     write_folder_dataset(tmp_path, {"train": (x, y)}, ["no", "yes"])
