@@ -244,7 +244,7 @@ def _writable(folder: Path) -> bool:
 def _decode_split(files: list[tuple[Path, int]], framing: str, where: Path) -> np.ndarray:
     """(N, 1, 28, 28) uint8 through the deployment's decoder; every unreadable file is counted
     and the first one named, before anything is written."""
-    from imgcls.deploy.images import decode_image
+    from imgcls.deploy.images import decode_file
 
     c, h, w = ImageFolderDataModule.image_shape
     out = np.empty((len(files), c, h, w), dtype=np.uint8)
@@ -253,7 +253,7 @@ def _decode_split(files: list[tuple[Path, int]], framing: str, where: Path) -> n
         warnings.simplefilter("always")
         for i, (f, _) in enumerate(files):
             try:
-                out[i] = decode_image(f, channels=c, size=(h, w), preprocess=framing)
+                out[i] = decode_file(f, channels=c, size=(h, w), preprocess=framing)
             except ImageFileError as e:
                 bad.append(e)
     if bad:
