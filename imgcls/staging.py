@@ -272,7 +272,8 @@ def staged_folder(
     permissions (mkdtemp makes it 0700) and swap it into place at ``out``. The staged folder is
     removed however the block ends.
 
-    ``out`` is a path to the folder, not to a link: a symlink (at ``out`` or on the way to it)
+    ``out`` may not be the current folder or hold it (``EBUSY``). It is a path to the folder,
+    not to a link: a symlink (at ``out`` or on the way to it)
     is followed, so the folder it points to is replaced and the link stays a link (swapping
     would put a real folder where the link was). A dangling link's target is created.
 
@@ -282,6 +283,11 @@ def staged_folder(
     try:
         if out.is_symlink():  # realpath stops at a link that loops
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out))
+        here = Path.cwd().resolve()
+        if out == here or out in here.parents:
+            # The swap would move the current folder away: this process, and the shell that
+            # started it, would be left in a removed folder.
+            raise OSError(errno.EBUSY, "it is the current folder, or holds it", str(out))
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = make_staged(out.parent, f".{out.name}.{os.getpid()}.")
     except OSError as e:

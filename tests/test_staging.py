@@ -130,6 +130,21 @@ def test_a_symlinked_target_is_replaced_through_the_link(tmp_path: Path) -> None
     assert os.readlink(loop) == "loop"
 
 
+def test_the_current_folder_is_never_swapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "a" / "here"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for out in (".", "..", str(here)):
+        with (
+            pytest.raises(OSError, match="the current folder, or holds it"),
+            staging.staged_folder(out),
+        ):
+            raise AssertionError("nothing is staged")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "here"]
+
+
 def test_data_fetch_leaves_a_fetch_results_folder_it_did_not_make(
     tiny_data: Path, tmp_path: Path
 ) -> None:
