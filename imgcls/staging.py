@@ -39,6 +39,7 @@ __all__ = [
     "STAGED",
     "STALE_AFTER_S",
     "Marker",
+    "holds_cwd",
     "make_staged",
     "pid_alive",
     "process_gone",
@@ -263,6 +264,14 @@ def swap_into_place(staged: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
+def holds_cwd(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` (symlinks followed) is the current folder or holds it: swapping it
+    would move the current folder away, leaving this process, and the shell that started it,
+    in a removed folder."""
+    real, here = Path(os.path.realpath(folder)), Path.cwd().resolve()
+    return real == here or real in here.parents
+
+
 @contextlib.contextmanager
 def staged_folder(
     out: str | os.PathLike[str], *, wrap: Callable[[OSError], Exception] | None = None
@@ -283,10 +292,7 @@ def staged_folder(
     try:
         if out.is_symlink():  # realpath stops at a link that loops
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out))
-        here = Path.cwd().resolve()
-        if out == here or out in here.parents:
-            # The swap would move the current folder away: this process, and the shell that
-            # started it, would be left in a removed folder.
+        if holds_cwd(out):
             raise OSError(errno.EBUSY, "it is the current folder, or holds it", str(out))
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = make_staged(out.parent, f".{out.name}.{os.getpid()}.")

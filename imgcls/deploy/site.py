@@ -39,7 +39,7 @@ from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
 from imgcls.deploy.metadata import without_local_paths
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
-from imgcls.staging import MARKER, staged_folder
+from imgcls.staging import MARKER, holds_cwd, staged_folder
 from imgcls.utils import sha256_file
 
 __all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
@@ -67,10 +67,10 @@ def _check_out(out: Path) -> None:
     real = Path(os.path.realpath(out))
     if real.is_symlink():  # realpath stops at a link that loops
         raise ConfigError(f"--out {out}: a symlink that loops; give a folder for the site")
-    here = Path.cwd().resolve()
-    if real == here or real in here.parents:
+    if holds_cwd(real):
         raise ConfigError(
-            f"--out {out}: {'is' if real == here else 'holds'} the current folder; the site "
+            f"--out {out}: {'is' if real == Path.cwd().resolve() else 'holds'} the current "
+            "folder; the site "
             "replaces its folder whole, which would leave this shell in a removed folder: give "
             "a folder below it (--out site) or run from another folder (nothing was written)"
         )
