@@ -218,10 +218,11 @@ def _check_classes(ckpt: dict[str, Any], path: Path, cfg: Namespace, subcommand:
     would silently mean another class."""
     from imgcls.data.registry import DATAMODULES
 
-    trained = (ckpt.get("hyper_parameters") or {}).get("class_names")
-    data_cls = DATAMODULES.get(dataset_of(cfg))
-    if not trained or data_cls is None:
-        return
+    hp = ckpt.get("hyper_parameters") or {}
+    trained, dataset = hp.get("class_names"), dataset_of(cfg)
+    data_cls = DATAMODULES.get(dataset)
+    if not trained or data_cls is None or hp.get("dataset") not in (None, dataset):
+        return  # another data set altogether: the data check names that
     init_args = cfg.data.get("init_args")
     args = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
     found = data_cls.classes_of(args)
