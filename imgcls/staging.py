@@ -282,9 +282,9 @@ def staged_folder(
     removed however the block ends.
 
     ``out`` may not be the current folder or hold it (``EBUSY``). It is a path to the folder,
-    not to a link: a symlink (at ``out`` or on the way to it)
-    is followed, so the folder it points to is replaced and the link stays a link (swapping
-    would put a real folder where the link was). A dangling link's target is created.
+    not to a link: a symlink (at ``out`` or on the way to it) is followed, so the folder it
+    points to is replaced and the link stays a link (swapping would put a real folder where
+    the link was). A dangling link's target is created; a link that loops is ``ELOOP``.
 
     ``wrap`` turns an ``OSError`` while making the staged folder into the caller's error.
     """

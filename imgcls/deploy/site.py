@@ -70,9 +70,9 @@ def _check_out(out: Path) -> None:
     if holds_cwd(real):
         raise ConfigError(
             f"--out {out}: {'is' if real == Path.cwd().resolve() else 'holds'} the current "
-            "folder; the site "
-            "replaces its folder whole, which would leave this shell in a removed folder: give "
-            "a folder below it (--out site) or run from another folder (nothing was written)"
+            "folder; the site replaces its folder whole, which would leave this shell in a "
+            "removed folder: give a folder below it (--out site) or run from another folder "
+            "(nothing was written)"
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file is there; give a folder for the site")
