@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "STAGED",
     "STALE_AFTER_S",
     "Marker",
+    "holds_cwd",
     "make_staged",
     "pid_alive",
     "process_gone",
@@ -262,6 +264,14 @@ def swap_into_place(staged: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
+def holds_cwd(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` (symlinks followed) is the current folder or holds it: swapping it
+    would move the current folder away, leaving this process, and the shell that started it,
+    in a removed folder."""
+    real, here = Path(os.path.realpath(folder)), Path.cwd().resolve()
+    return real == here or real in here.parents
+
+
 @contextlib.contextmanager
 def staged_folder(
     out: str | os.PathLike[str], *, wrap: Callable[[OSError], Exception] | None = None
@@ -271,10 +281,19 @@ def staged_folder(
     permissions (mkdtemp makes it 0700) and swap it into place at ``out``. The staged folder is
     removed however the block ends.
 
+    ``out`` may not be the current folder or hold it (``EBUSY``). It is a path to the folder,
+    not to a link: a symlink (at ``out`` or on the way to it) is followed, so the folder it
+    points to is replaced and the link stays a link (swapping would put a real folder where
+    the link was). A dangling link's target is created; a link that loops is ``ELOOP``.
+
     ``wrap`` turns an ``OSError`` while making the staged folder into the caller's error.
     """
-    out = Path(out)
+    out = Path(os.path.realpath(out))
     try:
+        if out.is_symlink():  # realpath stops at a link that loops
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out))
+        if holds_cwd(out):
+            raise OSError(errno.EBUSY, "it is the current folder, or holds it", str(out))
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = make_staged(out.parent, f".{out.name}.{os.getpid()}.")
     except OSError as e:

@@ -107,6 +107,44 @@ def test_the_placed_folder_has_no_marker_and_the_staged_one_had(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_a_symlinked_target_is_replaced_through_the_link(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "old.onnx").write_bytes(b"old")
+    link = tmp_path / "link"
+    link.symlink_to("real")
+    with staging.staged_folder(link) as staged:
+        assert staged.parent == tmp_path
+        (staged / "model.onnx").write_bytes(b"new")
+    assert os.readlink(link) == "real"
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to("later")
+    with staging.staged_folder(dangling) as staged:
+        (staged / "model.onnx").write_bytes(b"new")
+    assert os.readlink(dangling) == "later" and (tmp_path / "later" / "model.onnx").is_file()
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    with pytest.raises(OSError, match="symbolic links"), staging.staged_folder(loop):
+        pass
+    assert os.readlink(loop) == "loop"
+
+
+def test_the_current_folder_is_never_swapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "a" / "here"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for out in (".", "..", str(here)):
+        with (
+            pytest.raises(OSError, match="the current folder, or holds it"),
+            staging.staged_folder(out),
+        ):
+            raise AssertionError("nothing is staged")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "here"]
+
+
 def test_data_fetch_leaves_a_fetch_results_folder_it_did_not_make(
     tiny_data: Path, tmp_path: Path
 ) -> None:

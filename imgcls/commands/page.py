@@ -19,8 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="folder to write the site to: new, empty, or a site imgcls built before (replaced "
-        "whole once the new one is complete)",
+        help="folder to write the site to: new, empty, or a site imgcls built before (its files "
+        "replaced once the new site is complete; files imgcls did not write, such as CNAME or "
+        ".git/, are kept). A symlink is followed; the current folder is refused",
     )
 
 
@@ -34,5 +35,13 @@ def run(args: argparse.Namespace) -> int:
         f"[imgcls page] wrote {summary['out']}: {len(summary['files'])} files, {mib:.1f} MiB, "
         f"model {summary['model_id']}, {maps}"
     )
+    if summary["kept"]:
+        kept = summary["kept"]
+        tops = sorted({name.split("/")[0] + ("/" if "/" in name else "") for name in kept})
+        print(
+            f"[imgcls page] kept {len(kept)} file(s) imgcls did not write: "
+            + ", ".join(tops[:8])
+            + (f" and {len(tops) - 8} more" if len(tops) > 8 else "")
+        )
     print(f"[imgcls page] try it: python -m http.server -d {summary['out']} 8000")
     return 0

@@ -17,7 +17,7 @@ is counted exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -234,6 +234,12 @@ class ImageDataModule(L.LightningDataModule):
         self.predict_files: list[Path] = []
 
     # ------------------------------------------------------------------ facts for the model
+    @classmethod
+    def classes_of(cls, init_args: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The class names a data module built with ``init_args`` would have, without loading
+        any data (None: cannot tell). The IDX data sets' are fixed."""
+        return getattr(cls, "class_names", None)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

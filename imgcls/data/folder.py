@@ -24,12 +24,14 @@ MNIST (``ImageDataModule``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +120,13 @@ def _split_classes(root: Path, split: str) -> dict[str, list[Path]] | None:
                 f"{entry}: the class folder is empty; put the images of class {entry.name!r} "
                 "in it, or remove it"
             )
+        for f in files:
+            if not f.exists():  # a symlink to nothing, or one that loops: stat follows it
+                raise DataError(
+                    f"{f}: a symlink to {os.readlink(f)!r}, which "
+                    f"{'loops' if _loops(f) else 'does not exist'}; fix the link or remove it "
+                    "(nothing was written)"
+                )
         classes[entry.name] = files
     if not classes:
         raise DataError(
@@ -127,13 +136,21 @@ def _split_classes(root: Path, split: str) -> dict[str, list[Path]] | None:
     return classes
 
 
+def _loops(link: Path) -> bool:
+    try:
+        link.stat()
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
 def scan_folder(root: str | os.PathLike[str]) -> FolderLayout:
     """The classes and files of a folder data set, checked before any image is read.
 
     Raises:
         DataError: no such folder, no ``train/``, fewer than two classes, an empty class folder,
-            a file or folder out of place, or a class in ``val/`` or ``test/`` that ``train/``
-            lacks.
+            a file or folder out of place, a symlink to nothing (or one that loops), or a class
+            in ``val/`` or ``test/`` that ``train/`` lacks.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -187,7 +204,14 @@ def cache_key(layout: FolderLayout, framing: str) -> str:
     entries = []
     for split in SPLITS:
         for f, label in layout.files.get(split, []):
-            entries.append([str(f.relative_to(layout.root)), label, sha256_file(f)])
+            try:
+                digest = sha256_file(f)
+            except OSError as e:  # unreadable (permissions), or gone since the scan
+                raise DataError(
+                    f"{f}: cannot be read ({e.strerror or e}); fix its permissions or remove it "
+                    "(nothing was written)"
+                ) from e
+            entries.append([str(f.relative_to(layout.root)), label, digest])
     blob = json.dumps(
         {
             "files": entries,
@@ -220,7 +244,7 @@ def _writable(folder: Path) -> bool:
 def _decode_split(files: list[tuple[Path, int]], framing: str, where: Path) -> np.ndarray:
     """(N, 1, 28, 28) uint8 through the deployment's decoder; every unreadable file is counted
     and the first one named, before anything is written."""
-    from imgcls.deploy.images import decode_image
+    from imgcls.deploy.images import decode_file
 
     c, h, w = ImageFolderDataModule.image_shape
     out = np.empty((len(files), c, h, w), dtype=np.uint8)
@@ -229,7 +253,7 @@ def _decode_split(files: list[tuple[Path, int]], framing: str, where: Path) -> n
         warnings.simplefilter("always")
         for i, (f, _) in enumerate(files):
             try:
-                out[i] = decode_image(f, channels=c, size=(h, w), preprocess=framing)
+                out[i] = decode_file(f, channels=c, size=(h, w), preprocess=framing)
             except ImageFileError as e:
                 bad.append(e)
     if bad:
@@ -378,12 +402,15 @@ class ImageFolderDataModule(ImageDataModule):
                 ``--preprocess auto`` of ``imgcls infer`` and the service frames other images
                 as the training images were. A 28x28 image is taken as it is.
             val_size: with no ``val/`` folder, the validation images taken from ``train/``: a
-                count, or a fraction in [0, 1) (stratified by class, seeded); ignored when
-                ``val/`` exists (its images are the validation set).
+                count, or a fraction in [0, 1) (stratified by class, seeded); a fraction that
+                rounds to no image takes one (with a warning), and a split that would leave a
+                class no training image is refused; 0: no validation. Ignored when ``val/``
+                exists (its images are the validation set).
             batch_size, eval_batch_size, train_subset, seed, num_workers, shift_augment, hflip,
                 random_erase, predict_dir, keep_on_device: as ``ImageDataModule``'s.
         """
         self.framing = resolve_framing(framing)
+        self._val_rounded_up = False
         self.layout = scan_folder(root)
         self.root = self.layout.root.resolve()
         self.class_names = self.layout.class_names
@@ -403,6 +430,14 @@ class ImageFolderDataModule(ImageDataModule):
         )
         # An absolute root, so that the export finds the held-out set from another folder.
         self.hparams["root"] = str(self.root)
+        self._check_split()  # before any image is decoded
+        if self._val_rounded_up:
+            warnings.warn(
+                f"{self.root / 'train'}: val_size={val_size} of {self.train_total} images rounds "
+                "to 0; 1 image is taken for validation instead (add a val/ folder, or pass "
+                "val_size 0 to train without validation)",
+                stacklevel=2,
+            )
         self.decoded = load_folder(self.layout, self.framing)
         self.mean, self.std = self.decoded.mean, self.decoded.std
         if self.decoded.duplicates:
@@ -413,6 +448,17 @@ class ImageFolderDataModule(ImageDataModule):
                 stacklevel=2,
             )
 
+    @classmethod
+    def classes_of(cls, init_args: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The class folders of ``init_args["root"]``'s ``train/`` (``scan_folder``: no image
+        is read).
+
+        Raises:
+            DataError: the folder is not a folder data set (as ``__init__`` would).
+        """
+        root = init_args.get("root")
+        return scan_folder(root).class_names if root else None
+
     # ------------------------------------------------------------------ the base's hooks
     def _train_pool_size(self) -> int:
         """Images the split draws from: ``train/``, then ``val/`` when present."""
@@ -421,7 +467,30 @@ class ImageFolderDataModule(ImageDataModule):
     def _resolve_val_size(self, val_size: int | float) -> int:
         if self.layout.has("val"):
             return self.layout.count("val")
-        return super()._resolve_val_size(val_size)
+        n = super()._resolve_val_size(val_size)
+        # A fraction of a few images rounds to none: no validation, so no best.ckpt. One image
+        # is taken instead (``__init__`` warns once the split is known to be possible).
+        self._val_rounded_up = n == 0 and bool(val_size)
+        return 1 if self._val_rounded_up else n
+
+    def _check_split(self) -> None:
+        """Every class keeps a training image after the validation split takes its share."""
+        if self.layout.has("val") or not self.n_val:
+            return
+        labels = torch.tensor([k for _, k in self.layout.files["train"]], dtype=torch.long)
+        pool, _ = self.split_indices(labels)
+        left = np.bincount(labels.numpy()[pool], minlength=len(self.class_names))
+        if left.min() == 0:
+            k = int(left.argmin())
+            name, have = self.class_names[k], int((labels == k).sum())
+            raise DataError(
+                f"{self.layout.root / 'train' / name}: {have} image(s), and the validation "
+                f"split ({self.n_val} of {self.train_total} images, val_size) takes all of them, "
+                "leaving none to train on. Without a val/ folder each class needs at least 2 "
+                "images (one to train on, one to validate): add images, add val/<class>/ "
+                "folders, or pass --data.init_args.val_size 0 to train without validation "
+                "(then last.ckpt only, no best.ckpt)"
+            )
 
     def prepare_data(self) -> None:
         """Nothing to fetch: the images were decoded (or read from the cache) in ``__init__``."""

@@ -9,7 +9,7 @@ and calibrates on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from imgcls.data.datamodule import FashionMNISTDataModule, ImageDataModule, MNISTDataModule
@@ -46,6 +46,7 @@ def trained_datamodule(
     dataset: str,
     trained_with: Mapping[str, Any] | None,
     data_dir: str | None = None,
+    class_names: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> ImageDataModule:
     """The data module a checkpoint was trained with (``trained_with``: its
@@ -53,10 +54,13 @@ def trained_datamodule(
     ``val_size``, ``seed``).
 
     For ``folder``: the recorded root and framing, or ``data_dir`` as the root (a folder that
-    moved). For the IDX data sets: ``data_dir`` is the data root, as always.
+    moved). For the IDX data sets: ``data_dir`` is the data root, as always. ``class_names``:
+    the model's; a folder whose classes are not those, in that order, is refused before any
+    image is decoded (a renamed class folder would shift every label).
 
     Raises:
-        DataError: a folder checkpoint that records no root, and no ``data_dir`` given.
+        DataError: a folder checkpoint that records no root, and no ``data_dir`` given; a
+            folder whose classes differ from ``class_names``.
     """
     if dataset != ImageFolderDataModule.dataset_name:
         return get_datamodule(dataset, data_dir=data_dir, **kwargs)
@@ -66,6 +70,14 @@ def trained_datamodule(
         raise DataError(
             "the checkpoint was trained on a folder of images but does not record which: pass "
             "--data-dir with the folder that holds its train/ and test/"
+        )
+    found = ImageFolderDataModule.classes_of({"root": str(root)})
+    if class_names is not None and found is not None and list(found) != list(class_names):
+        raise DataError(
+            f"{root}: its classes are {list(found)!r} but the model was trained on "
+            f"{list(class_names)!r} (a class folder renamed, added or removed): class k would "
+            "be scored against another class's images. Name the folders as in training, or "
+            "pass --data_dir with the folder the model was trained on"
         )
     framing = kwargs.pop("framing", hp.get("framing", "auto"))
     return ImageFolderDataModule(root=str(root), framing=framing, **kwargs)

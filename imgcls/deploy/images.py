@@ -22,7 +22,7 @@ from imgcls.deploy.framing import FRAMINGS, framing_for
 from imgcls.deploy.idx import is_idx_file, read_idx
 from imgcls.errors import ImageFileError, ImageTooLargeError, ImgclsError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "decode_image", "load_images"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "decode_file", "decode_image", "load_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # A photo from a phone is 12-50 megapixels; a PNG that declares more is refused before decoding
@@ -264,6 +264,28 @@ def decode_image(
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def decode_file(path: str | os.PathLike[str], **opts: Any) -> np.ndarray:
+    """``decode_image`` of a file, whose warnings all name it: Pillow's own ("Truncated File
+    Read", "Corrupt EXIF data", ...) say nothing of which file, and a folder of images would
+    leave the reader guessing. Each distinct message once per file, in order; the caller's
+    warning filters then apply as usual. Not for threads (``warnings.catch_warnings`` is
+    process-wide): the service calls ``decode_image``."""
+    label = str(path)
+    seen: dict[tuple[str, type[Warning]], None] = {}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return decode_image(path, **opts)
+    finally:
+        for w in caught:
+            text = str(w.message)
+            seen.setdefault(
+                (text if text.startswith(f"{label}: ") else f"{label}: {text}", w.category)
+            )
+        for text, category in seen:
+            warnings.warn(text, category, stacklevel=2)
+
+
 def load_images(
     inputs: Sequence[str | os.PathLike[str]],
     *,
@@ -317,7 +339,7 @@ def load_images(
             read = 0
             for f in files:
                 try:
-                    image = decode_image(f, **opts)
+                    image = decode_file(f, **opts)
                 except ImageFileError as e:
                     if skipped is None:
                         raise
@@ -343,7 +365,7 @@ def load_images(
                 batches.append(_fit_images(arr, channels, size, str(path)))
             else:
                 names.append(str(path))
-                batches.append(decode_image(path, **opts)[None])
+                batches.append(decode_file(path, **opts)[None])
         else:
             raise ImageFileError(f"{path}: no such file or folder")
     if not batches:

@@ -9,12 +9,19 @@
     out/model.onnx              the export's model
     out/model.features.onnx     its feature-map model, when the export has one
     out/metadata.json           the export's metadata, no local paths, plus what the page needs
-    out/.imgcls-site            marks the folder as a site imgcls built
+    out/.imgcls-site            marks the folder as a site imgcls built, and lists its files
 
 Any static host serves it (GitHub Pages, a course website, ``python -m http.server``); it
 asks the network for nothing but its own files. The site is built in a staged folder and
 swapped in whole (``imgcls.staging``): a failed build leaves a previous site as it was. An
-``out`` that is a non-empty folder of something else is refused.
+``out`` that is a non-empty folder of something else is refused, and so is the current folder
+(or one that holds it: the swap would leave the shell in a removed folder); a symlink is
+followed, so the site goes into the folder it points to and the link stays.
+
+A rebuild replaces only the files imgcls wrote: those the previous build listed in
+``.imgcls-site``. Every other file in ``out`` (a ``CNAME``, ``.nojekyll``, ``.git/``, your own
+pages) is carried into the new site, hard-linked (copied where a link cannot be made), before
+the swap. A file of yours where the new site writes one is refused before anything changes.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
 from imgcls.deploy.metadata import without_local_paths
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
-from imgcls.staging import staged_folder
+from imgcls.staging import MARKER, holds_cwd, staged_folder
 from imgcls.utils import sha256_file
 
 __all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
@@ -48,7 +55,25 @@ RUNTIME_SERVER = '<meta name="imgcls-runtime" content="server">'
 RUNTIME_BROWSER = '<meta name="imgcls-runtime" content="browser">'
 
 
+# What a site written before the manifest was added held: a rebuild of one replaces these and
+# keeps everything else.
+LEGACY_FILES = frozenset(
+    {SITE_MARKER, "index.html", "metadata.json", "model.onnx", FEATURES_FILE}
+    | {f"static/{name}" for name in PAGE_FILES + ORT_FILES}
+)
+
+
 def _check_out(out: Path) -> None:
+    real = Path(os.path.realpath(out))
+    if real.is_symlink():  # realpath stops at a link that loops
+        raise ConfigError(f"--out {out}: a symlink that loops; give a folder for the site")
+    if holds_cwd(real):
+        raise ConfigError(
+            f"--out {out}: {'is' if real == Path.cwd().resolve() else 'holds'} the current "
+            "folder; the site replaces its folder whole, which would leave this shell in a "
+            "removed folder: give a folder below it (--out site) or run from another folder "
+            "(nothing was written)"
+        )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file is there; give a folder for the site")
     if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).is_file():
@@ -56,6 +81,68 @@ def _check_out(out: Path) -> None:
             f"--out {out}: a non-empty folder that is not a site imgcls built; give a new or "
             "empty folder (nothing was written)"
         )
+
+
+def _previous_files(out: Path) -> frozenset[str]:
+    """The files the build before wrote in ``out``: its marker's list; a marker without one
+    (an older imgcls, or edited) counts as the fixed layout of the sites made before it."""
+    try:
+        listed = json.loads((out / SITE_MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+        return LEGACY_FILES
+    return frozenset(listed) | {SITE_MARKER}
+
+
+def _carry_users_files(out: Path, staged: Path, ours: frozenset[str]) -> list[str]:
+    """Put every file of ``out`` that imgcls did not write (not in ``ours``) at its place in
+    ``staged``: hard-linked, so that a ``.git/`` costs no copy, or copied where a link cannot be
+    made (another file system). Symlinks stay symlinks, empty folders are made, folders keep
+    their modes. Returns the relative paths carried.
+
+    Raises:
+        ConfigError: a file of the user's lies where the new site writes one.
+    """
+    carried: list[str] = []
+    folders: list[tuple[Path, Path]] = []
+    for top, dirs, names in os.walk(out):
+        here = Path(top)
+        # A symlink to a folder is carried as a link, not walked into.
+        links = [d for d in dirs if (here / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in links]
+        for d in dirs:
+            src, dst = here / d, staged / (here / d).relative_to(out)
+            if (dst.exists() or dst.is_symlink()) and not dst.is_dir():
+                raise _collision(out, src)
+            dst.mkdir(exist_ok=True)
+            folders.append((src, dst))
+        for name in [*names, *links]:
+            src = here / name
+            rel = src.relative_to(out).as_posix()
+            if rel in ours or rel == MARKER:
+                continue
+            dst = staged / rel
+            if dst.exists() or dst.is_symlink():
+                raise _collision(out, src)
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dst)
+            else:
+                try:
+                    os.link(src, dst, follow_symlinks=False)
+                except OSError:
+                    shutil.copy2(src, dst)
+            carried.append(rel)
+    for src, dst in reversed(folders):  # innermost first: a read-only folder is filled already
+        shutil.copystat(src, dst, follow_symlinks=False)
+    return carried
+
+
+def _collision(out: Path, path: Path) -> ConfigError:
+    return ConfigError(
+        f"--out {out}: {path} is not a file imgcls wrote, and the new site writes one there; "
+        "move or rename it and run again (nothing was changed)"
+    )
 
 
 def _public_metadata(model: Path, features: Path | None) -> dict[str, Any]:
@@ -96,15 +183,19 @@ def build_site(
     """Write the static site of ``model`` (an exported model.onnx) to ``out``.
 
     Returns:
-        A summary: the files written with their sizes, total bytes, whether it has feature maps.
+        A summary: the files written with their sizes, total bytes, whether it has feature
+        maps, and ``kept``: the files of a previous site's folder that imgcls did not write,
+        carried into the new one.
 
     Raises:
         ModelLoadError: ``model`` is not an imgcls export.
-        ConfigError: ``out`` is a file, or a non-empty folder that is not an imgcls site.
+        ConfigError: ``out`` is a file, a non-empty folder that is not an imgcls site, the
+            current folder (or holds it), or holds a file of the user's where the site writes.
         NpmError: onnxruntime-web could not be fetched or failed its sha256 check.
     """
     model, out = Path(model), Path(out)
     _check_out(out)
+    ours = _previous_files(out) if (out / SITE_MARKER).is_file() else frozenset()
     features = _features_beside(model, log)
     info = _public_metadata(model, features)
     blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
@@ -135,14 +226,16 @@ def build_site(
             if features is not None:
                 shutil.copyfile(features, staged / FEATURES_FILE)
             (staged / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
-            (staged / SITE_MARKER).write_text(
-                json.dumps({"format": "imgcls-site/1", "model_id": info["model_id"]}) + "\n"
+            written = sorted(
+                p.relative_to(staged).as_posix()
+                for p in staged.rglob("*")
+                if p.is_file() and p.name != MARKER
             )
-            files = {
-                str(p.relative_to(staged)): p.stat().st_size
-                for p in sorted(staged.rglob("*"))
-                if p.is_file() and p.name != ".imgcls-staging"
-            }
+            listed = sorted([*written, SITE_MARKER])  # what the next rebuild may replace
+            marker = {"format": "imgcls-site/2", "model_id": info["model_id"], "files": listed}
+            (staged / SITE_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+            files = {name: (staged / name).stat().st_size for name in listed}
+            kept = _carry_users_files(out, staged, ours) if ours else []
     except OSError as e:
         raise wrap(e) from e
     return {
@@ -151,4 +244,5 @@ def build_site(
         "bytes": sum(files.values()),
         "features": features is not None,
         "model_id": info["model_id"],
+        "kept": kept,
     }

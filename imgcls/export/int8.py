@@ -75,7 +75,8 @@ def calibration_set(
         "seed": seed,
         "split_from": "checkpoint" if dmh else "datamodule defaults (none in the checkpoint)",
     }
-    dm = trained_datamodule(dataset, dmh, data_dir, val_size=val_size, seed=seed)
+    names = (ckpt.get("hyper_parameters") or {}).get("class_names")
+    dm = trained_datamodule(dataset, dmh, data_dir, names, val_size=val_size, seed=seed)
     if dm.n_val > 0:
         dm.setup("fit")
         assert dm.val_set is not None

@@ -260,10 +260,18 @@ def check_options(
 def _check_target(out: Path, log: Callable[[str], None]) -> None:
     """Refuse a target that is a file or holds foreign files, or whose parent cannot be
     written, before any work is done; remove the staged folders killed exports left there."""
+    if staging.holds_cwd(out):
+        raise ExportError(
+            f"--out {out}: the current folder, or one that holds it; the export replaces its "
+            "folder whole, which would leave this shell in a removed folder: pass --out with a "
+            "folder below it"
+        )
     _check_replaceable(out)
-    check_writable_folder(out.parent)  # the staged folder goes beside `out`
+    # the staged folder goes beside `out`, or beside the folder it links to
+    beside = Path(os.path.realpath(out)).parent
+    check_writable_folder(beside)
     staging.remove_stale(
-        out.parent,
+        beside,
         on_remove=lambda p: log(f"removing {p}, left behind by an export that did not finish"),
     )
 
@@ -305,6 +313,7 @@ def _parity_images(
         dataset,
         ckpt.get("datamodule_hyper_parameters"),
         str(data_dir) if data_dir is not None else None,
+        class_names=(ckpt.get("hyper_parameters") or {}).get("class_names"),
         val_size=0,
     )
     dm.check_held_out("check the export")

@@ -211,6 +211,35 @@ def _check_empty_keys(path: str, data: Any, cfg: Namespace) -> None:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
 
 
+def _check_classes(ckpt: dict[str, Any], path: Path, cfg: Namespace, subcommand: str) -> None:
+    """Refuse a checkpoint whose class names are not the config's data set's, in order, before
+    anything is read or written. The model's ``class_names`` are linked from the data module,
+    so after a class folder is renamed the model would take the new names and every label
+    would silently mean another class."""
+    from imgcls.data.registry import DATAMODULES
+
+    hp = ckpt.get("hyper_parameters") or {}
+    trained, dataset = hp.get("class_names"), dataset_of(cfg)
+    data_cls = DATAMODULES.get(dataset)
+    if not trained or data_cls is None or hp.get("dataset") not in (None, dataset):
+        return  # another data set altogether: the data check names that
+    init_args = cfg.data.get("init_args")
+    args = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
+    found = data_cls.classes_of(args)
+    if found is not None and list(found) != list(trained):
+        where = f" in {args['root']}" if args.get("root") else ""
+        raise ConfigError(
+            f"{path} was trained on the classes {list(trained)!r}, and the data set{where} now "
+            f"has {list(found)!r} (a class folder renamed, added or removed): its labels would "
+            "silently mean other classes. Name the folders as they were, or "
+            + (
+                "train a new run (without --ckpt_path)"
+                if subcommand == "fit"
+                else "use a checkpoint trained on these classes"
+            )
+        )
+
+
 def _check_resumable(ckpt: dict[str, Any], path: Path, cfg: Namespace) -> None:
     """Refuse, before anything is written, a resume that cannot go as the user expects."""
     hp = ckpt.get("hyper_parameters", {})
@@ -389,6 +418,7 @@ class ImgclsCLI(LightningCLI):
             cfg.trainer.precision = trained_precision(path)
         if subcommand == "fit":
             _check_resumable(ckpt, path, cfg)
+        _check_classes(ckpt, path, cfg, subcommand)
         run = runs.run_of(path)
         if subcommand != "fit":
             # An evaluation neither saves checkpoints nor needs the checkpoint callback's state;

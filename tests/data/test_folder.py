@@ -176,6 +176,33 @@ def test_with_val_its_images_are_the_validation_set(tmp_path: Path) -> None:
     assert np.bincount(dm.train_set.labels.numpy()).tolist() == [10, 10, 10]
 
 
+def test_a_split_that_rounds_to_no_validation_image_takes_one(tmp_path: Path) -> None:
+    x, y = stripes(4, 2)  # two images per class: 0.1 of 4 rounds to 0
+    write_folder_dataset(tmp_path, {"train": (x, y)}, ["a", "b"])
+    with pytest.warns(UserWarning, match=r"val_size=0\.1 of 4 images rounds to 0; 1 image"):
+        dm = ImageFolderDataModule(root=str(tmp_path))
+    dm.setup("fit")
+    assert dm.val_set is not None and dm.train_set is not None
+    assert len(dm.val_set) == 1 and len(dm.train_set) == 3
+    assert sorted(set(dm.train_set.labels.tolist())) == [0, 1]  # each class trains
+    assert ImageFolderDataModule(root=str(tmp_path), val_size=0).n_val == 0  # on purpose
+
+
+def test_one_image_per_class_is_refused_saying_how_many_are_needed(tmp_path: Path) -> None:
+    x, y = stripes(2, 2)
+    write_folder_dataset(tmp_path, {"train": (x, y)}, ["a", "b"])
+    before = _tree(tmp_path)
+    message = r"train/[ab]: 1 image\(s\), and the validation split"
+    with pytest.raises(DataError, match=message) as e:
+        ImageFolderDataModule(root=str(tmp_path))
+    assert "each class needs at least 2 images" in str(e.value) and "val_size 0" in str(e.value)
+    assert _tree(tmp_path) == before  # refused before any image was decoded or cached
+    # with a val/ folder, or no validation, one image per class trains
+    assert ImageFolderDataModule(root=str(tmp_path), val_size=0).n_val == 0
+    write_split(tmp_path, "val", x, y, ["a", "b"])
+    assert ImageFolderDataModule(root=str(tmp_path)).n_val == 2
+
+
 def test_get_datamodule_takes_the_root_as_data_dir(tmp_path: Path) -> None:
     x, y = stripes(20, 2)
     write_folder_dataset(tmp_path, {"train": (x, y)}, ["no", "yes"])
@@ -320,6 +347,8 @@ def _tree(root: Path) -> set[str]:
             r"are not readable images \(12 are good\)",
         ),
         ("stray file", r"readme\.txt: a file directly in train/"),
+        ("broken link", r"train/a/gone\.png: a symlink to '/no/such/image\.png', which does not "),
+        ("link loop", r"train/b/loop\.png: a symlink to 'loop\.png', which loops; fix the link"),
         ("no root", r"no such folder; pass the folder that holds train/<class>/"),
     ],
 )
@@ -343,6 +372,10 @@ def test_a_bad_folder_fails_naming_what_to_fix_and_writes_nothing(
         (root / "train" / "a" / "notes.png").write_text("not a picture")
     elif case == "stray file":
         (root / "train" / "readme.txt").write_text("my digits")
+    elif case == "broken link":
+        (root / "train" / "a" / "gone.png").symlink_to("/no/such/image.png")
+    elif case == "link loop":
+        (root / "train" / "b" / "loop.png").symlink_to("loop.png")
     elif case == "no root":
         root = tmp_path / "missing"
     before = _tree(tmp_path)
@@ -438,6 +471,40 @@ def test_without_test_folder_imgcls_test_and_export_refuse_and_write_nothing(
         assert last.startswith(f"imgcls: error: {root}: no test/ folder"), proc.stderr
         assert f"no held-out set to {what}" in last
     assert _tree(tmp_path) == before  # no test logs in the run, no export folder
+
+
+@pytest.mark.slow
+def test_class_folders_renamed_after_fit_are_refused_by_resume_and_export(tmp_path: Path) -> None:
+    """train/a renamed train/z: the sorted classes become [b, z], so label 0 would mean b."""
+    x, y = stripes(16, 2)
+    tx, ty = stripes(6, 2, seed=3)
+    root = write_folder_dataset(tmp_path / "data", {"train": (x, y), "test": (tx, ty)}, ["a", "b"])
+    folder_yaml = str(ROOT / "configs/data/folder.yaml")
+    run_imgcls(
+        "fit", "-c", folder_yaml, *FAST, "--trainer.max_epochs", "1",
+        "--data.init_args.root", str(root), "--data.init_args.batch_size", "8",
+        cwd=tmp_path,
+    )  # fmt: skip
+    run = tmp_path / "runs" / "folder-lenet5" / "version_0"
+    for split in ("train", "test"):
+        (root / split / "a").rename(root / split / "z")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    resume = run_imgcls(
+        "fit", "-c", str(run / "config.yaml"), "--ckpt_path", "last",
+        "--trainer.max_epochs", "2", *FAST,
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    export = run_imgcls(
+        "export", "--ckpt", str(run), "--out", str(tmp_path / "exp"), cwd=tmp_path, check=False
+    )
+    for proc in (resume, export):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("imgcls: error: "), proc.stderr
+        assert "['a', 'b']" in last and "['b', 'z']" in last, last
+    assert "last.ckpt was trained on the classes ['a', 'b']" in resume.stderr
+    # nothing saved changed: checkpoints, metrics.csv, the cache; no export folder
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 # ----------------------------------------------------------------------------- the cache

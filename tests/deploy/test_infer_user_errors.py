@@ -215,3 +215,43 @@ def test_evaluate_onnx_as_photos_with_a_seed_still_runs(
     assert main(args) == 0
     default = json.loads(capsys.readouterr().out)
     assert default["n_images"] == 4 and default["seed"] == 0
+
+
+def _tiff_with_a_tag_past_its_end(tag: int = 315) -> bytes:
+    """A 28x28 TIFF whose Artist tag points 10 bytes before the end of the file for 50 bytes:
+    Pillow reads the image and warns "Truncated File Read", a message that names no file."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(buf, "TIFF", tiffinfo={tag: "d" * 50})
+    data = bytearray(buf.getvalue())
+    (ifd,) = struct.unpack_from("<L", data, 4)
+    (entries,) = struct.unpack_from("<H", data, ifd)
+    for i in range(entries):
+        at = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, at)[0] == tag:
+            struct.pack_into("<L", data, at + 8, len(data) - 10)
+    return bytes(data)
+
+
+def test_pillows_warnings_name_the_file_once_each(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a.tif", "c.tif"):
+        (folder / name).write_bytes(_tiff_with_a_tag_past_its_end())
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "b.png")
+    assert main(["infer", "--model", str(model_path), str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 4  # the header and one row per image
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert warned == [
+        f"[imgcls infer] warning: {folder / 'a.tif'}: Truncated File Read",
+        f"[imgcls infer] warning: {folder / 'c.tif'}: Truncated File Read",
+    ]

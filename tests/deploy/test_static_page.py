@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -149,6 +150,100 @@ def test_failed_rebuild_leaves_the_previous_site(
     # a previous site is replaced whole by a good build
     site.build_site(exported_lenet / "model.onnx", out, log=lambda _: None)
     assert (out / "static" / "app.js").read_bytes() == (site.WEB_DIR / "app.js").read_bytes()
+
+
+def page(model: Path, out: Path | str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    code = main(["page", "--model", str(model / "model.onnx"), "--out", str(out)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_out_that_is_a_symlink_writes_into_its_target_and_keeps_the_link(
+    exported_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "target").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to("target")
+    for _ in range(2):  # a first build into the empty target, then a rebuild
+        code, err = page(exported_lenet, link, capsys)
+        assert code == 0 and err == []
+        assert link.is_symlink() and os.readlink(link) == "target"
+        assert (tmp_path / "target" / "model.onnx").read_bytes() == (
+            exported_lenet / "model.onnx"
+        ).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]  # nothing staged
+    # a link that loops is one line, and stays as it was
+    (tmp_path / "loop").symlink_to("loop")
+    code, err = page(exported_lenet, tmp_path / "loop", capsys)
+    assert code == 2 and len(err) == 1 and "a symlink that loops" in err[0]
+    assert os.readlink(tmp_path / "loop") == "loop"
+
+
+def test_out_that_is_or_holds_the_current_folder_is_one_line(
+    exported_lenet: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    here = tmp_path / "work" / "here"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for out, what in [(".", "is the current folder"), ("..", "holds the current folder")]:
+        code, err = page(exported_lenet, out, capsys)
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith(f"imgcls: error: --out {out}: {what}") and "--out site" in err[0]
+    assert list(tmp_path.rglob("*")) == [tmp_path / "work", here]  # nothing written
+    # the same site from the current folder's parent, as the message says
+    monkeypatch.chdir(here.parent)
+    code, _ = page(exported_lenet, "here", capsys)
+    assert code == 0 and (here / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_rebuild_replaces_only_the_files_imgcls_wrote(
+    exported_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "site"
+    assert page(exported_lenet, out, capsys)[0] == 0
+    # What a GitHub Pages repository holds beside the site, and a page of the user's own.
+    mine = {
+        "CNAME": b"digits.example.org\n",
+        ".nojekyll": b"",
+        ".git/HEAD": b"ref: refs/heads/main\n",
+        ".git/objects/ab/cdef": b"\x78\x01 a git object",
+        "static/extra.css": b"body { margin: 0 }",
+        "about.html": b"<p>mine</p>",
+    }
+    for name, data in mine.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    (out / "cname-link").symlink_to("CNAME")
+    (out / ".git" / "refs").mkdir()  # an empty folder
+    (out / "model.onnx").write_bytes(b"edited: a file imgcls wrote is replaced")
+    code, err = page(exported_lenet, out, capsys)
+    assert code == 0 and err == []
+    for name, data in mine.items():
+        assert (out / name).read_bytes() == data, name
+    assert os.readlink(out / "cname-link") == "CNAME" and (out / ".git" / "refs").is_dir()
+    assert (out / "model.onnx").read_bytes() == (exported_lenet / "model.onnx").read_bytes()
+    written = json.loads((out / site.SITE_MARKER).read_text())["files"]
+    assert "index.html" in written and "static/app.js" in written and "CNAME" not in written
+    # A site made before the marker listed its files: the files of that layout are replaced.
+    (out / site.SITE_MARKER).write_text('{"format": "imgcls-site/1", "model_id": "x"}\n')
+    (out / "static" / "app.js").write_text("old")
+    assert page(exported_lenet, out, capsys)[0] == 0
+    assert (out / "static" / "app.js").read_bytes() == (site.WEB_DIR / "app.js").read_bytes()
+    assert (out / "CNAME").read_bytes() == mine["CNAME"]
+    # A file of the user's where the new site writes one: refused, nothing changed.
+    marker = json.loads((out / site.SITE_MARKER).read_text())
+    marker["files"].remove("index.html")
+    (out / site.SITE_MARKER).write_text(json.dumps(marker))
+    (out / "index.html").write_text("my own index")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, err = page(exported_lenet, out, capsys)
+    assert code == 2 and len(err) == 1
+    assert f"{out / 'index.html'} is not a file imgcls wrote" in err[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]
 
 
 def test_npm_package_failing_its_sha256_is_never_cached(

@@ -227,6 +227,41 @@ def test_full_disk_on_a_first_export_creates_nothing(
     assert list(out.parent.iterdir()) == []
 
 
+def test_out_that_is_a_symlink_stays_a_link_to_the_new_export(
+    ckpt: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    (work / "exports" / "mlp").mkdir(parents=True)
+    (work / "exports" / "mlp" / "model.onnx").write_bytes(b"the previous export")
+    link = work / "latest"
+    link.symlink_to(Path("exports") / "mlp")
+    assert main(export_args(ckpt, link, tiny_data)) == 0
+    assert link.is_symlink() and os.readlink(link) == str(Path("exports") / "mlp")
+    assert (work / "exports" / "mlp" / "model.onnx").read_bytes().startswith(b"\x08")  # ONNX
+    assert sorted(p.name for p in work.iterdir()) == ["exports", "latest"]
+    assert [p.name for p in (work / "exports").iterdir()] == ["mlp"]  # nothing staged
+
+
+def test_out_that_is_the_current_folder_is_one_line(
+    ckpt: Path,
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(export_args(ckpt, Path("."), tiny_data)) == 2
+    assert "--out .: the current folder, or one that holds it" in one_error_line(capsys)
+    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpts",
+        "data",
+        "specs.json",
+        "work",
+    ]
+
+
 # ----------------------------------------------------------------------------- stale staged folders
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
