@@ -35,7 +35,7 @@ def get_datamodule(dataset: str, **kwargs: Any) -> ImageDataModule:
         if not kwargs.get("root"):
             raise DataError(
                 "a folder data set needs its root: pass the folder that holds train/<class>/ "
-                "(--data-dir ROOT)"
+                "(--data_dir ROOT)"
             )
         return ImageFolderDataModule(**kwargs)
     get_spec(dataset)  # raises with the list of valid names
@@ -69,7 +69,7 @@ def trained_datamodule(
     if not root:
         raise DataError(
             "the checkpoint was trained on a folder of images but does not record which: pass "
-            "--data-dir with the folder that holds its train/ and test/"
+            "--data_dir with the folder that holds its train/ and test/"
         )
     found = ImageFolderDataModule.classes_of({"root": str(root)})
     if class_names is not None and found is not None and list(found) != list(class_names):
