@@ -205,3 +205,43 @@ def test_a_trial_refused_its_space_records_why_not_lost(
     row = _csv(study, [LR]).splitlines()[2]
     assert row.startswith("1,FAIL,") and "pick a new --study_name" in row
     assert "lost" not in row
+
+
+def _open_together(plan: tune_study.StudyPlan, n: int) -> tuple[list[str], list[str]]:
+    """``open_study(plan)`` in ``n`` threads released at once: the studies' names, the errors."""
+    import threading
+
+    go = threading.Barrier(n)
+    names: list[str] = []
+    errors: list[str] = []
+
+    def open_it() -> None:
+        go.wait()
+        try:
+            names.append(tune_study.open_study(plan).study_name)
+        except ConfigError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=open_it) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return names, errors
+
+
+def test_processes_starting_together_on_a_new_sqlite_file_share_the_study(tmp_path: Path) -> None:
+    """Four openers released at once on a new SQLite file, four times: Optuna creates its
+    tables when they are missing, and without the lock two openers both find one missing
+    and the second fails (``table study_directions already exists``: 8 rounds of 10 did).
+    Threads, each with its own engine and connections, race for the schema as processes
+    do, and the folder's flock excludes them as it does processes."""
+    for round_ in range(4):
+        folder = tmp_path / f"r{round_}"
+        folder.mkdir()
+        plan = _plan(folder, {LR: [0.01, 0.001]})
+        plan.storage_url = f"sqlite:///{folder / 'study.db'}"
+        names, errors = _open_together(plan, 4)
+        assert not errors, errors
+        summaries = optuna.get_all_study_summaries(storage=plan.storage_url)
+        assert [s.study_name for s in summaries] == ["t"] and names == ["t"] * 4
