@@ -12,7 +12,9 @@ subprocess would add, surviving a crash of the interpreter itself, the storage g
 a killed process's running trial is failed and re-queued with its parameters when the study
 is started again on the same machine (its host, pid and the process's start time are recorded
 on the trial, so a pid reused since is not taken for it), or by Optuna's heartbeat after
-:data:`GRACE_S` seconds from any other process sharing the study.
+:data:`GRACE_S` seconds from any other process sharing the study. A SIGINT or SIGTERM stops
+the study at once (:class:`Stopped`): the running trial is failed as stopped and queued again
+before the command exits (130 / 143).
 
 What is asked of Optuna is its public API only (``Study.tell``, ``FrozenTrial.number``, the
 handlers of its root logger), so that a new Optuna release cannot change it under us.
