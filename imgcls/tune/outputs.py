@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from imgcls.tune.study import StudyPlan, shown_url
+from imgcls.tune.study import MAX_RETRY, StudyPlan, retried_from, shown_url
 from imgcls.utils import atomic_path, atomic_write_text
 
 __all__ = ["best_config", "write_outputs"]
@@ -57,7 +57,9 @@ def _csv(study: optuna.Study, keys: list[str]) -> str:
     w.writerow(
         ["number", "state", "value", "epochs", "duration_s", *keys, "run_dir", "fail_reason"]
     )
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    retried = {retried_from(t): t.number for t in trials}
+    for t in trials:
         duration = (
             round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
             if t.datetime_complete and t.datetime_start
@@ -65,7 +67,19 @@ def _csv(study: optuna.Study, keys: list[str]) -> str:
         )
         reason = t.user_attrs.get("fail_reason", "")
         if t.state == TrialState.FAIL and not reason:
-            reason = "lost: its process died (killed) before it finished; re-queued"
+            stopped = t.user_attrs.get("stopped")
+            reason = (
+                f"stopped by {stopped} before it finished"
+                if stopped
+                else "lost: its process died (killed) before it finished"
+            )
+            retry = retried.get(t.number)
+            if retry is not None:
+                reason += f"; re-queued as trial {retry}"
+            elif len(t.system_attrs.get("retry_history") or []) >= MAX_RETRY:
+                reason += f"; not re-queued (retried {MAX_RETRY} times already)"
+            else:
+                reason += "; not re-queued yet"
         w.writerow(
             [
                 t.number,

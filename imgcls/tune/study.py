@@ -12,7 +12,9 @@ subprocess would add, surviving a crash of the interpreter itself, the storage g
 a killed process's running trial is failed and re-queued with its parameters when the study
 is started again on the same machine (its host, pid and the process's start time are recorded
 on the trial, so a pid reused since is not taken for it), or by Optuna's heartbeat after
-:data:`GRACE_S` seconds from any other process sharing the study.
+:data:`GRACE_S` seconds from any other process sharing the study. A SIGINT or SIGTERM stops
+the study at once (:class:`Stopped`): the running trial is failed as stopped and queued again
+before the command exits (130 / 143).
 
 What is asked of Optuna is its public API only (``Study.tell``, ``FrozenTrial.number``, the
 handlers of its root logger), so that a new Optuna release cannot change it under us.
@@ -27,17 +29,22 @@ study holds that many (finished, or running in a live process).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
+import fcntl
 import io
 import json
 import logging
 import math
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +61,23 @@ from imgcls import runs, staging
 from imgcls.errors import ConfigError, ImgclsError, RunInUseError
 from imgcls.training import cli as fit_cli
 from imgcls.tune.spec import Param, TuneSpec, metric_problem
+from imgcls.tune.storage import check_url, scrub, shown_url
 
-__all__ = ["GRACE_S", "HEARTBEAT_S", "StudyPlan", "open_study", "prepare", "run_trials"]
+__all__ = [
+    "GRACE_S",
+    "HEARTBEAT_S",
+    "SpaceChanged",
+    "Stopped",
+    "StudyPlan",
+    "distribution",
+    "open_study",
+    "prepare",
+    "retried_from",
+    "run_trials",
+    "shown_url",
+    "space_change",
+    "stop_on_signals",
+]
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -172,8 +194,11 @@ def prepare(
 
     Raises:
         ConfigError: an unknown key in the space or the fit options, a value imgcls fit
-            refuses, a metric that is never logged, a searched key also given as a fit option.
+            refuses, a metric that is never logged, a searched key also given as a fit option,
+            a storage URL that is not one (``storage.check_url``).
     """
+    if storage is not None:
+        check_url(storage)
     bad = [a for a in fit_args if a.startswith("-") and not a.startswith("--")]
     if bad:
         raise ConfigError(f"unknown option {bad[0]}; fit options are --key value")
@@ -243,19 +268,25 @@ def prepare(
     )
 
 
-def shown_url(url: str) -> str:
-    """A storage URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
 # ------------------------------------------------------------------------------- storage
 def _lost(trial: FrozenTrial) -> bool:
-    """A failed trial whose process died (killed, machine lost), not one that failed itself."""
+    """A failed trial whose process died (killed, machine lost) or was stopped (SIGINT,
+    SIGTERM), not one that failed itself: its retry takes its place."""
     return trial.state == TrialState.FAIL and "fail_reason" not in trial.user_attrs
 
 
-def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+# What a trial's user attributes say about the run that ended, not about the retry: the
+# retry, queued with a copy of them, would otherwise carry the old owner (a rerun could take
+# it for a trial of a dead process the moment it starts) and the old cause.
+RUN_ATTRS = ("owner", "stopped", "run_dir", "config", "epochs")
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial, max_retry: int | None = MAX_RETRY) -> None:
+    """Queue ``trial`` again with its parameters, unless it has been retried ``max_retry``
+    times already (a trial that kills its process each time)."""
+    queued = copy.copy(trial)
+    queued.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in RUN_ATTRS}
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, queued)
 
 
 SCHEMA_RACE_ATTEMPTS = 5
@@ -269,18 +300,46 @@ def _schema_race(e: Exception) -> bool:
 
 def _storage_error(url: str, e: Exception) -> ConfigError:
     first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    first = scrub(first, url)  # a driver may echo what it was given
     return ConfigError(
         f"cannot open the study storage {shown_url(url)}: {first.strip()}; "
         "check the URL, that the database server runs and accepts this user"
     )
 
 
+def _sqlite_folder(url: str) -> Path | None:
+    """The folder of a SQLite study's file; None for any other storage."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: str) -> Iterator[None]:
+    """For a SQLite study: one process of this machine at a time opens it. Optuna creates its
+    tables when they are missing, checking each before creating it; two processes that start
+    together on a new file both find a table missing and the second to create it fails
+    (``table study_directions already exists``). Optuna's maintainers advise creating the
+    schema in one process first; an exclusive ``flock`` on the study's folder makes every
+    process that one in turn, for the fraction of a second an open takes."""
+    folder = _sqlite_folder(url)
+    if folder is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing it releases the lock
+
+
 def open_study(plan: StudyPlan) -> optuna.Study:
     """Create or load the study; an unreachable or unusable storage is one ConfigError."""
     from imgcls.utils import check_writable_folder
 
-    if plan.storage_url.startswith("sqlite:///"):
-        folder = Path(plan.storage_url.removeprefix("sqlite:///")).parent
+    folder = _sqlite_folder(plan.storage_url)
+    if folder is not None:
         check_writable_folder(folder, "--trainer.default_root_dir (or --storage)")
         folder.mkdir(parents=True, exist_ok=True)
     engine: dict[str, Any] = {}
@@ -298,7 +357,10 @@ def open_study(plan: StudyPlan) -> optuna.Study:
         )
         n_before = 0
         with contextlib.suppress(KeyError):
-            n_before = len(optuna.load_study(study_name=plan.study_name, storage=storage).trials)
+            trials = optuna.load_study(study_name=plan.study_name, storage=storage).trials
+            n_before = len(trials)
+            # Before create_study, which would say it is "using an existing study" first.
+            _check_space(plan, trials)
         return optuna.create_study(
             storage=storage,
             study_name=plan.study_name,
@@ -312,14 +374,20 @@ def open_study(plan: StudyPlan) -> optuna.Study:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for attempt in range(SCHEMA_RACE_ATTEMPTS):
             try:
-                study = attempt_open()
+                with _sqlite_lock(plan.storage_url):
+                    study = attempt_open()
                 break
             except ImgclsError:
                 raise
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            except (
+                sqlalchemy.exc.IntegrityError,
+                sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError,
+            ) as e:
                 # Machines started together on an empty database all create Optuna's tables;
-                # the losers of that race see a duplicate type or table: the schema is there
-                # now, so open again.
+                # the losers of that race see a duplicate type or table (SQLite: "table …
+                # already exists", an OperationalError): the schema is there now, so open
+                # again. (On one machine the lock above keeps a SQLite file out of the race.)
                 if attempt + 1 < SCHEMA_RACE_ATTEMPTS and _schema_race(e):
                     time.sleep(0.5 * (attempt + 1))
                     continue
@@ -342,6 +410,68 @@ def open_study(plan: StudyPlan) -> optuna.Study:
         )
     _fail_dead_local_trials(study)
     return study
+
+
+class SpaceChanged(ConfigError):
+    """The tune file searches a key differently from the study's earlier trials."""
+
+
+def distribution(p: Param) -> optuna.distributions.BaseDistribution:
+    """The distribution ``suggest`` asks Optuna for, for comparing with earlier trials'."""
+    d = optuna.distributions
+    if p.kind == "choice":
+        return d.CategoricalDistribution(p.encoded_choices())
+    if p.kind == "int":
+        step = int(p.step) if p.step is not None else 1
+        return d.IntDistribution(int(p.low), int(p.high), log=p.log, step=step)
+    return d.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+
+
+def _described(dist: optuna.distributions.BaseDistribution) -> str:
+    d = optuna.distributions
+    if isinstance(dist, d.CategoricalDistribution):
+        return "choices " + json.dumps(list(dist.choices))
+    if isinstance(dist, d.IntDistribution | d.FloatDistribution):
+        kind = "integers" if isinstance(dist, d.IntDistribution) else "floats"
+        extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
+        return f"{kind} {dist.low}..{dist.high}{extra}"
+    return repr(dist)  # pragma: no cover - suggest asks for no other kind
+
+
+def space_change(plan: StudyPlan, trials: list[FrozenTrial]) -> str | None:
+    """Why the tune file's space is not the one the study's earlier trials searched, naming
+    the key; None when it is (or no trial has searched anything yet).
+
+    Optuna refuses a categorical key whose choices changed only when a trial asks for it,
+    as an exception in the middle of a trial; a range that changed it takes silently, and
+    the sampler then models a mix of two spaces. A study keeps one space."""
+    wanted = {p.key: distribution(p) for p in plan.spec.space}
+    head = f"study {plan.study_name!r} in {shown_url(plan.storage_url)}"
+    advice = "a study keeps one search space: pick a new --study_name (or restore the space)"
+    searched: set[str] = set()
+    for t in trials:
+        for key, had in t.distributions.items():
+            searched.add(key)
+            if key not in wanted:
+                return (
+                    f"{head} searched {key} (trial {t.number}), which the tune file does not; "
+                    f"{advice}"
+                )
+            if had != wanted[key]:
+                return (
+                    f"{head} searched {key} over {_described(had)} (trial {t.number}), the "
+                    f"tune file over {_described(wanted[key])}; {advice}"
+                )
+    added = [key for key in wanted if key not in searched]
+    if searched and added:
+        return f"{head} never searched {added[0]}, which the tune file adds; {advice}"
+    return None
+
+
+def _check_space(plan: StudyPlan, trials: list[FrozenTrial]) -> None:
+    problem = space_change(plan, trials)
+    if problem is not None:
+        raise SpaceChanged(problem)
 
 
 def _sampler(spec: TuneSpec, n_before: int) -> optuna.samplers.BaseSampler:
@@ -491,7 +621,7 @@ def suggest(trial: optuna.Trial, p: Param) -> Any:
 
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".strip()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip().removesuffix(":")
 
 
 def _end_trial() -> None:
@@ -504,12 +634,41 @@ def _end_trial() -> None:
         torch.distributed.destroy_process_group()
 
 
-def make_objective(plan: StudyPlan) -> Any:
+def make_objective(plan: StudyPlan, running: list[optuna.Trial] | None = None) -> Any:
+    """The objective of ``plan``'s trials; each trial it starts is put in ``running`` (the
+    one a stop re-queues, ``run_trials``)."""
+
     def objective(trial: optuna.Trial) -> float:
+        if running is not None:
+            running[:] = [trial]
+        try:
+            return run(trial)
+        except (TrialFailed, optuna.TrialPruned):
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            # Optuna fails the trial on any of these; a failed trial without a reason reads
+            # as lost (its process died) in trials.csv, which this one was not.
+            if "fail_reason" not in trial.user_attrs:
+                trial.set_user_attr("fail_reason", _reason(e))
+            raise
+
+    def run(trial: optuna.Trial) -> float:
         # Who runs it, in one write, first: a rerun on this machine finds the trials whose
         # process is gone (_fail_dead_local_trials).
         trial.set_user_attr("owner", _owner())
-        params = {p.key: suggest(trial, p) for p in plan.spec.space}
+        params = {}
+        for p in plan.spec.space:
+            try:
+                params[p.key] = suggest(trial, p)
+            except ValueError as e:
+                # Optuna refuses a key whose choices differ from another trial's: a process
+                # with another tune file joined the study after this one checked its space.
+                reason = (
+                    f"{p.key}: {e} (another process searches study {plan.study_name!r} over "
+                    "another space); pick a new --study_name"
+                )
+                trial.set_user_attr("fail_reason", reason)
+                raise SpaceChanged(reason) from None
         args = [
             "fit",
             *_config_args(plan.spec),
@@ -553,10 +712,11 @@ def make_objective(plan: StudyPlan) -> Any:
 
 
 class _OneLineFailures(logging.Filter):
-    """Optuna logs a failed trial with its traceback; a trial's failure is its one reason."""
+    """Optuna logs a failed trial with its traceback; a trial's failure is its one reason
+    (a user error that ends the study, too: the command then says it in one line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed | ImgclsError):
             record.exc_info = None
         return True
 
@@ -573,19 +733,105 @@ def one_line_failures() -> None:
             handler.addFilter(_OneLineFailures())
 
 
+# ------------------------------------------------------------------------------ stopping
+class Stopped(BaseException):  # noqa: N818 - a signal, not an error
+    """SIGINT (Ctrl-C) or SIGTERM asked the study to stop; raised wherever the process is.
+
+    A ``BaseException``: neither the trial's fit (``except Exception``) nor Optuna (which
+    fails the trial on an ``Exception`` or a ``KeyboardInterrupt``) takes it for a failure of
+    the trial. Not a ``KeyboardInterrupt``: Lightning turns that into ``sys.exit(1)``, which
+    would look like a trial that failed by itself."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.said = f"stopped by {self.name}"
+        super().__init__(self.said)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Stopped`, once; a second signal is
+    a plain ``KeyboardInterrupt`` (the command ends at once, without writing its outputs).
+
+    Lightning runs the handler found at the start of a fit after its own SIGTERM handler
+    (which alone would only end the fit: ``SIGTERMException``, a ``SystemExit``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            raise KeyboardInterrupt
+        fired.append(signum)
+        raise Stopped(signum)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in before:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _requeue_stopped(study: optuna.Study, trial: optuna.Trial | None, name: str) -> str:
+    """Fail the trial a stop interrupted, marked as stopped, and queue it again with its
+    parameters (however often it was stopped before: a stop is not the trial's doing); what
+    became of it, for the command's last line."""
+    if trial is None:
+        return "before its first trial"
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
+    if frozen is None or frozen.state != TrialState.RUNNING:
+        return f"between trials (trial {trial.number} had ended)"
+    try:
+        trial.set_user_attr("stopped", name)
+        failed = study.tell(trial, state=TrialState.FAIL)
+    except (ValueError, RuntimeError):  # finished meanwhile by another process: it re-queued it
+        return f"trial {trial.number} was finished meanwhile by another process"
+    _retry(study, failed, max_retry=None)
+    retry = max(
+        (t.number for t in study.get_trials(deepcopy=False) if retried_from(t) == failed.number),
+        default=None,
+    )
+    return (
+        f"trial {failed.number} did not finish and is queued again with its parameters "
+        f"(trial {retry})"
+    )
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The number of the trial ``trial`` is the retry of (the one it was copied from)."""
+    history = trial.system_attrs.get("retry_history")
+    return int(history[-1]) if isinstance(history, list) and history else None
+
+
 def run_trials(plan: StudyPlan, study: optuna.Study, timeout: float | None) -> int:
     """Run trials until the study holds ``plan.n_trials`` or ``timeout`` seconds have passed
-    (a running trial finishes); the number this process ran."""
+    (a running trial finishes); the number this process ran.
+
+    Raises:
+        Stopped: a SIGINT or SIGTERM (within ``stop_on_signals``); the trial it interrupted
+            is failed and queued again first, and the exception's ``said`` tells so.
+    """
     torch.set_float32_matmul_precision("high")
     fit_cli.quiet_lightning()
-    objective = make_objective(plan)
+    running: list[optuna.Trial] = []
+    objective = make_objective(plan, running)
     one_line_failures()
     start, ran = time.monotonic(), 0
-    while counted(study) < plan.n_trials:
-        if timeout is not None and time.monotonic() - start >= timeout:
-            break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
-        ran += 1
+    try:
+        while counted(study) < plan.n_trials:
+            if timeout is not None and time.monotonic() - start >= timeout:
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+            ran += 1
+    except Stopped as e:
+        what = _requeue_stopped(study, running[0] if running else None, e.name)
+        e.said = f"stopped by {e.name}: {what}; the same command continues the study"
+        raise
     return ran

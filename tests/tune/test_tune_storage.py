@@ -145,3 +145,103 @@ def test_a_run_folder_in_use_sends_the_trial_to_the_next_folder(
         with pytest.raises(tune_study.TrialFailed, match="ConfigError: .* is in use"):
             objective(trial)
     assert len(calls) == fits
+
+
+def _plan(tmp_path: Path, space: dict) -> tune_study.StudyPlan:
+    spec = load_spec([str(write_tune_file(tmp_path / "t.yaml", space))])
+    return tune_study.StudyPlan(
+        spec=spec,
+        fit_args=[],
+        base_net_args={},
+        experiment_dir=tmp_path,
+        folder=tmp_path,
+        study_name="t",
+        storage_url="sqlite://",
+        n_trials=1,
+    )
+
+
+LR = "model.scheduler.init_args.max_lr"
+WD = "model.optimizer.init_args.weight_decay"
+
+
+@pytest.mark.parametrize(
+    ("now", "said"),
+    [
+        ({LR: [0.01, 0.001]}, None),  # the same space
+        ({LR: {"low": 0.001, "high": 0.01}}, f"{LR} over choices [0.01, 0.001] (trial 0)"),
+        ({LR: [0.01, 0.001], WD: [0.0, 0.1]}, f"never searched {WD}, which the tune file adds"),
+        ({WD: [0.0, 0.1]}, f"searched {LR} (trial 0), which the tune file does not"),
+        ({LR: {"low": 1, "high": 3}}, "the tune file over integers 1..3"),
+    ],
+)
+def test_space_change_names_the_key(now: dict, said: str | None, tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    for p in _plan(tmp_path, {LR: [0.01, 0.001]}).spec.space:
+        tune_study.suggest(trial, p)
+    study.tell(trial, 0.5)
+    problem = tune_study.space_change(_plan(tmp_path, now), study.trials)
+    assert problem == said if said is None else said in problem
+
+
+def test_a_trial_refused_its_space_records_why_not_lost(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A process with another space joining a study after this one checked it: Optuna refuses
+    the trial's categorical key; the trial is failed with that reason (not "lost") and the
+    study stops with one line."""
+    from imgcls.tune.outputs import _csv
+
+    study = optuna.create_study(direction="maximize")
+    other = study.ask()
+    for p in _plan(tmp_path, {LR: [0.01, 0.001]}).spec.space:
+        tune_study.suggest(other, p)
+    study.tell(other, 0.5)
+    plan = _plan(tmp_path, {LR: [0.01, 0.02]})
+    monkeypatch.setattr(tune_study, "_TrialCLI", None)  # never reached
+    with pytest.raises(tune_study.SpaceChanged, match=f"{LR}: CategoricalDistribution"):
+        study.optimize(tune_study.make_objective(plan), n_trials=1, catch=(tune_study.TrialFailed,))
+    row = _csv(study, [LR]).splitlines()[2]
+    assert row.startswith("1,FAIL,") and "pick a new --study_name" in row
+    assert "lost" not in row
+
+
+def _open_together(plan: tune_study.StudyPlan, n: int) -> tuple[list[str], list[str]]:
+    """``open_study(plan)`` in ``n`` threads released at once: the studies' names, the errors."""
+    import threading
+
+    go = threading.Barrier(n)
+    names: list[str] = []
+    errors: list[str] = []
+
+    def open_it() -> None:
+        go.wait()
+        try:
+            names.append(tune_study.open_study(plan).study_name)
+        except ConfigError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=open_it) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return names, errors
+
+
+def test_processes_starting_together_on_a_new_sqlite_file_share_the_study(tmp_path: Path) -> None:
+    """Four openers released at once on a new SQLite file, four times: Optuna creates its
+    tables when they are missing, and without the lock two openers both find one missing
+    and the second fails (``table study_directions already exists``: 8 rounds of 10 did).
+    Threads, each with its own engine and connections, race for the schema as processes
+    do, and the folder's flock excludes them as it does processes."""
+    for round_ in range(4):
+        folder = tmp_path / f"r{round_}"
+        folder.mkdir()
+        plan = _plan(folder, {LR: [0.01, 0.001]})
+        plan.storage_url = f"sqlite:///{folder / 'study.db'}"
+        names, errors = _open_together(plan, 4)
+        assert not errors, errors
+        summaries = optuna.get_all_study_summaries(storage=plan.storage_url)
+        assert [s.study_name for s in summaries] == ["t"] and names == ["t"] * 4

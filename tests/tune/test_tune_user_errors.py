@@ -85,3 +85,125 @@ def test_missing_tune_file_and_a_fit_config_given_as_one(tmp_path, capsys):
     assert code == 2 and "nope.yaml: no such tune file" in line
     code, line = _tune(tmp_path, capsys, "-c", str(CONFIGS_DIR / "model" / "lenet5.yaml"))
     assert code == 2 and "is a fit config, not a tune file" in line
+
+
+SECRET = "S3cretPW"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "message"),
+    [
+        # no '://' after the dialect: refused as it is, before SQLAlchemy reads it
+        (
+            "postgresql//alice:S3cretPW@127.0.0.1:{port}/db",
+            "postgresql//alice:***@127.0.0.1:{port}/db",
+            "not a database URL (no '://' after the dialect)",
+        ),
+        # the password as a query parameter (psycopg takes it): masked too
+        (
+            "postgresql://alice@127.0.0.1:{port}/db?sslmode=disable&password=S3cretPW",
+            "postgresql+psycopg://alice@127.0.0.1:{port}/db?sslmode=disable&password=***",
+            "cannot open the study storage",
+        ),
+        # an unencoded '@' in the password: the rest of it would be taken for the host
+        (
+            "postgresql://alice:S3c@retPW@127.0.0.1:{port}/db",
+            "postgresql://alice:***@127.0.0.1:{port}/db",
+            "more than one '@'; an '@' in the user name, the password or a parameter is "
+            "written percent-encoded, as %40",
+        ),
+    ],
+)
+def test_a_storage_password_is_never_shown(
+    url, shown, message, tiny, tmp_path, capsys, monkeypatch
+):
+    import socket
+
+    data, env = tiny
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tune_file = write_tune_file(tmp_path / "t.yaml", GOOD)
+    storage = url.format(port=port)
+    code, line = _tune(
+        tmp_path, capsys, "-c", str(tune_file), "--storage", storage, *trial_args(data)
+    )
+    assert code == 2
+    assert shown.format(port=port) in line and message in line, line
+    for piece in (SECRET, "S3c", "retPW"):  # nor any piece of one
+        assert piece not in line, line
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:a/b?c@h:5432/db", "postgresql://u:***@h:5432/db"),  # '/', '?' unencoded
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u@h/db?password=a&b&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql://u@h/db?sslpassword=x;pwd=y", "postgresql://u@h/db?sslpassword=***;pwd=***"),
+        ("postgresql:u:pw@h/db", "postgresql:***@h/db"),  # malformed: the user name goes too
+        ("sqlite:////tmp/exp@1/study.db", "sqlite:////tmp/exp@1/study.db"),
+    ],
+)
+def test_shown_url_masks_every_form_of_password(url, shown):
+    from imgcls.tune.storage import scrub, shown_url
+
+    assert shown_url(url) == shown
+    # a driver's error that echoes the password, as written or percent-decoded, loses it
+    assert "p@ss" not in scrub("password p@ss refused; p%40ss", "postgresql://u:p%40ss@h/db")
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "message"),
+    [
+        # Optuna's own error, in the middle of a trial, before
+        (
+            {LR: [0.01, 1.0e-9]},
+            {LR: [0.01, 0.02]},
+            f"searched {LR} over choices [0.01, 1e-09] (trial 0), the tune file over "
+            "choices [0.01, 0.02]",
+        ),
+        # taken silently by Optuna, before
+        (
+            {LR: {"low": 0.001, "high": 0.01}},
+            {LR: {"low": 0.001, "high": 0.1}},
+            f"searched {LR} over floats 0.001..0.01 (trial 0), the tune file over "
+            "floats 0.001..0.1",
+        ),
+    ],
+)
+def test_a_study_reused_with_another_space_is_one_line_before_any_trial(
+    before, now, message, tiny, tmp_path, capsys, monkeypatch
+):
+    import optuna
+
+    from imgcls.tune import study as tune_study
+    from imgcls.tune.spec import load_spec
+
+    data, env = tiny
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_tune_file(tmp_path / "a" / "reused.yaml", before)
+    folder = tmp_path / "runs" / "mnist-lenet5" / "tune" / "reused"  # the default storage
+    folder.mkdir(parents=True)
+    storage = f"sqlite:///{folder / 'study.db'}"
+    study = optuna.create_study(study_name="reused", storage=storage, direction="maximize")
+    trial = study.ask()  # an earlier trial of the study, asking for its values as trials do
+    for p in load_spec([str(first)]).space:
+        tune_study.suggest(trial, p)
+    study.tell(trial, 0.9)
+    capsys.readouterr()
+    again = write_tune_file(tmp_path / "b" / "reused.yaml", now)
+    code, line = _tune(tmp_path, capsys, "-c", str(again), *trial_args(data))
+    assert code == 2
+    assert message in line, line
+    assert line.startswith("imgcls: error: study 'reused' in sqlite:///runs/mnist-lenet5/")
+    assert line.endswith("pick a new --study_name (or restore the space)")
+    assert len(study.trials) == 1  # nothing ran, nothing was recorded
