@@ -85,6 +85,7 @@ def test_site_holds_the_page_models_metadata_and_runtime(
         "static/ort.wasm.min.js",
         "static/runtime-browser.js",
         "static/style.css",
+        "static/teach.js",
     ]
     html = (lenet_site / "index.html").read_text()
     assert site.RUNTIME_BROWSER in html and site.RUNTIME_SERVER not in html
@@ -453,3 +454,122 @@ def test_bad_model_or_out_is_one_line_and_writes_nothing(
         assert message in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
     assert photo.read_bytes() == b"\xff\xd8 not a model"
+
+
+# ----------------------------------------------------------------------------- teaching
+SHIFTS = [(0, 0), (2, -1), (-3, 3), (1, 0), (0, -2)]
+
+
+def python_grid(clf: Any, x: np.ndarray) -> np.ndarray:
+    """onnxruntime in Python on the 49 shifts of ``x`` (uint8, 1x1x28x28), zero fill
+    (``transforms.translate``): probabilities (7, 7, classes), rows dy -3..3, columns dx."""
+    import torch
+
+    from imgcls.data.transforms import translate
+
+    t = torch.from_numpy(x)
+    moved = torch.cat([translate(t, dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)])
+    return clf.probabilities(clf.to_pixels(moved.numpy())).reshape(7, 7, -1)
+
+
+@browser
+@pytest.mark.slow
+def test_mlp_beside_cnn_under_shifts_equals_python(
+    chromium: Any, exported_lenet: Path, exported_mlp: Path, tmp_path: Path
+) -> None:
+    """``imgcls page --compare``: the input the page shows, its shifts, both models'
+    probabilities and their 7x7 grids, each against Python on the same pixels."""
+    import torch
+
+    from imgcls.data.transforms import translate
+    from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.insight import lectures
+
+    out = tmp_path / "site"
+    args = ["page", "--model", str(exported_lenet / "model.onnx"), "--out", str(out)]
+    assert main([*args, "--compare", str(exported_mlp / "model.onnx")]) == 0
+    assert (out / "compare.onnx").read_bytes() == (exported_mlp / "model.onnx").read_bytes()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["compare"]["net"] == "mlp" and meta["net"] == "lenet5"
+    assert [r["distance_px"] for r in meta["shift"]["distances"]] == [1, 2, 3]
+    assert "/tmp" not in json.dumps(meta["compare"])
+    clfs = [OnnxClassifier(out / name, device="cpu") for name in ("model.onnx", "compare.onnx")]
+    worst = 0.0
+    with Visit(chromium, out) as v:
+        pg = v.page
+        assert pg.locator(".shift-model").count() == 2
+        lecture = pg.text_content(".shift-lecture") or ""
+        for figure in (*lectures.MLP32_SHIFT[1:], *lectures.CNN_MNIST_SHIFT[1:]):
+            assert f"{figure:g} %" in lecture, (figure, lecture)
+        mean1 = meta["shift"]["distances"][0]["mean"]
+        assert f"1 px {100 * mean1:.1f} %" in (pg.text_content(".shift-figures") or "")
+        for digit in (7, 4):
+            pg.click("#clear")
+            draw(pg, DIGITS[digit])
+            assert wait_for_prediction(pg) == digit
+            x = np.array(pg.evaluate("window.imgclsPage.input()"), np.uint8).reshape(1, 1, 28, 28)
+            assert x.max() == 255 and (x > 0).mean() > 0.05
+            want = [python_grid(c, x) for c in clfs]
+            grids = pg.evaluate("window.imgclsPage.grid()")
+            assert [g["name"] for g in grids] == ["lenet5", "mlp"]
+            for g, w in zip(grids, want, strict=True):
+                home = int(w[3, 3].argmax())
+                assert g["label"] == home
+                gap = np.abs(np.array(g["rows"]) - w[:, :, home]).max()
+                assert gap <= 1e-4, gap
+                worst = max(worst, float(gap))
+            # the main bars (the feature model) say what the shift panel says at no shift
+            main_bars = np.array([b["p"] for b in bars(pg)])
+            assert np.abs(main_bars - want[0][3, 3]).max() <= 1e-4
+            for dx, dy in SHIFTS:
+                pg.evaluate(f"window.imgclsPage.setShift({dx}, {dy})")
+                moved = translate(torch.from_numpy(x), dy, dx).numpy()
+                shown = np.array(pg.evaluate("window.imgclsPage.shifted()"), np.uint8)
+                assert np.array_equal(shown, moved.ravel()), (dx, dy)
+                answers = pg.evaluate("window.imgclsPage.answers()")
+                assert [a["role"] for a in answers] == ["model", "compare"]
+                for a, clf in zip(answers, clfs, strict=True):
+                    p = clf.probabilities(clf.to_pixels(moved))[0]
+                    gap = np.abs(np.array(a["probabilities"]) - p).max()
+                    assert gap <= 1e-4, (dx, dy, a["name"], gap)
+                    worst = max(worst, float(gap))
+                # what the panel shows: the slider values, the current cell, each model's bars
+                assert pg.input_value("#shift-dx") == str(dx)
+                assert pg.input_value("#shift-dy") == str(dy)
+                current = pg.eval_on_selector_all(
+                    ".shift-cell.current", "cs => cs.map(c => [c.dataset.dx, c.dataset.dy])"
+                )
+                assert current == [[str(dx), str(dy)]] * 2
+                shown_p = pg.eval_on_selector_all(
+                    ".shift-model",
+                    "ms => ms.map(m => [...m.querySelectorAll('.bar')].map("
+                    "b => Number(b.dataset.probability)))",
+                )
+                for s, a in zip(shown_p, answers, strict=True):
+                    assert s == pytest.approx(a["probabilities"], abs=1e-7)
+            # the keyboard moves the slider; a click on a cell moves to its shift
+            pg.focus("#shift-dx")
+            pg.keyboard.press("ArrowRight")
+            assert pg.evaluate("window.imgclsPage.shift()") == {"dx": 1, "dy": -2}
+            pg.click(".shift-model[data-role=compare] .shift-cell[data-dx='-2'][data-dy='3']")
+            assert pg.evaluate("window.imgclsPage.shift()") == {"dx": -2, "dy": 3}
+            pg.click("#shift-reset")
+        pg.screenshot(path=str(tmp_path / "shift-panel.png"), full_page=True)
+    print(f"\npage vs onnxruntime in Python: largest probability gap {worst:.2e}")
+
+
+def test_compare_of_another_data_set_is_one_line(
+    exported_lenet: Path, fashion_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(exported_lenet / "model.onnx")
+    cases = [
+        (str(fashion_export / "model.onnx"), "its classes differ from the model's"),
+        (str(tmp_path / "missing.onnx"), "--compare " + str(tmp_path / "missing.onnx")),
+    ]
+    port = str(free_port())
+    for compare, message in cases:
+        for command in (["page", "--out", str(tmp_path / "s")], ["serve", "--port", port]):
+            code = main([*command, "--model", model, "--compare", compare])
+            err = capsys.readouterr().err.strip().splitlines()
+            assert code == 2 and len(err) == 1 and message in err[0], (command, err)
+    assert not (tmp_path / "s").exists()

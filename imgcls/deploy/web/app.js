@@ -47,7 +47,23 @@
   // and feature maps drawn.
   const timings = [];
   let strokeEnd = null;
-  window.imgclsPage = { timings, runtime: RUNTIME };
+  let teach = null; // the teaching panels (teach.js), once the metadata is in
+  // The test hook: every number the page shows, for tests to hold against Python.
+  //   input()          the framed input the models get (row-major 0..255), or null
+  //   setShift(dx, dy) move it (-3..3; dx > 0 right, dy > 0 down): no model re-runs
+  //   shift(), shifted()  the shift now, and the moved input
+  //   answers()        each model's {name, role, probabilities} for the moved input
+  //   grid()           per model the 7x7 probabilities of its unshifted answer, rows dy -3..3
+  window.imgclsPage = {
+    timings,
+    runtime: RUNTIME,
+    input: () => (teach ? teach.input() : null),
+    setShift: (dx, dy) => teach && teach.setShift(dx, dy),
+    shift: () => (teach ? teach.shift() : { dx: 0, dy: 0 }),
+    shifted: () => (teach ? teach.shifted() : null),
+    answers: () => (teach ? teach.answers() : []),
+    grid: () => (teach ? teach.grid() : []),
+  };
 
   // ---------------------------------------------------------------------------- status
   function setStatus(text, isError = false) {
@@ -134,9 +150,10 @@
 
   async function loadMetadata() {
     try {
-      runtime = RUNTIME === "browser" ? await browserRuntime() : serverRuntime();
+      runtime = RUNTIME === "browser" ? await browserRuntime() : await serverRuntime();
       window.imgclsPage.backend = runtime;
       meta = await runtime.metadata();
+      await loadScript("static/teach.js");
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);
       buildBars();
@@ -163,6 +180,7 @@
           "(model.features.onnx).",
       );
     }
+    buildTeach();
     const thing = meta.dataset === "mnist" ? "digit" : meta.dataset === "fashion_mnist" ? "piece of clothing" : "shape";
     setStatus(hasInk ? "" : `Ready: draw a ${thing}.`);
     // Scripts and tests wait on this rather than on the bars, which exist from the start.
@@ -282,6 +300,17 @@
         showAnswer(answer);
         setStatus("");
       }
+      if (teach && gen === generation) {
+        try {
+          const pixels = answer.input || (await runtime.inputOf(input));
+          if (gen === generation) await teach.update(pixels);
+        } catch (err) {
+          if (gen === generation) {
+            teach.clear();
+            setStatus(`The shift panel could not run the models: ${err.message}`, true);
+          }
+        }
+      }
     } catch (err) {
       if (gen === generation) {
         const prefix = err instanceof RefusedError ? runtime.refused : runtime.failed;
@@ -357,7 +386,12 @@
     }
   }
 
-  function serverRuntime() {
+  async function serverRuntime() {
+    // The page frames the drawing itself too (framing.js, equal to the server's framing pixel
+    // for pixel), to show the input and send its 49 shifts as one JSON batch.
+    await loadScript("static/framing.js");
+    await loadScript("static/runtime-browser.js");
+    let metaSeen = null;
     const post = (path, blob) =>
       api(path, {
         method: "POST",
@@ -370,7 +404,33 @@
       async metadata() {
         const resp = await api("metadata");
         if (!resp.ok) throw new Error(await errorDetail(resp));
-        return resp.json();
+        metaSeen = await resp.json();
+        return metaSeen;
+      },
+      inputOf(input) {
+        return window.imgclsBrowserRuntime.modelInput(input, { pad, meta: metaSeen, RefusedError });
+      },
+      // n uint8 inputs (row-major) as one JSON batch of [0, 1] pixels: /predict, or
+      // /compare/predict for the model beside it (imgcls serve --compare).
+      async runBatch(which, pixels, n) {
+        const side = Math.round(Math.sqrt(pixels.length / n));
+        const images = [];
+        for (let i = 0; i < n; i++) {
+          const rows = [];
+          for (let y = 0; y < side; y++) {
+            const o = (i * side + y) * side;
+            rows.push("[" + Array.from(pixels.subarray(o, o + side), (v) => v / 255).join(",") + "]");
+          }
+          images.push("[" + rows.join(",") + "]");
+        }
+        const body = new Blob(['{"pixels":[' + images.join(",") + "]}"], { type: "application/json" });
+        const resp = await post(which === "compare" ? "compare/predict" : "predict", body);
+        if (!resp.ok) throw new RefusedError(await errorDetail(resp));
+        const answer = await resp.json();
+        if (!Array.isArray(answer.predictions) || answer.predictions.length !== n) {
+          throw new Error(`${n} images sent, ${(answer.predictions || []).length} answers came`);
+        }
+        return answer.predictions.map((p) => p.probabilities);
       },
       async classify(input, wantFeatures) {
         const blob = input.pad ? await padBlob() : input.file;
@@ -397,6 +457,25 @@
       el.onerror = () => reject(new Error(`${src} did not load`));
       document.head.append(el);
     });
+  }
+
+  function buildTeach() {
+    const root = $("#shift-panel");
+    const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
+    if (!window.imgclsTeach || Number(shape[1]) !== 1 || Number(shape[2]) !== Number(shape[3])) {
+      root.hidden = true; // the shift panel shows one-channel square inputs
+      return;
+    }
+    const models = [{ role: "model", meta }];
+    if (meta.compare) models.push({ role: "compare", meta: meta.compare });
+    teach = window.imgclsTeach.create({
+      root: $("#shift-body"),
+      models,
+      classNames: classNames(),
+      size: Number(shape[2]),
+      run: (which, pixels, n) => runtime.runBatch(which, pixels, n),
+    });
+    root.hidden = false;
   }
 
   async function browserRuntime() {
@@ -494,6 +573,7 @@
     hidePhoto();
     uploadEl.value = "";
     clearAnswer();
+    if (teach) teach.clear();
     setStatus("Cleared.");
     setBusy();
   }

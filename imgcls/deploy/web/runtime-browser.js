@@ -117,35 +117,22 @@
     return out;
   }
 
-  async function fetchJson(url) {
-    const resp = await fetch(url);
-    if (!resp.ok) throw new Error(`${url}: ${resp.status} ${resp.statusText}`.trim());
-    return resp.json();
-  }
-
-  async function create({ pad, RefusedError }) {
-    const ort = window.ort;
-    if (!ort) throw new Error("onnxruntime-web (static/ort.wasm.min.js) did not load");
-    ort.env.wasm.numThreads = 1;
-    ort.env.wasm.wasmPaths = new URL("static/", document.baseURI).href;
-    ort.env.logLevel = "error";
-    const meta = await fetchJson("metadata.json");
-    const opts = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-    const model = await ort.InferenceSession.create("model.onnx", opts);
-    let features = null;
-    if (meta.features) {
-      try {
-        features = await ort.InferenceSession.create("model.features.onnx", opts);
-      } catch (err) {
-        meta.features = false; // the page says there are no feature maps; predictions work
-      }
-    }
+  // The model's uint8 input (height x width, row-major) for an input ({pad} or {file}), as
+  // decode_image makes it: the pixel limit checked on the size the file declares, grey,
+  // framed. Needs no onnxruntime: the server's page computes the input it shows this way too.
+  async function modelInput(input, { pad, meta, RefusedError }) {
     const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
     const [channels, height, width] = shape.slice(1).map(Number);
     const maxPixels = Number(meta.max_pixels) || 64000000;
-    const names = meta.class_names || [];
-
-    async function fromFile(file) {
+    if (channels !== 1 || height !== width) {
+      throw new RefusedError(`the page runs one-channel square models, not ${shape}`);
+    }
+    let grey;
+    if (input.pad) {
+      const c = pad.getContext("2d", { willReadFrequently: true });
+      grey = F.greyOf(c.getImageData(0, 0, pad.width, pad.height).data, pad.width, pad.height);
+    } else {
+      const file = input.file;
       const bytes = new Uint8Array(await file.arrayBuffer());
       const size = declaredSize(bytes);
       if (!size) {
@@ -171,26 +158,44 @@
       }
       try {
         const { width: W, height: H, rgba } = pixelsOf(bitmap, height);
-        return F.greyOf(rgba, W, H);
+        grey = F.greyOf(rgba, W, H);
       } finally {
         bitmap.close();
       }
     }
+    return F.toModelInput(grey, height, meta.framing || "mnist");
+  }
 
-    // The model's uint8 input (height x width) for an input, as decode_image makes it.
-    async function inputOf(input) {
-      if (channels !== 1 || height !== width) {
-        throw new RefusedError(`the static page runs one-channel square models, not ${shape}`);
+  async function fetchJson(url) {
+    const resp = await fetch(url);
+    if (!resp.ok) throw new Error(`${url}: ${resp.status} ${resp.statusText}`.trim());
+    return resp.json();
+  }
+
+  async function create({ pad, RefusedError }) {
+    const ort = window.ort;
+    if (!ort) throw new Error("onnxruntime-web (static/ort.wasm.min.js) did not load");
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.wasmPaths = new URL("static/", document.baseURI).href;
+    ort.env.logLevel = "error";
+    const meta = await fetchJson("metadata.json");
+    const opts = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+    const model = await ort.InferenceSession.create("model.onnx", opts);
+    let features = null;
+    if (meta.features) {
+      try {
+        features = await ort.InferenceSession.create("model.features.onnx", opts);
+      } catch (err) {
+        meta.features = false; // the page says there are no feature maps; predictions work
       }
-      let grey;
-      if (input.pad) {
-        const c = pad.getContext("2d", { willReadFrequently: true });
-        grey = F.greyOf(c.getImageData(0, 0, pad.width, pad.height).data, pad.width, pad.height);
-      } else {
-        grey = await fromFile(input.file);
-      }
-      return F.toModelInput(grey, height, meta.framing || "mnist");
     }
+    const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
+    const [height, width] = shape.slice(2).map(Number);
+    const names = meta.class_names || [];
+    // The model the page puts beside this one (imgcls page --compare): same input, same classes.
+    let compare = null;
+    if (meta.compare) compare = await ort.InferenceSession.create("compare.onnx", opts);
+    const inputOf = (input) => modelInput(input, { pad, meta, RefusedError });
 
     async function classify(input, wantFeatures) {
       const pixels = await inputOf(input);
@@ -211,7 +216,23 @@
         });
       }
       for (const t of Object.values(out)) if (t.dispose) t.dispose();
+      answer.input = pixels;
       return answer;
+    }
+
+    // Probabilities of `n` inputs (uint8, n x height x width, row-major) in one session call:
+    // which = "model" or "compare".
+    async function runBatch(which, pixels, n) {
+      const session = which === "compare" ? compare : model;
+      const x = new ort.Tensor("float32", Float32Array.from(pixels, (v) => v / 255), [n, 1, height, width]);
+      const out = await session.run({ [session.inputNames[0]]: x });
+      const name = session.outputNames.includes("probabilities") ? "probabilities" : session.outputNames[1];
+      const data = out[name].data;
+      const k = data.length / n;
+      const rows = [];
+      for (let i = 0; i < n; i++) rows.push(data.slice(i * k, (i + 1) * k));
+      for (const t of Object.values(out)) if (t.dispose) t.dispose();
+      return rows;
     }
 
     return {
@@ -222,8 +243,9 @@
       },
       classify,
       inputOf,
+      runBatch,
     };
   }
 
-  window.imgclsBrowserRuntime = { create, declaredSize };
+  window.imgclsBrowserRuntime = { create, declaredSize, modelInput };
 })();
