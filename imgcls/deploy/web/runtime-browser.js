@@ -99,6 +99,8 @@
     return { width: w, height: h, rgba: out };
   }
 
+  const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255); // a pixel's model value
+
   // Per channel min-max scaled to 0..255, as the service's encode_maps.
   function mapBytes(data, c, h, w) {
     const n = h * w;
@@ -220,11 +222,23 @@
       return answer;
     }
 
+    // The models of one batch share its float pixels: converted once, as v / 255 in float32.
+    let lastPixels = null;
+    let lastFloats = null;
+    function floatsOf(pixels) {
+      if (pixels !== lastPixels) {
+        lastFloats = new Float32Array(pixels.length);
+        for (let i = 0; i < pixels.length; i++) lastFloats[i] = UNIT[pixels[i]];
+        lastPixels = pixels;
+      }
+      return lastFloats;
+    }
+
     // Probabilities of `n` inputs (uint8, n x height x width, row-major) in one session call:
     // which = "model" or "compare".
     async function runBatch(which, pixels, n) {
       const session = which === "compare" ? compare : model;
-      const x = new ort.Tensor("float32", Float32Array.from(pixels, (v) => v / 255), [n, 1, height, width]);
+      const x = new ort.Tensor("float32", floatsOf(pixels), [n, 1, height, width]);
       const out = await session.run({ [session.inputNames[0]]: x });
       const name = session.outputNames.includes("probabilities") ? "probabilities" : session.outputNames[1];
       const data = out[name].data;

@@ -122,8 +122,9 @@
     const parts = models.map((m) => {
       const col = el("div", "shift-model");
       col.dataset.role = m.role;
-      const net = m.meta.net || "model";
-      const title = el("h3", "", m.role === "compare" ? `${net} (beside it)` : net);
+      const args = m.meta.net_args || {};
+      const net = (m.meta.net || "model") + (Array.isArray(args.hidden) ? ` (hidden ${args.hidden.join("-")})` : "");
+      const title = el("h3", "", m.role === "compare" ? `${net}, beside it` : net);
       const answer = el("p", "shift-answer");
       const bars = el("ol", "bars shift-bars");
       const barEls = names.map((name, i) => {
