@@ -9,6 +9,7 @@
     out/model.onnx              the export's model
     out/model.features.onnx     its feature-map model, when the export has one
     out/compare.onnx            the model shown beside it (``compare``), when given
+    out/weights.bin             the model's learned weights (float32), for the layer panel
     out/metadata.json           the export's metadata, no local paths, plus what the page needs
     out/.imgcls-site            marks the folder as a site imgcls built
 
@@ -32,7 +33,7 @@ from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
 from imgcls.deploy.metadata import without_local_paths
-from imgcls.deploy.teach import compare_metadata, shift_figures
+from imgcls.deploy.teach import WEIGHTS_FILE, compare_metadata, shift_figures, weights_blob
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.staging import staged_folder
 from imgcls.utils import sha256_file
@@ -42,7 +43,7 @@ __all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
 WEB_DIR = Path(__file__).with_name("web")
 FEATURES_FILE = "model.features.onnx"
 SITE_MARKER = ".imgcls-site"
-PAGE_FILES = ("app.js", "framing.js", "runtime-browser.js", "teach.js", "style.css")
+PAGE_FILES = ("app.js", "framing.js", "runtime-browser.js", "teach.js", "layers.js", "style.css")
 COMPARE_FILE = "compare.onnx"
 # The onnxruntime-web files the page loads: the WebAssembly build's loader, and the single-
 # threaded SIMD module (a static host gives no cross-origin isolation, so no threads).
@@ -121,6 +122,7 @@ def build_site(
     if compare is not None:
         compare = Path(compare)
         info["compare"] = compare_metadata(info, compare)
+    weights, info["weights"] = weights_blob(model)
     blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
 
     def wrap(e: OSError) -> Exception:
@@ -150,6 +152,7 @@ def build_site(
                 shutil.copyfile(features, staged / FEATURES_FILE)
             if compare is not None:
                 shutil.copyfile(compare, staged / COMPARE_FILE)
+            (staged / WEIGHTS_FILE).write_bytes(weights)
             (staged / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
             (staged / SITE_MARKER).write_text(
                 json.dumps({"format": "imgcls-site/1", "model_id": info["model_id"]}) + "\n"

@@ -8,14 +8,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.metadata import without_local_paths
+from imgcls.deploy.onnx_weights import float_initializers
 from imgcls.errors import ConfigError, ModelLoadError
 from imgcls.utils import sha256_file
 
-__all__ = ["compare_metadata", "shift_figures"]
+__all__ = ["WEIGHTS_FILE", "compare_metadata", "shift_figures", "weights_blob"]
 
 PARITY_FILE = "parity.json"
+WEIGHTS_FILE = "weights.bin"
 
 
 def shift_figures(model: Path) -> dict[str, Any] | None:
@@ -52,3 +56,17 @@ def compare_metadata(model_meta: dict[str, Any], compare: Path) -> dict[str, Any
             "the same data set"
         )
     return {**meta, "model_id": sha256_file(compare)[:12], "shift": shift_figures(compare)}
+
+
+def weights_blob(model: Path) -> tuple[bytes, dict[str, Any]]:
+    """``model``'s float32 initializers (its learned weights) as one little-endian float32
+    file for the page, and its index: ``{"file", "tensors": {name: {"offset", "shape"}}}``,
+    offsets counted in floats. The page computes dense units and a unit's sum from them."""
+    parts, tensors, offset = [], {}, 0
+    for name, a in float_initializers(model).items():
+        if a.size == 0:
+            continue
+        parts.append(np.ascontiguousarray(a, "<f4").tobytes())
+        tensors[name] = {"offset": offset, "shape": list(a.shape)}
+        offset += int(a.size)
+    return b"".join(parts), {"file": WEIGHTS_FILE, "tensors": tensors}

@@ -80,12 +80,14 @@ def test_site_holds_the_page_models_metadata_and_runtime(
         "model.onnx",
         "static/app.js",
         "static/framing.js",
+        "static/layers.js",
         "static/ort-wasm-simd-threaded.mjs",
         "static/ort-wasm-simd-threaded.wasm",
         "static/ort.wasm.min.js",
         "static/runtime-browser.js",
         "static/style.css",
         "static/teach.js",
+        "weights.bin",
     ]
     html = (lenet_site / "index.html").read_text()
     assert site.RUNTIME_BROWSER in html and site.RUNTIME_SERVER not in html
@@ -381,6 +383,13 @@ def test_fashion_export_builds_a_page_about_clothes(
         label = wait_for_prediction(pg)
         assert pg.text_content("#prediction") == names[label]
         assert pg.locator(".fmap-tile").count() == 0
+        # an MLP gets its own picture: its dense layers, the logits and the softmax
+        heads = pg.eval_on_selector_all(".layer-head", "hs => hs.map(h => h.textContent)")
+        assert any("params 16×784+16 = 12,560" in h for h in heads), heads
+        assert pg.locator(".layer-logits").count() == 1 and pg.locator(".dense-strip").count() == 1
+        units = pg.evaluate("window.imgclsPage.units()")
+        assert len(units["features.1"]) == 16 and min(units["features.1"]) >= 0
+        assert np.argmax(units["head"]) == label
 
 
 FRAME_IN_PAGE = """async (photos) => {
@@ -554,8 +563,94 @@ def test_mlp_beside_cnn_under_shifts_equals_python(
             pg.click(".shift-model[data-role=compare] .shift-cell[data-dx='-2'][data-dy='3']")
             assert pg.evaluate("window.imgclsPage.shift()") == {"dx": -2, "dy": 3}
             pg.click("#shift-reset")
+            check_layers(pg, meta, clfs[0], out, x)
         pg.screenshot(path=str(tmp_path / "shift-panel.png"), full_page=True)
     print(f"\npage vs onnxruntime in Python: largest probability gap {worst:.2e}")
+
+
+TILE_PIXELS = """() => [...document.querySelectorAll('.fmap-tile')].map(t => {
+  const d = t.getContext('2d').getImageData(0, 0, t.width, t.height).data;
+  return Array.from({length: d.length / 4}, (_, i) => d[4 * i]);
+})"""
+
+
+def check_layers(pg: Any, meta: dict[str, Any], clf: Any, site_dir: Path, x: np.ndarray) -> None:
+    """The layer panel for input ``x``: the ledger against ``insight.cost``'s table, the dense
+    units and logits against numpy on onnxruntime's maps, the grey scales against the maps."""
+    import onnx
+    from onnx import numpy_helper
+
+    from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.insight.cost import layer_costs
+    from imgcls.models.registry import create_model
+
+    net = create_model(meta["net"], **meta["net_args"])
+    table = layer_costs(net, tuple(meta["input"]["shape"][1:]))
+    layers = pg.evaluate("window.imgclsPage.layers()")
+    assert [(r["name"], tuple(r["shape"]), r["params"], r["macs"]) for r in layers] == [
+        (c.name, c.output_shape, c.params, c.macs) for c in table
+    ]
+    modules = dict(net.named_modules())
+    for r in layers:
+        m = modules[r["name"]]
+        if r["kind"] == "conv":
+            assert r["kernel"] == list(m.kernel_size) and r["stride"] == list(m.stride)
+            assert r["padding"] == list(m.padding)
+        if r["params_text"]:  # "6×5×5×1+6": the formula gives the count
+            terms = [np.prod([int(f) for f in t.split("×")]) for t in r["params_text"].split("+")]
+            assert sum(terms) == r["params"], r
+    heads = pg.eval_on_selector_all(".layer-head", "hs => hs.map(h => h.textContent)")
+    conv1 = next(h for h in heads if h.startswith(layers[0]["name"] + " "))
+    assert f"params {layers[0]['params_text']} = {layers[0]['params']:,}" in conv1
+    total = sum(r["params"] for r in layers)
+    assert f"total {total:,} params" in heads[-2]  # the logits; then the softmax
+    assert pg.text_content(".layer-total").startswith(f"{total:,} parameters")
+
+    # dense units: numpy on the raw last map that onnxruntime gives in Python, the weights
+    # from the ONNX file itself
+    features = OnnxClassifier(site_dir / "model.features.onnx", device="cpu")
+    _, maps = features.feature_maps(features.to_pixels(x))
+    w = {
+        t.name: numpy_helper.to_array(t)
+        for t in onnx.load(site_dir / "model.onnx").graph.initializer
+    }
+    units = pg.evaluate("window.imgclsPage.units()")
+    v = maps[-1].reshape(-1).astype(np.float64)
+    dense = [r for r in layers if r["kind"] == "linear"]
+    for i, r in enumerate(dense):
+        v = w[f"net.{r['name']}.weight"] @ v + w[f"net.{r['name']}.bias"]
+        if i < len(dense) - 1:
+            v = np.maximum(v, 0)
+        assert np.abs(np.array(units[r["name"]]) - v).max() <= 1e-4, r["name"]
+    logits = clf.logits(clf.to_pixels(x))[0]
+    assert np.abs(np.array(units[dense[-1]["name"]]) - logits).max() <= 1e-4
+    shown = [
+        float(c)
+        for c in pg.eval_on_selector_all(
+            ".layer-logits .logit-cell span", "cs => cs.map(c => c.textContent)"
+        )
+    ]
+    assert shown == pytest.approx(logits, abs=0.006)
+
+    # grey scales: per channel, per layer, whole network, against the raw maps
+    raw = [m[0] for m in maps]
+    for mode in ("layer", "network", "channel"):
+        pg.evaluate(f"window.imgclsPage.setScale('{mode}')")
+        got = pg.evaluate(TILE_PIXELS)
+        lo_net = min(float(a.min()) for a in raw)
+        hi_net = max(float(a.max()) for a in raw)
+        k = 0
+        for a in raw:
+            for ch in a:
+                lo, hi = {
+                    "channel": (ch.min(), ch.max()),
+                    "layer": (a.min(), a.max()),
+                    "network": (lo_net, hi_net),
+                }[mode]
+                want = np.rint((ch - lo) / (hi - lo if hi > lo else 1) * 255).ravel()
+                assert np.abs(np.array(got[k]) - want).max() <= 1, (mode, k)
+                k += 1
+        assert k == len(got)
 
 
 def test_compare_of_another_data_set_is_one_line(

@@ -48,6 +48,8 @@
   const timings = [];
   let strokeEnd = null;
   let teach = null; // the teaching panels (teach.js), once the metadata is in
+  let layersView = null; // the layer panel (layers.js)
+  let weights = null; // the site's weights.bin by tensor name, where it carries one
   // The test hook: every number the page shows, for tests to hold against Python.
   //   input()          the framed input the models get (row-major 0..255), or null
   //   setShift(dx, dy) move it (-3..3; dx > 0 right, dy > 0 down): no model re-runs
@@ -63,6 +65,12 @@
     shifted: () => (teach ? teach.shifted() : null),
     answers: () => (teach ? teach.answers() : []),
     grid: () => (teach ? teach.grid() : []),
+    //   layers()         each layer of the export's ledger: name, kind, op, shape, params, macs
+    //   units()          each dense layer's units (after its activation) for the input now
+    //   setScale(mode)   the feature maps' grey scale: "channel", "layer" or "network"
+    layers: () => (layersView ? layersView.layers() : []),
+    units: () => (layersView ? layersView.units() : {}),
+    setScale: (mode) => layersView && layersView.setScale(mode),
   };
 
   // ---------------------------------------------------------------------------- status
@@ -116,34 +124,19 @@
     });
   }
 
-  function buildFeatureGroups(maps) {
-    fmapsEl.replaceChildren();
-    for (const m of maps) {
-      const [c, h, w] = m.shape;
-      const group = document.createElement("figure");
-      group.className = `fmap-layer fmap-${m.kind}`;
-      group.dataset.label = m.label;
-      const caption = document.createElement("figcaption");
-      caption.textContent = `${m.label} · ${m.kind} · ${c}×${h}×${w}`;
-      const grid = document.createElement("div");
-      grid.className = "fmap-grid";
-      for (let k = 0; k < c; k++) {
-        const tile = document.createElement("canvas");
-        tile.className = "fmap-tile";
-        tile.width = w;
-        tile.height = h;
-        tile.dataset.channel = String(k);
-        tile.setAttribute("role", "img");
-        tile.setAttribute("aria-label", `${m.label}, channel ${k + 1} of ${c}`);
-        grid.append(tile);
-      }
-      group.append(caption, grid);
-      fmapsEl.append(group);
-    }
+  // The layer panel (layers.js): every layer with its ledger, the feature maps, dense units.
+  function buildLayers() {
+    layersView = window.imgclsLayers.create({
+      root: fmapsEl,
+      meta,
+      classNames: classNames(),
+      weights,
+      scaleRoot: $("#fmap-scale"),
+    });
   }
 
   function showNoFeatures(text) {
-    fmapsEl.replaceChildren();
+    if (!Array.isArray(meta && meta.layers)) fmapsEl.replaceChildren(); // else its dense layers stay
     featuresNote.textContent = text;
     featuresNote.hidden = false;
   }
@@ -154,6 +147,7 @@
       window.imgclsPage.backend = runtime;
       meta = await runtime.metadata();
       await loadScript("static/teach.js");
+      await loadScript("static/layers.js");
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);
       buildBars();
@@ -170,8 +164,15 @@
     }
     $("#model-info").textContent = bits.join(" · ");
     buildBars();
+    if (meta.weights && runtime.weights) {
+      try {
+        weights = await runtime.weights(meta.weights);
+      } catch (err) {
+        weights = null; // the page still answers; the dense units say why they are missing
+      }
+    }
+    buildLayers();
     if (meta.features && Array.isArray(meta.feature_maps) && meta.feature_maps.length) {
-      buildFeatureGroups(meta.feature_maps);
       featuresNote.hidden = true;
     } else {
       showNoFeatures(
@@ -502,7 +503,7 @@
       bar.querySelector(".bar-fill").style.width = `${(100 * q).toFixed(2)}%`;
       bar.querySelector(".bar-value").textContent = `${(100 * q).toFixed(1)} %`;
     });
-    if (Array.isArray(answer.maps)) drawMaps(answer.maps);
+    if (layersView) drawLayers(answer);
   }
 
   function decodeBase64(text) {
@@ -512,34 +513,23 @@
     return out;
   }
 
-  function drawMaps(maps) {
-    const layers = fmapsEl.querySelectorAll(".fmap-layer");
-    const fits =
-      layers.length === maps.length &&
-      maps.every((m, i) => layers[i].querySelectorAll(".fmap-tile").length === m.shape[0]);
-    if (!fits) buildFeatureGroups(maps); // metadata had no (or other) layer list
-    fmapsEl.querySelectorAll(".fmap-layer").forEach((layer, li) => {
-      const m = maps[li];
+  function drawLayers(answer) {
+    const maps = Array.isArray(answer.maps) ? answer.maps : [];
+    for (const m of maps) {
       const [c, h, w] = m.shape;
-      const bytes = m.bytes || decodeBase64(m.data);
-      if (bytes.length !== c * h * w) {
-        setStatus(`Feature map ${m.label}: ${bytes.length} bytes for shape ${c}×${h}×${w}`, true);
+      m.bytes = m.bytes || decodeBase64(m.data);
+      if (m.bytes.length !== c * h * w) {
+        setStatus(`Feature map ${m.label}: ${m.bytes.length} bytes for shape ${c}×${h}×${w}`, true);
         return;
       }
-      layer.querySelectorAll(".fmap-tile").forEach((tile, k) => {
-        const tctx = tile.getContext("2d");
-        const img = tctx.createImageData(w, h);
-        const base = k * h * w;
-        for (let j = 0; j < h * w; j++) {
-          const v = bytes[base + j];
-          img.data[4 * j] = v;
-          img.data[4 * j + 1] = v;
-          img.data[4 * j + 2] = v;
-          img.data[4 * j + 3] = 255;
-        }
-        tctx.putImageData(img, 0, 0);
-      });
-    });
+    }
+    if (maps.length && !layersView.fits(maps)) {
+      // the metadata had no (or another) layer list: the answer's maps say what there is
+      meta.feature_maps = maps.map(({ label, kind, shape }) => ({ label, kind, shape }));
+      meta.features = true;
+      buildLayers();
+    }
+    layersView.draw(answer);
   }
 
   function clearAnswer() {
@@ -553,9 +543,7 @@
       bar.querySelector(".bar-fill").style.width = "0%";
       bar.querySelector(".bar-value").textContent = "–";
     });
-    fmapsEl.querySelectorAll(".fmap-tile").forEach((tile) => {
-      tile.getContext("2d").clearRect(0, 0, tile.width, tile.height);
-    });
+    if (layersView) layersView.clear();
   }
 
   function hidePhoto() {

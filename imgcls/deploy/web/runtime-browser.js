@@ -214,11 +214,13 @@
           const t = out[name];
           const [c, h, w] = t.dims.slice(1);
           const layer = layers[i] || { label: name, kind: "conv" };
-          return { label: layer.label, kind: layer.kind, shape: [c, h, w], bytes: mapBytes(t.data, c, h, w) };
+          const values = new Float32Array(t.data); // raw, for the other grey scales and dense units
+          return { label: layer.label, kind: layer.kind, shape: [c, h, w], bytes: mapBytes(values, c, h, w), values };
         });
       }
-      for (const t of Object.values(out)) if (t.dispose) t.dispose();
       answer.input = pixels;
+      answer.logits = new Float32Array(out[session.outputNames[0]].data);
+      for (const t of Object.values(out)) if (t.dispose) t.dispose();
       return answer;
     }
 
@@ -258,6 +260,7 @@
       classify,
       inputOf,
       runBatch,
+      weights: (index) => window.imgclsLayers.loadWeights(index),
     };
   }
 
