@@ -5,8 +5,9 @@ Playwright, a digit drawn with the mouse.
     python docs/page_screenshots.py --model export/mnist-lenet5-version_0/model.onnx \\
         --compare export/mnist-mlp-32-version_0/model.onnx --digit 4 --shift 2,0
 
-writes docs/page-shift.png (the shift panel) and the other panels' pictures, each an element
-screenshot of its section, 1100 px wide viewport.
+writes docs/page-shift.png (the shift panel) and docs/page-layers.png (every layer), each an
+element screenshot of its section, 1100 px wide viewport; ``--prefix page-mlp --panels layers``
+with an MLP as ``--model`` writes docs/page-mlp-layers.png.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PANELS = {"shift-panel": "page-shift.png"}
+PANELS = {"shift": "#shift-panel", "layers": "section.features"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--digit", type=int, default=4)
     p.add_argument("--shift", default="2,0", help="dx,dy shown in the shift panel")
     p.add_argument("--out", default=str(ROOT / "docs"))
+    p.add_argument("--prefix", default="page", help="file names: PREFIX-PANEL.png")
+    p.add_argument("--panels", default="shift,layers", help=f"of {', '.join(PANELS)}")
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args(argv)
     dx, dy = (int(v) for v in args.shift.split(","))
@@ -50,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             draw(pg, DIGITS[args.digit])
             wait_for_prediction(pg)
             pg.evaluate(f"window.imgclsPage.setShift({dx}, {dy})")
-            for element, name in PANELS.items():
-                target = Path(args.out) / name
-                pg.locator(f"#{element}").screenshot(path=str(target))
+            for panel in args.panels.split(","):
+                target = Path(args.out) / f"{args.prefix}-{panel}.png"
+                pg.locator(PANELS[panel]).screenshot(path=str(target))
                 print(f"wrote {target}")
             browser.close()
     return 0
