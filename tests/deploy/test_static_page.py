@@ -390,6 +390,16 @@ def test_fashion_export_builds_a_page_about_clothes(
         units = pg.evaluate("window.imgclsPage.units()")
         assert len(units["features.1"]) == 16 and min(units["features.1"]) >= 0
         assert np.argmax(units["head"]) == label
+        # hover one of its hidden units: its 784 weights as the 28x28 picture they weigh
+        from imgcls.deploy.onnx_weights import float_initializers
+
+        weights = float_initializers(out / "model.onnx")
+        u = pg.evaluate("window.imgclsPage.inspect('features.1', 5, 0, 0)")
+        assert np.array_equal(np.float32(u["weights"]), weights["net.features.1.weight"][5])
+        assert u["activated"] == pytest.approx(units["features.1"][5], abs=1e-5)
+        picture = pg.locator(".inspector canvas.inspect-picture")
+        assert picture.count() == 1
+        assert picture.evaluate("c => [c.width, c.height]") == [28, 28]
 
 
 FRAME_IN_PAGE = """async (photos) => {
@@ -632,8 +642,52 @@ def check_layers(pg: Any, meta: dict[str, Any], clf: Any, site_dir: Path, x: np.
     ]
     assert shown == pytest.approx(logits, abs=0.006)
 
+    # hover a unit: its sum against numpy on the same inputs, its window and receptive field
+    mean, std = np.float32(meta["mean"]), np.float32(meta["std"])
+    pixels = (x[0].astype(np.float32) / np.float32(255) - mean) / std  # normalised in the graph
+    raw = [m[0] for m in maps]  # conv1, pool1, conv2, pool2 (C, H, W)
+    for name, source, c, y, xx, pad in (
+        ("features.0", pixels, 2, 0, 0, 2),
+        ("features.0", pixels, 4, 13, 15, 2),
+        ("features.3", raw[1], 5, 5, 4, 0),
+    ):
+        u = pg.evaluate(f"window.imgclsPage.inspect('{name}', {c}, {y}, {xx})")
+        k = w[f"net.{name}.weight"][c]  # (C_in, 5, 5)
+        padded = np.pad(source, ((0, 0), (pad, pad), (pad, pad)))
+        window = padded[:, y : y + 5, xx : xx + 5]
+        want = float((k.astype(np.float64) * window).sum())
+        assert u["sum"] == pytest.approx(want, abs=1e-4), (name, c, y, xx)
+        assert u["bias"] == pytest.approx(float(w[f"net.{name}.bias"][c]), abs=1e-7)
+        assert u["activated"] == pytest.approx(max(0.0, want + u["bias"]), abs=1e-4)
+        layer = raw[0] if name == "features.0" else raw[2]
+        assert u["held"] == pytest.approx(float(layer[c, y, xx]), abs=1e-4)
+        assert u["window"] == {"top": y - pad, "left": xx - pad, "bottom": y - pad + 4,
+                               "right": xx - pad + 4}  # fmt: skip
+        side = source.shape[1]
+        rows = sum(0 <= r < side for r in range(y - pad, y - pad + 5))
+        cols = sum(0 <= q < side for q in range(xx - pad, xx - pad + 5))
+        assert u["padded"] == source.shape[0] * (25 - rows * cols)
+        assert np.allclose(u["kernel"], k.ravel())
+    # conv2's unit (5, 4) sees pool1 rows 5..9 -> conv1 rows 10..19 -> pixels 8..21 (pad 2)
+    assert u["field"] == {"top": 8, "bottom": 21, "left": 6, "right": 19}
+    p = pg.evaluate("window.imgclsPage.inspect('features.2', 1, 7, 7)")
+    win = raw[0][1, 14:16, 14:16]
+    assert p["value"] == pytest.approx(float(win.max()), abs=1e-6) == p["held"]
+    assert tuple(p["at"]) == tuple(int(v) + 14 for v in np.unravel_index(win.argmax(), (2, 2)))
+    fc = dense[0]["name"]
+    d = pg.evaluate(f"window.imgclsPage.inspect('{fc}', 3, 0, 0)")
+    v0 = maps[-1].reshape(-1).astype(np.float64)
+    assert d["value"] == pytest.approx(
+        float(w[f"net.{fc}.weight"][3] @ v0 + w[f"net.{fc}.bias"][3]), abs=1e-4
+    )
+    # a real hover: the inspector says the sum of the unit under the mouse
+    tile = pg.locator(".layer[data-name='features.3'] .fmap-tile").nth(5)
+    box = tile.bounding_box()
+    tile.hover(position={"x": box["width"] * 0.45, "y": box["height"] * 0.55})
+    text = pg.text_content(".inspector") or ""
+    assert text.startswith("features.3, channel 6, row 5, column 4") and "Σ w·x over 150" in text
+
     # grey scales: per channel, per layer, whole network, against the raw maps
-    raw = [m[0] for m in maps]
     for mode in ("layer", "network", "channel"):
         pg.evaluate(f"window.imgclsPage.setScale('{mode}')")
         got = pg.evaluate(TILE_PIXELS)

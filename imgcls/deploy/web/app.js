@@ -71,6 +71,10 @@
     layers: () => (layersView ? layersView.layers() : []),
     units: () => (layersView ? layersView.units() : {}),
     setScale: (mode) => layersView && layersView.setScale(mode),
+    //   inspect(name, channel, row, col)  what the hovered unit computed (its sum, window,
+    //                    kernel, receptive field), as the inspector shows it; for a dense
+    //                    layer `channel` is the unit
+    inspect: (name, channel, row, col) => (layersView ? layersView.inspect(name, channel, row, col) : null),
   };
 
   // ---------------------------------------------------------------------------- status

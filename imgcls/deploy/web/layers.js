@@ -100,12 +100,17 @@
     let last = null; // the answer drawn
     let units = {}; // dense layer name -> its units' values (after its activation)
     let denseNote = "";
+    let denseIn = {}; // dense layer name -> its input vector
 
     root.replaceChildren();
     const tilesOf = new Map(); // feature map label -> {group, tiles}
+    let inputCanvas = null; // the input, enlarged 4x, with a receptive field drawn on it
+    let inspector = null;
+    let blockList = [];
+    let inspected = null; // what inspect() last found
     const strips = []; // dense blocks: {block, canvas, values}
 
-    function mapGroup(m) {
+    function mapGroup(m, block = null) {
       const [c, h, w] = m.shape;
       const group = el("figure", `fmap-layer fmap-${m.kind}`);
       group.dataset.label = m.label;
@@ -119,11 +124,21 @@
         tile.dataset.channel = String(k);
         tile.setAttribute("role", "img");
         tile.setAttribute("aria-label", `${m.label}, channel ${k + 1} of ${c}`);
+        if (block) {
+          // hover a unit: its window, kernel and sum (the inspector below the input)
+          tile.addEventListener("mousemove", (ev) => {
+            const r = tile.getBoundingClientRect();
+            const x = Math.min(w - 1, Math.floor(((ev.clientX - r.left) / r.width) * w));
+            const y = Math.min(h - 1, Math.floor(((ev.clientY - r.top) / r.height) * h));
+            inspect(block.entry.name, k, y, x);
+          });
+        }
         grid.append(tile);
         tiles.push(tile);
       }
       group.append(caption, grid);
       tilesOf.set(m.label, { group, tiles, map: m });
+      if (block) block.map = m;
       return group;
     }
 
@@ -144,7 +159,18 @@
             `(x − ${Number(meta.mean).toFixed(4)}) / ${Number(meta.std).toFixed(4)}`,
         ),
       );
+      const inRow = el("div", "inspect-row");
+      inputCanvas = el("canvas", "inspect-input");
+      inputCanvas.width = 4 * Number(input[2] || 28);
+      inputCanvas.height = 4 * Number(input[1] || 28);
+      inputCanvas.setAttribute("role", "img");
+      inputCanvas.setAttribute("aria-label", "The input, with the hovered unit's receptive field");
+      inspector = el("div", "inspector");
+      inspector.append(el("p", "muted", "Hover a unit of a map or of a dense strip: its receptive field, its kernel and its sum."));
+      inRow.append(inputCanvas, inspector);
+      inBlock.append(inRow);
       root.append(inBlock);
+      blockList = blocks;
       const lastLinear = ledger.map((e) => e.kind).lastIndexOf("linear");
       blocks.forEach((b) => {
         const e = b.entry;
@@ -164,7 +190,7 @@
         for (const m of maps) {
           const names = [e.name, ...b.after.map((a) => a.name)];
           if (!used.has(m.label) && names.includes(mapName(m.label))) {
-            sec.append(mapGroup(m));
+            sec.append(mapGroup(m, b));
             used.add(m.label);
           }
         }
@@ -186,6 +212,10 @@
             }
             sec.append(row);
           } else {
+            canvas.addEventListener("mousemove", (ev) => {
+              const r = canvas.getBoundingClientRect();
+              inspect(e.name, Math.min(n - 1, Math.floor(((ev.clientX - r.left) / r.width) * n)), 0, 0);
+            });
             sec.append(canvas);
           }
           strips.push(strip);
@@ -256,6 +286,7 @@
           const W = weights.get(`net.${e.name}.weight`);
           const B = weights.get(`net.${e.name}.bias`);
           if (!W) return `no weights for ${e.name}`;
+          denseIn[e.name] = x;
           const y = new Float32Array(e.out_features);
           for (let o = 0; o < e.out_features; o++) {
             let s = 0;
@@ -283,6 +314,296 @@
       }
       units = out;
       return "";
+    }
+
+
+    // ------------------------------------------------------------------ hover a unit
+    // Blue for negative weights, red for positive, white for zero; |w| / `top` the strength.
+    function diverging(ctx, w, h, values, top) {
+      const img = ctx.createImageData(w, h);
+      for (let j = 0; j < w * h; j++) {
+        const t = top > 0 ? Math.max(-1, Math.min(1, values[j] / top)) : 0;
+        const off = Math.round(255 * (1 - Math.abs(t)));
+        img.data[4 * j] = t > 0 ? 255 : off;
+        img.data[4 * j + 1] = off;
+        img.data[4 * j + 2] = t < 0 ? 255 : off;
+        img.data[4 * j + 3] = 255;
+      }
+      ctx.putImageData(img, 0, 0);
+    }
+
+    const inputHW = () => [Number(meta.input.shape[2]) || 28, Number(meta.input.shape[3]) || 28];
+    const maxAbs = (v) => v.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
+
+    function normInput() {
+      const mean = Math.fround(meta.mean);
+      const std = Math.fround(meta.std);
+      return Float32Array.from(last.input, (v) => Math.fround(Math.fround(Math.fround(v / 255) - mean) / std));
+    }
+
+    function rawOf(block) {
+      if (!last || !block || !block.map || !Array.isArray(last.maps)) return null;
+      const m = last.maps.find((a) => a.label === block.map.label);
+      return m && m.values ? m.values : null;
+    }
+
+    // The input of display block `i`: the map of the block before it, or the normalised
+    // pixels for the first; {values, shape} or null where the page has no raw values.
+    function inputOf(i) {
+      if (i === 0) {
+        if (!last || !last.input) return null;
+        return { values: normInput(), shape: meta.input.shape.slice(1).map(Number), pixels: true };
+      }
+      const prev = blockList[i - 1];
+      const values = rawOf(prev);
+      return values ? { values, shape: prev.shape, block: prev } : null;
+    }
+
+    // Rows / columns of the input that unit (y, x) of display block i sees: through every
+    // window (k, s, p) back to the pixels, [top, bottom] x [left, right], unclipped.
+    function fieldOf(i, y, x) {
+      let [top, bottom, left, right] = [y, y, x, x];
+      for (let j = i; j >= 0; j--) {
+        const e = blockList[j].entry;
+        if (!e.kernel) continue;
+        top = top * e.stride[0] - e.padding[0];
+        bottom = bottom * e.stride[0] - e.padding[0] + e.kernel[0] - 1;
+        left = left * e.stride[1] - e.padding[1];
+        right = right * e.stride[1] - e.padding[1] + e.kernel[1] - 1;
+      }
+      return { top, bottom, left, right };
+    }
+
+    function drawInput(field) {
+      if (!inputCanvas) return;
+      const ctx = inputCanvas.getContext("2d");
+      const [h, w] = inputHW();
+      const small = new OffscreenCanvas(w, h);
+      const sctx = small.getContext("2d");
+      if (last && last.input) greys(sctx, w, h, last.input, 0, 255);
+      ctx.imageSmoothingEnabled = false;
+      ctx.fillStyle = "#000";
+      ctx.fillRect(0, 0, inputCanvas.width, inputCanvas.height);
+      ctx.drawImage(small, 0, 0, inputCanvas.width, inputCanvas.height);
+      if (field) {
+        const sx = inputCanvas.width / w;
+        const sy = inputCanvas.height / h;
+        ctx.strokeStyle = "#ff9f1c";
+        ctx.lineWidth = 2;
+        ctx.strokeRect(field.left * sx + 1, field.top * sy + 1, (field.right - field.left + 1) * sx - 2, (field.bottom - field.top + 1) * sy - 2);
+      }
+    }
+
+    // Tint the window (rows y0..y1, columns x0..x1) on every tile of a block's map; the
+    // cell holding `mark` (channel, y, x) brighter.
+    function tintWindow(block, y0, y1, x0, x1, only = null, mark = null) {
+      drawMaps();
+      const t = block && block.map ? tilesOf.get(block.map.label) : null;
+      if (!t) return;
+      t.tiles.forEach((tile, k) => {
+        if (only !== null && k !== only) return;
+        const ctx = tile.getContext("2d");
+        const img = ctx.getImageData(0, 0, tile.width, tile.height);
+        for (let y = Math.max(0, y0); y <= Math.min(tile.height - 1, y1); y++) {
+          for (let x = Math.max(0, x0); x <= Math.min(tile.width - 1, x1); x++) {
+            const j = 4 * (y * tile.width + x);
+            const hit = mark && mark[0] === k && mark[1] === y && mark[2] === x;
+            img.data[j] = hit ? 255 : Math.round(90 + 0.65 * img.data[j]);
+            img.data[j + 1] = hit ? 40 : Math.round(0.55 * img.data[j + 1]);
+            img.data[j + 2] = hit ? 40 : Math.round(0.2 * img.data[j + 2]);
+          }
+        }
+        ctx.putImageData(img, 0, 0);
+      });
+    }
+
+    function show(lines, canvases = []) {
+      inspector.replaceChildren();
+      for (const line of lines) inspector.append(el("p", "inspect-line", line));
+      if (canvases.length) {
+        const row = el("div", "inspect-kernels");
+        for (const c of canvases) row.append(c);
+        inspector.append(row);
+      }
+    }
+
+    function kernelCanvas(values, w, h, top, label) {
+      const c = el("canvas", "inspect-kernel");
+      c.width = w;
+      c.height = h;
+      c.title = label;
+      c.setAttribute("role", "img");
+      c.setAttribute("aria-label", label);
+      diverging(c.getContext("2d"), w, h, values, top);
+      return c;
+    }
+
+    const f4 = (v) => (Math.abs(v) < 1e-4 && v !== 0 ? v.toExponential(2) : v.toFixed(4));
+
+    // What unit (channel, y, x) of layer `name` computed, drawn in the inspector and returned
+    // (the test hook's inspect()): for a dense layer `channel` is the unit.
+    function inspect(name, channel, y, x) {
+      if (!ledger || !inspector) return null;
+      const i = blockList.findIndex((b) => b.entry.name === name);
+      if (i < 0) return null;
+      const block = blockList[i];
+      const e = block.entry;
+      const act = block.after.find((a) => a.kind === "activation");
+      const f = act ? ACT[act.op] : null;
+      let out = null;
+      if (e.kind === "conv") out = inspectConv(i, block, e, act, f, channel, y, x);
+      else if (e.kind === "pool") out = inspectPool(i, block, e, channel, y, x);
+      else if (e.kind === "linear") out = inspectDense(block, e, act, f, channel);
+      if (!out) show([`${name}: the page has no raw values for this unit here (the static site of imgcls page has them).`]);
+      inspected = out;
+      return out;
+    }
+
+    function inspectConv(i, block, e, act, f, co, y, x) {
+      const input = inputOf(i);
+      const W = weights && weights.get(`net.${e.name}.weight`);
+      if (!input || !W || e.groups !== 1) return null;
+      const B = weights.get(`net.${e.name}.bias`);
+      const [cin, ih, iw] = input.shape;
+      const [kh, kw] = e.kernel;
+      const y0 = y * e.stride[0] - e.padding[0];
+      const x0 = x * e.stride[1] - e.padding[1];
+      let acc = 0;
+      let padded = 0;
+      for (let ci = 0; ci < cin; ci++) {
+        for (let dy = 0; dy < kh; dy++) {
+          for (let dx = 0; dx < kw; dx++) {
+            const iy = y0 + dy;
+            const ix = x0 + dx;
+            const w = W[((co * cin + ci) * kh + dy) * kw + dx];
+            if (iy < 0 || iy >= ih || ix < 0 || ix >= iw) {
+              padded += 1;
+              continue;
+            }
+            acc += w * input.values[(ci * ih + iy) * iw + ix];
+          }
+        }
+      }
+      const b = B ? B[co] : 0;
+      const v = acc + b;
+      const a = f ? f(v) : v;
+      const raw = rawOf(block);
+      const [, oh, ow] = block.shape;
+      const held = raw ? raw[(co * oh + y) * ow + x] : null;
+      const field = fieldOf(i, y, x);
+      const [H, Wd] = inputHW();
+      const clipH = (v) => Math.max(0, Math.min(H - 1, v));
+      const clipW = (v) => Math.max(0, Math.min(Wd - 1, v));
+      drawInput(field);
+      if (!input.pixels) tintWindow(input.block, y0, y0 + kh - 1, x0, x0 + kw - 1);
+      else drawMaps();
+      const kernel = W.subarray(co * cin * kh * kw, (co + 1) * cin * kh * kw);
+      const top = maxAbs(kernel);
+      const canvases = [];
+      for (let ci = 0; ci < cin; ci++) {
+        canvases.push(kernelCanvas(kernel.subarray(ci * kh * kw, (ci + 1) * kh * kw), kw, kh, top, `kernel ${co + 1}, input channel ${ci + 1}`));
+      }
+      const n = cin * kh * kw;
+      show(
+        [
+          `${e.name}, channel ${co + 1}, row ${y}, column ${x}: its ${kh}×${kw} window at rows ${y0}..${y0 + kh - 1}, ` +
+            `columns ${x0}..${x0 + kw - 1} of ${input.pixels ? "the normalised input" : input.block.entry.name}` +
+            `${padded ? ` (${padded} of its ${n} inputs are padding zeros)` : ""}; it sees pixel rows ` +
+            `${clipH(field.top)}..${clipH(field.bottom)}, columns ${clipW(field.left)}..${clipW(field.right)} (outlined).`,
+          `Σ w·x over ${n} inputs (${cin}×${kh}×${kw}) = ${f4(acc)}; + b ${f4(b)} = ${f4(v)}` +
+            (act ? ` → ${act.op} → ${f4(a)}` : "") +
+            (held !== null ? `; the map holds ${f4(held)}` : ""),
+          `Its kernel${cin > 1 ? `s, one per input channel (${cin})` : ""}: blue negative, red positive, white 0 (largest |w| ${f4(top)}).`,
+        ],
+        canvases,
+      );
+      return {
+        name: e.name, kind: "conv", channel: co, row: y, column: x,
+        window: { top: y0, left: x0, bottom: y0 + kh - 1, right: x0 + kw - 1 },
+        field, terms: n, padded, sum: acc, bias: b, value: v, activated: a, held,
+        kernel: Array.from(kernel),
+      };
+    }
+
+    function inspectPool(i, block, e, c, y, x) {
+      const input = inputOf(i);
+      if (!input || input.pixels) return null;
+      const [, ih, iw] = input.shape;
+      const [kh, kw] = e.kernel;
+      const y0 = y * e.stride[0] - e.padding[0];
+      const x0 = x * e.stride[1] - e.padding[1];
+      const values = [];
+      let best = -Infinity;
+      let at = null;
+      let sum = 0;
+      for (let dy = 0; dy < kh; dy++) {
+        for (let dx = 0; dx < kw; dx++) {
+          const iy = y0 + dy;
+          const ix = x0 + dx;
+          if (iy < 0 || iy >= ih || ix < 0 || ix >= iw) continue;
+          const v = input.values[(c * ih + iy) * iw + ix];
+          values.push(v);
+          sum += v;
+          if (v > best) {
+            best = v;
+            at = [iy, ix];
+          }
+        }
+      }
+      const max = e.op === "MaxPool2d";
+      const value = max ? best : sum / (kh * kw);
+      const raw = rawOf(block);
+      const [, oh, ow] = block.shape;
+      const held = raw ? raw[(c * oh + y) * ow + x] : null;
+      const field = fieldOf(i, y, x);
+      drawInput(field);
+      tintWindow(input.block, y0, y0 + kh - 1, x0, x0 + kw - 1, c, max ? [c, ...at] : null);
+      show([
+        `${e.name}, channel ${c + 1}, row ${y}, column ${x}: the ${kh}×${kw} window at rows ${y0}..${y0 + kh - 1}, columns ${x0}..${x0 + kw - 1} of ${input.block.entry.name}, channel ${c + 1}.`,
+        `${max ? "max" : "mean"} of [${values.map(f4).join(", ")}] = ${f4(value)}` +
+          (max ? ` (row ${at[0]}, column ${at[1]}, marked)` : "") +
+          (held !== null ? `; the map holds ${f4(held)}` : ""),
+      ]);
+      return {
+        name: e.name, kind: "pool", channel: c, row: y, column: x,
+        window: { top: y0, left: x0, bottom: y0 + kh - 1, right: x0 + kw - 1 },
+        field, values, value, at: max ? at : null, held,
+      };
+    }
+
+    function inspectDense(block, e, act, f, unit) {
+      const x = denseIn[e.name];
+      const W = weights && weights.get(`net.${e.name}.weight`);
+      if (!x || !W) return null;
+      const B = weights.get(`net.${e.name}.bias`);
+      const row = W.subarray(unit * e.in_features, (unit + 1) * e.in_features);
+      let acc = 0;
+      for (let k = 0; k < e.in_features; k++) acc += row[k] * x[k];
+      const b = B ? B[unit] : 0;
+      const v = acc + b;
+      const a = f ? f(v) : v;
+      const held = units[e.name] ? units[e.name][unit] : null;
+      const [h, w] = inputHW();
+      const picture = e.in_features === h * w; // a unit on the pixels: its weights are a picture
+      const top = maxAbs(row);
+      const canvas = picture
+        ? kernelCanvas(row, w, h, top, `${e.name} unit ${unit + 1}: its ${e.in_features} weights as ${h}×${w}`)
+        : kernelCanvas(row, e.in_features, 1, top, `${e.name} unit ${unit + 1}: its ${e.in_features} weights`);
+      canvas.classList.add(picture ? "inspect-picture" : "inspect-strip");
+      drawInput(null);
+      drawMaps();
+      show(
+        [
+          `${e.name}, unit ${unit + 1} of ${e.out_features}: Σ w·x over its ${e.in_features} inputs = ${f4(acc)}; + b ${f4(b)} = ${f4(v)}` +
+            (act ? ` → ${act.op} → ${f4(a)}` : "") +
+            (held !== null ? `; the strip holds ${f4(held)}` : ""),
+          picture
+            ? `Its ${e.in_features} weights as the ${h}×${w} picture they weigh: the template this unit matches (red where ink raises it, blue where ink lowers it).`
+            : `Its ${e.in_features} weights (blue negative, red positive).`,
+        ],
+        [canvas],
+      );
+      return { name: e.name, kind: "linear", unit, sum: acc, bias: b, value: v, activated: a, held, weights: Array.from(row) };
     }
 
     function drawMaps() {
@@ -337,7 +658,10 @@
 
     function draw(answer) {
       last = answer;
+      inspected = null;
+      drawInput(null);
       units = {};
+      denseIn = {};
       denseNote = ledger ? dense(answer) : "";
       note.textContent = denseNote ? `Dense units not drawn: ${denseNote}.` : "";
       drawMaps();
@@ -376,6 +700,7 @@
           padding: e.padding || null,
         })),
       units: () => Object.fromEntries(Object.entries(units).map(([k, v]) => [k, Array.from(v)])),
+      inspect,
       scale: () => scale,
     };
   }
