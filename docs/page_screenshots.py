@@ -5,9 +5,10 @@ Playwright, a digit drawn with the mouse.
     python docs/page_screenshots.py --model export/mnist-lenet5-version_0/model.onnx \\
         --compare export/mnist-mlp-32-version_0/model.onnx --digit 4 --shift 2,0
 
-writes docs/page-shift.png (the shift panel) and docs/page-layers.png (every layer), each an
-element screenshot of its section, 1100 px wide viewport; ``--prefix page-mlp --panels layers``
-with an MLP as ``--model`` writes docs/page-mlp-layers.png.
+writes docs/page-shift.png (the shift panel) and docs/page-layers.png (every layer, the unit of
+``--hover`` in its inspector), each an element screenshot of its section, 1100 px wide
+viewport; ``--prefix page-mlp --panels layers --hover features.1,5,0,0`` with an MLP as
+``--model`` writes docs/page-mlp-layers.png.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--prefix", default="page", help="file names: PREFIX-PANEL.png")
     p.add_argument("--panels", default="shift,layers", help=f"of {', '.join(PANELS)}")
+    p.add_argument(
+        "--hover",
+        default="features.3,5,5,4",
+        help="the unit shown in the layer panel's inspector: LAYER,CHANNEL,ROW,COLUMN",
+    )
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args(argv)
     dx, dy = (int(v) for v in args.shift.split(","))
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             draw(pg, DIGITS[args.digit])
             wait_for_prediction(pg)
             pg.evaluate(f"window.imgclsPage.setShift({dx}, {dy})")
+            name, *where = args.hover.split(",")
+            pg.evaluate(f"window.imgclsPage.inspect('{name}', {', '.join(where)})")
             for panel in args.panels.split(","):
                 target = Path(args.out) / f"{args.prefix}-{panel}.png"
                 pg.locator(PANELS[panel]).screenshot(path=str(target))

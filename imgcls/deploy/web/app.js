@@ -305,7 +305,9 @@
         showAnswer(answer);
         setStatus("");
       }
-      if (teach && gen === generation) {
+      // The shift panel runs 49 inputs per model: once the stroke is over, not mid-stroke
+      // (for a ResNet that batch takes a tenth of a second, which drawing should not wait on).
+      if (teach && gen === generation && !drawing) {
         try {
           const pixels = answer.input || (await runtime.inputOf(input));
           if (gen === generation) await teach.update(pixels);
