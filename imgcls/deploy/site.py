@@ -43,7 +43,15 @@ __all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
 WEB_DIR = Path(__file__).with_name("web")
 FEATURES_FILE = "model.features.onnx"
 SITE_MARKER = ".imgcls-site"
-PAGE_FILES = ("app.js", "framing.js", "runtime-browser.js", "teach.js", "layers.js", "style.css")
+PAGE_FILES = (
+    "app.js",
+    "framing.js",
+    "runtime-browser.js",
+    "teach.js",
+    "layers.js",
+    "playground.js",
+    "style.css",
+)
 COMPARE_FILE = "compare.onnx"
 # The onnxruntime-web files the page loads: the WebAssembly build's loader, and the single-
 # threaded SIMD module (a static host gives no cross-origin isolation, so no threads).

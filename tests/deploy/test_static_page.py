@@ -84,6 +84,7 @@ def test_site_holds_the_page_models_metadata_and_runtime(
         "static/ort-wasm-simd-threaded.mjs",
         "static/ort-wasm-simd-threaded.wasm",
         "static/ort.wasm.min.js",
+        "static/playground.js",
         "static/runtime-browser.js",
         "static/style.css",
         "static/teach.js",
@@ -574,6 +575,7 @@ def test_mlp_beside_cnn_under_shifts_equals_python(
             assert pg.evaluate("window.imgclsPage.shift()") == {"dx": -2, "dy": 3}
             pg.click("#shift-reset")
             check_layers(pg, meta, clfs[0], out, x)
+            check_playground(pg, out, x)
         pg.screenshot(path=str(tmp_path / "shift-panel.png"), full_page=True)
     print(f"\npage vs onnxruntime in Python: largest probability gap {worst:.2e}")
 
@@ -705,6 +707,64 @@ def check_layers(pg: Any, meta: dict[str, Any], clf: Any, site_dir: Path, x: np.
                 assert np.abs(np.array(got[k]) - want).max() <= 1, (mode, k)
                 k += 1
         assert k == len(got)
+
+
+def check_playground(pg: Any, site_dir: Path, x: np.ndarray) -> None:
+    """The kernel playground for input ``x`` against a 2-D cross-correlation and torch's
+    pooling, for every lecture kernel with and without ReLU and a kernel typed in; the model's
+    first-layer kernels ranked as numpy ranks them."""
+    import torch
+    import torch.nn.functional as F
+
+    from imgcls.deploy.onnx_weights import float_initializers
+    from imgcls.insight.kernels import KERNELS, cross_correlate2d
+
+    options = pg.eval_on_selector_all("#play-kernel option", "os => os.map(o => o.value)")
+    assert options == [*KERNELS, "your own 3×3"]
+    image = torch.from_numpy(x[0, 0].astype(np.float64) / 255)
+    learned = float_initializers(site_dir / "model.onnx")["net.features.0.weight"][:, 0]
+
+    def check(kernel: Any, relu: bool) -> dict[str, Any]:
+        st = pg.evaluate("window.imgclsPage.playground()")
+        want = cross_correlate2d(image, kernel)
+        if relu:
+            want = want.clamp(min=0)
+        out = np.array(st["output"]["values"]).reshape(st["output"]["shape"])
+        assert np.abs(out - want.numpy()).max() <= 1e-9
+        t = want[None, None]
+        for key, pooled in (
+            ("maxpool", F.max_pool2d(t, 2)),
+            ("avgpool", F.avg_pool2d(t, 2)),
+            ("stride2", t[:, :, ::2, ::2]),
+        ):
+            got = np.array(st[key]["values"]).reshape(st[key]["shape"])
+            assert np.abs(got - pooled[0, 0].numpy()).max() <= 1e-9, key
+        return st
+
+    for i, (name, kernel) in enumerate(KERNELS.items()):
+        pg.select_option("#play-kernel", name)
+        relu = i % 2 == 1
+        pg.evaluate(f"window.imgclsPage.setRelu({str(relu).lower()})")
+        st = check(kernel, relu)
+        assert st["name"] == name and st["kernel"] == [list(r) for r in kernel]
+        k = np.array(kernel, float)
+        framed = np.zeros((5, 5))
+        o = (5 - len(k)) // 2
+        framed[o : o + len(k), o : o + len(k)] = k
+        cos = (learned * framed).sum((1, 2)) / (
+            np.linalg.norm(learned.reshape(len(learned), -1), axis=1) * np.linalg.norm(framed)
+        )
+        assert [r["channel"] for r in st["ranked"]] == list(np.argsort(-cos, kind="stable"))
+        assert [r["cosine"] for r in st["ranked"]] == pytest.approx(sorted(cos, reverse=True))
+    # a kernel typed in: the grid's cells, one by one
+    pg.select_option("#play-kernel", "your own 3×3")
+    mine = [[0.5, -1.0, 0.0], [2.0, 0.25, -3.0], [0.0, 1.0, -0.5]]
+    cells = pg.locator(".play-cell")
+    for i in range(9):
+        cells.nth(i).fill(str(mine[i // 3][i % 3]))
+    pg.evaluate("window.imgclsPage.setRelu(false)")
+    st = check(mine, False)
+    assert st["name"] == "your own" and st["kernel"] == mine
 
 
 def test_compare_of_another_data_set_is_one_line(

@@ -49,6 +49,7 @@
   let strokeEnd = null;
   let teach = null; // the teaching panels (teach.js), once the metadata is in
   let layersView = null; // the layer panel (layers.js)
+  let playground = null; // the kernel playground (playground.js)
   let weights = null; // the site's weights.bin by tensor name, where it carries one
   // The test hook: every number the page shows, for tests to hold against Python.
   //   input()          the framed input the models get (row-major 0..255), or null
@@ -75,6 +76,12 @@
     //                    kernel, receptive field), as the inspector shows it; for a dense
     //                    layer `channel` is the unit
     inspect: (name, channel, row, col) => (layersView ? layersView.inspect(name, channel, row, col) : null),
+    //   playground()     the kernel playground: kernel, relu, output, maxpool, avgpool,
+    //                    stride2 ({shape, values}) and the model's kernels ranked
+    //   setKernel(k), setRelu(on)  a lecture kernel by name or a K x K array; ReLU on / off
+    playground: () => (playground ? playground.state() : null),
+    setKernel: (k) => playground && playground.setKernel(k),
+    setRelu: (on) => playground && playground.setRelu(on),
   };
 
   // ---------------------------------------------------------------------------- status
@@ -152,6 +159,7 @@
       meta = await runtime.metadata();
       await loadScript("static/teach.js");
       await loadScript("static/layers.js");
+      await loadScript("static/playground.js");
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);
       buildBars();
@@ -186,6 +194,7 @@
       );
     }
     buildTeach();
+    buildPlayground();
     const thing = meta.dataset === "mnist" ? "digit" : meta.dataset === "fashion_mnist" ? "piece of clothing" : "shape";
     setStatus(hasInk ? "" : `Ready: draw a ${thing}.`);
     // Scripts and tests wait on this rather than on the bars, which exist from the start.
@@ -311,6 +320,7 @@
         try {
           const pixels = answer.input || (await runtime.inputOf(input));
           if (gen === generation) await teach.update(pixels);
+          if (gen === generation && playground) playground.update(pixels);
         } catch (err) {
           if (gen === generation) {
             teach.clear();
@@ -485,6 +495,31 @@
     root.hidden = false;
   }
 
+  // The kernel playground, with the model's first-layer kernels where the site has weights.
+  function buildPlayground() {
+    const panel = $("#kernel-panel");
+    const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
+    if (!window.imgclsPlayground || !teach) {
+      panel.hidden = true;
+      return;
+    }
+    let model = null;
+    const first = Array.isArray(meta.layers) ? meta.layers.find((e) => e.kind === "conv") : null;
+    const W = first && weights ? weights.get(`net.${first.name}.weight`) : null;
+    if (W && first.in_channels === 1 && first.kernel[0] === first.kernel[1]) {
+      const K = first.kernel[0];
+      const kernels = [];
+      for (let c = 0; c < first.out_channels; c++) {
+        const k = [];
+        for (let i = 0; i < K; i++) k.push(Array.from(W.subarray((c * K + i) * K, (c * K + i + 1) * K)));
+        kernels.push({ channel: c, k });
+      }
+      model = { layer: first.name, kernels };
+    }
+    playground = window.imgclsPlayground.create({ root: $("#kernel-body"), size: Number(shape[2]), model });
+    panel.hidden = false;
+  }
+
   async function browserRuntime() {
     await loadScript("static/ort.wasm.min.js");
     await loadScript("static/framing.js");
@@ -568,6 +603,7 @@
     uploadEl.value = "";
     clearAnswer();
     if (teach) teach.clear();
+    if (playground) playground.clear();
     setStatus("Cleared.");
     setBusy();
   }
