@@ -5,8 +5,8 @@ Playwright, a digit drawn with the mouse.
     python docs/page_screenshots.py --model export/mnist-lenet5-version_0/model.onnx \\
         --compare export/mnist-mlp-32-version_0/model.onnx --digit 4 --shift 2,0
 
-writes docs/page-shift.png (the shift panel) and docs/page-layers.png (every layer, the unit of
-``--hover`` in its inspector), each an element screenshot of its section, 1100 px wide
+writes docs/page-shift.png (the shift panel), docs/page-kernels.png (the kernel playground) and
+docs/page-layers.png (every layer, the unit of ``--hover`` in its inspector), each an element screenshot of its section, 1100 px wide
 viewport; ``--prefix page-mlp --panels layers --hover features.1,5,0,0`` with an MLP as
 ``--model`` writes docs/page-mlp-layers.png.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PANELS = {"shift": "#shift-panel", "layers": "section.features"}
+PANELS = {"shift": "#shift-panel", "kernels": "#kernel-panel", "layers": "section.features"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shift", default="2,0", help="dx,dy shown in the shift panel")
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--prefix", default="page", help="file names: PREFIX-PANEL.png")
-    p.add_argument("--panels", default="shift,layers", help=f"of {', '.join(PANELS)}")
+    p.add_argument("--panels", default="shift,kernels,layers", help=f"of {', '.join(PANELS)}")
+    p.add_argument("--kernel", default="Sobel vertical", help="the playground's kernel")
     p.add_argument(
         "--hover",
         default="features.3,5,5,4",
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             draw(pg, DIGITS[args.digit])
             wait_for_prediction(pg)
             pg.evaluate(f"window.imgclsPage.setShift({dx}, {dy})")
+            pg.select_option("#play-kernel", args.kernel)
             name, *where = args.hover.split(",")
             pg.evaluate(f"window.imgclsPage.inspect('{name}', {', '.join(where)})")
             for panel in args.panels.split(","):
