@@ -186,6 +186,7 @@
             name = "your own";
             select.value = kernel.length === 3 ? "your own 3×3" : select.value;
             run();
+            rankModel();
           });
           gridWrap.append(cell);
         }),
@@ -212,7 +213,6 @@
       fAvg.cap.textContent = `2×2 average-pool: ${avgp.h}×${avgp.w}`;
       fSub.cap.textContent = `stride 2 (every other pixel): ${sub.h}×${sub.w}`;
       result = { map: m, max: maxp, mean: avgp, sub };
-      rankModel();
     }
 
     let ranked = [];
@@ -255,6 +255,7 @@
       select.value = KERNELS[name] ? name : "your own 3×3";
       buildGrid();
       run();
+      rankModel(); // the ranking depends on the kernel only, not on the input
     }
 
     select.addEventListener("change", () => setKernel(select.value));
@@ -263,6 +264,7 @@
       run();
     });
     buildGrid();
+    rankModel();
 
     const arr = (m) => (m ? { shape: [m.h, m.w], values: Array.from(m.values) } : null);
     return {
