@@ -177,7 +177,6 @@ ROUTE_TABLE: tuple[Endpoint, ...] = (
         "/compare/predict",
         "compare_predict",
         key=True,
-        direct=True,
         note="the model beside it, with --compare",
         openapi={
             **_BODY_ROUTE,

@@ -310,6 +310,14 @@
         meta.features = false;
         showNoFeatures("This model has no feature maps to show.");
       }
+      if (!answer.input && teach && !drawing && gen === generation) {
+        // the server frames its own copy: the page frames one too, to show and shift it
+        try {
+          answer.input = await runtime.inputOf(input);
+        } catch (_) {
+          answer.input = null; // the shift panel says why below
+        }
+      }
       if (gen === generation) {
         showAnswer(answer);
         setStatus("");
@@ -318,7 +326,7 @@
       // (for a ResNet that batch takes a tenth of a second, which drawing should not wait on).
       if (teach && gen === generation && !drawing) {
         try {
-          const pixels = answer.input || (await runtime.inputOf(input));
+          const pixels = answer.input || (await runtime.inputOf(input)); // throws: says why
           if (gen === generation) await teach.update(pixels);
           if (gen === generation && playground) playground.update(pixels);
         } catch (err) {
