@@ -6,9 +6,9 @@ Playwright, a digit drawn with the mouse.
         --compare export/mnist-mlp-32-version_0/model.onnx --digit 4 --shift 2,0
 
 writes docs/page-shift.png (the shift panel), docs/page-kernels.png (the kernel playground) and
-docs/page-layers.png (every layer, the unit of ``--hover`` in its inspector), each an element screenshot of its section, 1100 px wide
-viewport; ``--prefix page-mlp --panels layers --hover features.1,5,0,0`` with an MLP as
-``--model`` writes docs/page-mlp-layers.png.
+docs/page-layers.png (every layer, the unit of ``--hover`` in its inspector), each an element
+screenshot of its section, 1100 px wide viewport; ``--prefix page-mlp --panels layers --hover
+features.1,5,0,0`` with an MLP as ``--model`` writes docs/page-mlp-layers.png.
 """
 
 from __future__ import annotations
