@@ -659,7 +659,9 @@ def check_layers(pg: Any, meta: dict[str, Any], clf: Any, site_dir: Path, x: np.
         window = padded[:, y : y + 5, xx : xx + 5]
         want = float((k.astype(np.float64) * window).sum())
         assert u["sum"] == pytest.approx(want, abs=1e-4), (name, c, y, xx)
-        assert u["bias"] == pytest.approx(float(w[f"net.{name}.bias"][c]), abs=1e-7)
+        assert u["rebuilt"] and u["bias"] == pytest.approx(
+            float(w[f"net.{name}.bias"][c]), abs=1e-7
+        )
         assert u["activated"] == pytest.approx(max(0.0, want + u["bias"]), abs=1e-4)
         layer = raw[0] if name == "features.0" else raw[2]
         assert u["held"] == pytest.approx(float(layer[c, y, xx]), abs=1e-4)

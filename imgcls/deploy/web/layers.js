@@ -490,6 +490,12 @@
       const raw = rawOf(block);
       const [, oh, ow] = block.shape;
       const held = raw ? raw[(co * oh + y) * ow + x] : null;
+      if (held !== null && !(Math.abs(a - held) <= 1e-3 * (1 + Math.abs(held)))) {
+        // the map is not this sum of the layer before's map (a norm or a residual sum in
+        // between): say so rather than show a sum that is not the unit's
+        show([`${e.name}: the page cannot rebuild this unit from the layer before (${f4(a)} against the map's ${f4(held)}); it shows units of plain conv stacks.`]);
+        return { name: e.name, kind: "conv", channel: co, row: y, column: x, held, activated: a, rebuilt: false };
+      }
       const field = fieldOf(i, y, x);
       const [H, Wd] = inputHW();
       const clipH = (v) => Math.max(0, Math.min(H - 1, v));
@@ -520,7 +526,7 @@
       return {
         name: e.name, kind: "conv", channel: co, row: y, column: x,
         window: { top: y0, left: x0, bottom: y0 + kh - 1, right: x0 + kw - 1 },
-        field, terms: n, padded, sum: acc, bias: b, value: v, activated: a, held,
+        field, terms: n, padded, sum: acc, bias: b, value: v, activated: a, held, rebuilt: true,
         kernel: Array.from(kernel),
       };
     }
