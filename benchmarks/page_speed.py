@@ -3,18 +3,22 @@ every feature map drawn, measured in the page with ``performance.now()``.
 
     python benchmarks/page_speed.py                       # LeNet-5 and ResNet, 100 strokes each
     python benchmarks/page_speed.py --quick               # 10 strokes each (the test's run)
-    python benchmarks/page_speed.py --model lenet5=export/mnist-lenet5-version_0/model.onnx
+    python benchmarks/page_speed.py --model lenet5=export/mnist-lenet5-version_0/model.onnx \
+        --compare export/mnist-mlp-32-version_0/model.onnx
 
 Each model is built into a site (``imgcls.deploy.site.build_site``), served by
 ``python -m http.server`` on 127.0.0.1, opened in headless Chromium (Debian's, as the tests),
 and drawn on with the mouse: a 1, a 7 and a 0 in turn, the pad cleared before each. The page
 records, for each stroke, the time from its pointerup to the moment the answer and all feature
 maps are drawn into their canvases (``window.imgclsPage.timings``): the framing in JavaScript,
-onnxruntime-web (WebAssembly, one thread) running the feature model, the bars and tiles drawn.
+onnxruntime-web (WebAssembly, one thread) running the feature model, the bars and tiles drawn,
+then the shift panel: the input's 49 shifts run through the model (and through the compare
+model, ``--compare``) in one batch each, the grids and bars drawn.
 
-Without ``--model``, LeNet-5 and the ResNet of configs/model/resnet.yaml are exported with
-random weights (speed does not depend on them; needs the training install and the MNIST files
-for the export's parity gate). The target: p95 <= 16 ms (one frame at 60 Hz) for LeNet-5.
+Without ``--model``, LeNet-5, LeNet-5 with an MLP-32 beside it (``--compare``) and the ResNet
+of configs/model/resnet.yaml are exported with random weights (speed does not depend on them;
+needs the training install and the MNIST files for the export's parity gate). The target:
+p95 <= 16 ms (one frame at 60 Hz) for LeNet-5, with the MLP beside it too.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TARGET_MS = 16.0
-NETS = {"lenet5": {}, "resnet": {"widths": [16, 32, 64], "blocks": 2}}
+NETS = {"lenet5": {}, "resnet": {"widths": [16, 32, 64], "blocks": 2}, "mlp": {"hidden": [32]}}
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -138,6 +142,9 @@ def measure(browser: object, site: Path, strokes: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", default=[], metavar="NAME=MODEL.onnx")
+    p.add_argument(
+        "--compare", default=None, metavar="MODEL.onnx", help="shown beside each --model"
+    )
     p.add_argument("--strokes", type=int, default=None, help="strokes per model (default 100)")
     p.add_argument("--quick", action="store_true", help="10 strokes per model")
     p.add_argument("--data_dir", default=None, help="MNIST files for the exports' parity gate")
@@ -153,21 +160,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="imgcls-page-speed-") as tmp:
         work = Path(tmp)
-        models = dict(m.split("=", 1) for m in args.model)
+        models = {name: (m, args.compare) for name, m in (m.split("=", 1) for m in args.model)}
         if not models:
-            models = {net: str(export_random(net, work, args.data_dir)) for net in NETS}
+            made = {net: str(export_random(net, work, args.data_dir)) for net in NETS}
+            models = {
+                "lenet5": (made["lenet5"], None),
+                "lenet5 + mlp-32": (made["lenet5"], made["mlp"]),
+                "resnet": (made["resnet"], None),
+            }
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             try:
-                for name, model in models.items():
-                    site = work / f"site-{name}"
-                    summary = build_site(model, site, log=lambda _: None)
+                for i, (name, (model, compare)) in enumerate(models.items()):
+                    site = work / f"site-{i}"
+                    summary = build_site(model, site, compare=compare, log=lambda _: None)
                     row = {"model": name, "site_mib": summary["bytes"] / 2**20}
                     row.update(measure(browser, site, strokes))
                     rows.append(row)
             finally:
                 browser.close()
-    print(f"stroke end -> answer + feature maps drawn, Chromium, {strokes} strokes per model")
+    print(
+        f"stroke end -> answer, feature maps and shift panel drawn, Chromium, {strokes} "
+        "strokes per model"
+    )
     if not args.model:
         print("(random weights: 'read right' means nothing here, the timings do)")
     print("| model | site MiB | read right | mean ms | p50 ms | p95 ms | max ms | ≤ 16 ms (p95) |")

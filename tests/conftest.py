@@ -114,3 +114,19 @@ def exported_lenet(
         trained_ckpt, out, data_dir=real_data_root, parity_subset=1000, log=lambda _: None
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_mlp(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained MNIST MLP (16 hidden units), exported once for the session: the model the
+    page puts beside the LeNet-5 (``--compare``). Its answers are chance; the tests hold the
+    page's numbers against onnxruntime in Python, which does not care."""
+    from imgcls.export import export_checkpoint
+    from tests.helpers.training import make_checkpoint
+
+    work = tmp_path_factory.mktemp("mlp")
+    ckpt = make_checkpoint(work / "mlp.ckpt", "mlp", {"hidden": [16]})
+    export_checkpoint(
+        ckpt, work / "export", data_dir=real_data_root, parity_subset=100, log=lambda _: None
+    )
+    return work / "export"

@@ -15,6 +15,7 @@ __all__ = [
     "CKPT_HELP",
     "add_ckpt",
     "add_common_arguments",
+    "add_compare",
     "add_data_dir",
     "add_device",
     "add_model",
@@ -75,6 +76,16 @@ def add_model(p: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
+    )
+
+
+def add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="MODEL",
+        help="another exported model of the same data set, shown beside --model on the page "
+        "(e.g. an MLP beside a CNN: both under the same shifts), given as --model is",
     )
 
 

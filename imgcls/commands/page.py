@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imgcls.commands.options import add_model
+from imgcls.commands.options import add_compare, add_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model(p)
+    add_compare(p)
     p.add_argument(
         "--out",
         required=True,
@@ -28,9 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.site import build_site
 
-    summary = build_site(args.model, args.out, log=lambda m: print(m, file=sys.stderr))
+    summary = build_site(
+        args.model, args.out, compare=args.compare, log=lambda m: print(m, file=sys.stderr)
+    )
     mib = summary["bytes"] / 2**20
     maps = "with feature maps" if summary["features"] else "without feature maps"
+    if summary["compare"]:
+        maps += f", {summary['compare']} beside it"
     print(
         f"[imgcls page] wrote {summary['out']}: {len(summary['files'])} files, {mib:.1f} MiB, "
         f"model {summary['model_id']}, {maps}"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imgcls.commands.options import add_device, add_model, add_preprocess
+from imgcls.commands.options import add_compare, add_device, add_model, add_preprocess
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model(p)
+    add_compare(p)
     add_device(p, "auto")
     p.add_argument(
         "--host",
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         features=args.features,
+        compare=Path(args.compare) if args.compare else None,
     )
     if args.max_pixels is not None:
         options.max_pixels = args.max_pixels

@@ -44,6 +44,7 @@ from imgcls.deploy.serve_routes import build_app
 from imgcls.deploy.serve_service import encode_maps
 from imgcls.deploy.serve_settings import FEATURES_FILE, KEY_ENV, OPTIONS_ENV, ServeOptions, model_id
 from imgcls.deploy.serve_workers import APP_FACTORY, make_service
+from imgcls.deploy.teach import compare_metadata
 from imgcls.errors import ConfigError
 from imgcls.utils import sha256_file
 
@@ -149,6 +150,8 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
                 "model.onnx; /features is off (re-export to get it back)"
             )
             options.features = None
+    if options.compare is not None:
+        compare_metadata(read_metadata(options.model), options.compare)
     url = f"http://{'[::1]' if ':' in options.host else '127.0.0.1'}:{options.port}"
     hosts = options.hosts()
     common: dict[str, Any] = {
@@ -179,7 +182,9 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
         log(
             f"[imgcls serve] {options.model} on {url} (provider {provider}; dynamic batching "
             f"up to {options.max_batch_size} images; {options.workers} worker process(es); "
-            f"feature maps {'on' if options.features else 'off'}; API key "
+            f"feature maps {'on' if options.features else 'off'}; "
+            + (f"{options.compare} beside it; " if options.compare else "")
+            + "API key "
             f"{'required' if options.api_key else 'not required'}; Host "
             f"{', '.join(sorted(hosts)) if hosts else 'any'})"
         )

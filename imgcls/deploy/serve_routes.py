@@ -34,6 +34,7 @@ from imgcls.deploy.serve_gate import ASGIApp, Gate, Receive, Scope, Send
 from imgcls.deploy.serve_metrics import CONTENT_TYPE_LATEST
 from imgcls.deploy.serve_schemas import API_ROUTES, ENDPOINTS, ROUTE_TABLE
 from imgcls.deploy.serve_service import Service
+from imgcls.deploy.teach import shift_figures
 
 __all__ = ["WEB_DIR", "Handlers", "build_app", "direct_routes", "new_app"]
 
@@ -60,9 +61,15 @@ class Handlers:
                 "max_batch_size": options.max_batch_size,
                 "workers": options.workers,
                 "api_key_required": bool(options.api_key),
+                "shift": shift_figures(options.model),
             }
         )
         self.meta = {"model_id": service.model_id, "provider": service.provider}
+        # The model beside this one (--compare): its own handlers, its metadata in ours.
+        self.beside = Handlers(service.compare) if service.compare is not None else None
+        self.info["compare"] = None
+        if self.beside is not None:
+            self.info["compare"] = {**self.beside.info, "compare": None}
 
     async def predict(self, request: Request) -> Response:
         service = self.service
@@ -73,6 +80,14 @@ class Handlers:
         if batch:
             return JSONResponse({"predictions": [service.answer(p) for p in out], **self.meta})
         return JSONResponse({**service.answer(out[0]), **self.meta})
+
+    async def compare_predict(self, request: Request) -> Response:
+        if self.beside is None:
+            raise http_error(
+                404,
+                "no model is served beside this one: start the server with --compare MODEL",
+            )
+        return await self.beside.predict(request)
 
     async def features(self, request: Request) -> Response:
         service = self.service
@@ -193,8 +208,10 @@ def build_app(service: Service, *, dependencies: Sequence[Any] = ()) -> Gate:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await service.batcher.close()
-        service.decode_pool.shutdown(wait=False)
+        for s in (service, service.compare):
+            if s is not None:
+                await s.batcher.close()
+                s.decode_pool.shutdown(wait=False)
 
     app, has_docs = new_app(
         lifespan=lifespan,

@@ -174,6 +174,19 @@ ROUTE_TABLE: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "POST",
+        "/compare/predict",
+        "compare_predict",
+        key=True,
+        note="the model beside it, with --compare",
+        openapi={
+            **_BODY_ROUTE,
+            "summary": "Classify with the model served beside the main one (--compare)",
+            "response_model": Prediction | Predictions,
+            "responses": {**_BODY_ERRORS, 404: {**_DETAIL, "description": "No --compare"}},
+        },
+    ),
+    Endpoint(
+        "POST",
         "/features",
         "features",
         key=True,

@@ -98,6 +98,7 @@ class Service:
             prepare=self._decode_in_batch,
         )
         self.layers = features.metadata.get("feature_maps", []) if features else []
+        self.compare: Service | None = None  # the model beside it (--compare), its own batcher
         self.too_big = (
             f"request body over the {options.max_body_mb:g} MB limit; send a smaller image "
             "(the server's --max_body_mb sets the limit)"

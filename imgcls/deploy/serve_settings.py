@@ -63,6 +63,7 @@ class ServeOptions:
     access_log: bool = False
     intra_op_threads: int | None = 1  # None: onnxruntime's default, one thread per core
     features: Path | None = field(default=None)  # model.features.onnx beside the model, if any
+    compare: Path | None = None  # a model served beside it, at /compare/predict (the page's)
     run_dir: Path | None = None  # the workers' shared folder (device slots), made by serve()
 
     @property
@@ -85,7 +86,7 @@ class ServeOptions:
     @classmethod
     def from_json(cls, text: str) -> ServeOptions:
         d = json.loads(text)
-        for k in ("model", "features", "run_dir"):
+        for k in ("model", "features", "run_dir", "compare"):
             if d.get(k) is not None:
                 d[k] = Path(d[k])
         return cls(**d)

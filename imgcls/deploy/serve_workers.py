@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,10 @@ def make_service(options: ServeOptions, slot: int = 0) -> Service:
     feats = OnnxClassifier(options.features, **common) if options.features else None
     service = Service(options, clf, feats)
     service.warm_up()
+    if options.compare is not None:
+        beside = replace(options, model=options.compare, features=None, compare=None)
+        service.compare = Service(beside, OnnxClassifier(options.compare, **common), None)
+        service.compare.warm_up()
     return service
 
 

@@ -8,6 +8,8 @@
     out/static/ort-wasm-simd-threaded.{mjs,wasm}
     out/model.onnx              the export's model
     out/model.features.onnx     its feature-map model, when the export has one
+    out/compare.onnx            the model shown beside it (``compare``), when given
+    out/weights.bin             the model's learned weights (float32), for the layer panel
     out/metadata.json           the export's metadata, no local paths, plus what the page needs
     out/.imgcls-site            marks the folder as a site imgcls built, and lists its files
 
@@ -38,6 +40,7 @@ from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
 from imgcls.deploy.metadata import without_local_paths
+from imgcls.deploy.teach import WEIGHTS_FILE, compare_metadata, shift_figures, weights_blob
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.staging import MARKER, holds_cwd, staged_folder
 from imgcls.utils import sha256_file
@@ -47,7 +50,16 @@ __all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
 WEB_DIR = Path(__file__).with_name("web")
 FEATURES_FILE = "model.features.onnx"
 SITE_MARKER = ".imgcls-site"
-PAGE_FILES = ("app.js", "framing.js", "runtime-browser.js", "style.css")
+PAGE_FILES = (
+    "app.js",
+    "framing.js",
+    "runtime-browser.js",
+    "teach.js",
+    "layers.js",
+    "playground.js",
+    "style.css",
+)
+COMPARE_FILE = "compare.onnx"
 # The onnxruntime-web files the page loads: the WebAssembly build's loader, and the single-
 # threaded SIMD module (a static host gives no cross-origin isolation, so no threads).
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
@@ -159,6 +171,7 @@ def _public_metadata(model: Path, features: Path | None) -> dict[str, Any]:
         "max_pixels": MAX_PIXELS,
         "features": features is not None,
         "feature_maps": read_metadata(features).get("feature_maps") if features else None,
+        "shift": shift_figures(model),
     }
     return info
 
@@ -178,9 +191,15 @@ def _features_beside(model: Path, log: Any) -> Path | None:
 
 
 def build_site(
-    model: str | os.PathLike[str], out: str | os.PathLike[str], *, log: Any = print
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    compare: str | os.PathLike[str] | None = None,
+    log: Any = print,
 ) -> dict[str, Any]:
     """Write the static site of ``model`` (an exported model.onnx) to ``out``.
+
+    ``compare``: another export of the same data set, shown beside the model (the shift panel).
 
     Returns:
         A summary: the files written with their sizes, total bytes, whether it has feature
@@ -190,7 +209,8 @@ def build_site(
     Raises:
         ModelLoadError: ``model`` is not an imgcls export.
         ConfigError: ``out`` is a file, a non-empty folder that is not an imgcls site, the
-            current folder (or holds it), or holds a file of the user's where the site writes.
+            current folder (or holds it), or holds a file of the user's where the site writes;
+            or ``compare`` takes other inputs or answers in other classes.
         NpmError: onnxruntime-web could not be fetched or failed its sha256 check.
     """
     model, out = Path(model), Path(out)
@@ -198,6 +218,10 @@ def build_site(
     ours = _previous_files(out) if (out / SITE_MARKER).is_file() else frozenset()
     features = _features_beside(model, log)
     info = _public_metadata(model, features)
+    if compare is not None:
+        compare = Path(compare)
+        info["compare"] = compare_metadata(info, compare)
+    weights, info["weights"] = weights_blob(model)
     blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
 
     def wrap(e: OSError) -> Exception:
@@ -225,6 +249,9 @@ def build_site(
             shutil.copyfile(model, staged / "model.onnx")
             if features is not None:
                 shutil.copyfile(features, staged / FEATURES_FILE)
+            if compare is not None:
+                shutil.copyfile(compare, staged / COMPARE_FILE)
+            (staged / WEIGHTS_FILE).write_bytes(weights)
             (staged / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
             written = sorted(
                 p.relative_to(staged).as_posix()
@@ -243,6 +270,7 @@ def build_site(
         "files": files,
         "bytes": sum(files.values()),
         "features": features is not None,
+        "compare": info.get("compare", {}).get("net"),
         "model_id": info["model_id"],
         "kept": kept,
     }

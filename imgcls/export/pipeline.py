@@ -55,6 +55,7 @@ from imgcls.export.features import FEATURES_FILE, features_model
 from imgcls.export.gates import reference_logits
 from imgcls.export.graph import OPSET, check_opset, set_metadata, to_fp16, to_onnx
 from imgcls.export.int8 import INT8_FILE, int8_model
+from imgcls.export.ledger import ledger
 from imgcls.export.model_card import (
     SHIFT_IMAGES,
     is_model_card,
@@ -164,6 +165,7 @@ def export_checkpoint(
     log(f"exporting {hp.net} ({ckpt_path}) to ONNX opset {opset}")
     proto = to_onnx(model.net, hp.mean, hp.std, shape, opset)
     metadata = _metadata(ckpt, ckpt_path, model, shape, len(y), opset)
+    metadata["layers"] = ledger(model.net, shape)  # the page's per-layer ledger
     full = parity_subset is None or len(y) == test_set
     logits, parity = _fp32_model(
         proto, metadata, model, images, y, batch_size, full, test_set, out, log

@@ -14,12 +14,14 @@ errors.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from imgcls.deploy.idx import read_idx
@@ -195,7 +197,7 @@ def wait_for_prediction(pg: Any) -> int:
 
 def bars(pg: Any) -> list[dict[str, Any]]:
     return pg.eval_on_selector_all(
-        ".bar",
+        "#bars .bar",
         """els => els.map(e => ({cls: Number(e.dataset.class),
                                  p: Number(e.dataset.probability),
                                  label: e.querySelector('.bar-label').textContent}))""",
@@ -271,9 +273,14 @@ def mnist_scan_png(real_data_root: Path, index: int) -> tuple[bytes, int]:
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_draw_digits_against_real_server(
-    web_page: Any, lenet_model: Path, real_data_root: Path, tmp_path: Path
+    web_page: Any, lenet_model: Path, exported_mlp: Path, real_data_root: Path, tmp_path: Path
 ) -> None:
-    with running_server(lenet_model, log=tmp_path / "serve.log") as server:
+    from imgcls.deploy.classifier import OnnxClassifier
+    from tests.deploy.test_static_page import python_grid
+
+    mlp = exported_mlp / "model.onnx"
+    clfs = [OnnxClassifier(m, device="cpu") for m in (lenet_model, mlp)]
+    with running_server(lenet_model, "--compare", str(mlp), log=tmp_path / "serve.log") as server:
         web_page.goto(server.url + "/")
         web_page.wait_for_selector("#app[data-model=ready]", state="attached")
         meta = web_page.evaluate("fetch('metadata').then(r => r.json())")
@@ -284,6 +291,8 @@ def test_draw_digits_against_real_server(
         assert meta["model_id"] in (web_page.text_content("#model-info") or "")
         assert web_page.get_attribute("#pad", "role") == "img"
         assert web_page.get_attribute("#prediction-region", "aria-live") == "polite"
+        assert meta["compare"]["net"] == "mlp" and meta["compare"]["model_id"]
+        assert [r["distance_px"] for r in meta["shift"]["distances"]] == [1, 2, 3]
 
         # Drawn digits, each on a clean pad; the page updates while drawing.
         assert meta["features"] is True
@@ -294,6 +303,17 @@ def test_draw_digits_against_real_server(
             assert_cleared(web_page)
             draw(web_page, strokes)
             assert_shows(web_page, digit, names, f"drawn {digit}")
+            # the shift panel: the server's two models on the page's framed input, in one
+            # JSON batch of 49 shifts each, against onnxruntime in Python
+            x = web_page.evaluate("window.imgclsPage.input()")
+            x = np.array(x, np.uint8).reshape(1, 1, 28, 28)
+            for g, clf in zip(web_page.evaluate("window.imgclsPage.grid()"), clfs, strict=True):
+                want = python_grid(clf, x)
+                assert g["label"] == int(want[3, 3].argmax())
+                assert np.abs(np.array(g["rows"]) - want[:, :, g["label"]]).max() <= 1e-4
+            # the server framed the PNG it was sent as the page framed the drawing
+            at_rest = web_page.evaluate("window.imgclsPage.answers()")[0]["probabilities"]
+            assert [b["p"] for b in bars(web_page)] == pytest.approx(at_rest, abs=1e-4)
             tiles = tile_stats(web_page)
             assert len(tiles) == channels
             for layer in meta["feature_maps"]:
@@ -397,6 +417,11 @@ def serve_routed(
         if req.method == "POST":
             posted.append(path)
             status, body = answer(req)
+            if status == 200 and "json" in (req.headers.get("content-type") or ""):
+                # a JSON batch (the shift panel's 49 inputs): one answer per image, as the
+                # server gives
+                n = len(json.loads(req.post_data or "{}").get("pixels", []))
+                body = {"predictions": [body] * n, "model_id": body.get("model_id")}
             route.fulfill(status=status, json=body)
             return
         route.fulfill(status=404, json={"detail": f"no {path}"})

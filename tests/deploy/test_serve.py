@@ -128,6 +128,11 @@ def test_health_metadata_docs(client: httpx.Client, model: Path) -> None:
     assert meta["dataset"] == "mnist"
     assert meta["model_id"] == sha256_file(model)[:12]
     assert meta["provider"] == "CPUExecutionProvider"
+    # the export's own shift accuracy (parity.json) for the page; no model beside this one
+    assert [r["distance_px"] for r in meta["shift"]["distances"]] == [1, 2, 3]
+    assert meta["compare"] is None
+    beside = client.post("/compare/predict", json={"pixels": [[0.0] * 28] * 28})
+    assert beside.status_code == 404 and "--compare MODEL" in beside.json()["detail"]
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert "/predict" in paths and "/features" in paths

@@ -540,5 +540,5 @@ def test_routes_key_and_metric_labels_come_from_one_table(open_service: Service)
     assert {(e.method, e.path) for e in ROUTE_TABLE if e.handler} <= served
     assert {p for _, p in served} <= {e.path for e in ROUTE_TABLE}
     assert {e.path for e in ROUTE_TABLE} == serve_metrics.ROUTES
-    assert {"/predict", "/features", "/metadata", "/metrics"} == API_ROUTES
+    assert {"/predict", "/compare/predict", "/features", "/metadata", "/metrics"} == API_ROUTES
     assert all(f"{e.method} {e.path}" in ENDPOINTS for e in ROUTE_TABLE if e.listed)

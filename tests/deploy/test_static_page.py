@@ -81,11 +81,15 @@ def test_site_holds_the_page_models_metadata_and_runtime(
         "model.onnx",
         "static/app.js",
         "static/framing.js",
+        "static/layers.js",
         "static/ort-wasm-simd-threaded.mjs",
         "static/ort-wasm-simd-threaded.wasm",
         "static/ort.wasm.min.js",
+        "static/playground.js",
         "static/runtime-browser.js",
         "static/style.css",
+        "static/teach.js",
+        "weights.bin",
     ]
     html = (lenet_site / "index.html").read_text()
     assert site.RUNTIME_BROWSER in html and site.RUNTIME_SERVER not in html
@@ -475,6 +479,23 @@ def test_fashion_export_builds_a_page_about_clothes(
         label = wait_for_prediction(pg)
         assert pg.text_content("#prediction") == names[label]
         assert pg.locator(".fmap-tile").count() == 0
+        # an MLP gets its own picture: its dense layers, the logits and the softmax
+        heads = pg.eval_on_selector_all(".layer-head", "hs => hs.map(h => h.textContent)")
+        assert any("params 16×784+16 = 12,560" in h for h in heads), heads
+        assert pg.locator(".layer-logits").count() == 1 and pg.locator(".dense-strip").count() == 1
+        units = pg.evaluate("window.imgclsPage.units()")
+        assert len(units["features.1"]) == 16 and min(units["features.1"]) >= 0
+        assert np.argmax(units["head"]) == label
+        # hover one of its hidden units: its 784 weights as the 28x28 picture they weigh
+        from imgcls.deploy.onnx_weights import float_initializers
+
+        weights = float_initializers(out / "model.onnx")
+        u = pg.evaluate("window.imgclsPage.inspect('features.1', 5, 0, 0)")
+        assert np.array_equal(np.float32(u["weights"]), weights["net.features.1.weight"][5])
+        assert u["activated"] == pytest.approx(units["features.1"][5], abs=1e-5)
+        picture = pg.locator(".inspector canvas.inspect-picture")
+        assert picture.count() == 1
+        assert picture.evaluate("c => [c.width, c.height]") == [28, 28]
 
 
 FRAME_IN_PAGE = """async (photos) => {
@@ -548,3 +569,313 @@ def test_bad_model_or_out_is_one_line_and_writes_nothing(
         assert message in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
     assert photo.read_bytes() == b"\xff\xd8 not a model"
+
+
+# ----------------------------------------------------------------------------- teaching
+SHIFTS = [(0, 0), (2, -1), (-3, 3), (1, 0), (0, -2)]
+
+
+def python_grid(clf: Any, x: np.ndarray) -> np.ndarray:
+    """onnxruntime in Python on the 49 shifts of ``x`` (uint8, 1x1x28x28), zero fill
+    (``transforms.translate``): probabilities (7, 7, classes), rows dy -3..3, columns dx."""
+    import torch
+
+    from imgcls.data.transforms import translate
+
+    t = torch.from_numpy(x)
+    moved = torch.cat([translate(t, dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)])
+    return clf.probabilities(clf.to_pixels(moved.numpy())).reshape(7, 7, -1)
+
+
+@browser
+@pytest.mark.slow
+def test_mlp_beside_cnn_under_shifts_equals_python(
+    chromium: Any, exported_lenet: Path, exported_mlp: Path, tmp_path: Path
+) -> None:
+    """``imgcls page --compare``: the input the page shows, its shifts, both models'
+    probabilities and their 7x7 grids, each against Python on the same pixels."""
+    import torch
+
+    from imgcls.data.transforms import translate
+    from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.insight import lectures
+
+    out = tmp_path / "site"
+    args = ["page", "--model", str(exported_lenet / "model.onnx"), "--out", str(out)]
+    assert main([*args, "--compare", str(exported_mlp / "model.onnx")]) == 0
+    assert (out / "compare.onnx").read_bytes() == (exported_mlp / "model.onnx").read_bytes()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["compare"]["net"] == "mlp" and meta["net"] == "lenet5"
+    assert [r["distance_px"] for r in meta["shift"]["distances"]] == [1, 2, 3]
+    assert "/tmp" not in json.dumps(meta["compare"])
+    clfs = [OnnxClassifier(out / name, device="cpu") for name in ("model.onnx", "compare.onnx")]
+    worst = 0.0
+    with Visit(chromium, out) as v:
+        pg = v.page
+        assert pg.locator(".shift-model").count() == 2
+        lecture = pg.text_content(".shift-lecture") or ""
+        for figure in (*lectures.MLP32_SHIFT[1:], *lectures.CNN_MNIST_SHIFT[1:]):
+            assert f"{figure:g} %" in lecture, (figure, lecture)
+        mean1 = meta["shift"]["distances"][0]["mean"]
+        assert f"1 px {100 * mean1:.1f} %" in (pg.text_content(".shift-figures") or "")
+        for digit in (7, 4):
+            pg.click("#clear")
+            draw(pg, DIGITS[digit])
+            assert wait_for_prediction(pg) == digit
+            x = np.array(pg.evaluate("window.imgclsPage.input()"), np.uint8).reshape(1, 1, 28, 28)
+            assert x.max() == 255 and (x > 0).mean() > 0.05
+            want = [python_grid(c, x) for c in clfs]
+            grids = pg.evaluate("window.imgclsPage.grid()")
+            assert [g["name"] for g in grids] == ["lenet5", "mlp"]
+            for g, w in zip(grids, want, strict=True):
+                home = int(w[3, 3].argmax())
+                assert g["label"] == home
+                gap = np.abs(np.array(g["rows"]) - w[:, :, home]).max()
+                assert gap <= 1e-4, gap
+                worst = max(worst, float(gap))
+            # the main bars (the feature model) say what the shift panel says at no shift
+            main_bars = np.array([b["p"] for b in bars(pg)])
+            assert np.abs(main_bars - want[0][3, 3]).max() <= 1e-4
+            for dx, dy in SHIFTS:
+                pg.evaluate(f"window.imgclsPage.setShift({dx}, {dy})")
+                moved = translate(torch.from_numpy(x), dy, dx).numpy()
+                shown = np.array(pg.evaluate("window.imgclsPage.shifted()"), np.uint8)
+                assert np.array_equal(shown, moved.ravel()), (dx, dy)
+                answers = pg.evaluate("window.imgclsPage.answers()")
+                assert [a["role"] for a in answers] == ["model", "compare"]
+                for a, clf in zip(answers, clfs, strict=True):
+                    p = clf.probabilities(clf.to_pixels(moved))[0]
+                    gap = np.abs(np.array(a["probabilities"]) - p).max()
+                    assert gap <= 1e-4, (dx, dy, a["name"], gap)
+                    worst = max(worst, float(gap))
+                # what the panel shows: the slider values, the current cell, each model's bars
+                assert pg.input_value("#shift-dx") == str(dx)
+                assert pg.input_value("#shift-dy") == str(dy)
+                current = pg.eval_on_selector_all(
+                    ".shift-cell.current", "cs => cs.map(c => [c.dataset.dx, c.dataset.dy])"
+                )
+                assert current == [[str(dx), str(dy)]] * 2
+                shown_p = pg.eval_on_selector_all(
+                    ".shift-model",
+                    "ms => ms.map(m => [...m.querySelectorAll('.bar')].map("
+                    "b => Number(b.dataset.probability)))",
+                )
+                for s, a in zip(shown_p, answers, strict=True):
+                    assert s == pytest.approx(a["probabilities"], abs=1e-7)
+            # the keyboard moves the slider; a click on a cell moves to its shift
+            pg.focus("#shift-dx")
+            pg.keyboard.press("ArrowRight")
+            assert pg.evaluate("window.imgclsPage.shift()") == {"dx": 1, "dy": -2}
+            pg.click(".shift-model[data-role=compare] .shift-cell[data-dx='-2'][data-dy='3']")
+            assert pg.evaluate("window.imgclsPage.shift()") == {"dx": -2, "dy": 3}
+            pg.click("#shift-reset")
+            check_layers(pg, meta, clfs[0], out, x)
+            check_playground(pg, out, x)
+        pg.screenshot(path=str(tmp_path / "shift-panel.png"), full_page=True)
+    print(f"\npage vs onnxruntime in Python: largest probability gap {worst:.2e}")
+
+
+TILE_PIXELS = """() => [...document.querySelectorAll('.fmap-tile')].map(t => {
+  const d = t.getContext('2d').getImageData(0, 0, t.width, t.height).data;
+  return Array.from({length: d.length / 4}, (_, i) => d[4 * i]);
+})"""
+
+
+def check_layers(pg: Any, meta: dict[str, Any], clf: Any, site_dir: Path, x: np.ndarray) -> None:
+    """The layer panel for input ``x``: the ledger against ``insight.cost``'s table, the dense
+    units and logits against numpy on onnxruntime's maps, the grey scales against the maps."""
+    import onnx
+    from onnx import numpy_helper
+
+    from imgcls.deploy.classifier import OnnxClassifier
+    from imgcls.insight.cost import layer_costs
+    from imgcls.models.registry import create_model
+
+    net = create_model(meta["net"], **meta["net_args"])
+    table = layer_costs(net, tuple(meta["input"]["shape"][1:]))
+    layers = pg.evaluate("window.imgclsPage.layers()")
+    assert [(r["name"], tuple(r["shape"]), r["params"], r["macs"]) for r in layers] == [
+        (c.name, c.output_shape, c.params, c.macs) for c in table
+    ]
+    modules = dict(net.named_modules())
+    for r in layers:
+        m = modules[r["name"]]
+        if r["kind"] == "conv":
+            assert r["kernel"] == list(m.kernel_size) and r["stride"] == list(m.stride)
+            assert r["padding"] == list(m.padding)
+        if r["params_text"]:  # "6×5×5×1+6": the formula gives the count
+            terms = [np.prod([int(f) for f in t.split("×")]) for t in r["params_text"].split("+")]
+            assert sum(terms) == r["params"], r
+    heads = pg.eval_on_selector_all(".layer-head", "hs => hs.map(h => h.textContent)")
+    conv1 = next(h for h in heads if h.startswith(layers[0]["name"] + " "))
+    assert f"params {layers[0]['params_text']} = {layers[0]['params']:,}" in conv1
+    total = sum(r["params"] for r in layers)
+    assert f"total {total:,} params" in heads[-2]  # the logits; then the softmax
+    assert pg.text_content(".layer-total").startswith(f"{total:,} parameters")
+
+    # dense units: numpy on the raw last map that onnxruntime gives in Python, the weights
+    # from the ONNX file itself
+    features = OnnxClassifier(site_dir / "model.features.onnx", device="cpu")
+    _, maps = features.feature_maps(features.to_pixels(x))
+    w = {
+        t.name: numpy_helper.to_array(t)
+        for t in onnx.load(site_dir / "model.onnx").graph.initializer
+    }
+    units = pg.evaluate("window.imgclsPage.units()")
+    v = maps[-1].reshape(-1).astype(np.float64)
+    dense = [r for r in layers if r["kind"] == "linear"]
+    for i, r in enumerate(dense):
+        v = w[f"net.{r['name']}.weight"] @ v + w[f"net.{r['name']}.bias"]
+        if i < len(dense) - 1:
+            v = np.maximum(v, 0)
+        assert np.abs(np.array(units[r["name"]]) - v).max() <= 1e-4, r["name"]
+    logits = clf.logits(clf.to_pixels(x))[0]
+    assert np.abs(np.array(units[dense[-1]["name"]]) - logits).max() <= 1e-4
+    shown = [
+        float(c)
+        for c in pg.eval_on_selector_all(
+            ".layer-logits .logit-cell span", "cs => cs.map(c => c.textContent)"
+        )
+    ]
+    assert shown == pytest.approx(logits, abs=0.006)
+
+    # hover a unit: its sum against numpy on the same inputs, its window and receptive field
+    mean, std = np.float32(meta["mean"]), np.float32(meta["std"])
+    pixels = (x[0].astype(np.float32) / np.float32(255) - mean) / std  # normalised in the graph
+    raw = [m[0] for m in maps]  # conv1, pool1, conv2, pool2 (C, H, W)
+    for name, source, c, y, xx, pad in (
+        ("features.0", pixels, 2, 0, 0, 2),
+        ("features.0", pixels, 4, 13, 15, 2),
+        ("features.3", raw[1], 5, 5, 4, 0),
+    ):
+        u = pg.evaluate(f"window.imgclsPage.inspect('{name}', {c}, {y}, {xx})")
+        k = w[f"net.{name}.weight"][c]  # (C_in, 5, 5)
+        padded = np.pad(source, ((0, 0), (pad, pad), (pad, pad)))
+        window = padded[:, y : y + 5, xx : xx + 5]
+        want = float((k.astype(np.float64) * window).sum())
+        assert u["sum"] == pytest.approx(want, abs=1e-4), (name, c, y, xx)
+        assert u["rebuilt"] and u["bias"] == pytest.approx(
+            float(w[f"net.{name}.bias"][c]), abs=1e-7
+        )
+        assert u["activated"] == pytest.approx(max(0.0, want + u["bias"]), abs=1e-4)
+        layer = raw[0] if name == "features.0" else raw[2]
+        assert u["held"] == pytest.approx(float(layer[c, y, xx]), abs=1e-4)
+        assert u["window"] == {"top": y - pad, "left": xx - pad, "bottom": y - pad + 4,
+                               "right": xx - pad + 4}  # fmt: skip
+        side = source.shape[1]
+        rows = sum(0 <= r < side for r in range(y - pad, y - pad + 5))
+        cols = sum(0 <= q < side for q in range(xx - pad, xx - pad + 5))
+        assert u["padded"] == source.shape[0] * (25 - rows * cols)
+        assert np.allclose(u["kernel"], k.ravel())
+    # conv2's unit (5, 4) sees pool1 rows 5..9 -> conv1 rows 10..19 -> pixels 8..21 (pad 2)
+    assert u["field"] == {"top": 8, "bottom": 21, "left": 6, "right": 19}
+    p = pg.evaluate("window.imgclsPage.inspect('features.2', 1, 7, 7)")
+    win = raw[0][1, 14:16, 14:16]
+    assert p["value"] == pytest.approx(float(win.max()), abs=1e-6) == p["held"]
+    assert tuple(p["at"]) == tuple(int(v) + 14 for v in np.unravel_index(win.argmax(), (2, 2)))
+    fc = dense[0]["name"]
+    d = pg.evaluate(f"window.imgclsPage.inspect('{fc}', 3, 0, 0)")
+    v0 = maps[-1].reshape(-1).astype(np.float64)
+    assert d["value"] == pytest.approx(
+        float(w[f"net.{fc}.weight"][3] @ v0 + w[f"net.{fc}.bias"][3]), abs=1e-4
+    )
+    # a real hover: the inspector says the sum of the unit under the mouse
+    tile = pg.locator(".layer[data-name='features.3'] .fmap-tile").nth(5)
+    box = tile.bounding_box()
+    tile.hover(position={"x": box["width"] * 0.45, "y": box["height"] * 0.55})
+    text = pg.text_content(".inspector") or ""
+    assert text.startswith("features.3, channel 6, row 5, column 4") and "Σ w·x over 150" in text
+
+    # grey scales: per channel, per layer, whole network, against the raw maps
+    for mode in ("layer", "network", "channel"):
+        pg.evaluate(f"window.imgclsPage.setScale('{mode}')")
+        got = pg.evaluate(TILE_PIXELS)
+        lo_net = min(float(a.min()) for a in raw)
+        hi_net = max(float(a.max()) for a in raw)
+        k = 0
+        for a in raw:
+            for ch in a:
+                lo, hi = {
+                    "channel": (ch.min(), ch.max()),
+                    "layer": (a.min(), a.max()),
+                    "network": (lo_net, hi_net),
+                }[mode]
+                want = np.rint((ch - lo) / (hi - lo if hi > lo else 1) * 255).ravel()
+                assert np.abs(np.array(got[k]) - want).max() <= 1, (mode, k)
+                k += 1
+        assert k == len(got)
+
+
+def check_playground(pg: Any, site_dir: Path, x: np.ndarray) -> None:
+    """The kernel playground for input ``x`` against a 2-D cross-correlation and torch's
+    pooling, for every lecture kernel with and without ReLU and a kernel typed in; the model's
+    first-layer kernels ranked as numpy ranks them."""
+    import torch
+    import torch.nn.functional as F
+
+    from imgcls.deploy.onnx_weights import float_initializers
+    from imgcls.insight.kernels import KERNELS, cross_correlate2d
+
+    options = pg.eval_on_selector_all("#play-kernel option", "os => os.map(o => o.value)")
+    assert options == [*KERNELS, "your own 3×3"]
+    image = torch.from_numpy(x[0, 0].astype(np.float64) / 255)
+    learned = float_initializers(site_dir / "model.onnx")["net.features.0.weight"][:, 0]
+
+    def check(kernel: Any, relu: bool) -> dict[str, Any]:
+        st = pg.evaluate("window.imgclsPage.playground()")
+        want = cross_correlate2d(image, kernel)
+        if relu:
+            want = want.clamp(min=0)
+        out = np.array(st["output"]["values"]).reshape(st["output"]["shape"])
+        assert np.abs(out - want.numpy()).max() <= 1e-9
+        t = want[None, None]
+        for key, pooled in (
+            ("maxpool", F.max_pool2d(t, 2)),
+            ("avgpool", F.avg_pool2d(t, 2)),
+            ("stride2", t[:, :, ::2, ::2]),
+        ):
+            got = np.array(st[key]["values"]).reshape(st[key]["shape"])
+            assert np.abs(got - pooled[0, 0].numpy()).max() <= 1e-9, key
+        return st
+
+    for i, (name, kernel) in enumerate(KERNELS.items()):
+        pg.select_option("#play-kernel", name)
+        relu = i % 2 == 1
+        pg.evaluate(f"window.imgclsPage.setRelu({str(relu).lower()})")
+        st = check(kernel, relu)
+        assert st["name"] == name and st["kernel"] == [list(r) for r in kernel]
+        k = np.array(kernel, float)
+        framed = np.zeros((5, 5))
+        o = (5 - len(k)) // 2
+        framed[o : o + len(k), o : o + len(k)] = k
+        cos = (learned * framed).sum((1, 2)) / (
+            np.linalg.norm(learned.reshape(len(learned), -1), axis=1) * np.linalg.norm(framed)
+        )
+        assert [r["channel"] for r in st["ranked"]] == list(np.argsort(-cos, kind="stable"))
+        assert [r["cosine"] for r in st["ranked"]] == pytest.approx(sorted(cos, reverse=True))
+    # a kernel typed in: the grid's cells, one by one
+    pg.select_option("#play-kernel", "your own 3×3")
+    mine = [[0.5, -1.0, 0.0], [2.0, 0.25, -3.0], [0.0, 1.0, -0.5]]
+    cells = pg.locator(".play-cell")
+    for i in range(9):
+        cells.nth(i).fill(str(mine[i // 3][i % 3]))
+    pg.evaluate("window.imgclsPage.setRelu(false)")
+    st = check(mine, False)
+    assert st["name"] == "your own" and st["kernel"] == mine
+
+
+def test_compare_of_another_data_set_is_one_line(
+    exported_lenet: Path, fashion_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(exported_lenet / "model.onnx")
+    cases = [
+        (str(fashion_export / "model.onnx"), "its classes differ from the model's"),
+        (str(tmp_path / "missing.onnx"), "--compare " + str(tmp_path / "missing.onnx")),
+    ]
+    port = str(free_port())
+    for compare, message in cases:
+        for command in (["page", "--out", str(tmp_path / "s")], ["serve", "--port", port]):
+            code = main([*command, "--model", model, "--compare", compare])
+            err = capsys.readouterr().err.strip().splitlines()
+            assert code == 2 and len(err) == 1 and message in err[0], (command, err)
+    assert not (tmp_path / "s").exists()

@@ -232,6 +232,14 @@ def test_metadata_round_trip(full_export: Path, trained_ckpt: Path) -> None:
         meta["versions"]["torch"] == torch.__version__
         and meta["versions"]["onnx"] == onnx.__version__
     )
+    # the page's ledger: every layer as insight.cost counts it
+    from imgcls.insight.cost import layer_costs
+    from imgcls.models.registry import create_model
+
+    table = layer_costs(create_model(meta["net"], **meta["net_args"]))
+    assert [
+        (e["name"], tuple(e["output_shape"]), e["params"], e["macs"]) for e in meta["layers"]
+    ] == [(c.name, c.output_shape, c.params, c.macs) for c in table]
     parity = json.loads((full_export / "parity.json").read_text())
     assert meta["test_accuracy"] == parity["fp32"]["onnx_accuracy"] and meta["test_images"] == 10000
     half = {

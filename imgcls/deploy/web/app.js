@@ -47,7 +47,42 @@
   // and feature maps drawn.
   const timings = [];
   let strokeEnd = null;
-  window.imgclsPage = { timings, runtime: RUNTIME };
+  let teach = null; // the teaching panels (teach.js), once the metadata is in
+  let layersView = null; // the layer panel (layers.js)
+  let playground = null; // the kernel playground (playground.js)
+  let weights = null; // the site's weights.bin by tensor name, where it carries one
+  // The test hook: every number the page shows, for tests to hold against Python.
+  //   input()          the framed input the models get (row-major 0..255), or null
+  //   setShift(dx, dy) move it (-3..3; dx > 0 right, dy > 0 down): no model re-runs
+  //   shift(), shifted()  the shift now, and the moved input
+  //   answers()        each model's {name, role, probabilities} for the moved input
+  //   grid()           per model the 7x7 probabilities of its unshifted answer, rows dy -3..3
+  window.imgclsPage = {
+    timings,
+    runtime: RUNTIME,
+    input: () => (teach ? teach.input() : null),
+    setShift: (dx, dy) => teach && teach.setShift(dx, dy),
+    shift: () => (teach ? teach.shift() : { dx: 0, dy: 0 }),
+    shifted: () => (teach ? teach.shifted() : null),
+    answers: () => (teach ? teach.answers() : []),
+    grid: () => (teach ? teach.grid() : []),
+    //   layers()         each layer of the export's ledger: name, kind, op, shape, params, macs
+    //   units()          each dense layer's units (after its activation) for the input now
+    //   setScale(mode)   the feature maps' grey scale: "channel", "layer" or "network"
+    layers: () => (layersView ? layersView.layers() : []),
+    units: () => (layersView ? layersView.units() : {}),
+    setScale: (mode) => layersView && layersView.setScale(mode),
+    //   inspect(name, channel, row, col)  what the hovered unit computed (its sum, window,
+    //                    kernel, receptive field), as the inspector shows it; for a dense
+    //                    layer `channel` is the unit
+    inspect: (name, channel, row, col) => (layersView ? layersView.inspect(name, channel, row, col) : null),
+    //   playground()     the kernel playground: kernel, relu, output, maxpool, avgpool,
+    //                    stride2 ({shape, values}) and the model's kernels ranked
+    //   setKernel(k), setRelu(on)  a lecture kernel by name or a K x K array; ReLU on / off
+    playground: () => (playground ? playground.state() : null),
+    setKernel: (k) => playground && playground.setKernel(k),
+    setRelu: (on) => playground && playground.setRelu(on),
+  };
 
   // ---------------------------------------------------------------------------- status
   function setStatus(text, isError = false) {
@@ -100,43 +135,31 @@
     });
   }
 
-  function buildFeatureGroups(maps) {
-    fmapsEl.replaceChildren();
-    for (const m of maps) {
-      const [c, h, w] = m.shape;
-      const group = document.createElement("figure");
-      group.className = `fmap-layer fmap-${m.kind}`;
-      group.dataset.label = m.label;
-      const caption = document.createElement("figcaption");
-      caption.textContent = `${m.label} · ${m.kind} · ${c}×${h}×${w}`;
-      const grid = document.createElement("div");
-      grid.className = "fmap-grid";
-      for (let k = 0; k < c; k++) {
-        const tile = document.createElement("canvas");
-        tile.className = "fmap-tile";
-        tile.width = w;
-        tile.height = h;
-        tile.dataset.channel = String(k);
-        tile.setAttribute("role", "img");
-        tile.setAttribute("aria-label", `${m.label}, channel ${k + 1} of ${c}`);
-        grid.append(tile);
-      }
-      group.append(caption, grid);
-      fmapsEl.append(group);
-    }
+  // The layer panel (layers.js): every layer with its ledger, the feature maps, dense units.
+  function buildLayers() {
+    layersView = window.imgclsLayers.create({
+      root: fmapsEl,
+      meta,
+      classNames: classNames(),
+      weights,
+      scaleRoot: $("#fmap-scale"),
+    });
   }
 
   function showNoFeatures(text) {
-    fmapsEl.replaceChildren();
+    if (!Array.isArray(meta && meta.layers)) fmapsEl.replaceChildren(); // else its dense layers stay
     featuresNote.textContent = text;
     featuresNote.hidden = false;
   }
 
   async function loadMetadata() {
     try {
-      runtime = RUNTIME === "browser" ? await browserRuntime() : serverRuntime();
+      runtime = RUNTIME === "browser" ? await browserRuntime() : await serverRuntime();
       window.imgclsPage.backend = runtime;
       meta = await runtime.metadata();
+      await loadScript("static/teach.js");
+      await loadScript("static/layers.js");
+      await loadScript("static/playground.js");
     } catch (err) {
       setStatus(`Could not read the model's metadata: ${err.message}`, true);
       buildBars();
@@ -153,8 +176,15 @@
     }
     $("#model-info").textContent = bits.join(" · ");
     buildBars();
+    if (meta.weights && runtime.weights) {
+      try {
+        weights = await runtime.weights(meta.weights);
+      } catch (err) {
+        weights = null; // the page still answers; the dense units say why they are missing
+      }
+    }
+    buildLayers();
     if (meta.features && Array.isArray(meta.feature_maps) && meta.feature_maps.length) {
-      buildFeatureGroups(meta.feature_maps);
       featuresNote.hidden = true;
     } else {
       showNoFeatures(
@@ -163,6 +193,8 @@
           "(model.features.onnx).",
       );
     }
+    buildTeach();
+    buildPlayground();
     const thing = meta.dataset === "mnist" ? "digit" : meta.dataset === "fashion_mnist" ? "piece of clothing" : "shape";
     setStatus(hasInk ? "" : `Ready: draw a ${thing}.`);
     // Scripts and tests wait on this rather than on the bars, which exist from the start.
@@ -278,9 +310,31 @@
         meta.features = false;
         showNoFeatures("This model has no feature maps to show.");
       }
+      if (!answer.input && teach && !drawing && gen === generation) {
+        // the server frames its own copy: the page frames one too, to show and shift it
+        try {
+          answer.input = await runtime.inputOf(input);
+        } catch (_) {
+          answer.input = null; // the shift panel says why below
+        }
+      }
       if (gen === generation) {
         showAnswer(answer);
         setStatus("");
+      }
+      // The shift panel runs 49 inputs per model: once the stroke is over, not mid-stroke
+      // (for a ResNet that batch takes a tenth of a second, which drawing should not wait on).
+      if (teach && gen === generation && !drawing) {
+        try {
+          const pixels = answer.input || (await runtime.inputOf(input)); // throws: says why
+          if (gen === generation) await teach.update(pixels);
+          if (gen === generation && playground) playground.update(pixels);
+        } catch (err) {
+          if (gen === generation) {
+            teach.clear();
+            setStatus(`The shift panel could not run the models: ${err.message}`, true);
+          }
+        }
       }
     } catch (err) {
       if (gen === generation) {
@@ -357,7 +411,12 @@
     }
   }
 
-  function serverRuntime() {
+  async function serverRuntime() {
+    // The page frames the drawing itself too (framing.js, equal to the server's framing pixel
+    // for pixel), to show the input and send its 49 shifts as one JSON batch.
+    await loadScript("static/framing.js");
+    await loadScript("static/runtime-browser.js");
+    let metaSeen = null;
     const post = (path, blob) =>
       api(path, {
         method: "POST",
@@ -370,7 +429,33 @@
       async metadata() {
         const resp = await api("metadata");
         if (!resp.ok) throw new Error(await errorDetail(resp));
-        return resp.json();
+        metaSeen = await resp.json();
+        return metaSeen;
+      },
+      inputOf(input) {
+        return window.imgclsBrowserRuntime.modelInput(input, { pad, meta: metaSeen, RefusedError });
+      },
+      // n uint8 inputs (row-major) as one JSON batch of [0, 1] pixels: /predict, or
+      // /compare/predict for the model beside it (imgcls serve --compare).
+      async runBatch(which, pixels, n) {
+        const side = Math.round(Math.sqrt(pixels.length / n));
+        const images = [];
+        for (let i = 0; i < n; i++) {
+          const rows = [];
+          for (let y = 0; y < side; y++) {
+            const o = (i * side + y) * side;
+            rows.push("[" + Array.from(pixels.subarray(o, o + side), (v) => v / 255).join(",") + "]");
+          }
+          images.push("[" + rows.join(",") + "]");
+        }
+        const body = new Blob(['{"pixels":[' + images.join(",") + "]}"], { type: "application/json" });
+        const resp = await post(which === "compare" ? "compare/predict" : "predict", body);
+        if (!resp.ok) throw new RefusedError(await errorDetail(resp));
+        const answer = await resp.json();
+        if (!Array.isArray(answer.predictions) || answer.predictions.length !== n) {
+          throw new Error(`${n} images sent, ${(answer.predictions || []).length} answers came`);
+        }
+        return answer.predictions.map((p) => p.probabilities);
       },
       async classify(input, wantFeatures) {
         const blob = input.pad ? await padBlob() : input.file;
@@ -399,6 +484,50 @@
     });
   }
 
+  function buildTeach() {
+    const root = $("#shift-panel");
+    const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
+    if (!window.imgclsTeach || Number(shape[1]) !== 1 || Number(shape[2]) !== Number(shape[3])) {
+      root.hidden = true; // the shift panel shows one-channel square inputs
+      return;
+    }
+    const models = [{ role: "model", meta }];
+    if (meta.compare) models.push({ role: "compare", meta: meta.compare });
+    teach = window.imgclsTeach.create({
+      root: $("#shift-body"),
+      models,
+      classNames: classNames(),
+      size: Number(shape[2]),
+      run: (which, pixels, n) => runtime.runBatch(which, pixels, n),
+    });
+    root.hidden = false;
+  }
+
+  // The kernel playground, with the model's first-layer kernels where the site has weights.
+  function buildPlayground() {
+    const panel = $("#kernel-panel");
+    const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
+    if (!window.imgclsPlayground || !teach) {
+      panel.hidden = true;
+      return;
+    }
+    let model = null;
+    const first = Array.isArray(meta.layers) ? meta.layers.find((e) => e.kind === "conv") : null;
+    const W = first && weights ? weights.get(`net.${first.name}.weight`) : null;
+    if (W && first.in_channels === 1 && first.kernel[0] === first.kernel[1]) {
+      const K = first.kernel[0];
+      const kernels = [];
+      for (let c = 0; c < first.out_channels; c++) {
+        const k = [];
+        for (let i = 0; i < K; i++) k.push(Array.from(W.subarray((c * K + i) * K, (c * K + i + 1) * K)));
+        kernels.push({ channel: c, k });
+      }
+      model = { layer: first.name, kernels };
+    }
+    playground = window.imgclsPlayground.create({ root: $("#kernel-body"), size: Number(shape[2]), model });
+    panel.hidden = false;
+  }
+
   async function browserRuntime() {
     await loadScript("static/ort.wasm.min.js");
     await loadScript("static/framing.js");
@@ -423,7 +552,7 @@
       bar.querySelector(".bar-fill").style.width = `${(100 * q).toFixed(2)}%`;
       bar.querySelector(".bar-value").textContent = `${(100 * q).toFixed(1)} %`;
     });
-    if (Array.isArray(answer.maps)) drawMaps(answer.maps);
+    if (layersView) drawLayers(answer);
   }
 
   function decodeBase64(text) {
@@ -433,34 +562,23 @@
     return out;
   }
 
-  function drawMaps(maps) {
-    const layers = fmapsEl.querySelectorAll(".fmap-layer");
-    const fits =
-      layers.length === maps.length &&
-      maps.every((m, i) => layers[i].querySelectorAll(".fmap-tile").length === m.shape[0]);
-    if (!fits) buildFeatureGroups(maps); // metadata had no (or other) layer list
-    fmapsEl.querySelectorAll(".fmap-layer").forEach((layer, li) => {
-      const m = maps[li];
+  function drawLayers(answer) {
+    const maps = Array.isArray(answer.maps) ? answer.maps : [];
+    for (const m of maps) {
       const [c, h, w] = m.shape;
-      const bytes = m.bytes || decodeBase64(m.data);
-      if (bytes.length !== c * h * w) {
-        setStatus(`Feature map ${m.label}: ${bytes.length} bytes for shape ${c}×${h}×${w}`, true);
+      m.bytes = m.bytes || decodeBase64(m.data);
+      if (m.bytes.length !== c * h * w) {
+        setStatus(`Feature map ${m.label}: ${m.bytes.length} bytes for shape ${c}×${h}×${w}`, true);
         return;
       }
-      layer.querySelectorAll(".fmap-tile").forEach((tile, k) => {
-        const tctx = tile.getContext("2d");
-        const img = tctx.createImageData(w, h);
-        const base = k * h * w;
-        for (let j = 0; j < h * w; j++) {
-          const v = bytes[base + j];
-          img.data[4 * j] = v;
-          img.data[4 * j + 1] = v;
-          img.data[4 * j + 2] = v;
-          img.data[4 * j + 3] = 255;
-        }
-        tctx.putImageData(img, 0, 0);
-      });
-    });
+    }
+    if (maps.length && !layersView.fits(maps)) {
+      // the metadata had no (or another) layer list: the answer's maps say what there is
+      meta.feature_maps = maps.map(({ label, kind, shape }) => ({ label, kind, shape }));
+      meta.features = true;
+      buildLayers();
+    }
+    layersView.draw(answer);
   }
 
   function clearAnswer() {
@@ -474,9 +592,7 @@
       bar.querySelector(".bar-fill").style.width = "0%";
       bar.querySelector(".bar-value").textContent = "–";
     });
-    fmapsEl.querySelectorAll(".fmap-tile").forEach((tile) => {
-      tile.getContext("2d").clearRect(0, 0, tile.width, tile.height);
-    });
+    if (layersView) layersView.clear();
   }
 
   function hidePhoto() {
@@ -494,6 +610,8 @@
     hidePhoto();
     uploadEl.value = "";
     clearAnswer();
+    if (teach) teach.clear();
+    if (playground) playground.clear();
     setStatus("Cleared.");
     setBusy();
   }

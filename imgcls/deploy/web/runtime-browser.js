@@ -99,6 +99,8 @@
     return { width: w, height: h, rgba: out };
   }
 
+  const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255); // a pixel's model value
+
   // Per channel min-max scaled to 0..255, as the service's encode_maps.
   function mapBytes(data, c, h, w) {
     const n = h * w;
@@ -115,6 +117,55 @@
       for (let j = 0; j < n; j++) out[k * n + j] = F.rint(((data[k * n + j] - lo) / span) * 255.0);
     }
     return out;
+  }
+
+  // The model's uint8 input (height x width, row-major) for an input ({pad} or {file}), as
+  // decode_image makes it: the pixel limit checked on the size the file declares, grey,
+  // framed. Needs no onnxruntime: the server's page computes the input it shows this way too.
+  async function modelInput(input, { pad, meta, RefusedError }) {
+    const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
+    const [channels, height, width] = shape.slice(1).map(Number);
+    const maxPixels = Number(meta.max_pixels) || 64000000;
+    if (channels !== 1 || height !== width) {
+      throw new RefusedError(`the page runs one-channel square models, not ${shape}`);
+    }
+    let grey;
+    if (input.pad) {
+      const c = pad.getContext("2d", { willReadFrequently: true });
+      grey = F.greyOf(c.getImageData(0, 0, pad.width, pad.height).data, pad.width, pad.height);
+    } else {
+      const file = input.file;
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const size = declaredSize(bytes);
+      if (!size) {
+        throw new RefusedError(
+          `${file.name}: not an image file the page can read (PNG, JPEG, GIF, WebP or BMP)`,
+        );
+      }
+      const [w, h] = size;
+      if (w * h > maxPixels) {
+        throw new RefusedError(
+          `${file.name}: refused, it declares ${w}x${h} pixels, more than the ` +
+            `${maxPixels.toLocaleString("en")} allowed; shrink the image or check where it came from`,
+        );
+      }
+      let bitmap;
+      try {
+        bitmap = await createImageBitmap(new Blob([bytes]), {
+          premultiplyAlpha: "none",
+          colorSpaceConversion: "none",
+        });
+      } catch (err) {
+        throw new RefusedError(`${file.name}: not a readable image file (damaged or unsupported)`);
+      }
+      try {
+        const { width: W, height: H, rgba } = pixelsOf(bitmap, height);
+        grey = F.greyOf(rgba, W, H);
+      } finally {
+        bitmap.close();
+      }
+    }
+    return F.toModelInput(grey, height, meta.framing || "mnist");
   }
 
   async function fetchJson(url) {
@@ -141,56 +192,12 @@
       }
     }
     const shape = (meta.input && meta.input.shape) || ["batch", 1, 28, 28];
-    const [channels, height, width] = shape.slice(1).map(Number);
-    const maxPixels = Number(meta.max_pixels) || 64000000;
+    const [height, width] = shape.slice(2).map(Number);
     const names = meta.class_names || [];
-
-    async function fromFile(file) {
-      const bytes = new Uint8Array(await file.arrayBuffer());
-      const size = declaredSize(bytes);
-      if (!size) {
-        throw new RefusedError(
-          `${file.name}: not an image file the page can read (PNG, JPEG, GIF, WebP or BMP)`,
-        );
-      }
-      const [w, h] = size;
-      if (w * h > maxPixels) {
-        throw new RefusedError(
-          `${file.name}: refused, it declares ${w}x${h} pixels, more than the ` +
-            `${maxPixels.toLocaleString("en")} allowed; shrink the image or check where it came from`,
-        );
-      }
-      let bitmap;
-      try {
-        bitmap = await createImageBitmap(new Blob([bytes]), {
-          premultiplyAlpha: "none",
-          colorSpaceConversion: "none",
-        });
-      } catch (err) {
-        throw new RefusedError(`${file.name}: not a readable image file (damaged or unsupported)`);
-      }
-      try {
-        const { width: W, height: H, rgba } = pixelsOf(bitmap, height);
-        return F.greyOf(rgba, W, H);
-      } finally {
-        bitmap.close();
-      }
-    }
-
-    // The model's uint8 input (height x width) for an input, as decode_image makes it.
-    async function inputOf(input) {
-      if (channels !== 1 || height !== width) {
-        throw new RefusedError(`the static page runs one-channel square models, not ${shape}`);
-      }
-      let grey;
-      if (input.pad) {
-        const c = pad.getContext("2d", { willReadFrequently: true });
-        grey = F.greyOf(c.getImageData(0, 0, pad.width, pad.height).data, pad.width, pad.height);
-      } else {
-        grey = await fromFile(input.file);
-      }
-      return F.toModelInput(grey, height, meta.framing || "mnist");
-    }
+    // The model the page puts beside this one (imgcls page --compare): same input, same classes.
+    let compare = null;
+    if (meta.compare) compare = await ort.InferenceSession.create("compare.onnx", opts);
+    const inputOf = (input) => modelInput(input, { pad, meta, RefusedError });
 
     async function classify(input, wantFeatures) {
       const pixels = await inputOf(input);
@@ -207,11 +214,41 @@
           const t = out[name];
           const [c, h, w] = t.dims.slice(1);
           const layer = layers[i] || { label: name, kind: "conv" };
-          return { label: layer.label, kind: layer.kind, shape: [c, h, w], bytes: mapBytes(t.data, c, h, w) };
+          const values = new Float32Array(t.data); // raw, for the other grey scales and dense units
+          return { label: layer.label, kind: layer.kind, shape: [c, h, w], bytes: mapBytes(values, c, h, w), values };
         });
       }
+      answer.input = pixels;
+      answer.logits = new Float32Array(out[session.outputNames[0]].data);
       for (const t of Object.values(out)) if (t.dispose) t.dispose();
       return answer;
+    }
+
+    // The models of one batch share its float pixels: converted once, as v / 255 in float32.
+    let lastPixels = null;
+    let lastFloats = null;
+    function floatsOf(pixels) {
+      if (pixels !== lastPixels) {
+        lastFloats = new Float32Array(pixels.length);
+        for (let i = 0; i < pixels.length; i++) lastFloats[i] = UNIT[pixels[i]];
+        lastPixels = pixels;
+      }
+      return lastFloats;
+    }
+
+    // Probabilities of `n` inputs (uint8, n x height x width, row-major) in one session call:
+    // which = "model" or "compare".
+    async function runBatch(which, pixels, n) {
+      const session = which === "compare" ? compare : model;
+      const x = new ort.Tensor("float32", floatsOf(pixels), [n, 1, height, width]);
+      const out = await session.run({ [session.inputNames[0]]: x });
+      const name = session.outputNames.includes("probabilities") ? "probabilities" : session.outputNames[1];
+      const data = out[name].data;
+      const k = data.length / n;
+      const rows = [];
+      for (let i = 0; i < n; i++) rows.push(data.slice(i * k, (i + 1) * k));
+      for (const t of Object.values(out)) if (t.dispose) t.dispose();
+      return rows;
     }
 
     return {
@@ -222,8 +259,10 @@
       },
       classify,
       inputOf,
+      runBatch,
+      weights: (index) => window.imgclsLayers.loadWeights(index),
     };
   }
 
-  window.imgclsBrowserRuntime = { create, declaredSize };
+  window.imgclsBrowserRuntime = { create, declaredSize, modelInput };
 })();
