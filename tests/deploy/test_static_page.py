@@ -233,6 +233,7 @@ def test_rebuild_replaces_only_the_files_imgcls_wrote(
     assert "index.html" in written and "static/app.js" in written and "CNAME" not in written
     # A site made before the marker listed its files: the files of that layout are replaced.
     (out / site.SITE_MARKER).write_text('{"format": "imgcls-site/1", "model_id": "x"}\n')
+    (out / site.WEIGHTS_FILE).unlink()  # such sites had no layer weights
     (out / "static" / "app.js").write_text("old")
     assert page(exported_lenet, out, capsys)[0] == 0
     assert (out / "static" / "app.js").read_bytes() == (site.WEB_DIR / "app.js").read_bytes()
