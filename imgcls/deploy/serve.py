@@ -44,6 +44,7 @@ from imgcls.deploy.serve_routes import build_app
 from imgcls.deploy.serve_service import encode_maps
 from imgcls.deploy.serve_settings import FEATURES_FILE, KEY_ENV, OPTIONS_ENV, ServeOptions, model_id
 from imgcls.deploy.serve_workers import APP_FACTORY, make_service
+from imgcls.deploy.uvicorn_compat import BoundedHttpToolsProtocol
 from imgcls.errors import ConfigError
 from imgcls.utils import sha256_file
 
@@ -158,6 +159,8 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
         "access_log": options.access_log,
         "timeout_graceful_shutdown": 30,
         "server_header": False,
+        # httptools reads headers of any size: this one answers 431 past MAX_HEAD_BYTES
+        "http": BoundedHttpToolsProtocol,
     }
     with _run_dir(options.workers) as run_dir:
         app: Any
