@@ -7,11 +7,12 @@ anything (four such connections took a worker from 112 MB to 1.7 GB). uvicorn bo
 only for its pure-Python h11 protocol (``h11_max_incomplete_event_size``), which costs the
 service its lead over a plain endpoint (``docs/benchmarks.md``).
 
-``BoundedHttpToolsProtocol`` is uvicorn's httptools protocol with the head counted: the request
-line and header fields as httptools hands them over, and every read that arrives while a head is
-unfinished (a single header that never ends is held by httptools, not yet handed over). A head
-over ``MAX_HEAD_BYTES`` is answered ``431 Request Header Fields Too Large`` and the connection
-closed, before any application code runs. It overrides ``data_received`` and the parser
+``BoundedHttpToolsProtocol`` is uvicorn's httptools protocol with the head counted twice: every
+network read that arrives while a head is unfinished (a head that never ends, or one header
+that never ends, which httptools holds before handing it over, is cut one read past the
+bound), and the request line and headers once they are complete. A head over
+``MAX_HEAD_BYTES`` is answered ``431 Request Header Fields Too Large`` and the connection
+closed, before any application code runs. It overrides ``data_received`` and two parser
 callbacks of ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol``, calling uvicorn's own
 for everything else; ``tests/deploy/test_compat.py`` fails, naming uvicorn, when a release
 changes what this relies on.
@@ -66,8 +67,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.head_bytes = 0  # of the head being read, as handed over by httptools
-        self.head_reads = 0  # bytes of the reads that arrived wholly inside that head
+        self.head_reads = 0  # bytes of the reads that arrived wholly inside an unfinished head
         self.in_head = False  # a message has begun and its headers are not complete
         self.begun = 0  # messages begun on this connection
 
@@ -103,28 +103,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.write(_ANSWER_431)
             self.transport.close()
 
-    def count(self, n: int) -> None:
-        self.head_bytes += n
-        if self.head_bytes > self.max_head_bytes:
-            raise _HeadTooLarge
-
     # parser callbacks
     def on_message_begin(self) -> None:
         self.begun += 1
         self.in_head = True
-        self.head_bytes = self.head_reads = 0
+        self.head_reads = 0
         super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self.count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.count(len(name) + len(value) + 4)  # "name: value\r\n"
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        # the whole head, once: cheaper than counting at every header
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_head_bytes:
+            raise _HeadTooLarge
         super().on_headers_complete()
 
 
@@ -138,8 +129,6 @@ def uvicorn_protocol_ok() -> str | None:
         "_unsupported_upgrade_warning",
         "send_400_response",
         "on_message_begin",
-        "on_url",
-        "on_header",
         "on_headers_complete",
     )
     missing = [n for n in needed if not callable(getattr(HttpToolsProtocol, n, None))]

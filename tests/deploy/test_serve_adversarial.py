@@ -226,6 +226,10 @@ def test_request_heads_are_bounded_before_the_app(server: Server, images: np.nda
         sent, status = send_head(server.url, parts, 64 << 20)
         assert status == 431, (name, sent, status)
         assert sent < 32 << 20, (name, sent)  # closed long before the 64 MB were sent
+    # a complete head of 60 KB, sent at once, is refused too
+    whole = b"GET /health HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+    whole += b"".join(b"X-%d: %s\r\n" % (i, b"w" * 1000) for i in range(60)) + b"\r\n"
+    assert send_head(server.url, iter([whole]), len(whole))[1] == 431
     assert peak_rss_mb(pid) - rss < 30, (rss, peak_rss_mb(pid))
     # a head of 20 KB is served; two requests on one connection, the first with a 100 KB body
     # (the second's head is counted on its own)
