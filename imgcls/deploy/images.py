@@ -5,7 +5,9 @@ Colour images become greyscale; other sizes are framed like the training images
 (``imgcls.deploy.framing``) or resized with a warning. In a transparent image the alpha channel
 is the ink, composited white-on-black; an animated image is read as its first frame, with a
 warning. An image that declares more than ``MAX_PIXELS`` pixels is refused before decoding
-(``ImageTooLargeError``).
+(``ImageTooLargeError``). Of an image given as bytes (an upload), a PNG's metadata chunks are
+dropped unread and a JPEG of more than ``MAX_JPEG_SCANS`` scans is refused
+(``imgcls.deploy.image_costs``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from imgcls.deploy.framing import FRAMINGS, framing_for
 from imgcls.deploy.idx import is_idx_file, read_idx
+from imgcls.deploy.image_costs import MAX_JPEG_SCANS, jpeg_scans, pixel_chunks
 from imgcls.errors import ImageFileError, ImageTooLargeError, ImgclsError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "decode_file", "decode_image", "load_images"]
@@ -194,7 +197,8 @@ def decode_image(
     Raises:
         ImageFileError: not a readable image.
         ImageTooLargeError: it declares more than ``max_pixels`` pixels (refused before its
-            pixels are decoded), or Pillow refuses it as a decompression bomb.
+            pixels are decoded), Pillow refuses it as a decompression bomb, or (bytes) it is a
+            JPEG of more than ``MAX_JPEG_SCANS`` scans.
     """
     import io
 
@@ -203,7 +207,17 @@ def decode_image(
     label = name or ("<bytes>" if isinstance(source, bytes | bytearray) else str(source))
     framing = framing_for(preprocess, dataset)
     h, w = size
-    opened = io.BytesIO(source) if isinstance(source, bytes | bytearray) else Path(source)
+    if isinstance(source, bytes | bytearray):
+        # what a body costs to decode is bounded by its pixels, not by its metadata or scans
+        source = pixel_chunks(bytes(source))
+        scans = jpeg_scans(source)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageTooLargeError(
+                f"{label}: refused, a JPEG of {scans:,} scans (more than {MAX_JPEG_SCANS}; an "
+                "ordinary one has 1 to about 10), each of which makes the decoder go over the "
+                "whole image again; save it again as an ordinary JPEG or a PNG"
+            )
+    opened = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     try:
         with Image.open(opened) as src:
             if src.width * src.height > max_pixels:

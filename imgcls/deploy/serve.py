@@ -26,9 +26,11 @@ No torch (``tests/deploy/test_torch_free.py`` checks it in a fresh interpreter).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,12 +41,14 @@ from typing import Any
 
 from imgcls.deploy.classifier import MAX_BATCH, OnnxClassifier, read_metadata
 from imgcls.deploy.framing import framing_for
+from imgcls.deploy.serve_gate import key_bytes
 from imgcls.deploy.serve_metrics import MULTIPROC_ENV
 from imgcls.deploy.serve_routes import build_app
 from imgcls.deploy.serve_service import encode_maps
 from imgcls.deploy.serve_settings import FEATURES_FILE, KEY_ENV, OPTIONS_ENV, ServeOptions, model_id
 from imgcls.deploy.serve_workers import APP_FACTORY, make_service
 from imgcls.deploy.teach import compare_metadata
+from imgcls.deploy.uvicorn_compat import BoundedHttpToolsProtocol
 from imgcls.errors import ConfigError
 from imgcls.utils import sha256_file
 
@@ -81,12 +85,38 @@ def check_options(options: ServeOptions) -> None:
             f"--host must be 127.0.0.1 or ::1 (this machine only), 0.0.0.0 or :: (all "
             f"interfaces), got {options.host!r}"
         )
-    if options.api_key is not None and not options.api_key.strip():
-        raise ConfigError("--api_key is empty; give a key, or leave it out to serve without one")
+    if options.api_key is not None:
+        try:
+            key_bytes(options.api_key)
+        except ValueError as e:
+            raise ConfigError(
+                f"--api_key (or {KEY_ENV}): {e}; give a key, or leave both unset to serve "
+                "without one"
+            ) from None
     for h in options.allowed_hosts or []:
-        if not h or any(c in h for c in "/ :") and not h.startswith("["):
-            raise ConfigError(f"--allowed_hosts: {h!r} is not a host name (no port, no scheme)")
+        if not _is_host_name(h):
+            raise ConfigError(
+                f"--allowed_hosts: {h!r} is not a host name; give names such as "
+                "imgcls.example.org, IPv4 addresses, or IPv6 addresses as ::1 or [::1] (no "
+                "port, no scheme, no wildcard)"
+            )
     framing_for(options.preprocess, None)
+
+
+_DNS_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
+
+
+def _is_host_name(text: str) -> bool:
+    """A DNS name (a trailing dot allowed), an IPv4 address, or an IPv6 address with or
+    without brackets: what a Host header can name."""
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if ":" in inner:
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            return False
+        return True
+    return text == inner and _DNS_NAME.fullmatch(text.lower()) is not None
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -138,6 +168,9 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
     if options.api_key is None:
         options.api_key = os.environ.get(KEY_ENV) or None
     check_options(options)
+    if options.api_key is not None:
+        # as the gate compares it (a secret file ends in a newline), also for the workers
+        options.api_key = key_bytes(options.api_key).decode()
     _check_port_free(options.host, options.port)
     beside = options.model.with_name(FEATURES_FILE)
     if options.features is None and beside.is_file() and beside != options.model:
@@ -161,6 +194,8 @@ def serve(options: ServeOptions, log: Callable[[str], None] = print) -> None:
         "access_log": options.access_log,
         "timeout_graceful_shutdown": 30,
         "server_header": False,
+        # httptools reads headers of any size: this one answers 431 past MAX_HEAD_BYTES
+        "http": BoundedHttpToolsProtocol,
     }
     with _run_dir(options.workers) as run_dir:
         app: Any

@@ -140,6 +140,10 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a pixel value (pixels must be finite, in [0, 1])")
 
 
+_JSON_KINDS = {bool: "a boolean", str: "a string", dict: "an object", type(None): "null"}
+_SEND = "numbers in [0, 1] (a pixel's 0..255 divided by 255)"
+
+
 def _nesting(x: Any) -> int:
     """Depth of a JSON array of numbers (2 for 28 rows of 28); refuses anything but numbers
     (booleans and strings too: json makes True a 1) and more than 4 levels."""
@@ -151,11 +155,10 @@ def _nesting(x: Any) -> int:
             if t is list:
                 deeper.extend(v)
             elif t is not float and t is not int:
-                kind = {bool: "a boolean", str: "a string", dict: "an object"}.get(t, t.__name__)
+                kind = _JSON_KINDS.get(t, t.__name__)
+                shown = "" if v is None else f" ({json.dumps(v)[:40]})"
                 raise http_error(
-                    422,
-                    f'"pixels" must hold numbers only, found {kind} ({str(v)[:40]!r}); send '
-                    "floats in [0, 1] or integers 0..255 in nested arrays",
+                    422, f'"pixels" must hold numbers only, found {kind}{shown}; send {_SEND}'
                 )
         if not deeper:
             return depth
@@ -167,6 +170,27 @@ def _nesting(x: Any) -> int:
     raise http_error(
         422, '"pixels" is nested more than 4 deep; send (H, W), (N, H, W) or (N, C, H, W)'
     )
+
+
+def _shape_error(x: np.ndarray, depth: int, input_shape: tuple[int, int, int]) -> str | None:
+    """What is wrong with the shape of JSON pixels, in the words of the JSON sent; None when
+    nothing is."""
+    c, h, w = input_shape
+    one = f"{h} rows of {w} numbers" if c == 1 else f"{c} channels of {h} rows of {w} numbers"
+    send = f"send one image as {one}, or a list of such images"
+    if x.size == 0:
+        return f'"pixels" is empty (shape {list(x.shape)}); {send}'
+    if depth < (2 if c == 1 else 3):
+        what = {0: "a single number", 1: f"a flat list of {x.size:,} numbers"}.get(
+            depth, f"rows of numbers without channels (shape {list(x.shape)})"
+        )
+        return f'"pixels" is {what}, not an image; {send} (nested lists)'
+    image = x.shape[-2:] if c == 1 and depth in (2, 3) else x.shape[-3:]
+    want = (h, w) if c == 1 and depth in (2, 3) else (c, h, w)
+    if tuple(image) != want:
+        shape = " x ".join(str(n) for n in image)
+        return f'"pixels" holds images of shape {shape}; this model takes {one}'
+    return None
 
 
 def json_pixels(
@@ -196,15 +220,21 @@ def json_pixels(
         raise http_error(
             422, f'"pixels" must be a rectangular array of numbers ({str(e)[:200]})'
         ) from None
+    problem = _shape_error(x, depth, input_shape)
+    if problem:
+        raise http_error(422, problem)
     # One image is (H, W) for one channel, (C, H, W) for more; one level more is a batch,
     # also when it holds one image (its answer keeps "predictions").
     single = depth == (2 if c == 1 else 3)
     if single:
-        x = x.reshape((1, c, h, w)) if x.size == c * h * w else x[None]
-    if x.ndim >= 1 and len(x) > MAX_JSON_IMAGES:
+        x = x.reshape((1, c, h, w))
+    if len(x) > MAX_JSON_IMAGES:
         raise http_error(
             413, f"{len(x)} images in one request; send at most {MAX_JSON_IMAGES} per request"
         )
+    lo, hi = float(x.min()), float(x.max())
+    if np.isfinite(lo) and np.isfinite(hi) and (lo < 0.0 or hi > 1.0):
+        raise http_error(422, f'"pixels" must be {_SEND}; got values from {lo:.4g} to {hi:.4g}')
     try:
         return to_pixels(x, input_shape, input_name), not single
     except InputError as e:

@@ -18,6 +18,7 @@ middleware added, goes through FastAPI, so that whatever is attached to a route 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,7 +26,7 @@ from typing import Any
 
 from imgcls.deploy.serve_metrics import Metrics
 
-__all__ = ["ASGIApp", "Gate", "Receive", "Scope", "Send"]
+__all__ = ["ASGIApp", "Gate", "Receive", "Scope", "Send", "host_name", "key_bytes"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,6 +34,42 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DirectRoutes = dict[tuple[str, str], ASGIApp]
+
+# What a client's key is stripped of (bytes.strip's set), and so the server's too.
+KEY_SPACE = " \t\n\r\x0b\x0c"
+
+
+def host_name(host: str) -> str:
+    """A host name as the gate compares it, the same for a Host header's and for
+    ``--allowed_hosts``: lower case, no port, no trailing dot (``example.org.`` is
+    ``example.org``), an IPv6 address without brackets and in its shortest form (``[::1]``,
+    ``::1`` and ``0:0:0:0:0:0:0:1`` are all ``::1``)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:  # name:port (an IPv6 address has at least two)
+        name = name.partition(":")[0]
+    if ":" in name:
+        try:
+            return ipaddress.IPv6Address(name).compressed
+        except ValueError:
+            return name
+    return name.rstrip(".")
+
+
+def key_bytes(key: str) -> bytes:
+    """The API key as the gate compares it: stripped of the white space that a client's key is
+    stripped of (a secret file's trailing newline); ValueError when nothing is left or a line
+    break or control character is inside it (no HTTP header can carry one)."""
+    stripped = key.strip(KEY_SPACE)
+    if not stripped:
+        raise ValueError("the API key is empty or only white space")
+    if any(ord(c) < 32 or ord(c) == 127 for c in stripped):
+        raise ValueError(
+            "the API key holds a line break or another control character, which no HTTP "
+            "header can carry"
+        )
+    return stripped.encode()
 
 
 class Gate:
@@ -50,8 +87,8 @@ class Gate:
         resolve: Callable[[], DirectRoutes] | None = None,
     ) -> None:
         self.app = app
-        self.hosts = hosts
-        self.key = key.encode() if key else None
+        self.hosts = None if hosts is None else frozenset(host_name(h) for h in hosts)
+        self.key = key_bytes(key) if key else None
         self.protected = protected
         self.metrics = metrics
         self.resolve = resolve
@@ -103,7 +140,10 @@ class Gate:
             if self.hosts is not None:
                 host = next((v for k, v in headers if k == b"host"), b"").decode("latin-1")
                 name = host.lower()
-                name = name[1:].partition("]")[0] if name.startswith("[") else name.split(":")[0]
+                if name.startswith("["):
+                    name = host_name(name)
+                else:  # "name:port", the usual case, inline
+                    name = name.partition(":")[0].rstrip(".")
                 if name not in self.hosts:
                     await self._refuse(
                         counted,

@@ -7,7 +7,8 @@ its ``Batcher`` (``imgcls.deploy.batcher``), and turns a request into the model'
    never run on the event loop: an image body up to ``RAW_JOB_BYTES`` goes as it is to the
    batcher and is decoded in the session thread, in its batch (one thread hop per batch, not
    per request: the hop is most of what a lone request to a small model costs); a bigger body,
-   JSON, and an image whose header declares more than ``DIRECT_PIXELS`` go to the decode pool,
+   JSON, an image whose structure is not that of a plain PNG or JPEG (``image_costs``) and
+   one whose header declares more than ``DIRECT_PIXELS`` go to the decode pool,
    where at most ``decode_threads`` run at once, so that decompression-bomb-like uploads take
    neither the memory, the loop nor a batch's time.
 2. The batcher's session thread decodes the small bodies of a batch (``_decode_in_batch``) and
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from imgcls.deploy.batcher import Batcher, BatchError, Job
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.framing import framing_for
+from imgcls.deploy.image_costs import cheap_to_decode
 from imgcls.deploy.images import decode_image
 from imgcls.deploy.serve_bodies import header, http_error, json_pixels, read_body, read_form_image
 from imgcls.deploy.serve_metrics import Metrics
@@ -106,13 +108,18 @@ class Service:
 
     # -------------------------------------------------------------- the session thread
     def _decode_in_batch(self, job: Job) -> bool:
-        """A job's pixels, in the session thread: a small image body is decoded here unless
-        its header declares more than ``DIRECT_PIXELS`` (read before any pixel is decoded):
-        that one goes to the decode pool, so that a slow decode never holds a batch, and
-        comes back to the batcher decoded. False when handed to the pool."""
+        """A job's pixels, in the session thread: a small image body is decoded here when its
+        structure says it is cheap (a PNG or JPEG of few chunks and scans,
+        ``imgcls.deploy.image_costs.cheap_to_decode``) and its header declares at most
+        ``DIRECT_PIXELS`` (read before any pixel is decoded). Any other goes to the decode
+        pool, so that a slow decode never holds a batch, and comes back to the batcher
+        decoded. False when handed to the pool."""
         if job.pixels is not None:
             return True
         assert job.data is not None
+        if not cheap_to_decode(job.data):
+            self.decode_pool.submit(self._decode_deferred, job)
+            return False
         try:
             job.pixels = self.decode(
                 job.data, job.name, min(self.options.max_pixels, DIRECT_PIXELS)

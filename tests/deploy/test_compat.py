@@ -30,3 +30,16 @@ def test_onnxruntime_still_has_its_error_types_where_we_catch_them() -> None:
         )
     else:  # pragma: no cover
         pytest.fail(f"onnxruntime {ort.__version__} loaded a damaged model without an error")
+
+
+def test_uvicorn_still_has_the_protocol_parts_the_bounded_head_overrides() -> None:
+    import uvicorn
+
+    from imgcls.deploy import uvicorn_compat
+
+    problem = uvicorn_compat.uvicorn_protocol_ok()
+    assert problem is None, (
+        f"uvicorn {uvicorn.__version__}: {problem}; imgcls/deploy/uvicorn_compat.py overrides "
+        "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol to bound a request's head "
+        "(431 past MAX_HEAD_BYTES): update it for this release"
+    )

@@ -296,3 +296,65 @@ def test_a_gzipped_idx_with_trailing_data_is_not_inflated_past_its_header(
         read_idx(path)
     path.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
     np.testing.assert_array_equal(read_idx(path), good)
+
+
+# ----------------------------------------------------------------------------- crafted bodies
+def test_png_text_chunks_are_dropped_unread_and_the_pixels_kept() -> None:
+    """A 63 KB 28x28 PNG with 60 zTXt (or iTXt) chunks made Pillow inflate 60 MiB of text
+    (~150 ms) as it opened it. An upload's PNG is now given to Pillow with its pixel chunks
+    only: the same pixels, no text, whatever the chunks hold; a palette PNG keeps its
+    transparency (tRNS) and palette."""
+    from imgcls.deploy.image_costs import cheap_to_decode, pixel_chunks
+    from tests.helpers.crafted import png_with_text
+
+    plain = _png(np.zeros((28, 28), np.uint8))
+    for kind in ("zTXt", "iTXt"):
+        crafted = png_with_text(kind)
+        assert 60_000 < len(crafted) < 64 * 1024
+        stripped = pixel_chunks(crafted)
+        assert stripped == plain, kind
+        with Image.open(io.BytesIO(stripped)) as im:
+            assert not im.info and not im.text  # type: ignore[attr-defined]
+        assert np.array_equal(decode_image(crafted), decode_image(plain))
+        assert not cheap_to_decode(crafted)  # 63 chunks: not decoded inside a batch
+    assert cheap_to_decode(plain)
+    # a palette PNG with transparency and a text chunk: tRNS and PLTE are pixels
+    im = Image.new("P", (40, 30), 0)
+    im.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    ImageDraw.Draw(im).line((5, 5, 35, 25), fill=1, width=3)
+    buf = io.BytesIO()
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * 5000, zip=True)
+    im.save(buf, "PNG", transparency=0, pnginfo=info)
+    texty = buf.getvalue()
+    assert b"zTXt" in texty and b"zTXt" not in pixel_chunks(texty)
+    assert b"tRNS" in pixel_chunks(texty) and b"PLTE" in pixel_chunks(texty)
+    framed = decode_image(texty, preprocess="mnist")
+    assert np.array_equal(framed, decode_image(pixel_chunks(texty), preprocess="mnist"))
+    assert framed.max() > 100  # the stroke, composited as ink
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding() -> None:
+    """A 63 KB progressive 1000x1000 JPEG repeating an empty scan 4,800 times made libjpeg
+    walk the image 4,800 times (~256 ms). More than 500 scans is refused, from a count of the
+    scan markers; an ordinary progressive JPEG (10 scans) decodes."""
+    from imgcls.deploy.image_costs import MAX_JPEG_SCANS, cheap_to_decode, jpeg_scans
+    from imgcls.errors import ImageTooLargeError
+    from tests.helpers.crafted import jpeg_with_empty_scans
+
+    crafted = jpeg_with_empty_scans()
+    assert len(crafted) < 64 * 1024 and jpeg_scans(crafted) > 4_800
+    with pytest.raises(ImageTooLargeError, match=r"4,80\d scans \(more than 500"):
+        decode_image(crafted, name="scans.jpg")
+    assert not cheap_to_decode(crafted)
+    few = jpeg_with_empty_scans(scans=MAX_JPEG_SCANS - 20, side=64)
+    assert decode_image(few, preprocess="mnist").shape == (1, 28, 28)
+    buf = io.BytesIO()
+    _stroke(Image.new("RGB", (300, 300), (255, 255, 255)), (0, 0, 0)).save(
+        buf, "JPEG", progressive=True
+    )
+    photo = buf.getvalue()
+    assert jpeg_scans(photo) == 10 and cheap_to_decode(photo)
+    assert decode_image(photo, preprocess="mnist").max() > 100

@@ -361,7 +361,7 @@ def test_bad_options_exit_2(model: Path, tmp_path: Path) -> None:
         (["--model", str(model), "--max_body_mb", "inf"], "--max_body_mb must be a number > 0"),
         (["--model", str(model), "--body_timeout_s", "0"], "--body_timeout_s must be"),
         (["--model", str(model), "--workers", "0"], "--workers must be >= 1"),
-        (["--model", str(model), "--api_key", " "], "--api_key is empty"),
+        (["--model", str(model), "--api_key", " "], "empty or only white space"),
     ]
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_text("not a model")

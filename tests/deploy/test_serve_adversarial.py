@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import struct
 import subprocess
 import threading
@@ -174,6 +175,78 @@ def test_a_client_gone_mid_upload_logs_no_traceback(server: Server, images: np.n
     assert "Traceback" not in out and "Exception" not in out, out[-3000:]
 
 
+# ----------------------------------------------------------------------------- request heads
+def send_head(url: str, parts: Iterator[bytes], limit: int) -> tuple[int, int]:
+    """Send ``parts`` on a fresh connection until ``limit`` bytes or the server closes it:
+    (bytes sent, status answered; 0 for none within 5 s)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        try:
+            for part in parts:
+                sock.sendall(part)
+                sent += len(part)
+                if sent >= limit:
+                    break
+        except OSError:
+            pass  # closed by the server: its answer is waiting
+        try:
+            status, _ = read_response(sock)
+        except OSError:
+            status = 0
+    return sent, status
+
+
+def test_request_heads_are_bounded_before_the_app(server: Server, images: np.ndarray) -> None:
+    """uvicorn's httptools parser kept every header byte: four connections of 400 MB took the
+    server from 112 MB to 1.7 GB, and 300 MB of headers or a million headers were answered
+    200. A head over 32 KB is now answered 431 and the connection closed, whatever its shape,
+    before the Host check and the key (``test_startup_says_whether_a_key_is_required``
+    floods a server that requires one, without it)."""
+    from tests.helpers.crafted import header_flood
+
+    pid = server.proc.pid
+    host = server.url.removeprefix("http://")
+    rss = peak_rss_mb(pid)
+    # 1 KB header lines without end; a million tiny headers; one header that never ends
+    million = iter(
+        [b"POST /predict HTTP/1.1\r\nHost: " + host.encode() + b"\r\n", b"a:b\r\n" * 1_000_000]
+    )
+
+    def endless_value() -> Iterator[bytes]:
+        yield b"GET /health HTTP/1.1\r\nHost: " + host.encode() + b"\r\nX-Long: "
+        while True:
+            yield b"v" * 65536
+
+    for name, parts in (
+        ("lines", header_flood(host)),
+        ("million", million),
+        ("one value", endless_value()),
+    ):
+        sent, status = send_head(server.url, parts, 64 << 20)
+        assert status == 431, (name, sent, status)
+        assert sent < 32 << 20, (name, sent)  # closed long before the 64 MB were sent
+    # a complete head of 60 KB, sent at once, is refused too
+    whole = b"GET /health HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+    whole += b"".join(b"X-%d: %s\r\n" % (i, b"w" * 1000) for i in range(60)) + b"\r\n"
+    assert send_head(server.url, iter([whole]), len(whole))[1] == 431
+    assert peak_rss_mb(pid) - rss < 30, (rss, peak_rss_mb(pid))
+    # a head of 20 KB is served; two requests on one connection, the first with a 100 KB body
+    # (the second's head is counted on its own)
+    body = png(images[3])
+    pad = b"".join(f"X-Pad-{i}: {'p' * 1000}\r\n".encode() for i in range(20))
+    sock, head = raw_request(server.url, body)
+    with sock:
+        sock.sendall(head.replace(b"\r\n\r\n", b"\r\n" + pad + b"\r\n") + body)
+        assert read_response(sock)[0] == 200
+        big = body + b"\0" * 100_000  # after IEND: read as the same digit
+        sock.sendall(head.replace(b"Length: %d" % len(body), b"Length: %d" % len(big)) + big)
+        first = read_response(sock)
+        sock.sendall(head + body)
+        assert (first[0], read_response(sock)[0]) == (200, 200)
+    assert "Traceback" not in server.output() and "Invalid HTTP" not in server.output()
+
+
 # ----------------------------------------------------------------------------- workers
 def children(pid: int) -> set[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
@@ -238,6 +311,11 @@ def test_startup_says_whether_a_key_is_required(model: Path, tmp_path: Path) -> 
     env = {"IMGCLS_API_KEY": "from-the-env"}
     with running_server(model, "--device", "cpu", log=tmp_path / "a.log", env=env) as s:
         assert "API key required" in s.output()
+        # a head over the bound is refused before the key is asked for
+        from tests.helpers.crafted import header_flood
+
+        host = s.url.removeprefix("http://")
+        assert send_head(s.url, header_flood(host), 64 << 20)[1] == 431
         r = httpx.get(s.url + "/metadata", headers={"authorization": "Bearer from-the-env"})
         assert r.status_code == 200
         assert httpx.get(s.url + "/metadata").status_code == 401

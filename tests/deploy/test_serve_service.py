@@ -132,6 +132,67 @@ def test_host_header_must_be_a_served_name(open_service: Service, exported_lenet
     run(go())
 
 
+def test_allowed_hosts_take_ipv6_literals_and_trailing_dots(exported_lenet: Path) -> None:
+    """``--allowed_hosts '[::1]'`` shut everyone out (the Host's brackets were stripped, the
+    option's not) and ``::1`` was refused at start-up; ``example.org.`` was accepted and never
+    matched. Both sides are now compared as one normal form."""
+    from imgcls.deploy.serve import check_options
+    from imgcls.errors import ConfigError
+
+    model = exported_lenet / "model.onnx"
+    for given in (["[::1]"], ["::1"], ["0:0:0:0:0:0:0:1"], ["example.org."], ["Example.ORG"]):
+        check_options(ServeOptions(model=model, allowed_hosts=given))
+    for bad in ("example.org:8000", "http://example.org", "*", "[example.org]", ".", "::1::2"):
+        with pytest.raises(ConfigError, match="--allowed_hosts.*not a host name"):
+            check_options(ServeOptions(model=model, allowed_hosts=[bad]))
+
+    async def answered(svc: Service, host: str) -> int:
+        async with client(svc, host) as c:
+            return (await c.get("/health")).status_code
+
+    async def go() -> None:
+        for given in ("[::1]", "::1"):
+            svc = service(model, allowed_hosts=[given])
+            assert await answered(svc, "[::1]:8000") == 200, given
+            assert await answered(svc, "[::1]") == 200, given
+            assert await answered(svc, "127.0.0.1:8000") == 400, given
+        for given in ("example.org.", "example.org"):
+            svc = service(model, allowed_hosts=[given])
+            for host in ("example.org", "example.org.", "EXAMPLE.org.:8000"):
+                assert await answered(svc, host) == 200, (given, host)
+            assert await answered(svc, "example.org.evil") == 400
+
+    run(go())
+
+
+def test_a_key_with_a_trailing_newline_matches_the_key(
+    exported_lenet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``IMGCLS_API_KEY=$'s3cret\\n'`` (a secret file) could never be matched: the client's
+    value was stripped, the server's not. Both are stripped now; a key that is nothing but
+    white space, or holds a line break, is refused at start-up (exit 2, one line)."""
+    from imgcls.deploy.serve import serve
+    from imgcls.errors import ConfigError
+
+    model = exported_lenet / "model.onnx"
+    svc = service(model, api_key="s3cret\n")
+
+    async def go() -> None:
+        async with client(svc) as c:
+            for headers in ({"x-api-key": "s3cret"}, {"authorization": "Bearer s3cret "}):
+                assert (await c.get("/metadata", headers=headers)).status_code == 200
+            assert (await c.get("/metadata", headers={"x-api-key": "s3cre"})).status_code == 401
+
+    run(go())
+    for key, words in (("\n", "empty or only white space"), ("s3c\nret", "line break")):
+        with pytest.raises(ConfigError, match=words) as e:
+            serve(ServeOptions(model=model, api_key=key))  # refused before anything starts
+        assert "\n" not in str(e.value) and "IMGCLS_API_KEY" in str(e.value)
+    monkeypatch.setenv("IMGCLS_API_KEY", " \n")
+    with pytest.raises(ConfigError, match="empty or only white space"):
+        serve(ServeOptions(model=model))
+
+
 # ----------------------------------------------------------------------------- bodies
 def test_json_and_form_edge_cases(
     open_service: Service, images: np.ndarray, expected: np.ndarray
@@ -149,13 +210,30 @@ def test_json_and_form_edge_cases(
             cases = [
                 ({"pixels": [[True] * 28] * 28}, 422, "boolean"),
                 ({"pixels": [["0.5"] * 28] * 28}, 422, "string"),
-                ({"pixels": [[None] * 28] * 28}, 422, "NoneType"),
+                ({"pixels": [[None] * 28] * 28}, 422, "found null"),
                 ({"pixels": [[{"a": 1}] * 28] * 28}, 422, "object"),
                 ({"pixels": [[[[[[0.5]]]]]]}, 422, "nested more than 4"),
             ]
             for payload, status, words in cases:
                 r = await c.post("/predict", json=payload)
                 assert r.status_code == status and words in r.json()["detail"], (payload, r.text)
+            # each message says what was wrong and what to send, and what it says to send works
+            said = [
+                ({"pixels": None}, "found null"),
+                ({"pixels": [[False] * 28] * 28}, "found a boolean (false)"),
+                ({"pixels": [0.5] * 120_000}, "a flat list of 120,000 numbers"),
+                ({"pixels": [[]]}, '"pixels" is empty'),
+                ({"pixels": 0.5}, "a single number"),
+                ({"pixels": [[255] * 28] * 28}, "divided by 255"),
+            ]
+            for payload, words in said:
+                r = await c.post("/predict", json=payload)
+                detail = r.json()["detail"]
+                assert r.status_code == 422 and words in detail, (str(payload)[:40], r.text)
+                assert "0..255" not in detail.replace("0..255 divided", ""), detail
+                assert "images[None]" not in detail and "images in one" not in detail, detail
+            r = await c.post("/predict", json={"pixels": [[255 / 255] * 28] * 28})
+            assert r.status_code == 200, r.text
             raw = [
                 (b'{"pixels": [[1' + b"0" * 400 + b"]]}", 422),  # 1e400 as an integer
                 (b'{"pixels": [[1e400]]}', 422),
@@ -287,14 +365,45 @@ def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
     exported_lenet: Path, images: np.ndarray, expected: np.ndarray
 ) -> None:
     """A small PNG is decoded in the session thread, in its batch (one thread hop per batch);
-    a small GIF that declares millions of pixels is read to its header there and decoded in
-    the decode pool instead, so the batch never waits for it."""
-    import threading
-
+    a small PNG that declares millions of pixels is read to its header there and decoded in
+    the decode pool instead, and a small GIF goes to the pool by its format: the batch never
+    waits for either."""
     from imgcls.deploy.serve_settings import DIRECT_PIXELS
 
     svc = service(exported_lenet / "model.onnx")
-    seen: list[tuple[str, int | None, bool]] = []  # thread, max_pixels, decoded
+    seen = spy_decodes(svc)
+    big = io.BytesIO()
+    Image.new("1", (3000, 3000), 0).save(big, "PNG")  # 9 megapixels, a few KB
+    buf = io.BytesIO()
+    Image.new("P", (3000, 3000), 0).save(buf, "GIF")
+    gif = buf.getvalue()
+    assert len(gif) < 64 * 1024 and len(big.getvalue()) < 64 * 1024
+
+    async def go() -> list[httpx.Response]:
+        async with client(svc) as c:
+            jobs = [c.post("/predict", content=gif, headers={"content-type": "image/gif"})]
+            ct = {"content-type": "image/png"}
+            jobs.append(c.post("/predict", content=big.getvalue(), headers=ct))
+            jobs += [c.post("/predict", content=png(images[i]), headers=ct) for i in range(8)]
+            return list(await asyncio.gather(*jobs))
+
+    answers = run(go())
+    assert [a.status_code for a in answers] == [200] * 10
+    assert [a.json()["label"] for a in answers[2:]] == [int(p.argmax()) for p in expected[:8]]
+    # the digits: decoded in the session thread, each on its first try
+    assert seen.count(("imgcls-session", DIRECT_PIXELS, True)) == 8
+    # the big PNG: refused by its header there, then decoded in the pool with the server's
+    # limit; the GIF: straight to the pool
+    assert seen.count(("imgcls-session", DIRECT_PIXELS, False)) == 1
+    assert seen.count(("imgcls-decode", None, True)) == 2
+    assert len(seen) == 11
+
+
+def spy_decodes(svc: Service) -> list[tuple[str, int | None, bool]]:
+    """(thread, max_pixels, decoded) of each of the service's decodes, as they happen."""
+    import threading
+
+    seen: list[tuple[str, int | None, bool]] = []
     decode = svc.decode
 
     def spy(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
@@ -308,27 +417,44 @@ def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
         return x
 
     svc.decode = spy  # type: ignore[method-assign]
-    buf = io.BytesIO()
-    Image.new("P", (3000, 3000), 0).save(buf, "GIF")  # 9 megapixels, a few KB
-    gif = buf.getvalue()
-    assert len(gif) < 64 * 1024
+    return seen
+
+
+def test_crafted_small_bodies_never_decode_in_a_batch(
+    exported_lenet: Path, images: np.ndarray, expected: np.ndarray
+) -> None:
+    """Bodies under 64 KB declaring under a megapixel were all decoded in the session thread:
+    a 28x28 PNG with 60 zTXt chunks of 1 MiB each (~150 ms), a progressive JPEG of 4,800
+    empty scans (~256 ms), answered 200 while every batch waited. Now their structure sends
+    them to the decode pool, the PNG's text is never inflated (answered as the black image it
+    is) and the JPEG is refused for its scans; the digits beside them are decoded in the batch."""
+    from tests.helpers.crafted import jpeg_with_empty_scans, png_with_text
+
+    svc = service(exported_lenet / "model.onnx")
+    black = svc.decode(png(np.zeros((28, 28), np.uint8)), "black")
+    want_black = int(svc.clf.probabilities(black)[0].argmax())
+    seen = spy_decodes(svc)
+    crafted = [
+        (png_with_text("zTXt"), "image/png"),
+        (png_with_text("iTXt"), "image/png"),
+        (jpeg_with_empty_scans(), "image/jpeg"),
+    ]
 
     async def go() -> list[httpx.Response]:
         async with client(svc) as c:
-            jobs = [c.post("/predict", content=gif, headers={"content-type": "image/gif"})]
+            jobs = [c.post("/predict", content=b, headers={"content-type": t}) for b, t in crafted]
             ct = {"content-type": "image/png"}
-            jobs += [c.post("/predict", content=png(images[i]), headers=ct) for i in range(8)]
+            jobs += [c.post("/predict", content=png(images[i]), headers=ct) for i in range(6)]
             return list(await asyncio.gather(*jobs))
 
     answers = run(go())
-    assert [a.status_code for a in answers] == [200] * 9
-    assert [a.json()["label"] for a in answers[1:]] == [int(p.argmax()) for p in expected[:8]]
-    # the PNGs: decoded in the session thread, each on its first try
-    assert seen.count(("imgcls-session", DIRECT_PIXELS, True)) == 8
-    # the GIF: refused by its header there, then decoded in the pool with the server's limit
-    assert seen.count(("imgcls-session", DIRECT_PIXELS, False)) == 1
-    assert seen.count(("imgcls-decode", None, True)) == 1
-    assert len(seen) == 10
+    assert [a.status_code for a in answers] == [200, 200, 413] + [200] * 6, answers
+    assert [a.json()["label"] for a in answers[:2]] == [want_black] * 2
+    assert "4,80" in answers[2].json()["detail"] and "scans" in answers[2].json()["detail"]
+    assert [a.json()["label"] for a in answers[3:]] == [int(p.argmax()) for p in expected[:6]]
+    in_batch = [s for s in seen if s[0] == "imgcls-session"]
+    assert len(in_batch) == 6 and all(ok for _, _, ok in in_batch), seen
+    assert sorted(ok for t, _, ok in seen if t == "imgcls-decode") == [False, True, True]
 
 
 # ----------------------------------------------------------------------------- metrics
