@@ -365,7 +365,7 @@ def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
     exported_lenet: Path, images: np.ndarray, expected: np.ndarray
 ) -> None:
     """A small PNG is decoded in the session thread, in its batch (one thread hop per batch);
-    a small PNG that declares millions of pixels is read to its header there and decoded in
+    a small PNG that declares a megapixel is read to its header there and decoded in
     the decode pool instead, and a small GIF goes to the pool by its format: the batch never
     waits for either."""
     from imgcls.deploy.serve_settings import DIRECT_PIXELS
@@ -373,7 +373,7 @@ def test_small_images_decode_in_the_batch_and_big_ones_in_the_pool(
     svc = service(exported_lenet / "model.onnx")
     seen = spy_decodes(svc)
     big = io.BytesIO()
-    Image.new("1", (3000, 3000), 0).save(big, "PNG")  # 9 megapixels, a few KB
+    Image.new("1", (1000, 1000), 0).save(big, "PNG")  # 1 megapixel, ~40 ms to frame, 4 KB
     buf = io.BytesIO()
     Image.new("P", (3000, 3000), 0).save(buf, "GIF")
     gif = buf.getvalue()
