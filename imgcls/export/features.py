@@ -31,7 +31,7 @@ from imgcls.export.graph import (
     set_metadata,
     to_features_onnx,
 )
-from imgcls.models.taps import conv_layers, feature_taps
+from imgcls.models.taps import Hook, conv_layers, feature_taps, probe
 
 __all__ = ["FEATURES_FILE", "FMAP_CHECK_IMAGES", "feature_outputs", "features_model"]
 
@@ -60,19 +60,10 @@ def feature_outputs(
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
             first[i] = (len(first), shape)
 
-    hooks = [
-        m.register_forward_hook(lambda mod, args, out, i=i: record(i, out))
-        for i, (_, _, m) in enumerate(taps)
-    ]
-    was_training = net.training
-    try:
-        net.eval()
-        with torch.inference_mode():
-            net(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        net.train(was_training)
+    def recorder(i: int) -> Hook:
+        return lambda mod, args, out: record(i, out)
+
+    probe(net, input_shape, [(m, recorder(i)) for i, (_, _, m) in enumerate(taps)])
     found = []
     for i, (label, kind, module) in enumerate(taps):
         if i not in first:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from imgcls.models.taps import probe
+
 __all__ = ["ledger"]
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -98,7 +100,6 @@ def ledger(net: nn.Module, input_shape: tuple[int, int, int]) -> list[dict[str, 
     leaf module each time it runs."""
     records: list[dict[str, Any]] = []
     seen: set[int] = set()
-    hooks = []
 
     def hook(name: str) -> Any:
         def fn(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
@@ -108,16 +109,6 @@ def ledger(net: nn.Module, input_shape: tuple[int, int, int]) -> list[dict[str, 
 
         return fn
 
-    for name, m in net.named_modules():
-        if not any(True for _ in m.children()):
-            hooks.append(m.register_forward_hook(hook(name or type(m).__name__)))
-    was_training = net.training
-    try:
-        net.eval()
-        with torch.inference_mode():
-            net(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        net.train(was_training)
+    leaves = [(n, m) for n, m in net.named_modules() if not any(True for _ in m.children())]
+    probe(net, input_shape, [(m, hook(n or type(m).__name__)) for n, m in leaves])
     return records

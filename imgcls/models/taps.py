@@ -6,12 +6,16 @@ Plain torch: it reads the module tree of any ``nn.Module``, Lightning is not inv
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
 from torch import nn
 
 # The batch-norm layers torch names publicly (their common base class is private).
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
-__all__ = ["BATCH_NORMS", "conv_layers", "feature_taps"]
+__all__ = ["BATCH_NORMS", "conv_layers", "feature_taps", "probe"]
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
@@ -71,3 +75,24 @@ def feature_taps(net: nn.Module, pools: bool = True) -> list[tuple[str, str, nn.
         elif pools and isinstance(m, _POOLS) and not _is_global_pool(m):
             out.append((f"{name} ({type(m).__name__})", "pool", m))
     return out
+
+
+Hook = Callable[[nn.Module, tuple[Any, ...], Any], None]
+
+
+def probe(
+    net: nn.Module, input_shape: tuple[int, int, int], hooks: Sequence[tuple[nn.Module, Hook]]
+) -> None:
+    """Run ``net`` once on a zero image of ``input_shape`` (C, H, W) in eval mode with each
+    forward ``hook`` on its module, then remove the hooks and restore the train/eval mode:
+    what a layer outputs, found without guessing its arithmetic."""
+    handles = [m.register_forward_hook(fn) for m, fn in hooks]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.inference_mode():
+            net(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
