@@ -12,10 +12,11 @@ import argparse
 import sys
 
 from imgcls.commands.options import add_model
+from imgcls.deploy.zoo import DEFAULT_MODEL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
+    add_model(p, default=DEFAULT_MODEL)
     p.add_argument(
         "--out",
         required=True,
@@ -26,8 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.site import build_site
+    from imgcls.deploy.zoo import resolve_model
 
-    summary = build_site(args.model, args.out, log=lambda m: print(m, file=sys.stderr))
+    summary = build_site(
+        resolve_model(args.model), args.out, log=lambda m: print(m, file=sys.stderr)
+    )
     mib = summary["bytes"] / 2**20
     maps = "with feature maps" if summary["features"] else "without feature maps"
     print(

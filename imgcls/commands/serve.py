@@ -8,10 +8,11 @@ import argparse
 from pathlib import Path
 
 from imgcls.commands.options import add_device, add_model, add_preprocess
+from imgcls.deploy.zoo import DEFAULT_MODEL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
+    add_model(p, default=DEFAULT_MODEL)
     add_device(p, "auto")
     p.add_argument(
         "--host",
@@ -95,9 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.serve import ServeOptions, serve
+    from imgcls.deploy.zoo import resolve_model
 
     options = ServeOptions(
-        model=Path(args.model),
+        model=resolve_model(args.model),
         device=args.device,
         host=args.host,
         port=args.port,
