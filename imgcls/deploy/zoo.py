@@ -1,10 +1,10 @@
 """The trained models that ship inside the package, by name: ``--model mnist``.
 
 Each shipped model is a complete ``imgcls export`` folder under ``imgcls/zoo/<name>/``
-(model.onnx, model.features.onnx where the net has feature maps, metadata, the parity record,
-the model card) plus ``zoo.json``: where it came from (recipe, command, seed, commit, wall
-time) and what it measured (test accuracy, shift accuracy, the sha256 of model.onnx), written
-by ``python scripts/zoo.py`` (``nox -s zoo``), which trains and exports them.
+(model.onnx, model.features.onnx where the net has feature maps, metadata.json, the parity
+record parity.json with the test accuracy and the files' sha256, the model card README.md)
+with ``provenance.json``: the recipe, command, seed, commit and wall time that made it, which
+the export writes when given them. ``nox -s zoo`` trains and exports them (scripts/zoo.py).
 
 ``resolve_model`` is the one place a ``--model`` value becomes a file: an existing path wins
 (a local folder named like a shipped model included), then a shipped name. No torch here: the
@@ -22,8 +22,8 @@ from imgcls.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL",
-    "INFO_FILE",
     "MODEL_FILE",
+    "PROVENANCE_FILE",
     "ZOO_DIR",
     "resolve_model",
     "shipped_info",
@@ -33,7 +33,7 @@ __all__ = [
 # The package's data folder of trained models (not a Python package: no code in it).
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 MODEL_FILE = "model.onnx"
-INFO_FILE = "zoo.json"
+PROVENANCE_FILE = "provenance.json"
 # What `imgcls serve` and `imgcls page` show when no --model is given.
 DEFAULT_MODEL = "mnist"
 
@@ -45,20 +45,47 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in ZOO_DIR.iterdir() if (p / MODEL_FILE).is_file())
 
 
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
 def shipped_info(name: str) -> dict[str, Any]:
-    """A shipped model's ``zoo.json`` (its provenance and recorded figures); {} if it has none.
+    """What ``imgcls models`` shows of a shipped model, from its export's records: data set,
+    net, parameters, test accuracy (and on shifted images), size, sha256, provenance.
 
     Raises:
         ConfigError: no shipped model of that name.
     """
     folder = ZOO_DIR / name
-    if not (folder / MODEL_FILE).is_file():
+    model = folder / MODEL_FILE
+    if not model.is_file():
         raise ConfigError(_unknown(name))
-    info = folder / INFO_FILE
-    if not info.is_file():
-        return {}
-    data = json.loads(info.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    metadata = _json(folder / "metadata.json")
+    parity = _json(folder / "parity.json")
+    provenance = _json(folder / PROVENANCE_FILE)
+    fp32 = parity.get("fp32") or {}
+    shift = {
+        int(r["distance_px"]): {"mean": r["mean"], "worst": r["worst"]}
+        for r in (parity.get("shift") or {}).get("distances", [])
+    }
+    return {
+        "name": name,
+        "path": str(model),
+        "dataset": metadata.get("dataset"),
+        "net": metadata.get("net"),
+        "net_args": metadata.get("net_args") or {},
+        "parameters": provenance.get("parameters"),
+        "test_accuracy": fp32.get("onnx_accuracy"),
+        "test_images": parity.get("n_images"),
+        "shift_accuracy": shift,
+        "size_bytes": model.stat().st_size,
+        "sha256": (parity.get("model_sha256") or {}).get(MODEL_FILE),
+        "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
+        "provenance": provenance,
+    }
 
 
 def _looks_like_name(value: str) -> bool:
