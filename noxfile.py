@@ -1,4 +1,4 @@
-"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy | lowest``.
+"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy | lowest | zoo``.
 
 All sessions share ONE virtual environment, ``.venv`` in the project (torch is 5.5 GB: it
 installs once). It is (re)installed from pyproject.toml whenever that file changes.
@@ -565,3 +565,12 @@ def lowest(session: nox.Session) -> None:
                 env={**env, "IMGCLS_TEST_EXPORT": str(export)}, external=True,
             )  # fmt: skip
     session.log(f"nox -s lowest: {time.monotonic() - start:.0f} s")
+
+
+@nox.session
+def zoo(session: nox.Session) -> None:
+    """The models shipped in the package, rebuilt: each trained from its recipe with its seed
+    (resumable: rerun after an interruption) and exported into imgcls/zoo/<name>/ with its
+    provenance, one at a time (`nox -s zoo -- mnist` for one). Hours on a 2-core CPU."""
+    env = _env(session)
+    _run(session, "python", str(ROOT / "scripts" / "zoo.py"), *session.posargs, env=env)
