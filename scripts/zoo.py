@@ -28,7 +28,7 @@ ZOO_DIR = ROOT / "imgcls" / "zoo"
 # name -> (recipe under configs/, seed): the recipes hold every other choice.
 MODELS: dict[str, tuple[str, int]] = {
     "mnist": ("recipes/mnist_small.yaml", 42),
-    "fashion_mnist": ("recipes/fashion_short.yaml", 42),
+    "fashion_mnist": ("recipes/fashion_resnet_short.yaml", 42),
     "mnist_mlp": ("model/mlp128.yaml", 42),
     "mnist_best": ("recipes/mnist_best.yaml", 42),
 }
