@@ -1,4 +1,4 @@
-"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy | lowest``.
+"""Tasks: ``nox -s tests | lint | typecheck | data | train | bench | deploy | lowest | zoo``.
 
 All sessions share ONE virtual environment, ``.venv`` in the project (torch is 5.5 GB: it
 installs once). It is (re)installed from pyproject.toml whenever that file changes.
@@ -173,6 +173,7 @@ def bench_scripts(posargs: list[str]) -> list[tuple[str, list[str]]]:
 
 DEPLOY_VENV = ROOT / ".nox" / "deploy"
 DEPLOY_MAX_RATIO = 0.10
+WHEEL_MAX_MB = 15  # the wheel, with every shipped model (imgcls/zoo/) and the configs
 
 
 def _du_mb(path: Path) -> int:
@@ -181,23 +182,16 @@ def _du_mb(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-def _deploy_model(session: nox.Session) -> Path:
-    """The model to deploy: the session's argument, $IMGCLS_DEPLOY_MODEL, or the newest
-    export/*/model.onnx."""
+def _deploy_model(session: nox.Session) -> Path | None:
+    """The model to deploy: the session's argument or $IMGCLS_DEPLOY_MODEL; None for the
+    model shipped in the package (``mnist``, what serve and page use without --model)."""
     given = session.posargs[0] if session.posargs else os.environ.get("IMGCLS_DEPLOY_MODEL")
     if given:
         model = Path(given).resolve()
         if not model.is_file():
             session.error(f"no model at {model}")
         return model
-    exported = sorted((ROOT / "export").glob("*/model.onnx"), key=lambda p: p.stat().st_mtime)
-    if not exported:
-        session.error(
-            "no exported model in export/: make one with `nox -s train` (or `imgcls export "
-            "--run_dir runs/<experiment>/version_N`), or name one: "
-            "`nox -s deploy -- path/to/model.onnx` (or IMGCLS_DEPLOY_MODEL=...)"
-        )
-    return exported[-1]
+    return None
 
 
 def _check_torch_free(session: nox.Session, python: str, env: dict[str, str], what: str) -> None:
@@ -216,10 +210,11 @@ def _check_torch_free(session: nox.Session, python: str, env: dict[str, str], wh
 
 @nox.session
 def deploy(session: nox.Session) -> None:
-    """The deployment install, checked: a fresh venv in .nox/deploy with `pip install .` (no
-    extras, so no torch), then `imgcls infer`, `imgcls serve` and `imgcls evaluate-onnx` there
-    on a model (`nox -s deploy -- MODEL`; default the newest export/*/model.onnx), and the
-    venv's size against the training .venv's. See docs/deployment.md."""
+    """The deployment install, checked: the wheel (`pip wheel .`, at most WHEEL_MAX_MB with
+    every shipped model), installed in a fresh venv in .nox/deploy (no extras, so no torch),
+    then `imgcls infer`, `imgcls serve`, `imgcls page` and `imgcls evaluate-onnx` there on a
+    model (`nox -s deploy -- MODEL`; default the shipped `mnist`, no file of the user's), and
+    the venv's size against the training .venv's. See docs/deployment.md."""
     model = _deploy_model(session)
     shutil.rmtree(DEPLOY_VENV, ignore_errors=True)
     bin_ = DEPLOY_VENV / ("Scripts" if sys.platform == "win32" else "bin")
@@ -231,10 +226,20 @@ def deploy(session: nox.Session) -> None:
         shutil.copytree(
             ROOT / "imgcls", src / "imgcls", ignore=shutil.ignore_patterns("__pycache__")
         )
-        for name in ("pyproject.toml", "README.md"):
+        shutil.copytree(ROOT / "configs", src / "configs")
+        for name in ("pyproject.toml", "README.md", "setup.py", "MANIFEST.in"):
             shutil.copy2(ROOT / name, src / name)
         session.run(sys.executable, "-m", "venv", str(DEPLOY_VENV), external=True)
-        session.run(py, "-m", "pip", "install", "-q", "--no-cache-dir", str(src), external=True)
+        wheels = Path(tmp) / "wheel"
+        session.run(
+            py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(src), external=True
+        )
+        (wheel,) = wheels.glob("imgcls-*.whl")
+        wheel_mb = wheel.stat().st_size / 1e6
+        session.log(f"wheel {wheel.name}: {wheel_mb:.1f} MB (at most {WHEEL_MAX_MB} MB)")
+        if wheel_mb > WHEEL_MAX_MB:
+            session.error(f"the wheel is {wheel_mb:.1f} MB, over {WHEEL_MAX_MB} MB")
+        session.run(py, "-m", "pip", "install", "-q", "--no-cache-dir", str(wheel), external=True)
     built_s = time.monotonic() - start
     env = {
         "PATH": f"{bin_}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -257,11 +262,14 @@ def deploy(session: nox.Session) -> None:
 
 
 def _check_deployment(
-    session: nox.Session, model: Path, bin_: Path, env: dict[str, str], work: Path
+    session: nox.Session, model: Path | None, bin_: Path, env: dict[str, str], work: Path
 ) -> None:
     """infer on PNGs of the test set, one request to serve, a static site, evaluate-onnx: in the
-    deploy venv."""
+    deploy venv; with ``model`` None, the shipped mnist (serve and page without --model)."""
     imgcls = str(bin_ / "imgcls")
+    session.run(imgcls, "models", env=env, external=True)
+    named = str(model) if model is not None else "mnist"
+    given = ["--model", named] if model is not None else []
     session.run(imgcls, "data", "fetch", "--dataset", "mnist", env=env, external=True)
     pngs = work / "pngs"
     # The first ten test images as PNG files, with the runtime's own IDX reader (no torch).
@@ -281,7 +289,7 @@ def _check_deployment(
         external=True,
     )
     out = session.run(
-        imgcls, "infer", "--model", str(model), str(pngs), env=env, external=True, silent=True
+        imgcls, "infer", "--model", named, str(pngs), env=env, external=True, silent=True
     )
     rows = [line.split(",") for line in str(out).splitlines() if ".png," in line]
     right = sum(Path(r[0]).stem.endswith(f"label{r[1]}") for r in rows)
@@ -291,14 +299,19 @@ def _check_deployment(
     _check_serve(session, model, bin_, env, work, sorted(pngs.glob("*.png"))[0])
     # the static site builds in the base install too (onnxruntime-web from npm, pinned)
     site = work / "site"
-    session.run(imgcls, "page", "--model", str(model), "--out", str(site), env=env, external=True)
+    session.run(imgcls, "page", *given, "--out", str(site), env=env, external=True)
     if not (site / "index.html").is_file() or not (site / "model.onnx").is_file():
         session.error(f"imgcls page left no site in {site}")
-    session.run(imgcls, "evaluate-onnx", "--model", str(model), env=env, external=True)
+    session.run(imgcls, "evaluate-onnx", "--model", named, env=env, external=True)
 
 
 def _check_serve(
-    session: nox.Session, model: Path, bin_: Path, env: dict[str, str], work: Path, png: Path
+    session: nox.Session,
+    model: Path | None,
+    bin_: Path,
+    env: dict[str, str],
+    work: Path,
+    png: Path,
 ) -> None:
     """Start imgcls serve, wait for /health, POST one PNG to /predict, stop it with SIGTERM."""
     with socket.socket() as s:
@@ -306,7 +319,8 @@ def _check_serve(
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     log = work / "serve.log"
-    cmd = [str(bin_ / "imgcls"), "serve", "--model", str(model), "--port", str(port)]
+    given = ["--model", str(model)] if model is not None else []  # else the shipped mnist
+    cmd = [str(bin_ / "imgcls"), "serve", *given, "--port", str(port)]
     session.log(" ".join(cmd))
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -551,3 +565,12 @@ def lowest(session: nox.Session) -> None:
                 env={**env, "IMGCLS_TEST_EXPORT": str(export)}, external=True,
             )  # fmt: skip
     session.log(f"nox -s lowest: {time.monotonic() - start:.0f} s")
+
+
+@nox.session
+def zoo(session: nox.Session) -> None:
+    """The models shipped in the package, rebuilt: each trained from its recipe with its seed
+    (resumable: rerun after an interruption) and exported into imgcls/zoo/<name>/ with its
+    provenance, one at a time (`nox -s zoo -- mnist` for one). Hours on a 2-core CPU."""
+    env = _env(session)
+    _run(session, "python", str(ROOT / "scripts" / "zoo.py"), *session.posargs, env=env)

@@ -30,6 +30,8 @@ import sys
 from imgcls.errors import ImgclsError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# Commands whose -c / --config may name a shipped config (imgcls configs lists them).
+CONFIG_COMMANDS = frozenset({*LIGHTNING_COMMANDS, "tune"})
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("imgcls.commands.data", "fetch and verify the MNIST / Fashion-MNIST files"),
     "export": ("imgcls.commands.export", "export a checkpoint to a verified ONNX model"),
@@ -59,10 +61,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "imgcls.commands.compare",
         "runs side by side: their curves on shared axes and a table (PNG, markdown, CSV)",
     ),
+    "models": ("imgcls.commands.models", "the trained models shipped with imgcls (--model NAME)"),
+    "configs": ("imgcls.commands.configs", "the configs shipped with imgcls (-c NAME)"),
 }
 # Commands that must run in the deployment install: a missing training module there is a bug
 # of ours, and keeps its traceback.
-TORCH_FREE_COMMANDS = frozenset({"infer", "serve", "page", "evaluate-onnx"})
+TORCH_FREE_COMMANDS = frozenset({"infer", "serve", "page", "evaluate-onnx", "models", "configs"})
 # Top-level modules of the ``train`` extra (and of jsonargparse[signatures]).
 TRAINING_MODULES = frozenset(
     {
@@ -198,6 +202,10 @@ def _stdout_to_devnull() -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in CONFIG_COMMANDS:
+        from imgcls.shipped import resolve_config_args
+
+        argv = [argv[0], *resolve_config_args(argv[1:])]
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from imgcls.training.cli import cli_main
 

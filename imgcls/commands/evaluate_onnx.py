@@ -71,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
     from imgcls.data.provision import default_root, raw_dir, verify
     from imgcls.deploy.classifier import OnnxClassifier
     from imgcls.deploy.idx import read_idx
+    from imgcls.deploy.zoo import resolve_model
     from imgcls.errors import ModelLoadError
 
     check_arguments(args)
+    args.model = str(resolve_model(args.model))
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
     dataset = clf.metadata.get("dataset")
     if not isinstance(dataset, str):

@@ -98,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.classifier import OnnxClassifier
     from imgcls.deploy.framing import framing_for
     from imgcls.deploy.images import load_images
+    from imgcls.deploy.zoo import resolve_model
     from imgcls.errors import ImageFileError
     from imgcls.utils import atomic_write_text
 
     if args.out:
         check_out(args.out)
+    args.model = str(resolve_model(args.model))
     clf = OnnxClassifier(args.model, device=args.device, batch_size=args.batch_size)
     print(
         f"[imgcls infer] provider: {clf.providers_in_use[0]} (device {clf.device}; "

@@ -71,11 +71,17 @@ def add_which(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model(p: argparse.ArgumentParser) -> None:
+def add_model(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--model``: an exported model.onnx, an export folder, or a shipped model's name
+    (``imgcls models``); required unless ``default`` (a shipped name) is given. The command
+    turns it into a file with ``imgcls.deploy.zoo.resolve_model``."""
     p.add_argument(
         "--model",
-        required=True,
-        help="an exported model, e.g. export/mnist-lenet5-version_0/model.onnx",
+        required=default is None,
+        default=default,
+        help="an exported model (export/mnist-lenet5-version_0/model.onnx, or its folder) or "
+        "the name of a model shipped with imgcls (imgcls models lists them: mnist, ...)"
+        + (f" (default {default})" if default is not None else ""),
     )
 
 
@@ -85,7 +91,8 @@ def add_compare(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODEL",
         help="another exported model of the same data set, shown beside --model on the page "
-        "(e.g. an MLP beside a CNN: both under the same shifts), given as --model is",
+        "(e.g. an MLP beside a CNN: both under the same shifts), a shipped name (mnist_mlp) or "
+        "a path, as --model",
     )
 
 

@@ -12,10 +12,11 @@ import argparse
 import sys
 
 from imgcls.commands.options import add_compare, add_model
+from imgcls.deploy.zoo import DEFAULT_MODEL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
+    add_model(p, default=DEFAULT_MODEL)
     add_compare(p)
     p.add_argument(
         "--out",
@@ -28,9 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.site import build_site
+    from imgcls.deploy.zoo import resolve_model
 
     summary = build_site(
-        args.model, args.out, compare=args.compare, log=lambda m: print(m, file=sys.stderr)
+        resolve_model(args.model),
+        args.out,
+        compare=None if args.compare is None else resolve_model(args.compare),
+        log=lambda m: print(m, file=sys.stderr),
     )
     mib = summary["bytes"] / 2**20
     maps = "with feature maps" if summary["features"] else "without feature maps"

@@ -8,10 +8,11 @@ import argparse
 from pathlib import Path
 
 from imgcls.commands.options import add_compare, add_device, add_model, add_preprocess
+from imgcls.deploy.zoo import DEFAULT_MODEL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
+    add_model(p, default=DEFAULT_MODEL)
     add_compare(p)
     add_device(p, "auto")
     p.add_argument(
@@ -96,9 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imgcls.deploy.serve import ServeOptions, serve
+    from imgcls.deploy.zoo import resolve_model
 
     options = ServeOptions(
-        model=Path(args.model),
+        model=resolve_model(args.model),
         device=args.device,
         host=args.host,
         port=args.port,
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         features=args.features,
-        compare=Path(args.compare) if args.compare else None,
+        compare=resolve_model(args.compare) if args.compare else None,
     )
     if args.max_pixels is not None:
         options.max_pixels = args.max_pixels

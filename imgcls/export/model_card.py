@@ -46,6 +46,22 @@ def is_model_card(path: Path) -> bool:
         return False
 
 
+def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
+    """The card's account of how the model was made, from provenance.json."""
+    wall = p.get("train_wall_s")
+    lines = [
+        f"- recipe: `{p.get('recipe', '?')}`, seed {p.get('seed', '?')}",
+        f"- made by: `{p.get('command', '?')}`",
+        f"- code: imgcls commit `{p.get('commit', '?')}`",
+        "- training wall time: "
+        + (f"{float(wall) / 60:.1f} min" if isinstance(wall, int | float) else "?")
+        + (f" ({p['trained_on']})" if p.get("trained_on") else ""),
+    ]
+    if p.get("note"):
+        lines.append(f"- note: {p['note']}")
+    return lines
+
+
 # ----------------------------------------------------------------------------- figures
 def per_class_accuracy(
     pred: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
@@ -120,10 +136,12 @@ def model_card(
     *,
     out: str | os.PathLike[str] | None = None,
     n_params: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
     """The model card (Markdown) of an export: ``metadata`` and ``parity`` as written to
     metadata.json / parity.json, ``ckpt`` the loaded checkpoint, ``out`` the export folder
-    (for the commands), ``n_params`` the net's parameter count."""
+    (for the commands), ``n_params`` the net's parameter count, ``provenance`` what
+    provenance.json records (recipe, command, seed, commit, wall time), if anything."""
     from imgcls.export.training_facts import split_sizes, training_facts
     from imgcls.runs import net_label
 
@@ -231,6 +249,8 @@ def model_card(
     ]
     if ck.get("val_acc") is not None:
         L.append(f"- validation accuracy of this checkpoint: {_pct(ck['val_acc'])}")
+    if provenance:
+        L += ["", "## Provenance", "", *_provenance_lines(provenance)]
     L += ["", "## Test accuracy", ""]
     subset = "" if full else f" (the first {n:,} images only: a subset was asked for)"
     L += [

@@ -35,7 +35,7 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from imgcls import staging
 from imgcls.data.folder import resolve_framing
 from imgcls.deploy import metadata as schema
 from imgcls.deploy.classifier import OnnxClassifier
+from imgcls.deploy.zoo import PROVENANCE_FILE
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.export import gates
 from imgcls.export.features import FEATURES_FILE, features_model
@@ -87,6 +88,7 @@ ARTIFACTS = (
     FEATURES_FILE,
     "metadata.json",
     "parity.json",
+    PROVENANCE_FILE,
 )
 EXPORT_ROOT = Path("export")
 
@@ -112,6 +114,7 @@ def export_checkpoint(
     parity_subset: int | None = None,
     batch_size: int = 1000,
     log: Callable[[str], None] = print,
+    provenance: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export a checkpoint to ``out_dir`` (default ``export/<run-name>``) through the gates.
 
@@ -136,6 +139,9 @@ def export_checkpoint(
         parity_subset: check parity on the first N test images only (for tests); default all.
         batch_size: images per batch during parity.
         log: progress messages.
+        provenance: how the checkpoint was made (recipe, command, seed, commit, wall time:
+            what the shipped models record), written to ``provenance.json`` with the net's
+            parameter count and stated in the model card; None for none.
 
     Raises:
         CheckpointError: the checkpoint is missing, damaged or not an imgcls checkpoint.
@@ -215,7 +221,12 @@ def export_checkpoint(
     blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
     blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
     n_params = sum(p.numel() for p in model.net.parameters())
-    blobs["README.md"] = model_card(metadata, parity, ckpt, out=out, n_params=n_params).encode()
+    if provenance is not None:
+        provenance = {**provenance, "parameters": n_params}
+        blobs[PROVENANCE_FILE] = (json.dumps(provenance, indent=2) + "\n").encode()
+    blobs["README.md"] = model_card(
+        metadata, parity, ckpt, out=out, n_params=n_params, provenance=provenance
+    ).encode()
     _place(blobs, out)
     log(f"wrote {out}: " + ", ".join(blobs))
     return ExportResult(out, [out / name for name in blobs], metadata, parity)

@@ -69,7 +69,8 @@ def _requirements_hash() -> str:
 
 
 def _package_files() -> list[Path]:
-    files = sorted((ROOT / "imgcls").rglob("*"))
+    files = sorted((ROOT / "imgcls").rglob("*")) + sorted((ROOT / "configs").rglob("*.yaml"))
+    files.append(ROOT / "setup.py")
     return [p for p in files if p.is_file() and "__pycache__" not in p.parts]
 
 
@@ -96,11 +97,12 @@ def _pip_install(venv: Path, *args: str) -> None:
     with tempfile.TemporaryDirectory(prefix="imgcls-src-") as tmp:
         src = Path(tmp) / "imgcls-src"
         src.mkdir()
-        for name in ("pyproject.toml", "README.md"):
+        for name in ("pyproject.toml", "README.md", "setup.py", "MANIFEST.in"):
             shutil.copy2(ROOT / name, src / name)
         shutil.copytree(
             ROOT / "imgcls", src / "imgcls", ignore=shutil.ignore_patterns("__pycache__")
         )
+        shutil.copytree(ROOT / "configs", src / "configs")  # the wheel carries them (setup.py)
         pip = [str(_bin(venv) / "python"), "-m", "pip", "install", "-q", "--no-cache-dir"]
         proc = subprocess.run(
             [*pip, *args, str(src)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
