@@ -230,6 +230,49 @@ FORMER_PAIRS = {
 
 # configs/recipes/<name>.yaml before defaults were no longer restated: (data set, former values).
 FORMER_RECIPES = {
+    # the recipes of the shipped models (imgcls/zoo/), as they were trained
+    "mnist_small": (
+        "mnist",
+        Former(
+            "resnet",
+            {"widths": [12, 24, 48], "blocks": 1, "batch_norm": True},
+            label_smoothing=0.1,
+            optimizer=(torch.optim.AdamW, {"lr": 0.002, "weight_decay": 0.0005}),
+            scheduler=(torch.optim.lr_scheduler.OneCycleLR, {"max_lr": 0.004, "pct_start": 0.2}),
+            scheduler_interval="step",
+            data_args={"shift_augment": 3},
+            max_epochs=15,
+            callbacks=[EMA],
+        ),
+    ),
+    "fashion_resnet_short": (
+        "fashion_mnist",
+        Former(
+            "resnet",
+            {"widths": [12, 24, 48], "blocks": 1, "batch_norm": True},
+            label_smoothing=0.1,
+            optimizer=(
+                torch.optim.SGD,
+                {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0005},
+            ),
+            scheduler=(torch.optim.lr_scheduler.OneCycleLR, {"max_lr": 0.1, "pct_start": 0.15}),
+            scheduler_interval="step",
+            data_args={"shift_augment": 3, "hflip": True},
+            max_epochs=8,
+        ),
+    ),
+    "fashion_short": (
+        "fashion_mnist",
+        Former(
+            "lenet5",
+            label_smoothing=0.05,
+            optimizer=(torch.optim.AdamW, {"lr": 0.003, "weight_decay": 0.0005}),
+            scheduler=(torch.optim.lr_scheduler.OneCycleLR, {"max_lr": 0.004, "pct_start": 0.2}),
+            scheduler_interval="step",
+            data_args={"shift_augment": 2, "hflip": True},
+            max_epochs=10,
+        ),
+    ),
     "fashion_best": (
         "fashion_mnist",
         Former(

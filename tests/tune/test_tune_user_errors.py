@@ -82,7 +82,7 @@ def test_unreachable_storage_is_one_line_before_any_trial(tiny, tmp_path, capsys
 
 def test_missing_tune_file_and_a_fit_config_given_as_one(tmp_path, capsys):
     code, line = _tune(tmp_path, capsys, "-c", str(tmp_path / "nope.yaml"))
-    assert code == 2 and "nope.yaml: no such tune file" in line
+    assert code == 2 and "nope.yaml: no such file, nor a config shipped with imgcls" in line
     code, line = _tune(tmp_path, capsys, "-c", str(CONFIGS_DIR / "model" / "lenet5.yaml"))
     assert code == 2 and "is a fit config, not a tune file" in line
 
