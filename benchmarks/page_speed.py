@@ -1,5 +1,5 @@
-"""Speed of the static page (``imgcls page``) in Chromium: from a stroke's end to its answer and
-every feature map drawn, measured in the page with ``performance.now()``.
+"""Speed of the static page (``imgcls page``) in Chromium, per stroke, from its pointerup to
+its answer and to every panel drawn, measured in the page with ``performance.now()``.
 
     python benchmarks/page_speed.py                       # LeNet-5 and ResNet, 100 strokes each
     python benchmarks/page_speed.py --quick               # 10 strokes each (the test's run)
@@ -9,16 +9,22 @@ every feature map drawn, measured in the page with ``performance.now()``.
 Each model is built into a site (``imgcls.deploy.site.build_site``), served by
 ``python -m http.server`` on 127.0.0.1, opened in headless Chromium (Debian's, as the tests),
 and drawn on with the mouse: a 1, a 7 and a 0 in turn, the pad cleared before each. The page
-records, for each stroke, the time from its pointerup to the moment the answer and all feature
-maps are drawn into their canvases (``window.imgclsPage.timings``): the framing in JavaScript,
-onnxruntime-web (WebAssembly, one thread) running the feature model, the bars and tiles drawn,
-then the shift panel: the input's 49 shifts run through the model (and through the compare
-model, ``--compare``) in one batch each, the grids and bars drawn.
+records three times per stroke (``window.imgclsPage.strokes``):
+
+- answer: the class and its bars drawn: the framing in JavaScript, onnxruntime-web
+  (WebAssembly, one thread) running the feature model on the one input, the bars; the page
+  then yields, so the browser may paint them before it goes on;
+- answer frame: the next animation frame after that, when the answer reaches the screen
+  (it waits for the display's next frame, up to 16.7 ms at 60 Hz, whatever the page does);
+- all panels: the feature maps and dense units, the kernel playground and the shift panel
+  (the input's 49 shifts run through the model, and through the compare model, ``--compare``,
+  one batch each, or a row of 7 at a time for a model slower than that) drawn too.
 
 Without ``--model``, LeNet-5, LeNet-5 with an MLP-32 beside it (``--compare``) and the ResNet
 of configs/model/resnet.yaml are exported with random weights (speed does not depend on them;
-needs the training install and the MNIST files for the export's parity gate). The target:
-p95 <= 16 ms (one frame at 60 Hz) for LeNet-5, with the MLP beside it too.
+needs the training install and the MNIST files for the export's parity gate). The targets:
+every panel p95 <= 16 ms (one frame at 60 Hz) for LeNet-5 with the MLP beside it; the answer
+<= 5 ms for the shipped default model ``mnist``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TARGET_MS = 16.0
+TARGET_MS = 16.0  # every panel, p95
+ANSWER_TARGET_MS = 5.0  # the answer, p95
 NETS = {"lenet5": {}, "resnet": {"widths": [16, 32, 64], "blocks": 2}, "mlp": {"hidden": [32]}}
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -124,18 +131,29 @@ def measure(browser: object, site: Path, strokes: int) -> dict[str, object]:
             pg.click("#clear")
             draw(pg, DIGITS[digit])
             right += wait_for_prediction(pg) == digit
-            pg.wait_for_function(f"window.imgclsPage.timings.length >= {i + 1}")
-        timings = np.array(pg.evaluate("window.imgclsPage.timings")[:strokes], float)
+            pg.wait_for_function(
+                f"window.imgclsPage.strokes.length >= {i + 1}"
+                f" && window.imgclsPage.strokes[{i}].frame !== null"
+            )
+        records = pg.evaluate("window.imgclsPage.strokes")[:strokes]
         context.close()
     if outside:
         raise SystemExit(f"the page asked the network for {outside}")
+    every = np.array([r["all"] for r in records], float)
+    answer = np.array([r["answer"] for r in records], float)
+    frame = np.array([r["frame"] for r in records], float)
     return {
         "strokes": strokes,
         "read_right": right,
-        "mean_ms": float(timings.mean()),
-        "p50_ms": float(np.percentile(timings, 50)),
-        "p95_ms": float(np.percentile(timings, 95)),
-        "max_ms": float(timings.max()),
+        "answer_p50_ms": float(np.percentile(answer, 50)),
+        "answer_p95_ms": float(np.percentile(answer, 95)),
+        "frame_p50_ms": float(np.percentile(frame, 50)),
+        "frame_p95_ms": float(np.percentile(frame, 95)),
+        # every panel drawn
+        "mean_ms": float(every.mean()),
+        "p50_ms": float(np.percentile(every, 50)),
+        "p95_ms": float(np.percentile(every, 95)),
+        "max_ms": float(every.max()),
     }
 
 
@@ -180,19 +198,25 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 browser.close()
     print(
-        f"stroke end -> answer, feature maps and shift panel drawn, Chromium, {strokes} "
-        "strokes per model"
+        f"Chromium, {strokes} strokes per model, ms from a stroke's end to: its answer (class and "
+        "bars) drawn; the next frame after it; every panel drawn"
     )
     if not args.model:
         print("(random weights: 'read right' means nothing here, the timings do)")
-    print("| model | site MiB | read right | mean ms | p50 ms | p95 ms | max ms | ≤ 16 ms (p95) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | site MiB | read right | answer p50 ms | answer p95 ms | answer frame p50 ms "
+        "| answer frame p95 ms | all panels p50 ms | all panels p95 ms | all panels max ms "
+        f"| answer ≤ {ANSWER_TARGET_MS:g} ms (p95) | all ≤ {TARGET_MS:g} ms (p95) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ok = "yes" if r["p95_ms"] <= TARGET_MS else "no"
+        answer_ok = "yes" if r["answer_p95_ms"] <= ANSWER_TARGET_MS else "no"
+        all_ok = "yes" if r["p95_ms"] <= TARGET_MS else "no"
         print(
             f"| {r['model']} | {r['site_mib']:.1f} | {r['read_right']}/{r['strokes']} | "
-            f"{r['mean_ms']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['max_ms']:.1f} | {ok} |"
+            f"{r['answer_p50_ms']:.1f} | {r['answer_p95_ms']:.1f} | {r['frame_p50_ms']:.1f} | "
+            f"{r['frame_p95_ms']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['max_ms']:.1f} | {answer_ok} | {all_ok} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -43,9 +43,12 @@
   let pending = null; // () => Promise<Blob>: the newest input waiting for the request in flight
   let photoUrl = null;
   let runtime = null; // where the model runs: serverRuntime() or the browser's
-  // Measured in the page for benchmarks/page_speed.py: ms from a stroke's end to its answer
-  // and feature maps drawn.
+  // Measured in the page for benchmarks/page_speed.py, per stroke, in ms from its pointerup:
+  // `answer` its class and bars drawn and the page free to paint them (the end of the task that
+  // drew them), `frame` the animation frame after they were drawn (they are on screen when it
+  // is painted), `all` every panel drawn. `timings` holds the `all` of each.
   const timings = [];
+  const strokes = [];
   let strokeEnd = null;
   let teach = null; // the teaching panels (teach.js), once the metadata is in
   let layersView = null; // the layer panel (layers.js)
@@ -59,6 +62,7 @@
   //   grid()           per model the 7x7 probabilities of its unshifted answer, rows dy -3..3
   window.imgclsPage = {
     timings,
+    strokes,
     runtime: RUNTIME,
     input: () => (teach ? teach.input() : null),
     setShift: (dx, dy) => teach && teach.setShift(dx, dy),
@@ -300,9 +304,28 @@
     send(input, generation);
   }
 
+  // A task boundary: the browser paints what is drawn so far where a frame is due, and handles
+  // the pointer, before the page goes on.
+  function nextTask() {
+    return new Promise((resolve) => {
+      const channel = new MessageChannel();
+      channel.port1.onmessage = () => resolve();
+      channel.port2.postMessage(null);
+    });
+  }
+
+  // The answer first, then the panels. Where the shift panel's batches take more than half a
+  // frame (a ResNet's: tens of ms), the page lets the browser paint the answer before it goes
+  // on, and runs each panel and each row of the batch in a task of its own, so the pad keeps
+  // drawing and a newer input (a new stroke, Clear) drops whatever of this one is left. Where
+  // they are quick (LeNet-5 and an MLP: a few ms), everything is drawn in one task and reaches
+  // the screen in the same frame: a task boundary would only add a paint.
   async function send(input, gen) {
     inFlight = true;
     setBusy();
+    const current = () => gen === generation;
+    let stroke = null; // the finished stroke this answers: its times
+    const end = strokeEnd;
     try {
       const answer = await runtime.classify(input, Boolean(meta && meta.features));
       if (answer.noFeatures && meta.features) {
@@ -310,34 +333,46 @@
         meta.features = false;
         showNoFeatures("This model has no feature maps to show.");
       }
-      if (!answer.input && teach && !drawing && gen === generation) {
-        // the server frames its own copy: the page frames one too, to show and shift it
-        try {
-          answer.input = await runtime.inputOf(input);
-        } catch (_) {
-          answer.input = null; // the shift panel says why below
+      if (!current()) return;
+      showAnswer(answer);
+      setStatus("");
+      if (end !== null && !drawing) {
+        const record = { answer: null, frame: null, all: null };
+        requestAnimationFrame(() => (record.frame = performance.now() - end));
+        stroke = record;
+      }
+      const staged = Boolean(teach && !drawing && teach.slow());
+      const step = async () => {
+        if (!staged) return current();
+        if (stroke && stroke.answer === null) stroke.answer = performance.now() - end;
+        await nextTask();
+        return current();
+      };
+      if (layersView) {
+        if (!(await step())) return;
+        drawLayers(answer);
+      }
+      // The shift panel runs 49 inputs per model: once the stroke is over, not mid-stroke.
+      if (!teach || drawing) return;
+      try {
+        if (!answer.input) {
+          // the server frames its own copy: the page frames one too, to show and shift it
+          if (!(await step())) return;
+          answer.input = await runtime.inputOf(input); // throws: says why
         }
-      }
-      if (gen === generation) {
-        showAnswer(answer);
-        setStatus("");
-      }
-      // The shift panel runs 49 inputs per model: once the stroke is over, not mid-stroke
-      // (for a ResNet that batch takes a tenth of a second, which drawing should not wait on).
-      if (teach && gen === generation && !drawing) {
-        try {
-          const pixels = answer.input || (await runtime.inputOf(input)); // throws: says why
-          if (gen === generation) await teach.update(pixels);
-          if (gen === generation && playground) playground.update(pixels);
-        } catch (err) {
-          if (gen === generation) {
-            teach.clear();
-            setStatus(`The shift panel could not run the models: ${err.message}`, true);
-          }
+        if (playground) {
+          if (!(await step())) return;
+          playground.update(answer.input);
+        }
+        await teach.update(answer.input, step);
+      } catch (err) {
+        if (current()) {
+          teach.clear();
+          setStatus(`The shift panel could not run the models: ${err.message}`, true);
         }
       }
     } catch (err) {
-      if (gen === generation) {
+      if (current()) {
         const prefix = err instanceof RefusedError ? runtime.refused : runtime.failed;
         setStatus(`${prefix}: ${err.message}`, true);
         if (input.file) hidePhoto();
@@ -349,8 +384,14 @@
       if (next) {
         send(next, generation);
       } else {
-        if (strokeEnd !== null && gen === generation) {
-          timings.push(performance.now() - strokeEnd);
+        if (strokeEnd !== null && current() && !drawing) {
+          const all = performance.now() - strokeEnd;
+          timings.push(all);
+          // drawn in one task, the answer reaches the screen with everything else
+          const record = stroke || { answer: null, frame: null };
+          if (record.answer === null) record.answer = all;
+          record.all = all; // its frame may come later: the callback fills this record
+          strokes.push(record);
           strokeEnd = null;
         }
         setBusy();
@@ -552,7 +593,6 @@
       bar.querySelector(".bar-fill").style.width = `${(100 * q).toFixed(2)}%`;
       bar.querySelector(".bar-value").textContent = `${(100 * q).toFixed(1)} %`;
     });
-    if (layersView) drawLayers(answer);
   }
 
   function decodeBase64(text) {
@@ -566,7 +606,7 @@
     const maps = Array.isArray(answer.maps) ? answer.maps : [];
     for (const m of maps) {
       const [c, h, w] = m.shape;
-      m.bytes = m.bytes || decodeBase64(m.data);
+      if (!m.bytes) m.bytes = decodeBase64(m.data);
       if (m.bytes.length !== c * h * w) {
         setStatus(`Feature map ${m.label}: ${m.bytes.length} bytes for shape ${c}×${h}×${w}`, true);
         return;

@@ -55,15 +55,22 @@
   // A feature map's layer: its label starts with the module's name ("features.0 + ReLU").
   const mapName = (label) => String(label).split(" ")[0];
 
+  // One ImageData per tile size, shared by every tile drawn (putImageData copies it): a layer
+  // of 48 tiles after every stroke allocates nothing.
+  const pictures = new Map();
+
   function greys(ctx, w, h, values, lo, hi) {
-    const img = ctx.createImageData(w, h);
+    const key = `${w}x${h}`;
+    if (!pictures.has(key)) pictures.set(key, ctx.createImageData(w, h));
+    const img = pictures.get(key);
+    const px = img.data;
     const span = hi > lo ? hi - lo : 1;
     for (let j = 0; j < w * h; j++) {
       const v = Math.round(((values[j] - lo) / span) * 255);
-      img.data[4 * j] = v;
-      img.data[4 * j + 1] = v;
-      img.data[4 * j + 2] = v;
-      img.data[4 * j + 3] = 255;
+      px[4 * j] = v;
+      px[4 * j + 1] = v;
+      px[4 * j + 2] = v;
+      px[4 * j + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);
   }
@@ -105,6 +112,7 @@
     root.replaceChildren();
     const tilesOf = new Map(); // feature map label -> {group, tiles}
     let inputCanvas = null; // the input, enlarged 4x, with a receptive field drawn on it
+    let smallInput = null;
     let inspector = null;
     let blockList = [];
     let inspected = null; // what inspect() last found
@@ -378,9 +386,11 @@
       if (!inputCanvas) return;
       const ctx = inputCanvas.getContext("2d");
       const [h, w] = inputHW();
-      const small = new OffscreenCanvas(w, h);
+      if (!smallInput) smallInput = new OffscreenCanvas(w, h); // the input at its own size
+      const small = smallInput;
       const sctx = small.getContext("2d");
       if (last && last.input) greys(sctx, w, h, last.input, 0, 255);
+      else sctx.clearRect(0, 0, w, h);
       ctx.imageSmoothingEnabled = false;
       ctx.fillStyle = "#000";
       ctx.fillRect(0, 0, inputCanvas.width, inputCanvas.height);

@@ -90,10 +90,12 @@
   }
 
   function paint(canvas, m, diverging) {
-    canvas.width = m.w;
-    canvas.height = m.h;
+    // resizing a canvas clears and reallocates it: only where the shape changes
+    if (canvas.width !== m.w) canvas.width = m.w;
+    if (canvas.height !== m.h) canvas.height = m.h;
     const ctx = canvas.getContext("2d");
     const img = ctx.createImageData(m.w, m.h);
+    const px = img.data;
     let lo = Infinity;
     let hi = -Infinity;
     for (const v of m.values) {
@@ -103,21 +105,19 @@
     const top = Math.max(Math.abs(lo), Math.abs(hi));
     for (let j = 0; j < m.w * m.h; j++) {
       const v = m.values[j];
-      let r;
-      let g;
-      let b;
       if (diverging) {
         const t = top > 0 ? v / top : 0;
         const off = Math.round(255 * (1 - Math.abs(t)));
-        [r, g, b] = [t > 0 ? 255 : off, off, t < 0 ? 255 : off];
+        px[4 * j] = t > 0 ? 255 : off;
+        px[4 * j + 1] = off;
+        px[4 * j + 2] = t < 0 ? 255 : off;
       } else {
         const q = hi > lo ? Math.round(((v - lo) / (hi - lo)) * 255) : 0;
-        [r, g, b] = [q, q, q];
+        px[4 * j] = q;
+        px[4 * j + 1] = q;
+        px[4 * j + 2] = q;
       }
-      img.data[4 * j] = r;
-      img.data[4 * j + 1] = g;
-      img.data[4 * j + 2] = b;
-      img.data[4 * j + 3] = 255;
+      px[4 * j + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);
   }

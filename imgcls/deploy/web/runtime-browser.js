@@ -201,7 +201,9 @@
 
     async function classify(input, wantFeatures) {
       const pixels = await inputOf(input);
-      const x = new ort.Tensor("float32", Float32Array.from(pixels, (v) => v / 255), [1, 1, height, width]);
+      const floats = new Float32Array(pixels.length);
+      for (let i = 0; i < pixels.length; i++) floats[i] = UNIT[pixels[i]];
+      const x = new ort.Tensor("float32", floats, [1, 1, height, width]);
       const session = wantFeatures && features ? features : model;
       const out = await session.run({ [session.inputNames[0]]: x });
       const probs = Array.from(out[session.outputNames[1]].data);
@@ -215,7 +217,11 @@
           const [c, h, w] = t.dims.slice(1);
           const layer = layers[i] || { label: name, kind: "conv" };
           const values = new Float32Array(t.data); // raw, for the other grey scales and dense units
-          return { label: layer.label, kind: layer.kind, shape: [c, h, w], bytes: mapBytes(values, c, h, w), values };
+          const map = { label: layer.label, kind: layer.kind, shape: [c, h, w], values };
+          // scaled to bytes when the maps are drawn, after the answer is on the page
+          let bytes = null;
+          Object.defineProperty(map, "bytes", { enumerable: true, get: () => (bytes = bytes || mapBytes(values, c, h, w)) });
+          return map;
         });
       }
       answer.input = pixels;

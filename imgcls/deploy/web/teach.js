@@ -12,6 +12,9 @@
 (() => {
   const R = 3; // shifts from -R to +R pixels
   const SIDE = 2 * R + 1;
+  // A model's batch of 49 is run in rows of the grid where it would take longer than this (ms):
+  // about half a frame at 60 Hz.
+  const ROWS_MS = 8;
 
   // Lecture 002 (J. Calder, Math 5467; imgcls/insight/lectures.py): MNIST test accuracy, in %,
   // of digits shifted by 0, 1, 2, 3 px.
@@ -160,13 +163,14 @@
       const figures = el("p", "shift-figures muted", exportLine(m.meta.shift));
       col.append(title, answer, bars, gridTitle, grid, figures);
       cols.append(col);
-      return { m, col, answer, barEls, cells };
+      return { m, col, answer, barEls, cells, msPerInput: null }; // msPerInput: its last batch, per input
     });
     const lecture = el("p", "shift-lecture muted", lectureLine());
     root.append(top, cols, lecture);
 
+    const img = vctx.createImageData(size, size); // reused: one picture of size x size
+
     function drawView() {
-      const img = vctx.createImageData(size, size);
       const x = batch ? batch.subarray(cell(dx, dy) * size * size, (cell(dx, dy) + 1) * size * size) : null;
       for (let j = 0; j < size * size; j++) {
         const v = x ? x[j] : 0;
@@ -220,19 +224,43 @@
       drawModels();
     }
 
-    // A new framed input: its 49 shifts, run through every model (one batch each).
-    async function update(pixels) {
+    // A new framed input: its 49 shifts, run through every model (one batch each, or rows of
+    // the grid for a model whose batch would take most of a frame: each a task of its own, so
+    // the pad keeps drawing and a new stroke is not kept waiting). `goOn` is awaited before
+    // each run: the page yields to the browser there and says whether the input is still the
+    // newest; if not, the panel keeps what it shows and update answers false.
+    async function update(pixels, goOn = async () => true) {
       const n = SIDE * SIDE;
-      const b = new Uint8Array(n * size * size);
+      const one = size * size;
+      const b = new Uint8Array(n * one);
       for (let r = -R; r <= R; r++) {
-        for (let c = -R; c <= R; c++) translate(pixels, size, c, r, b.subarray(cell(c, r) * size * size, (cell(c, r) + 1) * size * size));
+        for (let c = -R; c <= R; c++) translate(pixels, size, c, r, b.subarray(cell(c, r) * one, (cell(c, r) + 1) * one));
       }
+      const views = new Map(); // one view per slice of the batch, shared by the models
+      const slice = (row, rows) => {
+        const key = `${row}:${rows}`;
+        if (!views.has(key)) views.set(key, b.subarray(row * SIDE * one, (row + rows) * SIDE * one));
+        return views.get(key);
+      };
       const out = [];
-      for (const part of parts) out.push(await run(part.m.role, b, n));
+      for (const part of parts) {
+        const rows = part.msPerInput ? Math.max(1, Math.min(SIDE, Math.floor(ROWS_MS / (part.msPerInput * SIDE)))) : SIDE;
+        const probs = [];
+        for (let row = 0; row < SIDE; row += rows) {
+          if (!(await goOn())) return false;
+          const k = Math.min(rows, SIDE - row);
+          const t0 = performance.now();
+          const got = await run(part.m.role, slice(row, k), k * SIDE);
+          part.msPerInput = (performance.now() - t0) / (k * SIDE);
+          for (const p of got) probs.push(p);
+        }
+        out.push(probs);
+      }
       input = Uint8Array.from(pixels);
       batch = b;
       grids = out;
       setShift(dx, dy);
+      return true;
     }
 
     function clear() {
@@ -245,6 +273,9 @@
     setShift(0, 0);
     return {
       update,
+      // whether the 49-input batches took longer than ROWS_MS together last time (or have not
+      // run yet): the page then paints its answer before it runs them
+      slow: () => parts.reduce((t, p) => t + (p.msPerInput === null ? Infinity : p.msPerInput * SIDE * SIDE), 0) > ROWS_MS,
       clear,
       setShift,
       shift: () => ({ dx, dy }),
