@@ -35,4 +35,7 @@ def test_page_speed_quick(
     (row,) = json.loads(out.read_text())
     assert row["strokes"] == 6 and row["read_right"] == 6  # the trained model reads 1, 7, 0
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["max_ms"] < 1000
+    # each stroke's answer is drawn no later than its last panel, and reaches a frame after
+    assert 0 < row["answer_p50_ms"] <= row["p50_ms"] and row["answer_p95_ms"] <= row["p95_ms"]
+    assert row["answer_p50_ms"] <= row["frame_p50_ms"] < 1000
     assert 10 < row["site_mib"] < 20

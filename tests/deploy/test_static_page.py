@@ -386,7 +386,7 @@ def test_static_page_reads_strokes_and_shows_every_feature_map(
         )
         timings = pg.evaluate("window.imgclsPage.timings")
         assert len(timings) >= 3
-        print(f"\nstroke end to answer and maps drawn: {[round(t, 1) for t in timings]} ms")
+        print(f"\nstroke end to every panel drawn: {[round(t, 1) for t in timings]} ms")
         pg.screenshot(path=str(tmp_path / "static-page.png"), full_page=True)
 
 

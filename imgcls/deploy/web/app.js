@@ -314,12 +314,13 @@
     });
   }
 
-  // The answer first, then the panels. Where the shift panel's batches take more than half a
-  // frame (a ResNet's: tens of ms), the page lets the browser paint the answer before it goes
-  // on, and runs each panel and each row of the batch in a task of its own, so the pad keeps
-  // drawing and a newer input (a new stroke, Clear) drops whatever of this one is left. Where
-  // they are quick (LeNet-5 and an MLP: a few ms), everything is drawn in one task and reaches
-  // the screen in the same frame: a task boundary would only add a paint.
+  // The answer first, then the panels. Where the shift panel's batches take more than a frame
+  // (a ResNet's: tens of ms), the page lets the browser paint the answer before it goes on, and
+  // checks between the models' batches (and between the parts of a batch longer than 50 ms)
+  // that no newer input (a new stroke, Clear) has come: if one has, the rest is dropped.
+  // Where they are quick (LeNet-5 and an MLP: a few ms), everything is drawn in one task and
+  // reaches the screen in the same frame: each pause costs a paint, and on a busy machine the
+  // wait for the CPU too.
   async function send(input, gen) {
     inFlight = true;
     setBusy();
@@ -348,22 +349,15 @@
         await nextTask();
         return current();
       };
-      if (layersView) {
-        if (!(await step())) return;
-        drawLayers(answer);
-      }
+      if (!(await step())) return;
+      if (layersView) drawLayers(answer);
       // The shift panel runs 49 inputs per model: once the stroke is over, not mid-stroke.
       if (!teach || drawing) return;
       try {
-        if (!answer.input) {
-          // the server frames its own copy: the page frames one too, to show and shift it
-          if (!(await step())) return;
-          answer.input = await runtime.inputOf(input); // throws: says why
-        }
-        if (playground) {
-          if (!(await step())) return;
-          playground.update(answer.input);
-        }
+        // the server frames its own copy: the page frames one too, to show and shift it
+        if (!answer.input) answer.input = await runtime.inputOf(input); // throws: says why
+        if (!current()) return;
+        if (playground) playground.update(answer.input);
         await teach.update(answer.input, step);
       } catch (err) {
         if (current()) {

@@ -12,9 +12,14 @@
 (() => {
   const R = 3; // shifts from -R to +R pixels
   const SIDE = 2 * R + 1;
-  // A model's batch of 49 is run in rows of the grid where it would take longer than this (ms):
-  // about half a frame at 60 Hz.
-  const ROWS_MS = 8;
+  // Where the 49-input batches take longer than a frame at 60 Hz together (ms), the page paints
+  // its answer before it runs them.
+  const SLOW_MS = 16;
+  // A model's batch is run a few rows of the grid at a time where it would take longer than
+  // this (ms), so a new stroke waits no longer than that. Each pause costs a paint, and on a
+  // busy machine the wait for the CPU too: a ResNet's 40 ms batch in rows of 7 took 15 ms more
+  // than in one piece under load 6.
+  const ROWS_MS = 50;
 
   // Lecture 002 (J. Calder, Math 5467; imgcls/insight/lectures.py): MNIST test accuracy, in %,
   // of digits shifted by 0, 1, 2, 3 px.
@@ -224,11 +229,10 @@
       drawModels();
     }
 
-    // A new framed input: its 49 shifts, run through every model (one batch each, or rows of
-    // the grid for a model whose batch would take most of a frame: each a task of its own, so
-    // the pad keeps drawing and a new stroke is not kept waiting). `goOn` is awaited before
-    // each run: the page yields to the browser there and says whether the input is still the
-    // newest; if not, the panel keeps what it shows and update answers false.
+    // A new framed input: its 49 shifts, run through every model (one batch each, or a few
+    // rows of the grid at a time for a model whose batch takes longer than ROWS_MS). `goOn` is
+    // awaited between runs: the page may yield to the browser there, and says whether the
+    // input is still the newest; if not, the panel keeps what it shows and update answers false.
     async function update(pixels, goOn = async () => true) {
       const n = SIDE * SIDE;
       const one = size * size;
@@ -247,7 +251,7 @@
         const rows = part.msPerInput ? Math.max(1, Math.min(SIDE, Math.floor(ROWS_MS / (part.msPerInput * SIDE)))) : SIDE;
         const probs = [];
         for (let row = 0; row < SIDE; row += rows) {
-          if (!(await goOn())) return false;
+          if (out.length + row > 0 && !(await goOn())) return false;
           const k = Math.min(rows, SIDE - row);
           const t0 = performance.now();
           const got = await run(part.m.role, slice(row, k), k * SIDE);
@@ -273,9 +277,9 @@
     setShift(0, 0);
     return {
       update,
-      // whether the 49-input batches took longer than ROWS_MS together last time (or have not
+      // whether the 49-input batches took longer than SLOW_MS together last time (or have not
       // run yet): the page then paints its answer before it runs them
-      slow: () => parts.reduce((t, p) => t + (p.msPerInput === null ? Infinity : p.msPerInput * SIDE * SIDE), 0) > ROWS_MS,
+      slow: () => parts.reduce((t, p) => t + (p.msPerInput === null ? Infinity : p.msPerInput * SIDE * SIDE), 0) > SLOW_MS,
       clear,
       setShift,
       shift: () => ({ dx, dy }),
