@@ -18,7 +18,11 @@ records three times per stroke (``window.imgclsPage.strokes``):
   (it waits for the display's next frame, up to 16.7 ms at 60 Hz, whatever the page does);
 - all panels: the feature maps and dense units, the kernel playground and the shift panel
   (the input's 49 shifts run through the model, and through the compare model, ``--compare``,
-  one batch each, or a row of 7 at a time for a model slower than that) drawn too.
+  one batch each; a batch over 50 ms a few rows of the grid at a time) drawn too.
+
+Where the shift panel's batches take more than a frame, the page yields after the answer (the
+browser paints it) before it draws the rest; where they are quick, everything is one task and
+the answer time is the time to every panel (docs/teaching.md).
 
 Without ``--model``, LeNet-5, LeNet-5 with an MLP-32 beside it (``--compare``) and the ResNet
 of configs/model/resnet.yaml are exported with random weights (speed does not depend on them;
