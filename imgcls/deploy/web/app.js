@@ -335,7 +335,7 @@
         showNoFeatures("This model has no feature maps to show.");
       }
       if (!current()) return;
-      showAnswer(answer);
+      showAnswer(answer, { layers: false });
       setStatus("");
       if (end !== null && !drawing) {
         const record = { answer: null, frame: null, all: null };
@@ -571,7 +571,9 @@
   }
 
   // ---------------------------------------------------------------------------- answers
-  function showAnswer(answer) {
+  // The class and its bars, and the layer panel unless `layers` is false (a stroke's answer
+  // draws it after the bars: send()).
+  function showAnswer(answer, { layers = true } = {}) {
     const names = classNames();
     const probs = answer.probabilities || [];
     predictionEl.dataset.label = String(answer.label);
@@ -587,6 +589,7 @@
       bar.querySelector(".bar-fill").style.width = `${(100 * q).toFixed(2)}%`;
       bar.querySelector(".bar-value").textContent = `${(100 * q).toFixed(1)} %`;
     });
+    if (layers && layersView) drawLayers(answer);
   }
 
   function decodeBase64(text) {
