@@ -10,7 +10,9 @@ here in PyTorch, member by member, on real test images.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +26,7 @@ from imgcls.errors import ConfigError
 from imgcls.export import export_ensemble
 from imgcls.export.ensemble import EnsembleNet, check_tta
 from imgcls.training.checkpoint_io import load_classifier
+from tests.deploy.test_static_page import Visit
 from tests.helpers.training import make_checkpoint
 
 real_data = pytest.mark.real_data
@@ -203,3 +206,52 @@ def test_combine_is_the_log_of_the_mean() -> None:
     assert torch.isfinite(EnsembleNet.combine(lp)).all()
     with pytest.raises(ConfigError, match="unknown"):
         check_tta(["vflip"], "fashion_mnist")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    from tests.deploy.test_page import CHROMIUM_ARGS, INSTALL, find_chromium
+    from tests.helpers import require_system
+
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None
+    require_system(sync_api is not None and find_chromium() is not None, "Chromium", INSTALL)
+    assert sync_api is not None
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_of_an_ensemble(
+    chromium: Any, ensemble: Path, members: list[Path], tmp_path: Path
+) -> None:
+    """The static page of an ensemble: the averaged answer, and member 0's layers, whose
+    dense units are member 0's own (its head gives its logits, not the ensemble's)."""
+    from imgcls.deploy import site
+    from tests.deploy.test_page import DIGITS, draw, wait_for_prediction
+
+    out = tmp_path / "site"
+    site.build_site(ensemble / "model.onnx", out, log=quiet)
+    with Visit(chromium, out) as v:
+        pg = v.page
+        assert "ensemble of 3" in (pg.text_content("#title") or "")
+        draw(pg, DIGITS[7])
+        wait_for_prediction(pg)
+        x = torch.tensor(pg.evaluate("window.imgclsPage.input()"), dtype=torch.uint8)
+        x = x.reshape(1, 1, 28, 28)
+        answer = pg.evaluate("window.imgclsPage.answers()")[0]["probabilities"]
+        head = pg.evaluate("window.imgclsPage.units()")["members.0.head"]
+        assert "first of the 3 members of an ensemble" in (pg.text_content(".layer-note") or "")
+    _, probs = run_onnx(ensemble / "model.onnx", x)
+    assert np.abs(np.asarray(answer) - probs[0]).max() <= 1e-4
+    model = load_classifier(members[0])
+    with torch.inference_mode():
+        own = model.net(normalize(x, model.hparams.mean, model.hparams.std))[0].numpy()
+    assert np.abs(np.asarray(head) - own).max() <= 1e-3
