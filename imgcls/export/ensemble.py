@@ -11,7 +11,8 @@ Every member gets the same weight; every view of a member too.
 
 ``check_members`` refuses members that do not take the same images or answer in the same
 classes: the data set, the class names, the input shape, the normalisation (and, for a folder
-of images, its root and framing) must agree. Members may be different nets.
+of images, its root and framing) must agree. Members may be different nets; one file given
+twice is refused (it would weigh double).
 
 References: Lakshminarayanan et al. 2017, "Simple and scalable predictive uncertainty
 estimation using deep ensembles" (averaged probabilities).
@@ -138,8 +139,18 @@ def check_members(
     for a folder of images, its root or framing) from the first, in one line naming it.
 
     Raises:
-        ConfigError: the first difference found.
+        ConfigError: the first difference found, or a checkpoint given twice (it would
+            count twice in the average).
     """
+    seen: dict[str, str | os.PathLike[str]] = {}
+    for path in paths:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise ConfigError(
+                f"--ckpt {path}: the same checkpoint as --ckpt {seen[key]}; each member counts "
+                "once in the average: pass it once"
+            )
+        seen[key] = path
     first = _signature(models[0], ckpts[0])
     for path, model, ckpt in zip(paths[1:], models[1:], ckpts[1:], strict=True):
         sig = _signature(model, ckpt)

@@ -183,6 +183,7 @@ def test_members_must_share_data_and_classes(
     [
         (["--tta", "hflip"], "--tta hflip: not for mnist"),
         (["--ckpt", "{digits}", "--int8"], "--int8 is not offered for an ensemble"),
+        (["--ckpt", "{digits}"], "the same checkpoint as --ckpt"),
     ],
 )
 def test_refusals_in_one_line(
