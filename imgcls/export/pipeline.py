@@ -23,7 +23,9 @@ the modules of ``imgcls.export``, one concern each:
    carries the pid of the process that made it (``.<name>.<pid>.<random>.tmp``), so that the
    next export into the same parent removes the ones a killed export left behind.
 
-``imgcls.export.triton`` then turns an export folder into a Triton model repository.
+``export_ensemble`` runs the same steps for several checkpoints folded into one graph that
+averages their probabilities (``imgcls.export.ensemble``), gated on parity with the PyTorch
+ensemble. ``imgcls.export.triton`` then turns an export folder into a Triton model repository.
 
 References: timm ``utils/onnx.py`` (dynamic batch, checker, onnxruntime comparison);
 https://pytorch.org/docs/stable/onnx_dynamo.html.
