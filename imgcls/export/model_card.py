@@ -59,6 +59,16 @@ def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
     ]
     if p.get("note"):
         lines.append(f"- note: {p['note']}")
+    members = p.get("members")
+    if isinstance(members, list) and len(members) > 1:
+        lines.append(f"- an ensemble of {len(members)} trainings (wall time summed), each:")
+        for i, m in enumerate(members, 1):
+            mwall = m.get("train_wall_s")
+            took = f"{float(mwall) / 60:.1f} min" if isinstance(mwall, int | float) else "?"
+            lines.append(
+                f"  - RUN{i}: `{m.get('recipe', '?')}`, seed {m.get('seed', '?')}, "
+                f"commit `{str(m.get('commit', '?'))[:12]}`, {took}"
+            )
     return lines
 
 
