@@ -10,6 +10,8 @@
     out/model.features.onnx     its feature-map model, when the export has one
     out/compare.onnx            the model shown beside it (``compare``), when given
     out/weights.bin             the model's learned weights (float32), for the layer panel
+    out/epochs/N/...            with ``epochs`` (``imgcls page --epochs``): each snapshot's
+                                feature-map model and weights, for the epoch slider
     out/metadata.json           the export's metadata, no local paths, plus what the page needs
     out/.imgcls-site            marks the folder as a site imgcls built, and lists its files
 
@@ -32,6 +34,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,13 @@ from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
 from imgcls.deploy.metadata import without_local_paths
-from imgcls.deploy.teach import WEIGHTS_FILE, compare_metadata, shift_figures, weights_blob
+from imgcls.deploy.teach import (
+    WEIGHTS_FILE,
+    compare_metadata,
+    epoch_snapshots,
+    shift_figures,
+    weights_blob,
+)
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.staging import MARKER, holds_cwd, staged_folder
 from imgcls.utils import sha256_file
@@ -57,6 +66,7 @@ PAGE_FILES = (
     "teach.js",
     "layers.js",
     "playground.js",
+    "epochs.js",
     "style.css",
 )
 COMPARE_FILE = "compare.onnx"
@@ -195,11 +205,16 @@ def build_site(
     out: str | os.PathLike[str],
     *,
     compare: str | os.PathLike[str] | None = None,
+    epochs: Mapping[int, Path] | None = None,
+    curves: Mapping[str, Any] | None = None,
+    run_label: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Write the static site of ``model`` (an exported model.onnx) to ``out``.
 
     ``compare``: another export of the same data set, shown beside the model (the shift panel).
+    ``epochs``: a run's snapshots, exported (epoch -> export folder), for the epoch slider,
+    with the run's ``curves`` (``teach.run_curves``) and its name (``run_label``) beside them.
 
     Returns:
         A summary: the files written with their sizes, total bytes, whether it has feature
@@ -222,6 +237,10 @@ def build_site(
         compare = Path(compare)
         info["compare"] = compare_metadata(info, compare)
     weights, info["weights"] = weights_blob(model)
+    snapshot_files: dict[str, Path | bytes] = {}
+    if epochs:
+        snapshot_files, entries = epoch_snapshots(epochs)
+        info["epochs"] = {"run": run_label, "snapshots": entries, "curves": dict(curves or {})}
     blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
 
     def wrap(e: OSError) -> Exception:
@@ -252,6 +271,12 @@ def build_site(
             if compare is not None:
                 shutil.copyfile(compare, staged / COMPARE_FILE)
             (staged / WEIGHTS_FILE).write_bytes(weights)
+            for name, source in snapshot_files.items():
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(source, bytes):
+                    (staged / name).write_bytes(source)
+                else:
+                    shutil.copyfile(source, staged / name)
             (staged / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
             written = sorted(
                 p.relative_to(staged).as_posix()
@@ -271,6 +296,7 @@ def build_site(
         "bytes": sum(files.values()),
         "features": features is not None,
         "compare": info.get("compare", {}).get("net"),
+        "epochs": [e["epoch"] for e in info.get("epochs", {}).get("snapshots", [])],
         "model_id": info["model_id"],
         "kept": kept,
     }
