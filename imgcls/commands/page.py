@@ -100,7 +100,7 @@ def _epochs(spec: str, work: str, log: Callable[[str], None]) -> tuple[Path, dic
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.deploy.site import build_site
+    from imgcls.deploy.site import build_site, check_out
     from imgcls.deploy.zoo import resolve_model
 
     def log(m: str) -> None:
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="imgcls-epochs-") as work:
         extra: dict[str, Any] = {}
         if args.epochs is not None:
+            check_out(Path(args.out))  # before the exports, which take a while
             model, extra = _epochs(args.epochs, work, log)
         else:
             model = resolve_model(args.model)

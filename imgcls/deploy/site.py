@@ -54,7 +54,7 @@ from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.staging import MARKER, holds_cwd, staged_folder
 from imgcls.utils import sha256_file
 
-__all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
+__all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site", "check_out"]
 
 WEB_DIR = Path(__file__).with_name("web")
 FEATURES_FILE = "model.features.onnx"
@@ -85,7 +85,9 @@ LEGACY_FILES = frozenset(
 )
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` the site cannot replace (see ``build_site``), before anything is
+    written: callers that do slow work first (``imgcls page --epochs``) ask early."""
     real = Path(os.path.realpath(out))
     if real.is_symlink():  # realpath stops at a link that loops
         raise ConfigError(f"--out {out}: a symlink that loops; give a folder for the site")
@@ -229,7 +231,7 @@ def build_site(
         NpmError: onnxruntime-web could not be fetched or failed its sha256 check.
     """
     model, out = Path(model), Path(out)
-    _check_out(out)
+    check_out(out)
     ours = _previous_files(out) if (out / SITE_MARKER).is_file() else frozenset()
     features = _features_beside(model, log)
     info = _public_metadata(model, features)

@@ -234,7 +234,7 @@
         const fig = el("figure", "epochs-map-layer");
         const [c, h, w] = m.shape;
         fig.append(el("figcaption", "", `${m.label} ${c}×${h}×${w}`));
-        const grid = el("div", "fmap-grid");
+        const grid = el("div", "epochs-map-grid");
         let lo = Infinity;
         let hi = -Infinity;
         for (const v of m.values) {
@@ -243,7 +243,7 @@
         }
         // one grey scale per layer: a channel that did not learn looks dark, not stretched
         for (let k = 0; k < c; k++) {
-          const t = tile(w, h, "fmap-tile epochs-tile");
+          const t = tile(w, h, "epochs-tile");
           t.dataset.layer = m.label;
           t.dataset.channel = String(k);
           greys(t, m.values.subarray(k * h * w, (k + 1) * h * w), lo, hi);
