@@ -139,6 +139,10 @@ class Snapshots(L.Callback):
     own ``save_checkpoint``, so every command that reads a checkpoint reads it. A file already
     there is kept: a resumed run does not rewrite the snapshots it saved before (the weights
     "after N epochs" of a resume are the same ones). Off (no epochs) by default.
+
+    Args:
+        epochs: keep the weights after these many epochs (0: before training, -1: the last),
+            in <run>/snapshots/epoch=N.ckpt, e.g. [0, 1, 2, 5, -1]; none by default.
     """
 
     def __init__(self, epochs: list[int] | None = None) -> None:
