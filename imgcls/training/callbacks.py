@@ -171,8 +171,9 @@ class Snapshots(L.Callback):
         path = snapshot_of(self._dir, epoch)
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-        # every rank calls it (a barrier inside); rank 0 writes
-        if not path.is_file():
+        # every rank must call save_checkpoint (a barrier inside) or none: rank 0's view of
+        # the file decides, since a slower rank could see the file rank 0 has just written
+        if not trainer.strategy.broadcast(path.is_file()):
             trainer.save_checkpoint(path, weights_only=True)
             self.saved.append(path)
 
