@@ -107,7 +107,8 @@ def tests(session: nox.Session) -> None:
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", env=env)
     _ensure_debian(session, "chromium", "wrk", "postgresql")
-    _run(session, "python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
+    # The slowest tests are listed at the end so that a suite growing past its time shows where.
+    _run(session, "python", "-m", "pytest", *(session.posargs or ["-q", "--durations=25"]), env=env)
 
 
 @nox.session

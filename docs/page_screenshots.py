@@ -9,6 +9,12 @@ writes docs/page-shift.png (the shift panel), docs/page-kernels.png (the kernel 
 docs/page-layers.png (every layer, the unit of ``--hover`` in its inspector), each an element
 screenshot of its section, 1100 px wide viewport; ``--prefix page-mlp --panels layers --hover
 features.1,5,0,0`` with an MLP as ``--model`` writes docs/page-mlp-layers.png.
+
+    python docs/page_screenshots.py --epochs runs/mnist-lenet5/version_0 --panels epochs \
+        --epoch 1 --digit 4
+
+builds the site with ``imgcls page --epochs`` (the run's snapshots exported, its last one the
+page's model) and writes docs/page-epochs.png, the slider at ``--epoch``.
 """
 
 from __future__ import annotations
@@ -21,12 +27,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PANELS = {"shift": "#shift-panel", "kernels": "#kernel-panel", "layers": "section.features"}
+PANELS = {
+    "shift": "#shift-panel",
+    "kernels": "#kernel-panel",
+    "layers": "section.features",
+    "epochs": "#epochs-panel",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=None, help="an export's model.onnx (or --epochs)")
+    p.add_argument("--epochs", default=None, help="a run that kept snapshots, as imgcls page")
+    p.add_argument("--epoch", type=int, default=None, help="the epoch the slider shows")
     p.add_argument("--compare", default=None)
     p.add_argument("--digit", type=int, default=4)
     p.add_argument("--shift", default="2,0", help="dx,dy shown in the shift panel")
@@ -41,17 +54,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args(argv)
+    if (args.model is None) == (args.epochs is None):
+        p.error("give --model or --epochs")
     dx, dy = (int(v) for v in args.shift.split(","))
 
     from playwright.sync_api import sync_playwright
 
     from benchmarks.page_speed import CHROMIUM_ARGS, static_server
+    from imgcls.__main__ import main as imgcls
     from imgcls.deploy.site import build_site
     from tests.deploy.test_page import DIGITS, draw, wait_for_prediction
 
     with tempfile.TemporaryDirectory(prefix="imgcls-shots-") as tmp:
         site = Path(tmp) / "site"
-        build_site(args.model, site, compare=args.compare, log=lambda _: None)
+        if args.epochs is not None:
+            page = ["page", "--epochs", args.epochs, "--out", str(site)]
+            if imgcls(page + (["--compare", args.compare] if args.compare else [])) != 0:
+                return 1
+        else:
+            build_site(args.model, site, compare=args.compare, log=lambda _: None)
         with static_server(site) as url, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             pg = browser.new_page(viewport={"width": 1100, "height": 1100})
@@ -63,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             pg.select_option("#play-kernel", args.kernel)
             name, *where = args.hover.split(",")
             pg.evaluate(f"window.imgclsPage.inspect('{name}', {', '.join(where)})")
+            if args.epoch is not None and not pg.evaluate(
+                f"window.imgclsPage.setEpoch({args.epoch})"
+            ):
+                p.error(f"--epoch {args.epoch}: the run kept no snapshot after that epoch")
             for panel in args.panels.split(","):
                 target = Path(args.out) / f"{args.prefix}-{panel}.png"
                 pg.locator(PANELS[panel]).screenshot(path=str(target))

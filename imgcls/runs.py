@@ -3,7 +3,8 @@
 A run is ``<root>/<experiment>/version_N/`` (root ``runs`` unless
 ``--trainer.default_root_dir`` says otherwise; experiment ``<dataset>-<net>``, e.g.
 ``mnist-lenet5`` or ``mnist-mlp-32``) holding ``config.yaml``, ``metrics.csv`` and
-``checkpoints/best.ckpt`` + ``checkpoints/last.ckpt``; evaluations of a run are logged inside
+``checkpoints/best.ckpt`` + ``checkpoints/last.ckpt`` (and ``snapshots/epoch=N.ckpt``, the
+weights after N epochs, where the fit kept them); evaluations of a run are logged inside
 it (``<run>/test/version_K``). A new run never reuses a folder.
 
 Every command that takes a checkpoint understands the same spellings
@@ -37,11 +38,15 @@ __all__ = [
     "resolve_checkpoint",
     "run_of",
     "runs",
+    "snapshot_of",
+    "snapshots",
 ]
 
 RUNS_DIR = "runs"
 CHECKPOINTS = "checkpoints"
+SNAPSHOTS = "snapshots"
 _VERSION = re.compile(r"version_(\d+)")
+_SNAPSHOT = re.compile(r"epoch=(\d+)\.ckpt")
 
 
 def net_label(net: str, net_args: Mapping[str, Any] | None = None) -> str:
@@ -70,6 +75,23 @@ def runs(experiment_dir: str | os.PathLike[str]) -> list[Path]:
 def checkpoint_of(run: str | os.PathLike[str], which: str = "best") -> Path:
     """``<run>/checkpoints/<which>.ckpt`` (which may not exist)."""
     return Path(run) / CHECKPOINTS / f"{which}.ckpt"
+
+
+def snapshot_of(run: str | os.PathLike[str], epoch: int) -> Path:
+    """``<run>/snapshots/epoch=N.ckpt``: the weights after N epochs (0: before training)."""
+    return Path(run) / SNAPSHOTS / f"epoch={epoch}.ckpt"
+
+
+def snapshots(run: str | os.PathLike[str]) -> dict[int, Path]:
+    """The snapshots a run kept (``imgcls fit --snapshots.epochs``), by epoch, in order."""
+    found = {}
+    folder = Path(run) / SNAPSHOTS
+    if folder.is_dir():
+        for f in folder.iterdir():
+            m = _SNAPSHOT.fullmatch(f.name)
+            if m and f.is_file():
+                found[int(m.group(1))] = f
+    return dict(sorted(found.items()))
 
 
 def newest_run(experiment_dir: str | os.PathLike[str], which: str | None = "best") -> Path | None:

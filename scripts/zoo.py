@@ -2,12 +2,14 @@
 
     python scripts/zoo.py [NAME ...] [--runs runs/zoo] [--export_only]
 
-For each model, one at a time: ``imgcls fit`` of its recipe with its seed into
-``runs/zoo/<name>/`` (a run already there is resumed from its last checkpoint, a finished one
-is kept), then ``imgcls export`` of its best checkpoint (chosen on validation accuracy) into the
-package folder, through the export's gates, with ``provenance.json``: the recipe, the command,
-the seed, the commit and the training's wall time (summed over resumes). The figures it
-records (test accuracy on the official 10,000 test images, shifted images, sha256) are the
+A shipped model is one training run or an ensemble of several (``imgcls export`` with one
+``--ckpt`` per member, folded into one ONNX graph that averages their probabilities). For each
+member, one at a time: ``imgcls fit`` of its recipe with its seed into ``runs/zoo/<run>/`` (a
+run already there is resumed from its last checkpoint, a finished one is kept); then the
+members' best checkpoints (each chosen on validation accuracy) are exported into the package
+folder, through the export's gates, with ``provenance.json``: the recipes, the commands, the
+seeds, the commit and the trainings' wall time (summed over resumes and members). The figures
+it records (test accuracy on the official 10,000 test images, shifted images, sha256) are the
 export's own; ``tests/deploy/test_zoo.py`` checks the shipped files against them.
 """
 
@@ -20,17 +22,29 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_DIR = ROOT / "imgcls" / "zoo"
 
-# name -> (recipe under configs/, seed): the recipes hold every other choice.
-MODELS: dict[str, tuple[str, int]] = {
-    "mnist": ("recipes/mnist_small.yaml", 42),
-    "fashion_mnist": ("recipes/fashion_resnet_short.yaml", 42),
-    "mnist_mlp": ("model/mlp128.yaml", 42),
-    "mnist_best": ("recipes/mnist_best.yaml", 42),
+
+@dataclass(frozen=True)
+class Member:
+    """One training run: its folder under ``--runs``, its recipe under configs/ (which holds
+    every other choice) and its seed."""
+
+    run: str
+    recipe: str
+    seed: int
+
+
+# name -> its members: one run, or several folded into one ensemble graph.
+MODELS: dict[str, tuple[Member, ...]] = {
+    "mnist": (Member("mnist", "recipes/mnist_small.yaml", 42),),
+    "fashion_mnist": (Member("fashion_mnist", "recipes/fashion_resnet_short.yaml", 42),),
+    "mnist_mlp": (Member("mnist_mlp", "model/mlp128.yaml", 42),),
+    "mnist_best": (Member("mnist_best", "recipes/mnist_best.yaml", 42),),
 }
 RECORD = "zoo-train.json"  # in runs/zoo/<name>/: wall time, commit, whether the fit finished
 
@@ -65,9 +79,9 @@ def _read(path: Path) -> dict[str, object]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def train(name: str, runs: Path) -> Path:
-    """Fit ``name``'s recipe into ``runs/<name>`` (resuming a started run); its run folder."""
-    recipe, seed = MODELS[name]
+def train(member: Member, runs: Path) -> Path:
+    """Fit ``member``'s recipe into ``runs/<run>`` (resuming a started run); its run folder."""
+    name, recipe, seed = member.run, member.recipe, member.seed
     root = runs / name
     root.mkdir(parents=True, exist_ok=True)
     record = _read(root / RECORD)
@@ -94,28 +108,46 @@ def train(name: str, runs: Path) -> Path:
     return run
 
 
-def export(name: str, run: Path, runs: Path) -> None:
-    """Export ``run``'s best checkpoint into the package's ``zoo/<name>/`` with provenance."""
-    from imgcls.export.pipeline import export_checkpoint
-
-    recipe, seed = MODELS[name]
-    record = _read(runs / name / RECORD)
-    provenance = {
-        "name": name,
-        "recipe": f"configs/{recipe}",
-        "seed": seed,
-        "command": " ".join(_fit_command(recipe, seed)),
-        "rebuild": f"nox -s zoo -- {name}",
+def _member_provenance(member: Member, runs: Path) -> dict[str, object]:
+    record = _read(runs / member.run / RECORD)
+    out: dict[str, object] = {
+        "recipe": f"configs/{member.recipe}",
+        "seed": member.seed,
+        "command": " ".join(_fit_command(member.recipe, member.seed)),
         "commit": record.get("commit", "unknown"),
         "train_wall_s": round(float(str(record.get("train_wall_s") or 0)), 1),
         "trained_on": record.get("trained_on")
         or f"{os.cpu_count()} CPU cores ({platform.machine()}), shared with other work",
     }
     if record.get("note"):
-        provenance["note"] = record["note"]
-    ckpt = run / "checkpoints" / "best.ckpt"
-    print(f"[zoo] {name}: exporting {ckpt} to {ZOO_DIR / name}", flush=True)
-    export_checkpoint(ckpt, ZOO_DIR / name, provenance=provenance)
+        out["note"] = record["note"]
+    return out
+
+
+def export(name: str, members: list[tuple[Member, Path]], runs: Path) -> None:
+    """Export the members' best checkpoints into the package's ``zoo/<name>/`` with provenance:
+    one member through ``export_checkpoint``, several as one ensemble graph."""
+    from imgcls.export.pipeline import export_checkpoint, export_ensemble
+
+    ckpts = [run / "checkpoints" / "best.ckpt" for _, run in members]
+    each = [_member_provenance(m, runs) for m, _ in members]
+    first = each[0]
+    provenance: dict[str, object] = {"name": name, **first, "rebuild": f"nox -s zoo -- {name}"}
+    if len(members) > 1:
+        export_cmd = "imgcls export " + " ".join(
+            f"--ckpt RUN{i}/best.ckpt" for i in range(1, len(ckpts) + 1)
+        )
+        provenance["command"] = "; ".join(
+            [*(f"RUN{i}: {p['command']}" for i, p in enumerate(each, 1)), export_cmd]
+        )
+        provenance["train_wall_s"] = round(sum(float(str(p["train_wall_s"])) for p in each), 1)
+        provenance["members"] = each
+        provenance.pop("note", None)
+    print(f"[zoo] {name}: exporting {', '.join(map(str, ckpts))} to {ZOO_DIR / name}", flush=True)
+    if len(ckpts) == 1:
+        export_checkpoint(ckpts[0], ZOO_DIR / name, provenance=provenance)
+    else:
+        export_ensemble(ckpts, ZOO_DIR / name, provenance=provenance)
 
 
 def main() -> int:
@@ -128,13 +160,17 @@ def main() -> int:
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     for name in args.names or list(MODELS):
-        if args.export_only:
-            run = _run_dir(args.runs / name)
-            if run is None or not _read(args.runs / name / RECORD).get("finished"):
-                sys.exit(f"[zoo] {name}: no finished run in {args.runs / name}; train it first")
-        else:
-            run = train(name, args.runs)
-        export(name, run, args.runs)
+        members: list[tuple[Member, Path]] = []
+        for member in MODELS[name]:
+            if args.export_only:
+                root = args.runs / member.run
+                run = _run_dir(root)
+                if run is None or not _read(root / RECORD).get("finished"):
+                    sys.exit(f"[zoo] {name}: no finished run in {root}; train it first")
+            else:
+                run = train(member, args.runs)
+            members.append((member, run))
+        export(name, members, args.runs)
     return 0
 
 

@@ -62,7 +62,9 @@ def real_fashion_root(real_data_root: Path) -> Path:
 def trained_run(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LeNet-5 run trained on 6,000 real MNIST images for 2 epochs: its run directory.
 
-    Reaches about 95 % test accuracy; export and insight tests start from its checkpoints.
+    Reaches about 95 % test accuracy; export and insight tests start from its checkpoints. It
+    keeps its weights before training and after each epoch (``snapshots/epoch=0|1|2.ckpt``),
+    for the tests of ``imgcls page --epochs``.
     """
     work = tmp_path_factory.mktemp("trained")
     run_imgcls(
@@ -80,6 +82,8 @@ def trained_run(real_data_root: Path, tmp_path_factory: pytest.TempPathFactory) 
         "0.002",
         "--data.init_args.val_size",
         "1000",
+        "--snapshots.epochs",
+        "[0, 1, -1]",
         cwd=work,
     )
     run = work / "runs" / "mnist-lenet5" / "version_0"

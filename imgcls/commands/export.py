@@ -17,17 +17,32 @@ from imgcls.commands.options import (
     checkpoint_from,
 )
 from imgcls.export import EXPORT_ROOT, OPSET
+from imgcls.export.ensemble import TTA
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     add_ckpt(
         src,
-        help=f"the checkpoint to export: {CKPT_HELP} (the checkpoint alone is enough, no YAML)",
+        action="append",
+        help=f"the checkpoint to export: {CKPT_HELP} (the checkpoint alone is enough, no YAML). "
+        "Given several times: one ensemble graph that averages the members' softmax "
+        "probabilities (same data set, classes, input size and normalisation; any nets)",
     )
     # --run_dir is the same option under its older name
-    src.add_argument("--run_dir", dest="ckpt", metavar="PATH", help=argparse.SUPPRESS)
+    src.add_argument(
+        "--run_dir", dest="ckpt", action="append", metavar="PATH", help=argparse.SUPPRESS
+    )
     add_which(p)
+    p.add_argument(
+        "--tta",
+        action="append",
+        choices=TTA,
+        default=None,
+        help="test-time augmentation inside the graph: hflip averages the probabilities of "
+        "the image and its mirror image (Fashion-MNIST; refused for MNIST); makes the export "
+        "an ensemble graph even with one --ckpt",
+    )
     add_out(
         p,
         None,
@@ -170,7 +185,8 @@ def add_triton_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcls.export import export_checkpoint
+    from imgcls.errors import ConfigError
+    from imgcls.export import export_checkpoint, export_ensemble
     from imgcls.export.pipeline import check_options as check_export_options
 
     # Numbers out of range are refused before the checkpoint is looked for or loaded.
@@ -189,21 +205,52 @@ def run(args: argparse.Namespace) -> int:
         check_options(
             args.triton, args.triton_name, args.triton_max_batch_size, args.triton_instances
         )
+    specs, tta = list(args.ckpt), list(dict.fromkeys(args.tta or ()))
+    ensemble = len(specs) > 1 or bool(tta)
+    if ensemble and args.int8:
+        raise ConfigError(
+            "--int8 is not offered for an ensemble: export it without --int8 (or each member "
+            "alone with --int8)"
+        )
+    if ensemble and args.mlflow is not None:
+        raise ConfigError(
+            "--mlflow logs into the run of one checkpoint, and an ensemble has several: export "
+            "it without --mlflow"
+        )
     uri = mlflow_uri(args.mlflow) if args.mlflow is not None else None
-    ckpt = checkpoint_from(args.ckpt, args.which)
-    result = export_checkpoint(
-        ckpt,
-        args.out,
-        fp16=args.fp16,
-        int8=args.int8,
-        calibration_images=args.calibration_images,
-        features=args.features,
-        opset=args.opset,
-        data_dir=args.data_dir,
-        parity_subset=args.parity_subset,
-        batch_size=args.batch_size,
-        log=lambda msg: print(f"[imgcls export] {msg}", file=sys.stderr, flush=True),
-    )
+    ckpts = [checkpoint_from(spec, args.which) for spec in specs]
+    ckpt = ckpts[0]
+
+    def log(msg: str) -> None:
+        print(f"[imgcls export] {msg}", file=sys.stderr, flush=True)
+
+    if ensemble:
+        result = export_ensemble(
+            ckpts,
+            args.out,
+            tta=tta,
+            fp16=args.fp16,
+            features=args.features,
+            opset=args.opset,
+            data_dir=args.data_dir,
+            parity_subset=args.parity_subset,
+            batch_size=args.batch_size,
+            log=log,
+        )
+    else:
+        result = export_checkpoint(
+            ckpt,
+            args.out,
+            fp16=args.fp16,
+            int8=args.int8,
+            calibration_images=args.calibration_images,
+            features=args.features,
+            opset=args.opset,
+            data_dir=args.data_dir,
+            parity_subset=args.parity_subset,
+            batch_size=args.batch_size,
+            log=log,
+        )
     fp32 = result.parity["fp32"]
     summary = {
         "out_dir": str(result.out_dir),
@@ -214,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
         "torch_accuracy": fp32["torch_accuracy"],
         "onnx_accuracy": fp32["onnx_accuracy"],
     }
+    if "members" in result.parity:
+        summary["members"] = result.parity["members"]
     if "fp16" in result.parity:
         summary["fp16_top1_agreement"] = result.parity["fp16"]["top1_agreement_with_fp32"]
     if "int8" in result.parity:
@@ -255,6 +304,12 @@ def run(args: argparse.Namespace) -> int:
         + (
             f"; feature maps: {summary['features_model']} ({len(features['outputs'])} maps)"
             if features is not None
+            else ""
+        )
+        + (
+            "; members alone (PyTorch): "
+            + ", ".join(f"{100 * m['torch_accuracy']:.2f} %" for m in summary["members"])
+            if "members" in summary
             else ""
         )
     )

@@ -10,6 +10,8 @@
     out/model.features.onnx     its feature-map model, when the export has one
     out/compare.onnx            the model shown beside it (``compare``), when given
     out/weights.bin             the model's learned weights (float32), for the layer panel
+    out/epochs/N/...            with ``epochs`` (``imgcls page --epochs``): each snapshot's
+                                feature-map model and weights, for the epoch slider
     out/metadata.json           the export's metadata, no local paths, plus what the page needs
     out/.imgcls-site            marks the folder as a site imgcls built, and lists its files
 
@@ -32,6 +34,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +43,18 @@ from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
 from imgcls.deploy.metadata import without_local_paths
-from imgcls.deploy.teach import WEIGHTS_FILE, compare_metadata, shift_figures, weights_blob
+from imgcls.deploy.teach import (
+    WEIGHTS_FILE,
+    compare_metadata,
+    epoch_snapshots,
+    shift_figures,
+    weights_blob,
+)
 from imgcls.errors import ConfigError, DiskFullError, ImgclsError
 from imgcls.staging import MARKER, holds_cwd, staged_folder
 from imgcls.utils import sha256_file
 
-__all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site"]
+__all__ = ["FEATURES_FILE", "SITE_MARKER", "WEB_DIR", "build_site", "check_out"]
 
 WEB_DIR = Path(__file__).with_name("web")
 FEATURES_FILE = "model.features.onnx"
@@ -57,6 +66,7 @@ PAGE_FILES = (
     "teach.js",
     "layers.js",
     "playground.js",
+    "epochs.js",
     "style.css",
 )
 COMPARE_FILE = "compare.onnx"
@@ -75,7 +85,9 @@ LEGACY_FILES = frozenset(
 )
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` the site cannot replace (see ``build_site``), before anything is
+    written: callers that do slow work first (``imgcls page --epochs``) ask early."""
     real = Path(os.path.realpath(out))
     if real.is_symlink():  # realpath stops at a link that loops
         raise ConfigError(f"--out {out}: a symlink that loops; give a folder for the site")
@@ -195,11 +207,16 @@ def build_site(
     out: str | os.PathLike[str],
     *,
     compare: str | os.PathLike[str] | None = None,
+    epochs: Mapping[int, Path] | None = None,
+    curves: Mapping[str, Any] | None = None,
+    run_label: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Write the static site of ``model`` (an exported model.onnx) to ``out``.
 
     ``compare``: another export of the same data set, shown beside the model (the shift panel).
+    ``epochs``: a run's snapshots, exported (epoch -> export folder), for the epoch slider,
+    with the run's ``curves`` (``teach.run_curves``) and its name (``run_label``) beside them.
 
     Returns:
         A summary: the files written with their sizes, total bytes, whether it has feature
@@ -214,7 +231,7 @@ def build_site(
         NpmError: onnxruntime-web could not be fetched or failed its sha256 check.
     """
     model, out = Path(model), Path(out)
-    _check_out(out)
+    check_out(out)
     ours = _previous_files(out) if (out / SITE_MARKER).is_file() else frozenset()
     features = _features_beside(model, log)
     info = _public_metadata(model, features)
@@ -222,6 +239,10 @@ def build_site(
         compare = Path(compare)
         info["compare"] = compare_metadata(info, compare)
     weights, info["weights"] = weights_blob(model)
+    snapshot_files: dict[str, Path | bytes] = {}
+    if epochs:
+        snapshot_files, entries = epoch_snapshots(epochs)
+        info["epochs"] = {"run": run_label, "snapshots": entries, "curves": dict(curves or {})}
     blob = npm.package_tarball(npm.ONNXRUNTIME_WEB)
 
     def wrap(e: OSError) -> Exception:
@@ -252,6 +273,12 @@ def build_site(
             if compare is not None:
                 shutil.copyfile(compare, staged / COMPARE_FILE)
             (staged / WEIGHTS_FILE).write_bytes(weights)
+            for name, source in snapshot_files.items():
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(source, bytes):
+                    (staged / name).write_bytes(source)
+                else:
+                    shutil.copyfile(source, staged / name)
             (staged / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
             written = sorted(
                 p.relative_to(staged).as_posix()
@@ -271,6 +298,7 @@ def build_site(
         "bytes": sum(files.values()),
         "features": features is not None,
         "compare": info.get("compare", {}).get("net"),
+        "epochs": [e["epoch"] for e in info.get("epochs", {}).get("snapshots", [])],
         "model_id": info["model_id"],
         "kept": kept,
     }

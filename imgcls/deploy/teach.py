@@ -1,10 +1,14 @@
 """What the page's teaching panels read beside a model, for ``imgcls serve`` and ``imgcls page``
-alike: the export's own shift accuracy, and the check that a model put beside another
-(``--compare``) reads the same inputs and answers in the same classes. No torch."""
+alike: the export's own shift accuracy, the check that a model put beside another
+(``--compare``) reads the same inputs and answers in the same classes, and for ``imgcls page
+--epochs`` a run's snapshots and curves. No torch."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +20,27 @@ from imgcls.deploy.onnx_weights import float_initializers
 from imgcls.errors import ConfigError, ModelLoadError
 from imgcls.utils import sha256_file
 
-__all__ = ["WEIGHTS_FILE", "compare_metadata", "shift_figures", "weights_blob"]
+__all__ = [
+    "CURVE_COLUMNS",
+    "WEIGHTS_FILE",
+    "compare_metadata",
+    "epoch_snapshots",
+    "run_curves",
+    "shift_figures",
+    "weights_blob",
+]
 
 PARITY_FILE = "parity.json"
 WEIGHTS_FILE = "weights.bin"
+FEATURES_FILE = "model.features.onnx"
+EPOCHS_DIR = "epochs"
+# the page's curve -> the metrics.csv column it is read from (as curves.png draws them)
+CURVE_COLUMNS = {
+    "train/loss": "train/loss_epoch",
+    "val/loss": "val/loss",
+    "train/acc": "train/acc",
+    "val/acc": "val/acc",
+}
 
 
 def shift_figures(model: Path) -> dict[str, Any] | None:
@@ -70,3 +91,66 @@ def weights_blob(model: Path) -> tuple[bytes, dict[str, Any]]:
         tensors[name] = {"offset": offset, "shape": list(a.shape)}
         offset += int(a.size)
     return b"".join(parts), {"file": WEIGHTS_FILE, "tensors": tensors}
+
+
+def run_curves(metrics_csv: str | os.PathLike[str]) -> dict[str, dict[str, list[float]]]:
+    """A run's loss and accuracy per epoch from its ``metrics.csv``: ``{name: {"epochs",
+    "values"}}`` for ``train/loss``, ``val/loss``, ``train/acc``, ``val/acc``; an epoch's value
+    at its end, so epoch index 0 is at 1 (the weights "after 1 epoch", as the snapshots count).
+    A resumed epoch's row replaces the interrupted one's; a curve with no value is left out.
+    A missing or unreadable file gives no curves (the page then shows none)."""
+    by_name: dict[str, dict[int, float]] = {name: {} for name in CURVE_COLUMNS}
+    try:
+        with open(metrics_csv, newline="") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    epoch = int(float(row.get("epoch") or ""))
+                except ValueError:
+                    continue
+                for name, column in CURVE_COLUMNS.items():
+                    try:
+                        by_name[name][epoch] = float(row.get(column) or "")
+                    except ValueError:
+                        continue
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return {}
+    return {
+        name: {"epochs": [e + 1 for e in sorted(v)], "values": [v[e] for e in sorted(v)]}
+        for name, v in by_name.items()
+        if v
+    }
+
+
+def epoch_snapshots(
+    exports: Mapping[int, Path],
+) -> tuple[dict[str, Path | bytes], list[dict[str, Any]]]:
+    """What the site carries for each exported snapshot (epoch -> its export folder): the files
+    (site path -> source file or bytes): ``epochs/N/model.features.onnx`` (``model.onnx`` for
+    a net without conv layers) and ``epochs/N/weights.bin``; and each snapshot's entry for the
+    metadata: ``epoch``, ``model`` (its site path), ``features``, ``feature_maps``,
+    ``weights`` (the index of ``weights_blob``) and ``model_id``."""
+    files: dict[str, Path | bytes] = {}
+    entries = []
+    for epoch, folder in sorted(exports.items()):
+        model = folder / "model.onnx"
+        features = folder / FEATURES_FILE
+        has_features = features.is_file()
+        runs = features if has_features else model
+        where = f"{EPOCHS_DIR}/{epoch}"
+        files[f"{where}/{runs.name}"] = runs
+        blob, index = weights_blob(model)
+        files[f"{where}/{WEIGHTS_FILE}"] = blob
+        index["file"] = f"{where}/{WEIGHTS_FILE}"
+        entries.append(
+            {
+                "epoch": epoch,
+                "model": f"{where}/{runs.name}",
+                "features": has_features,
+                "feature_maps": read_metadata(features).get("feature_maps")
+                if has_features
+                else None,
+                "weights": index,
+                "model_id": sha256_file(model)[:12],
+            }
+        )
+    return files, entries

@@ -91,6 +91,8 @@ def features_model(
     batch_size: int,
     out: Path,
     log: Callable[[str], None],
+    taps_of: nn.Module | None = None,
+    label_prefix: str = "",
 ) -> tuple[bytes | None, dict[str, Any]]:
     """``model.features.onnx`` through its gate, and its parity figures; (None, {}) for a net
     without conv layers.
@@ -98,11 +100,18 @@ def features_model(
     ``logits`` are model.onnx's on ``images``: the features graph must give the same, so the
     gate needs no second PyTorch pass over the test set; the maps themselves are compared
     with the PyTorch hooks on the first ``FMAP_CHECK_IMAGES`` images.
+
+    ``taps_of``: the module inside ``net`` whose feature maps are tapped (default ``net``;
+    an ensemble's first member), its labels prefixed with ``label_prefix`` (its name in
+    ``net``, so that they name the layers of ``net``).
     """
-    outs = feature_outputs(net, shape)
+    source = net if taps_of is None else taps_of
+    outs = [
+        (label_prefix + label, kind, m, s) for label, kind, m, s in feature_outputs(source, shape)
+    ]
     if not outs:
         log(
-            f"no {FEATURES_FILE}: this {type(net).__name__} has no convolutional layers, "
+            f"no {FEATURES_FILE}: this {type(source).__name__} has no convolutional layers, "
             "so it has no feature maps"
         )
         return None, {}

@@ -59,6 +59,16 @@ def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
     ]
     if p.get("note"):
         lines.append(f"- note: {p['note']}")
+    members = p.get("members")
+    if isinstance(members, list) and len(members) > 1:
+        lines.append(f"- an ensemble of {len(members)} trainings (wall time summed), each:")
+        for i, m in enumerate(members, 1):
+            mwall = m.get("train_wall_s")
+            took = f"{float(mwall) / 60:.1f} min" if isinstance(mwall, int | float) else "?"
+            lines.append(
+                f"  - RUN{i}: `{m.get('recipe', '?')}`, seed {m.get('seed', '?')}, "
+                f"commit `{str(m.get('commit', '?'))[:12]}`, {took}"
+            )
     return lines
 
 
@@ -125,6 +135,46 @@ def shift_accuracy(
 
 
 # ----------------------------------------------------------------------------- the card
+def _ensemble_lines(ensemble: Mapping[str, Any]) -> list[str]:
+    """The card's account of an ensemble's members and of what its graph computes."""
+    from imgcls.runs import net_label
+
+    views = list(ensemble.get("views") or ["identity"])
+    members = list(ensemble.get("members") or [])
+    L = [
+        "## Ensemble",
+        "",
+        f"One graph holds {len(members)} member nets. It averages their softmax probabilities"
+        + (
+            f" on the image and on its {', '.join(views[1:])} view (test-time augmentation "
+            "inside the graph), every member and view with the same weight"
+            if len(views) > 1
+            else ", every member with the same weight"
+        )
+        + ". Its `logits` are the log of the averaged probabilities, so `probabilities` "
+        "(their softmax) is the average itself.",
+        "",
+        "| member | checkpoint | net | parameters | test accuracy alone (PyTorch) |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for k, m in enumerate(members):
+        ck = m.get("checkpoint") or {}
+        L.append(
+            f"| {k} | `{ck.get('path', '?')}` (sha256 `{str(ck.get('sha256', '?'))[:12]}`) | "
+            f"`{net_label(str(m.get('net')), m.get('net_args'))}` | "
+            f"{m.get('parameters', 0):,} | {_pct(m.get('torch_accuracy'))} |"
+        )
+    L += [
+        "",
+        "The layer ledger (`layers` in the metadata) and the feature maps of "
+        "`model.features.onnx` are member 0's, named `members.0.*` as in the graph: the page "
+        "draws that member's layers, while its probabilities are the ensemble's. The checkpoint "
+        "and training facts above and below are member 0's too.",
+        "",
+    ]
+    return L
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f} %"
 
@@ -221,7 +271,12 @@ def model_card(
         f"(mean {metadata.get('mean')}, std {metadata.get('std')}) happens inside the graph",
         "- outputs: " + ", ".join(f"`{o['name']}`" for o in metadata.get("outputs", [])),
         "",
-        "## Training",
+    ]
+    ensemble = metadata.get("ensemble")
+    if ensemble:
+        L += _ensemble_lines(ensemble)
+    L += [
+        "## Training" + (" (the first member's)" if ensemble else ""),
         "",
     ]
     group = facts["param_group"]
@@ -359,7 +414,14 @@ def model_card(
         "```bash",
         f"imgcls infer --model {model} image.png   # one row per image",
         f"imgcls serve --model {model} --port 8000   # HTTP, dynamic batching",
-        f"imgcls export --ckpt {ckpt_path} --out {folder} \\",
+        "imgcls export "
+        + (
+            " ".join(f"--ckpt {m['checkpoint'].get('path', '?')}" for m in ensemble["members"])
+            + "".join(f" --tta {v}" for v in ensemble["views"][1:])
+            if ensemble
+            else f"--ckpt {ckpt_path}"
+        )
+        + f" --out {folder} \\",
         f"    --triton triton                     # + Triton model repository triton/{folder.name}",
         "docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 -v $PWD/triton:/models \\",
         "    nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models",

@@ -23,7 +23,9 @@ the modules of ``imgcls.export``, one concern each:
    carries the pid of the process that made it (``.<name>.<pid>.<random>.tmp``), so that the
    next export into the same parent removes the ones a killed export left behind.
 
-``imgcls.export.triton`` then turns an export folder into a Triton model repository.
+``export_ensemble`` runs the same steps for several checkpoints folded into one graph that
+averages their probabilities (``imgcls.export.ensemble``), gated on parity with the PyTorch
+ensemble. ``imgcls.export.triton`` then turns an export folder into a Triton model repository.
 
 References: timm ``utils/onnx.py`` (dynamic batch, checker, onnxruntime comparison);
 https://pytorch.org/docs/stable/onnx_dynamo.html.
@@ -35,7 +37,7 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,15 @@ from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.zoo import PROVENANCE_FILE
 from imgcls.errors import ConfigError, ExportError, GateError
 from imgcls.export import gates
+from imgcls.export.ensemble import (
+    COMBINE,
+    LOGITS,
+    EnsembleNet,
+    check_members,
+    check_tta,
+    ensemble_reference,
+    member_prefix,
+)
 from imgcls.export.features import FEATURES_FILE, features_model
 from imgcls.export.gates import reference_logits
 from imgcls.export.graph import OPSET, check_opset, set_metadata, to_fp16, to_onnx
@@ -78,6 +89,7 @@ __all__ = [
     "check_options",
     "default_export_dir",
     "export_checkpoint",
+    "export_ensemble",
 ]
 
 FP16_FILE = "model.fp16.onnx"
@@ -226,6 +238,162 @@ def export_checkpoint(
         blobs[PROVENANCE_FILE] = (json.dumps(provenance, indent=2) + "\n").encode()
     blobs["README.md"] = model_card(
         metadata, parity, ckpt, out=out, n_params=n_params, provenance=provenance
+    ).encode()
+    _place(blobs, out)
+    log(f"wrote {out}: " + ", ".join(blobs))
+    return ExportResult(out, [out / name for name in blobs], metadata, parity)
+
+
+def export_ensemble(
+    ckpt_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    tta: Sequence[str] = (),
+    fp16: bool = False,
+    features: bool = True,
+    opset: int = OPSET,
+    data_dir: str | os.PathLike[str] | None = None,
+    parity_subset: int | None = None,
+    batch_size: int = 1000,
+    log: Callable[[str], None] = print,
+    provenance: Mapping[str, Any] | None = None,
+) -> ExportResult:
+    """Export several checkpoints of one data set as one ONNX graph through the gates of
+    ``export_checkpoint``: ``imgcls.export.ensemble.EnsembleNet``, the members' softmax
+    probabilities averaged (over the ``tta`` views too, inside the graph), with the outputs
+    of a single export (its ``logits`` the log of the averaged probabilities).
+
+    The parity gate holds the ONNX ensemble to the PyTorch ensemble; the test accuracy
+    recorded is the ensemble's, each member's own (PyTorch, unaugmented) is in
+    ``parity.json`` and the model card. ``metadata.json`` says ``net: "ensemble of N"``,
+    ``parameters`` (the members' sum) and lists the members under ``ensemble``; its
+    ``checkpoint`` and ``layers`` (the page's ledger) are the first member's, and
+    ``model.features.onnx`` (``features``) outputs the ensemble's answer with the first
+    member's feature maps. No int8.
+
+    Args:
+        ckpt_paths: the members' checkpoints, at least one (one with ``tta`` is an ensemble
+            of its views).
+        out_dir: target folder (default ``export/<first member's run>-ensembleN[-hflip]``).
+        tta: test-time augmentations inside the graph (``hflip``; not for MNIST).
+        fp16, features, opset, data_dir, parity_subset, batch_size, log, provenance: as
+            ``export_checkpoint``'s; the test set is the first member's.
+
+    Raises:
+        ConfigError: no checkpoint, an option out of range, a bad ``tta``, or members that
+            differ in data set, classes, input size or normalisation.
+        CheckpointError, DataError, ExportError, GateError: as ``export_checkpoint``.
+    """
+    check_options(opset=opset, batch_size=batch_size, parity_subset=parity_subset)
+    paths = [Path(p) for p in ckpt_paths]
+    if not paths:
+        raise ConfigError("an ensemble needs at least one checkpoint: pass --ckpt")
+    ckpts = [load_checkpoint(p) for p in paths]
+    models = [load_classifier(p) for p in paths]
+    check_members(paths, models, ckpts)
+    first, hp = models[0], models[0].hparams
+    check_tta(tta, hp.dataset)
+    if out_dir is not None:
+        out = Path(out_dir)
+    else:
+        single = default_export_dir(paths[0], hp.dataset, hp.net)
+        out = single.with_name(
+            f"{single.name}-ensemble{len(paths)}" + "".join(f"-{t}" for t in tta)
+        )
+    _check_target(out, log)
+    shape = (int(hp.in_channels), int(hp.image_size), int(hp.image_size))
+    images, y, test_set = _parity_images(
+        paths[0], ckpts[0], hp.dataset, shape, data_dir, parity_subset
+    )
+
+    net = EnsembleNet([m.net for m in models], tta).eval()
+    nets = [str(m.hparams.net) for m in models]
+    log(
+        f"exporting an ensemble of {len(paths)} ({', '.join(nets)})"
+        + (f" with test-time {'+'.join(tta)}" if tta else "")
+        + f" to ONNX opset {opset}"
+    )
+    proto = to_onnx(net, hp.mean, hp.std, shape, opset)
+    metadata = _metadata(ckpts[0], paths[0], first, shape, len(y), opset)
+    member_params = [sum(p.numel() for p in m.net.parameters()) for m in models]
+    members = [
+        {
+            "net": str(m.hparams.net),
+            "net_args": dict(m.hparams.net_args or {}),
+            "parameters": n,
+            "checkpoint": _metadata(c, p, m, shape, len(y), opset)["checkpoint"],
+        }
+        for p, c, m, n in zip(paths, ckpts, models, member_params, strict=True)
+    ]
+    metadata.update(
+        net=f"ensemble of {len(paths)}",
+        net_args={"members": nets, **({"tta": list(tta)} if tta else {})},
+        parameters=sum(member_params),
+        ensemble={
+            "members": members,
+            "views": list(net.views),
+            "combine": COMBINE,
+            "logits": LOGITS,
+            "layers_and_feature_maps": "the first member's (" + member_prefix(0) + "*)",
+        },
+    )
+    # The page's ledger: the first member's layers, named as in the graph, so that the page
+    # finds their weights (net.members.0.<layer>.weight) and their feature maps.
+    metadata["layers"] = [
+        {**e, "name": member_prefix(0) + e["name"]} for e in ledger(first.net, shape)
+    ]
+    full = parity_subset is None or len(y) == test_set
+    log(f"the PyTorch ensemble on {len(y)} test images")
+    ref, own = ensemble_reference(net, images, hp.mean, hp.std, batch_size)
+    logits, parity = _fp32_model(
+        proto, metadata, first, images, y, batch_size, full, test_set, out, log, reference=ref
+    )
+    for member, member_lp in zip(members, own, strict=True):
+        member["torch_accuracy"] = float((member_lp.argmax(1) == y).mean())
+    parity["members"] = [
+        {
+            "checkpoint": m["checkpoint"]["path"],
+            "net": m["net"],
+            "torch_accuracy": m["torch_accuracy"],
+        }
+        for m in members
+    ]
+    set_metadata(proto, metadata)  # with the members' accuracies
+    blobs = {"model.onnx": proto.SerializeToString()}
+    if fp16:
+        blobs[FP16_FILE], parity["fp16"] = _fp16_model(
+            proto, metadata, images, logits, y, batch_size, out, log
+        )
+    if features:
+        blob, figures = features_model(
+            net=net,
+            mean=float(hp.mean),
+            std=float(hp.std),
+            shape=shape,
+            opset=opset,
+            metadata=metadata,
+            model_bytes=blobs["model.onnx"],
+            images=images,
+            logits=logits,
+            batch_size=batch_size,
+            out=out,
+            log=log,
+            taps_of=first.net,
+            label_prefix=member_prefix(0),
+        )
+        if blob is not None:
+            blobs[FEATURES_FILE], parity["features"] = blob, figures
+
+    parity["model_sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}
+    parity["passed"] = True
+    blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
+    blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
+    n_params = sum(member_params)
+    if provenance is not None:
+        provenance = {**provenance, "parameters": n_params}
+        blobs[PROVENANCE_FILE] = (json.dumps(provenance, indent=2) + "\n").encode()
+    blobs["README.md"] = model_card(
+        metadata, parity, ckpts[0], out=out, n_params=n_params, provenance=provenance
     ).encode()
     _place(blobs, out)
     log(f"wrote {out}: " + ", ".join(blobs))
@@ -412,17 +580,24 @@ def _fp32_model(
     test_set_images: int,
     out: Path,
     log: Callable[[str], None],
+    reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``model.onnx`` through the checker and the parity gate with PyTorch; sets its test
     accuracy in ``metadata`` and ``proto``. Returns its logits on ``images`` (what the extras
-    are compared with) and the parity figures, with those the model card needs."""
+    are compared with) and the parity figures, with those the model card needs.
+    ``reference``: the PyTorch logits on ``images`` when already computed (an ensemble's),
+    else ``model``'s are."""
     hp = model.hparams
     set_metadata(proto, metadata)
     gates.check_graph(proto, out)
 
     # Through the serving runtime: uint8 -> [0, 1] is done there.
     log(f"parity on {len(y)} test images (PyTorch vs onnxruntime CPU)")
-    ref = reference_logits(model, images, hp.mean, hp.std, batch_size)
+    ref = (
+        reference
+        if reference is not None
+        else reference_logits(model, images, hp.mean, hp.std, batch_size)
+    )
     session = OnnxClassifier(proto.SerializeToString(), device="cpu", batch_size=batch_size)
     got = session.logits(images.numpy())
     check = gates.compare_logits(

@@ -1,6 +1,7 @@
 """Callbacks that every ``imgcls`` run uses: training throughput (``EpochTimer``, also the
-benchmarks' clock), best and last checkpoints (``RunCheckpoint``), a resumable RNG state, the
-model-vs-data check, and the files a test or predict run writes into its run directory."""
+benchmarks' clock), best and last checkpoints (``RunCheckpoint``), the weights at chosen epochs
+(``Snapshots``), a resumable RNG state, the model-vs-data check, and the files a test or
+predict run writes into its run directory."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from lightning.pytorch.loggers import CSVLogger
 
 from imgcls.errors import ConfigError, RunInUseError
+from imgcls.runs import snapshot_of
 from imgcls.training.curves import confusion_matrix_figure, save_png, write_curves
 from imgcls.training.lightning_module import mismatch
 from imgcls.utils import atomic_write_text
@@ -34,6 +36,7 @@ __all__ = [
     "RunCheckpoint",
     "RunCurves",
     "RunDirectory",
+    "Snapshots",
     "TestReport",
     "report_checkpoints",
 ]
@@ -124,6 +127,75 @@ class RunCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+
+class Snapshots(L.Callback):
+    """Keeps the weights at chosen epochs, for ``imgcls page --epochs`` (watching a net learn).
+
+    ``epochs``: after how many training epochs to keep the weights; 0 is the weights before any
+    training, -1 the final ones (however many epochs the run ends after). Each is written to
+    ``<run>/snapshots/epoch=N.ckpt``: the weights and hyper-parameters only (no optimiser
+    state, a fraction of ``last.ckpt``), atomically and with its digest, through the trainer's
+    own ``save_checkpoint``, so every command that reads a checkpoint reads it. A file already
+    there is kept: a resumed run does not rewrite the snapshots it saved before (the weights
+    "after N epochs" of a resume are the same ones). Off (no epochs) by default.
+
+    Args:
+        epochs: keep the weights after these many epochs (0: before training, -1: the last),
+            in <run>/snapshots/epoch=N.ckpt, e.g. [0, 1, 2, 5, -1]; none by default.
+    """
+
+    def __init__(self, epochs: list[int] | None = None) -> None:
+        wanted = list(epochs or [])
+        bad = [e for e in wanted if not isinstance(e, int) or isinstance(e, bool) or e < -1]
+        if bad:
+            raise ConfigError(
+                f"--snapshots.epochs {wanted}: {bad} not an epoch; give epochs as whole numbers "
+                "(0: before training, N: after N epochs, -1: the last), e.g. [0, 1, 2, 5, -1]"
+            )
+        self.epochs = sorted(set(wanted))
+        self._dir: Path | None = None
+        self._final = False  # the last epoch's snapshot is written
+        self.saved: list[Path] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.epochs or stage != "fit":
+            return
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        self._dir = Path(log_dir) if log_dir else None
+
+    def _keep(self, trainer: L.Trainer, epoch: int) -> None:
+        # fast_dev_run is a Trainer argument it keeps as an attribute (not in its type stubs)
+        if self._dir is None or getattr(trainer, "fast_dev_run", False):
+            return
+        path = snapshot_of(self._dir, epoch)
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # every rank must call save_checkpoint (a barrier inside) or none: rank 0's view of
+        # the file decides, since a slower rank could see the file rank 0 has just written
+        if not trainer.strategy.broadcast(path.is_file()):
+            trainer.save_checkpoint(path, weights_only=True)
+            self.saved.append(path)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if 0 in self.epochs and trainer.global_step == 0:  # a resume is past epoch 0
+            self._keep(trainer, 0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch + 1
+        # the last epoch is known here when max_epochs or a stopping callback ends the run; the
+        # snapshot then records the same epoch as last.ckpt does
+        max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
+        last = trainer.should_stop or (max_epochs is not None and done >= max_epochs)
+        if done in self.epochs or (last and -1 in self.epochs):
+            self._keep(trainer, done)
+            self._final = self._final or last
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run that stopped otherwise (max_steps, mid-epoch): the weights it ended with, named
+        # by the epochs it began
+        if -1 in self.epochs and not self._final and trainer.global_step > 0:
+            self._keep(trainer, trainer.current_epoch)
 
 
 class RngState(L.Callback):

@@ -45,6 +45,7 @@ from imgcls.training.callbacks import (
     RunCheckpoint,
     RunCurves,
     RunDirectory,
+    Snapshots,
     TestReport,
     report_checkpoints,
 )
@@ -79,6 +80,7 @@ TOP_LEVEL_KEYS = (
     "data",
     "trainer",
     "checkpoint",
+    "snapshots",
     "optimizer",
     "lr_scheduler",
     "ckpt_path",
@@ -366,6 +368,9 @@ class ImgclsCLI(LightningCLI):
                 "checkpoint.enable_version_counter": False,
             }
         )
+        # Off unless epochs are given: --snapshots.epochs "[0, 1, 2, 5, -1]" keeps the weights
+        # at those epochs in <run>/snapshots/ (configs/callbacks/snapshots.yaml).
+        parser.add_lightning_class_args(Snapshots, "snapshots")
         for src, dst in [
             ("num_classes", "num_classes"),
             ("in_channels", "in_channels"),

@@ -39,7 +39,15 @@ from imgcls.errors import ConfigError
 __all__ = ["Param", "TuneSpec", "load_spec", "metric_problem"]
 
 TUNE_KEYS = ("configs", "metric", "direction", "n_trials", "sampler", "pruner", "space")
-FIT_KEYS = ("seed_everything", "model", "data", "trainer", "checkpoint", "ckpt_path")
+FIT_KEYS = (
+    "seed_everything",
+    "model",
+    "data",
+    "trainer",
+    "checkpoint",
+    "snapshots",
+    "ckpt_path",
+)
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 # What ImageClassifier logs after every validation epoch (module.py); per-class accuracies are

@@ -80,6 +80,7 @@ def test_site_holds_the_page_models_metadata_and_runtime(
         "model.features.onnx",
         "model.onnx",
         "static/app.js",
+        "static/epochs.js",
         "static/framing.js",
         "static/layers.js",
         "static/ort-wasm-simd-threaded.mjs",
@@ -880,3 +881,133 @@ def test_compare_of_another_data_set_is_one_line(
             err = capsys.readouterr().err.strip().splitlines()
             assert code == 2 and len(err) == 1 and message in err[0], (command, err)
     assert not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------------------- watch it learn
+def snapshot_probabilities(model: Path, x: np.ndarray) -> np.ndarray:
+    """onnxruntime in Python on ``x`` (uint8 pixels, 1x1xHxW) through a snapshot's model as the
+    site carries it: the probabilities, its second output."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32) / 255})
+    return np.asarray(out[1])[0]
+
+
+@browser
+@pytest.mark.slow
+def test_epoch_slider_runs_each_snapshot_equal_to_python(
+    chromium: Any, trained_run: Path, tmp_path: Path
+) -> None:
+    """``imgcls page --epochs RUN``: every snapshot the run kept answers the drawn input as
+    onnxruntime in Python does, the slider shows the one chosen (its bars and kernels), and the
+    curves are the run's."""
+    import torch
+
+    from imgcls.training.curves import run_series
+
+    out = tmp_path / "site"
+    assert main(["page", "--epochs", str(trained_run), "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    snaps = meta["epochs"]["snapshots"]
+    assert [s["epoch"] for s in snaps] == [0, 1, 2]
+    assert meta["epochs"]["run"] == "mnist-lenet5/version_0" and "/tmp" not in json.dumps(snaps)
+    series = run_series(trained_run / "metrics.csv")
+    for name, curve in meta["epochs"]["curves"].items():
+        assert (curve["epochs"], curve["values"]) == (series[name][0], series[name][1]), name
+    assert set(meta["epochs"]["curves"]) == {"train/loss", "val/loss", "train/acc", "val/acc"}
+    states = {
+        s["epoch"]: torch.load(trained_run / "snapshots" / f"epoch={s['epoch']}.ckpt")["state_dict"]
+        for s in snaps
+    }
+    with Visit(chromium, out) as v:
+        pg = v.page
+        assert pg.is_visible("#epochs-panel")
+        assert pg.evaluate("window.imgclsPage.epoch()") == 2  # the last, as the page's model
+        draw(pg, DIGITS[7])
+        assert wait_for_prediction(pg) == 7
+        x = np.array(pg.evaluate("window.imgclsPage.input()"), np.uint8).reshape(1, 1, 28, 28)
+        answers = pg.evaluate("window.imgclsPage.epochs()")
+        assert [a["epoch"] for a in answers] == [0, 1, 2]
+        want = {s["epoch"]: snapshot_probabilities(out / s["model"], x) for s in snaps}
+        worst = 0.0
+        for a in answers:
+            gap = float(np.abs(np.array(a["probabilities"]) - want[a["epoch"]]).max())
+            assert gap <= 1e-4, (a["epoch"], gap)
+            worst = max(worst, gap)
+        # untrained weights answer about evenly; trained ones read the 7
+        assert np.abs(want[0] - want[2]).max() > 0.1 and want[0].max() < 0.5
+        assert int(want[2].argmax()) == 7
+        # the last snapshot is the page's model: its main bars say the same
+        assert np.abs(np.array([b["p"] for b in bars(pg)]) - want[2]).max() <= 1e-4
+        pg.focus("#epochs-slider")
+        for key, epoch in (("Home", 0), ("ArrowRight", 1), ("End", 2)):
+            pg.keyboard.press(key)
+            assert pg.evaluate("window.imgclsPage.epoch()") == epoch
+            assert pg.get_attribute("#epochs-body", "data-epoch") == str(epoch)
+            shown = pg.eval_on_selector_all(
+                ".epochs-bars .bar", "bs => bs.map(b => Number(b.dataset.probability))"
+            )
+            assert np.abs(np.array(shown) - want[epoch]).max() <= 1e-4
+            drawn = pg.evaluate("window.imgclsPage.epochShown()")
+            kernels = states[epoch]["net.features.0.weight"].numpy()  # (6, 1, 5, 5)
+            assert np.abs(np.array(drawn["kernels"]["tiles"]) - kernels.reshape(6, -1)).max() < 1e-6
+            assert [m["shape"] for m in drawn["maps"]] == [
+                f["shape"] for f in snaps[epoch]["feature_maps"]
+            ]
+            assert pg.locator(".epochs-tile").count() == sum(
+                f["shape"][0] for f in snaps[epoch]["feature_maps"]
+            )
+            assert pg.locator(".epochs-kernel").count() == 6
+        assert pg.evaluate("window.imgclsPage.setEpoch(1)") is True
+        assert pg.evaluate("window.imgclsPage.setEpoch(7)") is False
+        assert pg.input_value("#epochs-slider") == "1"
+        pg.click(".epochs-tick:has-text('0')")
+        assert pg.evaluate("window.imgclsPage.epoch()") == 0
+        pg.click("#clear")
+        assert pg.evaluate("window.imgclsPage.epochs()")[0]["probabilities"] is None
+        timings = pg.evaluate("window.imgclsPage.timings")
+    print(f"\nepoch slider vs onnxruntime in Python: largest probability gap {worst:.2e}")
+    print(f"stroke end to everything drawn, 3 snapshots too: {[round(t, 1) for t in timings]} ms")
+
+
+def test_epochs_of_a_run_without_snapshots_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    out = tmp_path / "site"
+    for spec in (run, run.parent):
+        assert main(["page", "--epochs", str(spec), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "kept no snapshots" in err[0] and "--snapshots.epochs" in err[0]
+    assert main(["page", "--epochs", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no run there" in capsys.readouterr().err
+    assert not out.exists()
+    # an --out the site cannot replace is refused before any snapshot is exported
+    (run / "snapshots").mkdir()
+    (run / "snapshots" / "epoch=0.ckpt").write_bytes(b"never read")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main(["page", "--epochs", str(run), "--out", str(tmp_path / "mine")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a site imgcls built" in err[0], err
+
+
+def test_epochs_without_torch_is_one_line(tmp_path: Path) -> None:
+    """A torch-free install builds pages, but cannot export a run's snapshots: it says so."""
+    snap = tmp_path / "runs" / "mnist-lenet5" / "version_0" / "snapshots" / "epoch=0.ckpt"
+    snap.parent.mkdir(parents=True)
+    snap.write_bytes(b"not read")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None; "
+        "from imgcls.__main__ import main; "
+        f"sys.exit(main(['page', '--epochs', {str(snap.parent.parent)!r}, '--out', 'site']))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'imgcls[train]'" in lines[0], r.stderr
+    assert not (tmp_path / "site").exists()

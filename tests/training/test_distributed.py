@@ -49,6 +49,8 @@ def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
         "2000",
         "--data.init_args.val_size",
         "1001",
+        "--snapshots.epochs",
+        "[0, -1]",
         cwd=tmp_path,
         timeout=300,
     )
@@ -57,6 +59,8 @@ def test_ddp_fit_then_test_counts_every_image_once(real_data_root, tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs" / "mnist-lenet5").iterdir()) == ["version_0"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert [f for f in _files(run) if f.startswith("config")] == ["config.yaml"]
+    # the snapshots too, and no rank waited on a save the others skipped
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["epoch=0.ckpt", "epoch=1.ckpt"]
     # test under DDP: 10,000 images over 2 ranks, every image once; metrics synced across ranks
     run_imgcls(
         "test",

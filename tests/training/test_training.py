@@ -12,11 +12,14 @@ import pytest
 import torch
 import yaml
 
+from imgcls import runs
 from imgcls.data import FashionMNISTDataModule, MNISTDataModule
+from imgcls.deploy.teach import run_curves
 from imgcls.errors import CheckpointError, ConfigError
-from imgcls.training.callbacks import DataCheck
+from imgcls.training.callbacks import DataCheck, Snapshots
 from imgcls.training.checkpoint_io import load_checkpoint, load_classifier
 from imgcls.training.cli import ImgclsCLI
+from imgcls.training.curves import run_series
 from imgcls.training.lightning_module import ImageClassifier, NonFiniteLossError
 from tests.helpers import FAST, ROOT, run_imgcls
 from tests.helpers.training import PoisonAt, small_trainer
@@ -74,6 +77,24 @@ def test_fit_then_test_learns_and_lays_out_the_run(trained_run, real_data_root, 
     assert [int(r["step"]) for r in rows if r.get("train/loss")] == [
         49
     ]  # the logger's step (every 50)
+    # the page's curves (torch-free) are the ones curves.png draws
+    curves = run_curves(trained_run / "metrics.csv")
+    series = run_series(trained_run / "metrics.csv")
+    assert {k: (c["epochs"], c["values"]) for k, c in curves.items()} == {
+        k: series[k] for k in ("train/loss", "val/loss", "train/acc", "val/acc")
+    }
+    # --snapshots.epochs "[0, 1, -1]": the weights before training and after each epoch, small
+    snaps = {e: load_checkpoint(p) for e, p in runs.snapshots(trained_run).items()}
+    assert sorted(snaps) == [0, 1, 2]
+    last = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    assert [snaps[e]["epoch"] for e in (0, 1, 2)] == [0, 0, last["epoch"]] == [0, 0, 1]
+    assert "optimizer_states" not in snaps[2]
+    final, start = snaps[2]["state_dict"], snaps[0]["state_dict"]
+    assert all(torch.equal(final[k], last["state_dict"][k]) for k in last["state_dict"])
+    assert all(not torch.equal(start[k], final[k]) for k in final if k.endswith("weight"))
+    assert not torch.equal(snaps[1]["state_dict"]["net.head.weight"], final["net.head.weight"])
+    size = runs.snapshot_of(trained_run, 2).stat().st_size
+    assert size < 0.5 * (trained_run / "checkpoints" / "last.ckpt").stat().st_size
     # test: a copy of the run, so the shared fixture stays untouched
     run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
     shutil.copytree(trained_run, run)
@@ -101,20 +122,30 @@ def test_fit_then_test_learns_and_lays_out_the_run(trained_run, real_data_root, 
 @pytest.mark.real_data
 def test_new_run_never_overwrites_and_resume_continues(real_data_root, tmp_path):
     # No one-cycle schedule here: this test resumes with more epochs than the run was laid out for.
-    small_fit(tmp_path, real_data_root, *NO_SCHED, "--trainer.max_epochs", "1")
+    snap = ("--snapshots.epochs", "[0, 1, -1]")
+    small_fit(tmp_path, real_data_root, *NO_SCHED, *snap, "--trainer.max_epochs", "1")
     small_fit(tmp_path, real_data_root, *NO_SCHED, "--trainer.max_epochs", "1")
     exp = tmp_path / "runs" / "mnist-lenet5"
     assert sorted(p.name for p in exp.iterdir()) == ["version_0", "version_1"]
     config_before = (exp / "version_0" / "config.yaml").read_bytes()
+    kept = {e: p.read_bytes() for e, p in runs.snapshots(exp / "version_0").items()}
+    assert sorted(kept) == [0, 1] and not runs.snapshots(exp / "version_1")
     small_fit(
         tmp_path,
         real_data_root,
         *NO_SCHED,
+        *snap,
         "--trainer.max_epochs",
         "3",
         "--ckpt_path",
         str(exp / "version_0"),
     )
+    # the resume keeps the snapshots saved before, byte for byte, and adds the last epoch's
+    after = runs.snapshots(exp / "version_0")
+    assert sorted(after) == [0, 1, 3]
+    assert all(after[e].read_bytes() == b for e, b in kept.items())
+    final = load_checkpoint(exp / "version_0" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(load_checkpoint(after[3])["state_dict"][k], v) for k, v in final.items())
     assert sorted(p.name for p in exp.iterdir()) == ["version_0", "version_1"], "resumed in place"
     run = exp / "version_0"
     assert (run / "config.yaml").read_bytes() == config_before, "config.yaml never overwritten"
@@ -152,6 +183,13 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
     assert all(0.1 <= float(r["confidence"]) <= 1.0 for r in rows[:100])
 
 
+def test_snapshot_epochs_that_are_not_epochs_are_refused() -> None:
+    for bad in ([-2], [1.5], [True]):
+        with pytest.raises(ConfigError, match="--snapshots.epochs"):
+            Snapshots(epochs=bad)  # type: ignore[list-item]
+    assert Snapshots(epochs=[5, 0, -1, 0]).epochs == [-1, 0, 5]
+
+
 # ----------------------------------------------------------------------------- configs
 # Every data x model file and every recipe: tests/training/test_configs.py.
 @pytest.mark.parametrize(
@@ -166,6 +204,7 @@ def test_predict_writes_csv(trained_run, real_data_root, tmp_path):
         "logger/all.yaml",
         "logger/mlflow.yaml",
         "callbacks/early_stopping.yaml",
+        "callbacks/snapshots.yaml",
         "debug/profiler.yaml",
         "debug/overfit.yaml",
         "debug/fast.yaml",
@@ -187,6 +226,8 @@ def test_presets_instantiate(preset, tiny_data, tmp_path, monkeypatch):
         run=False,
     )
     assert isinstance(cli.trainer, L.Trainer)
+    kept = [c.epochs for c in cli.trainer.callbacks if isinstance(c, Snapshots)]  # type: ignore[attr-defined]
+    assert kept == ([[-1, 0, 1, 2, 5]] if preset == "callbacks/snapshots.yaml" else [[]])
 
 
 @pytest.mark.parametrize("preset", ["trainer/gpu.yaml", "trainer/multinode.yaml"])

@@ -53,6 +53,7 @@
   let teach = null; // the teaching panels (teach.js), once the metadata is in
   let layersView = null; // the layer panel (layers.js)
   let playground = null; // the kernel playground (playground.js)
+  let epochsView = null; // the epoch slider (epochs.js), on a site built with --epochs
   let weights = null; // the site's weights.bin by tensor name, where it carries one
   // The test hook: every number the page shows, for tests to hold against Python.
   //   input()          the framed input the models get (row-major 0..255), or null
@@ -86,6 +87,13 @@
     playground: () => (playground ? playground.state() : null),
     setKernel: (k) => playground && playground.setKernel(k),
     setRelu: (on) => playground && playground.setRelu(on),
+    //   epochs()         per snapshot {epoch, label, probabilities} for the input now
+    //   setEpoch(n), epoch()  show the snapshot after n epochs; the one shown
+    //   epochShown()     what the epoch panel draws: its kernels and maps
+    epochs: () => (epochsView ? epochsView.epochs() : []),
+    setEpoch: (n) => (epochsView ? epochsView.setEpoch(n) : false),
+    epoch: () => (epochsView ? epochsView.epoch() : null),
+    epochShown: () => (epochsView ? epochsView.shown() : null),
   };
 
   // ---------------------------------------------------------------------------- status
@@ -199,6 +207,7 @@
     }
     buildTeach();
     buildPlayground();
+    await buildEpochs();
     const thing = meta.dataset === "mnist" ? "digit" : meta.dataset === "fashion_mnist" ? "piece of clothing" : "shape";
     setStatus(hasInk ? "" : `Ready: draw a ${thing}.`);
     // Scripts and tests wait on this rather than on the bars, which exist from the start.
@@ -358,7 +367,8 @@
         if (!answer.input) answer.input = await runtime.inputOf(input); // throws: says why
         if (!current()) return;
         if (playground) playground.update(answer.input);
-        await teach.update(answer.input, step);
+        if (!(await teach.update(answer.input, step))) return;
+        if (epochsView && (await step())) await epochsView.update(answer.input);
       } catch (err) {
         if (current()) {
           teach.clear();
@@ -563,6 +573,24 @@
     panel.hidden = false;
   }
 
+  // Watch it learn (epochs.js): a site built with --epochs carries a run's snapshots.
+  async function buildEpochs() {
+    const panel = $("#epochs-panel");
+    if (RUNTIME !== "browser" || !meta.epochs || !teach) return;
+    panel.hidden = false;
+    try {
+      await loadScript("static/epochs.js");
+      epochsView = await window.imgclsEpochs.create({
+        root: $("#epochs-body"),
+        meta,
+        classNames: classNames(),
+        size: Number(meta.input.shape[2]),
+      });
+    } catch (err) {
+      $("#epochs-body").textContent = `The run's snapshots could not be loaded: ${err.message}`;
+    }
+  }
+
   async function browserRuntime() {
     await loadScript("static/ort.wasm.min.js");
     await loadScript("static/framing.js");
@@ -649,6 +677,7 @@
     clearAnswer();
     if (teach) teach.clear();
     if (playground) playground.clear();
+    if (epochsView) epochsView.clear();
     setStatus("Cleared.");
     setBusy();
   }

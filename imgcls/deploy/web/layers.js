@@ -102,6 +102,9 @@
 
   function create({ root, meta, classNames, weights, scaleRoot }) {
     const ledger = Array.isArray(meta.layers) ? meta.layers : null;
+    // An ensemble export's ledger and maps are its first member's (members.0.*): their logits
+    // are that member's, not the graph's averaged answer, so they are not held to it.
+    const ensemble = meta.ensemble && Array.isArray(meta.ensemble.members) ? meta.ensemble : null;
     const maps = meta.features && Array.isArray(meta.feature_maps) ? meta.feature_maps : [];
     let scale = "channel";
     let last = null; // the answer drawn
@@ -315,7 +318,7 @@
         }
       }
       const logits = out[ledger[ledger.map((e) => e.kind).lastIndexOf("linear")].name];
-      if (answer.logits) {
+      if (answer.logits && !ensemble) {
         let gap = 0;
         for (let i = 0; i < logits.length; i++) gap = Math.max(gap, Math.abs(logits[i] - answer.logits[i]));
         if (!(gap <= 1e-3)) return `the page's arithmetic is ${gap.toExponential(1)} off the model's logits`;
@@ -679,7 +682,15 @@
       units = {};
       denseIn = {};
       denseNote = ledger ? dense(answer) : "";
-      note.textContent = denseNote ? `Dense units not drawn: ${denseNote}.` : "";
+      note.textContent = [
+        denseNote ? `Dense units not drawn: ${denseNote}.` : "",
+        ensemble
+          ? `These layers are the first of the ${ensemble.members.length} members of an ` +
+            "ensemble; the probabilities are the average of all members' answers."
+          : "",
+      ]
+        .filter(Boolean)
+        .join(" ");
       drawMaps();
       drawDense();
     }
