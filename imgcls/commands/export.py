@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from imgcls.commands.options import (
     CKPT_HELP,
@@ -224,32 +225,24 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[imgcls export] {msg}", file=sys.stderr, flush=True)
 
+    common: dict[str, Any] = {
+        "fp16": args.fp16,
+        "features": args.features,
+        "opset": args.opset,
+        "data_dir": args.data_dir,
+        "parity_subset": args.parity_subset,
+        "batch_size": args.batch_size,
+        "log": log,
+    }
     if ensemble:
-        result = export_ensemble(
-            ckpts,
-            args.out,
-            tta=tta,
-            fp16=args.fp16,
-            features=args.features,
-            opset=args.opset,
-            data_dir=args.data_dir,
-            parity_subset=args.parity_subset,
-            batch_size=args.batch_size,
-            log=log,
-        )
+        result = export_ensemble(ckpts, args.out, tta=tta, **common)
     else:
         result = export_checkpoint(
             ckpt,
             args.out,
-            fp16=args.fp16,
             int8=args.int8,
             calibration_images=args.calibration_images,
-            features=args.features,
-            opset=args.opset,
-            data_dir=args.data_dir,
-            parity_subset=args.parity_subset,
-            batch_size=args.batch_size,
-            log=log,
+            **common,
         )
     fp32 = result.parity["fp32"]
     summary = {
