@@ -44,7 +44,9 @@ MODELS: dict[str, tuple[Member, ...]] = {
     "mnist": (Member("mnist", "recipes/mnist_small.yaml", 42),),
     "fashion_mnist": (Member("fashion_mnist", "recipes/fashion_resnet_short.yaml", 42),),
     "mnist_mlp": (Member("mnist_mlp", "model/mlp128.yaml", 42),),
-    "mnist_best": (Member("mnist_best", "recipes/mnist_best.yaml", 42),),
+    # The recipe trained with seeds 42-45: seed 43 had the best validation accuracy (99.50 %
+    # of 5,000), above every ensemble of the four and the `mnist` run (docs/results.md).
+    "mnist_best": (Member("mnist_best_s43", "recipes/mnist_best.yaml", 43),),
 }
 RECORD = "zoo-train.json"  # in runs/zoo/<name>/: wall time, commit, whether the fit finished
 
