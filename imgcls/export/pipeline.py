@@ -228,11 +228,26 @@ def export_checkpoint(
         if blob is not None:
             blobs[FEATURES_FILE], parity["features"] = blob, figures
 
+    n_params = sum(p.numel() for p in model.net.parameters())
+    return _write(blobs, metadata, parity, ckpt, out, n_params, provenance, log)
+
+
+def _write(
+    blobs: dict[str, bytes],
+    metadata: dict[str, Any],
+    parity: dict[str, Any],
+    ckpt: dict[str, Any],
+    out: Path,
+    n_params: int,
+    provenance: Mapping[str, Any] | None,
+    log: Callable[[str], None],
+) -> ExportResult:
+    """The gated models' digests, the records and the card written beside them into ``out``
+    (all at once, staged)."""
     parity["model_sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}
     parity["passed"] = True
     blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
     blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
-    n_params = sum(p.numel() for p in model.net.parameters())
     if provenance is not None:
         provenance = {**provenance, "parameters": n_params}
         blobs[PROVENANCE_FILE] = (json.dumps(provenance, indent=2) + "\n").encode()
@@ -384,20 +399,7 @@ def export_ensemble(
         if blob is not None:
             blobs[FEATURES_FILE], parity["features"] = blob, figures
 
-    parity["model_sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in blobs.items()}
-    parity["passed"] = True
-    blobs["metadata.json"] = (json.dumps(metadata, indent=2) + "\n").encode()
-    blobs["parity.json"] = (json.dumps(parity, indent=2) + "\n").encode()
-    n_params = sum(member_params)
-    if provenance is not None:
-        provenance = {**provenance, "parameters": n_params}
-        blobs[PROVENANCE_FILE] = (json.dumps(provenance, indent=2) + "\n").encode()
-    blobs["README.md"] = model_card(
-        metadata, parity, ckpts[0], out=out, n_params=n_params, provenance=provenance
-    ).encode()
-    _place(blobs, out)
-    log(f"wrote {out}: " + ", ".join(blobs))
-    return ExportResult(out, [out / name for name in blobs], metadata, parity)
+    return _write(blobs, metadata, parity, ckpts[0], out, sum(member_params), provenance, log)
 
 
 def default_export_dir(ckpt_path: str | os.PathLike[str], dataset: str, net: str) -> Path:
