@@ -45,8 +45,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from serve_load import HOST, free_port, wait_healthy  # the neighbour script: same folder
+
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 
 POST_LUA = """
 wrk.method = "POST"
@@ -65,12 +66,6 @@ def crafted() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def memory_mb(pid: int, field: str) -> float:
@@ -92,16 +87,7 @@ def server(model: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes
         )
     url = f"http://{HOST}:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_healthy(url, proc, "imgcls serve", log)
         yield url, proc
     finally:
         proc.terminate()
@@ -261,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         digit = digit_png()
         try:
-            with server(args.model, log) as (url, proc):
+            with server(args.model.resolve(), log) as (url, proc):
                 f = flood(url, proc.pid, args.flood_connections, args.flood_mb)
                 figures["flood"] = f
                 sent = ", ".join(f"{c['sent_mb']:.1f}" for c in f["connections"])
@@ -273,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"({f['seconds']:.1f} s); MB sent per connection: {sent}; answers: {said}; "
                     f"/health after: {f['health_after']}"
                 )
-            with server(args.model, log) as (url, proc):
+            with server(args.model.resolve(), log) as (url, proc):
                 latencies(url, digit, 1.0)  # warm-up
                 alone = summary(latencies(url, digit, args.duration))
                 figures["alone"] = alone

@@ -144,19 +144,25 @@ def running(setup: str, model: Path, log: Path) -> Iterator[str]:
         )
     url = f"http://{HOST}:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{shlex.join(cmd)} did not start:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_healthy(url, proc, shlex.join(cmd), log)
         yield url
     finally:
         stop(proc)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Until ``GET url/health`` answers 200; the log's tail if the server exits or is not up
+    within ``READY_TIMEOUT_S``."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
 
 
 # ----------------------------------------------------------------------------- wrk
