@@ -20,6 +20,7 @@ This module imports only the standard library.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Mapping
@@ -112,9 +113,10 @@ def is_run(path: str | os.PathLike[str]) -> bool:
 
 
 def run_of(ckpt: str | os.PathLike[str]) -> Path | None:
-    """The run folder a checkpoint file belongs to (``…/version_N/checkpoints/x.ckpt``), or None."""
+    """The run folder a checkpoint file belongs to (``…/version_N/checkpoints/x.ckpt``, or a
+    snapshot ``…/version_N/snapshots/epoch=N.ckpt``), or None."""
     path = Path(ckpt)
-    if path.parent.name == CHECKPOINTS and _VERSION.fullmatch(path.parent.parent.name):
+    if path.parent.name in (CHECKPOINTS, SNAPSHOTS) and _VERSION.fullmatch(path.parent.parent.name):
         return path.parent.parent
     return None
 
@@ -171,3 +173,41 @@ def _missing(spelled: str, where: str) -> str:
         f"{spelled}: no checkpoint found (looked for {where}); train a run first "
         "(imgcls fit …) or give a run folder or a .ckpt file"
     )
+
+
+# ----------------------------------------------------------------------------- metrics.csv
+# a curve's name -> the metrics.csv column it is read from (one value an epoch)
+EPOCH_COLUMNS = {
+    "train/loss": "train/loss_epoch",
+    "val/loss": "val/loss",
+    "train/acc": "train/acc",
+    "val/acc": "val/acc",
+}
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv``, each holding only its non-empty numeric cells."""
+    rows = []
+    with open(path, newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row = {}
+            for k, v in raw.items():
+                try:
+                    row[k] = float(v)
+                except (TypeError, ValueError):
+                    continue
+            rows.append(row)
+    return rows
+
+
+def epoch_curves(rows: list[dict[str, float]]) -> dict[str, tuple[list[float], list[float]]]:
+    """The ``EPOCH_COLUMNS`` curves of ``read_metrics`` rows: ``{name: (epochs, values)}``, an
+    epoch's value at its end (epoch index 0 at 1.0, the weights "after 1 epoch"). A resumed
+    epoch's row replaces the interrupted one's; a curve with no value is left out."""
+    out = {}
+    for name, column in EPOCH_COLUMNS.items():
+        by_epoch = {int(r["epoch"]): r[column] for r in rows if column in r and "epoch" in r}
+        if by_epoch:
+            epochs = sorted(by_epoch)
+            out[name] = ([e + 1.0 for e in epochs], [by_epoch[e] for e in epochs])
+    return out

@@ -18,10 +18,10 @@ from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.metadata import without_local_paths
 from imgcls.deploy.onnx_weights import float_initializers
 from imgcls.errors import ConfigError, ModelLoadError
+from imgcls.runs import epoch_curves, read_metrics
 from imgcls.utils import sha256_file
 
 __all__ = [
-    "CURVE_COLUMNS",
     "WEIGHTS_FILE",
     "compare_metadata",
     "epoch_snapshots",
@@ -34,13 +34,6 @@ PARITY_FILE = "parity.json"
 WEIGHTS_FILE = "weights.bin"
 FEATURES_FILE = "model.features.onnx"
 EPOCHS_DIR = "epochs"
-# the page's curve -> the metrics.csv column it is read from (as curves.png draws them)
-CURVE_COLUMNS = {
-    "train/loss": "train/loss_epoch",
-    "val/loss": "val/loss",
-    "train/acc": "train/acc",
-    "val/acc": "val/acc",
-}
 
 
 def shift_figures(model: Path) -> dict[str, Any] | None:
@@ -99,25 +92,13 @@ def run_curves(metrics_csv: str | os.PathLike[str]) -> dict[str, dict[str, list[
     at its end, so epoch index 0 is at 1 (the weights "after 1 epoch", as the snapshots count).
     A resumed epoch's row replaces the interrupted one's; a curve with no value is left out.
     A missing or unreadable file gives no curves (the page then shows none)."""
-    by_name: dict[str, dict[int, float]] = {name: {} for name in CURVE_COLUMNS}
     try:
-        with open(metrics_csv, newline="") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    epoch = int(float(row.get("epoch") or ""))
-                except ValueError:
-                    continue
-                for name, column in CURVE_COLUMNS.items():
-                    try:
-                        by_name[name][epoch] = float(row.get(column) or "")
-                    except ValueError:
-                        continue
+        rows = read_metrics(metrics_csv)
     except (OSError, csv.Error, UnicodeDecodeError):
         return {}
     return {
-        name: {"epochs": [e + 1 for e in sorted(v)], "values": [v[e] for e in sorted(v)]}
-        for name, v in by_name.items()
-        if v
+        name: {"epochs": epochs, "values": values}
+        for name, (epochs, values) in epoch_curves(rows).items()
     }
 
 

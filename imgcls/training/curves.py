@@ -9,13 +9,13 @@ picture is a convenience: the callers turn a failure to draw it into a warning.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from imgcls.runs import EPOCH_COLUMNS, epoch_curves, read_metrics
 from imgcls.utils import atomic_path
 
 __all__ = [
@@ -31,33 +31,11 @@ __all__ = [
 
 CURVES_FILE = "curves.png"
 DPI = 100
-# name in the figure -> the metrics.csv column it is read from
-EPOCH_COLUMNS = {
-    "train/loss": "train/loss_epoch",
-    "val/loss": "val/loss",
-    "train/acc": "train/acc",
-    "val/acc": "val/acc",
-}
 STEP_LOSS = "train/loss"  # the step loss, logged every log_every_n_steps
 LR_PREFIX = "lr-"  # LearningRateMonitor's columns: lr-<optimizer>
 
 # a series: x in epochs (an epoch's value at its end: epoch 0 at x = 1) and the values
 Series = tuple[list[float], list[float]]
-
-
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
-    """The rows of a ``metrics.csv``, each holding only its non-empty numeric cells."""
-    rows = []
-    with open(path, newline="") as fh:
-        for raw in csv.DictReader(fh):
-            row = {}
-            for k, v in raw.items():
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    continue
-            rows.append(row)
-    return rows
 
 
 def run_series(metrics_csv: str | os.PathLike[str]) -> dict[str, Series]:
@@ -69,12 +47,7 @@ def run_series(metrics_csv: str | os.PathLike[str]) -> dict[str, Series]:
     epoch-level rows (their ``step`` is the epoch's last step).
     """
     rows = read_metrics(metrics_csv)
-    out: dict[str, Series] = {}
-    for name, column in EPOCH_COLUMNS.items():
-        by_epoch = {int(r["epoch"]): r[column] for r in rows if column in r and "epoch" in r}
-        if by_epoch:  # a resumed epoch's row replaces the interrupted one's
-            epochs = sorted(by_epoch)
-            out[name] = ([e + 1.0 for e in epochs], [by_epoch[e] for e in epochs])
+    out: dict[str, Series] = epoch_curves(rows)
     steps_per_epoch = _steps_per_epoch(rows)
     lr_column = next((k for r in rows for k in r if k.startswith(LR_PREFIX)), None)
     step_columns: dict[str, str | None] = {"train/loss_step": STEP_LOSS, "lr": lr_column}
