@@ -156,7 +156,6 @@ class Snapshots(L.Callback):
         self.epochs = sorted(set(wanted))
         self._dir: Path | None = None
         self._final = False  # the last epoch's snapshot is written
-        self.saved: list[Path] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.epochs or stage != "fit":
@@ -175,7 +174,6 @@ class Snapshots(L.Callback):
         # the file decides, since a slower rank could see the file rank 0 has just written
         if not trainer.strategy.broadcast(path.is_file()):
             trainer.save_checkpoint(path, weights_only=True)
-            self.saved.append(path)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if 0 in self.epochs and trainer.global_step == 0:  # a resume is past epoch 0
