@@ -56,7 +56,7 @@ def _run_folder(spec: str) -> Path:
     folder (its newest run that kept snapshots)."""
     path = Path(spec)
     if path.is_file():
-        run = runs.run_of(path) or (path.parent.parent if path.parent.name == "snapshots" else None)
+        run = runs.run_of(path)
         if run is None:
             raise RunNotFoundError(f"--epochs {spec}: a file outside a run; give the run folder")
         return run

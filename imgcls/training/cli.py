@@ -244,6 +244,12 @@ def _check_classes(ckpt: dict[str, Any], path: Path, cfg: Namespace, subcommand:
 
 def _check_resumable(ckpt: dict[str, Any], path: Path, cfg: Namespace) -> None:
     """Refuse, before anything is written, a resume that cannot go as the user expects."""
+    if "optimizer_states" not in ckpt:  # a snapshot (--snapshots.epochs) keeps weights only
+        raise ConfigError(
+            f"{path} holds weights only (no optimiser or schedule state), so a fit cannot "
+            "resume from it; resume from its run's last.ckpt (--ckpt_path <run>), or use it "
+            "where weights are enough (test, validate, predict, export)"
+        )
     hp = ckpt.get("hyper_parameters", {})
     mine = {"net": cfg.model.net, "dataset": dataset_of(cfg)}
     detail = mismatch(hp, mine, "checkpoint", "config")

@@ -95,6 +95,22 @@ def test_fit_then_test_learns_and_lays_out_the_run(trained_run, real_data_root, 
     assert not torch.equal(snaps[1]["state_dict"]["net.head.weight"], final["net.head.weight"])
     size = runs.snapshot_of(trained_run, 2).stat().st_size
     assert size < 0.5 * (trained_run / "checkpoints" / "last.ckpt").stat().st_size
+    # a snapshot belongs to its run (evaluations and exports of it are named by it), and a fit
+    # cannot resume from its weights alone: one line, and the run's files untouched
+    assert runs.run_of(runs.snapshot_of(trained_run, 1)) == trained_run
+    before = (trained_run / "metrics.csv").read_bytes()
+    proc = run_imgcls(
+        "fit",
+        "--config",
+        str(trained_run / "config.yaml"),
+        "--ckpt_path",
+        str(runs.snapshot_of(trained_run, 1)),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "holds weights only" in proc.stderr.strip().splitlines()[-1]
+    assert (trained_run / "metrics.csv").read_bytes() == before
     # test: a copy of the run, so the shared fixture stays untouched
     run = tmp_path / "runs" / "mnist-lenet5" / "version_0"
     shutil.copytree(trained_run, run)
