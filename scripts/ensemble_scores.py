@@ -20,28 +20,11 @@ from pathlib import Path
 import torch
 
 from imgcls.data import trained_datamodule
+from imgcls.data.transforms import translate
 from imgcls.training.checkpoint_io import load_checkpoint, load_classifier
 
 MOVES = {0: [], 4: [(1, 0), (-1, 0), (0, 1), (0, -1)]}
 MOVES[8] = MOVES[4] + [(1, 1), (1, -1), (-1, 1), (-1, -1)]
-
-
-def _shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    return torch.roll(x, shifts=(dy, dx), dims=(-2, -1)) * _keep(x, dx, dy)
-
-
-def _keep(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    # zero fill: what rolls in from the other edge is cleared
-    m = torch.ones_like(x)
-    if dy > 0:
-        m[..., :dy, :] = 0
-    elif dy < 0:
-        m[..., dy:, :] = 0
-    if dx > 0:
-        m[..., :, :dx] = 0
-    elif dx < 0:
-        m[..., :, dx:] = 0
-    return m
 
 
 def probabilities(ckpt: str, shifts: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -56,7 +39,7 @@ def probabilities(ckpt: str, shifts: int) -> dict[str, tuple[torch.Tensor, torch
         probs, labels = [], []
         with torch.no_grad():
             for x, y in loader:
-                views = [x, *(_shifted(x, dx, dy) for dx, dy in MOVES[shifts])]
+                views = [x, *(translate(x, dy, dx) for dx, dy in MOVES[shifts])]
                 p = [
                     torch.softmax(model(dm.on_after_batch_transfer((v, y), 0)[0]), 1) for v in views
                 ]
