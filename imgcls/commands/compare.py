@@ -108,7 +108,7 @@ def _run_of(spec: str, root: Path, runs: Any) -> Path | None:
 
 
 def _metrics(path: Path) -> list[dict[str, float]]:
-    from imgcls.training.curves import read_metrics
+    from imgcls.runs import read_metrics
 
     return read_metrics(path) if path.is_file() else []
 
