@@ -31,29 +31,11 @@
     return c;
   }
 
-  // grey: lo black, hi white
-  function greys(canvas, values, lo, hi) {
-    const ctx = canvas.getContext("2d");
-    const img = ctx.createImageData(canvas.width, canvas.height);
-    const span = hi > lo ? hi - lo : 1;
-    for (let j = 0; j < canvas.width * canvas.height; j++) {
-      const v = Math.round(((values[j] - lo) / span) * 255);
-      img.data.set([v, v, v, 255], 4 * j);
-    }
-    ctx.putImageData(img, 0, 0);
-  }
-
-  // diverging: blue negative, white 0, red positive, saturated at |top|
-  function diverging(canvas, values, top) {
-    const ctx = canvas.getContext("2d");
-    const img = ctx.createImageData(canvas.width, canvas.height);
-    for (let j = 0; j < canvas.width * canvas.height; j++) {
-      const t = top > 0 ? Math.max(-1, Math.min(1, values[j] / top)) : 0;
-      const off = Math.round(255 * (1 - Math.abs(t)));
-      img.data.set([t > 0 ? 255 : off, off, t < 0 ? 255 : off, 255], 4 * j);
-    }
-    ctx.putImageData(img, 0, 0);
-  }
+  // the layer panel's pictures: grey (lo black, hi white) and diverging (blue -, red +)
+  const greys = (canvas, values, lo, hi) =>
+    window.imgclsLayers.greys(canvas.getContext("2d"), canvas.width, canvas.height, values, lo, hi);
+  const diverging = (canvas, values, top) =>
+    window.imgclsLayers.diverging(canvas.getContext("2d"), canvas.width, canvas.height, values, top);
 
   const maxAbs = (v) => v.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
 

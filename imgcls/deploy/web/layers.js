@@ -75,6 +75,20 @@
     ctx.putImageData(img, 0, 0);
   }
 
+  // Blue for negative weights, red for positive, white for zero; |w| / `top` the strength.
+  function diverging(ctx, w, h, values, top) {
+    const img = ctx.createImageData(w, h);
+    for (let j = 0; j < w * h; j++) {
+      const t = top > 0 ? Math.max(-1, Math.min(1, values[j] / top)) : 0;
+      const off = Math.round(255 * (1 - Math.abs(t)));
+      img.data[4 * j] = t > 0 ? 255 : off;
+      img.data[4 * j + 1] = off;
+      img.data[4 * j + 2] = t < 0 ? 255 : off;
+      img.data[4 * j + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
   function range(values) {
     let lo = Infinity;
     let hi = -Infinity;
@@ -329,20 +343,6 @@
 
 
     // ------------------------------------------------------------------ hover a unit
-    // Blue for negative weights, red for positive, white for zero; |w| / `top` the strength.
-    function diverging(ctx, w, h, values, top) {
-      const img = ctx.createImageData(w, h);
-      for (let j = 0; j < w * h; j++) {
-        const t = top > 0 ? Math.max(-1, Math.min(1, values[j] / top)) : 0;
-        const off = Math.round(255 * (1 - Math.abs(t)));
-        img.data[4 * j] = t > 0 ? 255 : off;
-        img.data[4 * j + 1] = off;
-        img.data[4 * j + 2] = t < 0 ? 255 : off;
-        img.data[4 * j + 3] = 255;
-      }
-      ctx.putImageData(img, 0, 0);
-    }
-
     const inputHW = () => [Number(meta.input.shape[2]) || 28, Number(meta.input.shape[3]) || 28];
     const maxAbs = (v) => v.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
 
@@ -746,5 +746,5 @@
     return out;
   }
 
-  window.imgclsLayers = { create, loadWeights, blocksOf };
+  window.imgclsLayers = { create, loadWeights, blocksOf, greys, diverging };
 })();
