@@ -24,22 +24,15 @@ import pytest
 from imgcls.__main__ import main
 from imgcls.deploy import npm, site
 from imgcls.deploy.idx import read_idx
+from tests.deploy import test_page
 from tests.deploy.test_page import (
-    CHROMIUM_ARGS,
     DIGITS,
-    INSTALL,
     bars,
     draw,
-    find_chromium,
     tile_stats,
     wait_for_prediction,
 )
-from tests.helpers import free_port, require_system, wait_for_port
-
-try:
-    from playwright import sync_api
-except ImportError:
-    sync_api = None
+from tests.helpers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.real_data]
 browser = pytest.mark.browser
@@ -289,15 +282,8 @@ def static_server(folder: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    require_system(sync_api is not None and find_chromium() is not None, "Chromium", INSTALL)
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+# the page tests' browser (module-scoped; skips, or fails in CI, as they do where none is)
+chromium, chromium_path = test_page.chromium, test_page.chromium_path
 
 
 class Visit:

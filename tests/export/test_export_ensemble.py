@@ -10,7 +10,6 @@ here in PyTorch, member by member, on real test images.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from imgcls.errors import ConfigError
 from imgcls.export import export_ensemble
 from imgcls.export.ensemble import EnsembleNet, check_tta
 from imgcls.training.checkpoint_io import load_classifier
+from tests.deploy import test_page
 from tests.deploy.test_static_page import Visit
 from tests.helpers.training import make_checkpoint
 
@@ -198,6 +198,10 @@ def test_refusals_in_one_line(
     assert not out.exists()
 
 
+# the page tests' browser (module-scoped; skips, or fails in CI, as they do where none is)
+chromium, chromium_path = test_page.chromium, test_page.chromium_path
+
+
 def test_combine_is_the_log_of_the_mean() -> None:
     lp = torch.log_softmax(torch.randn(3, 2, 5, 10, dtype=torch.float64), dim=-1)
     got = EnsembleNet.combine(lp).exp()
@@ -207,25 +211,6 @@ def test_combine_is_the_log_of_the_mean() -> None:
     assert torch.isfinite(EnsembleNet.combine(lp)).all()
     with pytest.raises(ConfigError, match="unknown"):
         check_tta(["vflip"], "fashion_mnist")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from tests.deploy.test_page import CHROMIUM_ARGS, INSTALL, find_chromium
-    from tests.helpers import require_system
-
-    try:
-        from playwright import sync_api
-    except ImportError:
-        sync_api = None
-    require_system(sync_api is not None and find_chromium() is not None, "Chromium", INSTALL)
-    assert sync_api is not None
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.mark.browser
