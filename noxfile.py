@@ -107,8 +107,12 @@ def tests(session: nox.Session) -> None:
     env = _env(session)
     _run(session, "imgcls", "data", "fetch", "--dataset", "all", env=env)
     _ensure_debian(session, "chromium", "wrk", "postgresql")
-    # The slowest tests are listed at the end so that a suite growing past its time shows where.
-    _run(session, "python", "-m", "pytest", *(session.posargs or ["-q", "--durations=25"]), env=env)
+    # One worker a core (up to 4), a test file to a worker, so that a file's module fixtures are
+    # built once; `-- -n 0` runs in one process. The slowest tests are listed at the end so that
+    # a suite growing past its time shows where.
+    parallel = ["-n", "auto", "--maxprocesses=4", "--dist=loadfile"]
+    args = session.posargs or ["-q", "--durations=25"]
+    _run(session, "python", "-m", "pytest", *parallel, *args, env=env)
 
 
 @nox.session

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CONFIGS_DIR as CONFIGS
-from tests.helpers import run_imgcls
+from tests.helpers import free_port, run_imgcls
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -108,7 +108,7 @@ def test_torchrun_launch(real_data_root, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(free_port()),  # the suite runs several files at once: no fixed port
         "-m",
         "imgcls",
         "fit",
