@@ -7,6 +7,7 @@ files. Console errors and page errors fail the test too.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -24,6 +25,7 @@ import pytest
 from imgcls.__main__ import main
 from imgcls.deploy import npm, site
 from imgcls.deploy.idx import read_idx
+from imgcls.deploy.images import decode_image
 from tests.deploy import test_page
 from tests.deploy.test_page import (
     DIGITS,
@@ -359,6 +361,13 @@ def test_static_page_reads_strokes_and_shows_every_feature_map(
             shown = wait_for_prediction(pg)
             assert shown == digit, f"drawn {digit}: the page reads {shown}, bars {bars(pg)}"
             assert sum(b["p"] for b in bars(pg)) == pytest.approx(1.0, abs=1e-3)
+            # The answer is the whole stroke's, even where the page kept the request that was
+            # in flight at the pointerup: its input is the framing of the pad's last pixels.
+            url = pg.evaluate("document.querySelector('#pad').toDataURL('image/png')")
+            png = base64.b64decode(url.split(",", 1)[1])
+            pad = decode_image(png, preprocess="auto", dataset="mnist").ravel()
+            ran = np.array(pg.evaluate("window.imgclsPage.input()"), np.uint8)
+            assert np.array_equal(ran, pad), np.abs(ran.astype(int) - pad).max()
             tiles = tile_stats(pg)
             assert len(tiles) == sum(m["shape"][0] for m in meta["feature_maps"])
             for layer in meta["feature_maps"]:
@@ -506,9 +515,6 @@ def test_browser_decoding_and_framing_equal_decode_image_on_photos(
 ) -> None:
     """What the page feeds the model for each of the 300 photos (the browser's PNG / JPEG
     decoder, then framing.js) against ``decode_image`` (Pillow, then the Python framing)."""
-    import base64
-
-    from imgcls.deploy.images import decode_image
     from imgcls.deploy.photos import render_photos
 
     digits = read_idx(real_data_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:PHOTOS]
