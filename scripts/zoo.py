@@ -32,11 +32,12 @@ ZOO_DIR = ROOT / "imgcls" / "zoo"
 @dataclass(frozen=True)
 class Member:
     """One training run: its folder under ``--runs``, its recipe under configs/ (which holds
-    every other choice) and its seed."""
+    every other choice), its seed and any option given beside the recipe."""
 
     run: str
     recipe: str
     seed: int
+    args: tuple[str, ...] = ()
 
 
 # name -> its members: one run, or several folded into one ensemble graph.
@@ -48,6 +49,8 @@ MODELS: dict[str, tuple[Member, ...]] = {
     # of 5,000), above every ensemble of the four and the `mnist` run (docs/results.md).
     "mnist_best": (Member("mnist_best_s43", "recipes/mnist_best.yaml", 43),),
 }
+# name -> the views averaged inside its graph (`imgcls export --tta`), where it has any.
+TTA: dict[str, tuple[str, ...]] = {}
 RECORD = "zoo-train.json"  # in runs/zoo/<name>/: wall time, commit, whether the fit finished
 
 
@@ -68,8 +71,9 @@ def _commit() -> str:
     return sha + ("+uncommitted changes" if dirty else "")
 
 
-def _fit_command(recipe: str, seed: int) -> list[str]:
-    return ["imgcls", "fit", "-c", recipe.removesuffix(".yaml"), "--seed_everything", str(seed)]
+def _fit_command(member: Member) -> list[str]:
+    recipe = member.recipe.removesuffix(".yaml")
+    return ["imgcls", "fit", "-c", recipe, "--seed_everything", str(member.seed), *member.args]
 
 
 def _run_dir(root: Path) -> Path | None:
@@ -83,7 +87,7 @@ def _read(path: Path) -> dict[str, object]:
 
 def train(member: Member, runs: Path) -> Path:
     """Fit ``member``'s recipe into ``runs/<run>`` (resuming a started run); its run folder."""
-    name, recipe, seed = member.run, member.recipe, member.seed
+    name = member.run
     root = runs / name
     root.mkdir(parents=True, exist_ok=True)
     record = _read(root / RECORD)
@@ -91,7 +95,7 @@ def train(member: Member, runs: Path) -> Path:
     if record.get("finished") and run is not None:
         print(f"[zoo] {name}: trained already ({run})", flush=True)
         return run
-    cmd = [sys.executable, "-m", "imgcls", *_fit_command(recipe, seed)[1:]]
+    cmd = [sys.executable, "-m", "imgcls", *_fit_command(member)[1:]]
     cmd += ["--trainer.default_root_dir", str(root)]
     if run is not None and (run / "checkpoints" / "last.ckpt").is_file():
         cmd += ["--ckpt_path", str(run)]
@@ -115,7 +119,7 @@ def _member_provenance(member: Member, runs: Path) -> dict[str, object]:
     out: dict[str, object] = {
         "recipe": f"configs/{member.recipe}",
         "seed": member.seed,
-        "command": " ".join(_fit_command(member.recipe, member.seed)),
+        "command": " ".join(_fit_command(member)),
         "commit": record.get("commit", "unknown"),
         "train_wall_s": round(float(str(record.get("train_wall_s") or 0)), 1),
         "trained_on": record.get("trained_on")
@@ -135,9 +139,11 @@ def export(name: str, members: list[tuple[Member, Path]], runs: Path) -> None:
     each = [_member_provenance(m, runs) for m, _ in members]
     first = each[0]
     provenance: dict[str, object] = {"name": name, **first, "rebuild": f"nox -s zoo -- {name}"}
-    if len(members) > 1:
+    tta = TTA.get(name, ())
+    if len(members) > 1 or tta:
         export_cmd = "imgcls export " + " ".join(
-            f"--ckpt RUN{i}/best.ckpt" for i in range(1, len(ckpts) + 1)
+            [*(f"--ckpt RUN{i}/best.ckpt" for i in range(1, len(ckpts) + 1))]
+            + [f"--tta {view}" for view in tta]
         )
         provenance["command"] = "; ".join(
             [*(f"RUN{i}: {p['command']}" for i, p in enumerate(each, 1)), export_cmd]
@@ -146,10 +152,10 @@ def export(name: str, members: list[tuple[Member, Path]], runs: Path) -> None:
         provenance["members"] = each
         provenance.pop("note", None)
     print(f"[zoo] {name}: exporting {', '.join(map(str, ckpts))} to {ZOO_DIR / name}", flush=True)
-    if len(ckpts) == 1:
+    if len(ckpts) == 1 and not tta:
         export_checkpoint(ckpts[0], ZOO_DIR / name, provenance=provenance)
     else:
-        export_ensemble(ckpts, ZOO_DIR / name, provenance=provenance)
+        export_ensemble(ckpts, ZOO_DIR / name, tta=tta, provenance=provenance)
 
 
 def main() -> int:
