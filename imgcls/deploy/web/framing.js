@@ -121,7 +121,7 @@
   function inkLevels(grey) {
     const src = grey.data;
     const n = src.length;
-    const counts = new Float64Array(256);
+    const counts = new Uint32Array(256);
     for (let i = 0; i < n; i++) counts[src[i]] += 1;
     const light = backgroundLight(grey);
     const level = (v) => (light ? 255 - v : v);
@@ -208,12 +208,21 @@
       const inW = cur.width;
       for (let y = 0; y < cur.height; y++) {
         const row = y * inW;
+        // A crop of a drawing is mostly paper (0): each row's sums skip the zeros before its
+        // first ink and after its last, which changes no sum (a zero term adds nothing, and
+        // the terms kept are added in the same order).
+        let first = 0;
+        while (first < inW && src[row + first] === 0) first++;
+        if (first === inW) continue; // a blank row: its outputs stay 0
+        let last = inW - 1;
+        while (src[row + last] === 0) last--;
         for (let xx = 0; xx < width; xx++) {
-          const start = row + bounds[2 * xx];
-          const xmax = bounds[2 * xx + 1];
-          const k0 = xx * ksize;
+          const xmin = bounds[2 * xx];
+          const k0 = xx * ksize - xmin;
+          const lo = Math.max(xmin, first);
+          const hi = Math.min(xmin + bounds[2 * xx + 1] - 1, last);
           let s = 0.0;
-          for (let x = 0; x < xmax; x++) s += src[start + x] * kk[k0 + x];
+          for (let x = lo; x <= hi; x++) s += src[row + x] * kk[k0 + x];
           dst[y * width + xx] = s;
         }
       }
@@ -358,20 +367,30 @@
   }
 
   // rows and columns holding anything but zero: [first row, last row, first col, last col]
+  // Each row is scanned from the left to its first kept pixel and from the right to its last,
+  // not through the middle; a uint8 picture's test is a table of its 256 levels.
   function inkBox(img, keep) {
+    const { width: w, height: h, data } = img;
+    let test = keep;
+    if (data instanceof Uint8Array) {
+      const table = Uint8Array.from({ length: 256 }, (_, v) => (keep(v) ? 1 : 0));
+      test = (v) => table[v] === 1;
+    }
     let r0 = -1;
     let r1 = -1;
-    let c0 = img.width;
+    let c0 = w;
     let c1 = -1;
-    for (let y = 0; y < img.height; y++) {
-      for (let x = 0; x < img.width; x++) {
-        if (keep(img.data[y * img.width + x])) {
-          if (r0 < 0) r0 = y;
-          r1 = y;
-          if (x < c0) c0 = x;
-          if (x > c1) c1 = x;
-        }
-      }
+    for (let y = 0; y < h; y++) {
+      const o = y * w;
+      let x = 0;
+      while (x < w && !test(data[o + x])) x++;
+      if (x === w) continue;
+      if (r0 < 0) r0 = y;
+      r1 = y;
+      if (x < c0) c0 = x;
+      let z = w - 1;
+      while (!test(data[o + z])) z--;
+      if (z > c1) c1 = z;
     }
     return r0 < 0 ? null : [r0, r1, c0, c1];
   }
