@@ -8,10 +8,10 @@ seeded one, the same for every run of a recipe whatever ``--seed_everything`` wa
 ensemble is the average of its members' softmax probabilities, as ``imgcls export --ckpt A
 --ckpt B ...`` computes it in one graph. ``--shifts 4`` (or 8) also averages each model's
 probabilities over the input moved by 1 pixel in 4 (or 8) directions (test-time shifts, zero
-fill). ``--hflip`` also averages each model's probabilities over the mirror image of every
-view, as ``imgcls export --tta hflip`` does inside the graph (Fashion-MNIST; the mirror of a
-digit is not a digit). Prints one line per checkpoint and per ensemble: validation and test
-accuracy.
+fill). ``--hflip`` also scores each line with every view's mirror image averaged in, as ``imgcls
+export --tta hflip`` does inside the graph (Fashion-MNIST; the mirror of a digit is not a
+digit). Prints one line per checkpoint and per ensemble (and its ``+ hflip`` line):
+validation and test accuracy.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,9 +31,14 @@ MOVES = {0: [], 4: [(1, 0), (-1, 0), (0, 1), (0, -1)]}
 MOVES[8] = MOVES[4] + [(1, 1), (1, -1), (-1, 1), (-1, -1)]
 
 
-def probabilities(
-    ckpt: str, shifts: int, hflip: bool
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _softmax(model: torch.nn.Module, dm: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The model's probabilities for a batch, normalised as in training (GPU-side steps)."""
+    return torch.softmax(model(dm.on_after_batch_transfer((x, y), 0)[0]), 1)
+
+
+def probabilities(ckpt: str, shifts: int, hflip: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """Per split: the probabilities averaged over the views (``plain``), over the views and
+    their mirror images (``hflip``, where asked), and the ``labels``."""
     model = load_classifier(ckpt).eval()
     raw = load_checkpoint(ckpt)
     dataset = (raw.get("hyper_parameters") or {}).get("dataset", "mnist")
@@ -41,17 +47,18 @@ def probabilities(
     dm.setup("test")
     out = {}
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
-        probs, labels = [], []
+        parts: dict[str, list[torch.Tensor]] = {"plain": [], "hflip": [], "labels": []}
         with torch.no_grad():
             for x, y in loader:
                 views = [x, *(translate(x, dy, dx) for dx, dy in MOVES[shifts])]
-                views += [v.flip(-1) for v in views] if hflip else []
-                p = [
-                    torch.softmax(model(dm.on_after_batch_transfer((v, y), 0)[0]), 1) for v in views
-                ]
-                probs.append(torch.stack(p).mean(0))
-                labels.append(y)
-        out[split] = (torch.cat(probs), torch.cat(labels))
+                plain = torch.stack([_softmax(model, dm, v, y) for v in views]).mean(0)
+                parts["plain"].append(plain)
+                if hflip:
+                    mirrored = torch.stack([_softmax(model, dm, v.flip(-1), y) for v in views])
+                    mirrored = mirrored.mean(0)
+                    parts["hflip"].append((plain + mirrored) / 2)
+                parts["labels"].append(y)
+        out[split] = {k: torch.cat(v) for k, v in parts.items() if v}
     return out
 
 
@@ -65,12 +72,14 @@ def main() -> None:
     name = {c: Path(c).parts[-5] if len(Path(c).parts) >= 5 else c for c in args.ckpts}
     for r in range(1, len(args.ckpts) + 1):
         for combo in itertools.combinations(args.ckpts, r):
-            acc = []
-            for split in ("val", "test"):
-                p = torch.stack([scores[c][split][0] for c in combo]).mean(0)
-                y = scores[combo[0]][split][1]
-                acc.append(f"{split} {(p.argmax(1) == y).float().mean().item() * 100:.2f} %")
-            print(" + ".join(name[c] for c in combo) + ": " + ", ".join(acc), flush=True)
+            for way in ("plain", "hflip") if args.hflip else ("plain",):
+                acc = []
+                for split in ("val", "test"):
+                    p = torch.stack([scores[c][split][way] for c in combo]).mean(0)
+                    y = scores[combo[0]][split]["labels"]
+                    acc.append(f"{split} {(p.argmax(1) == y).float().mean().item() * 100:.2f} %")
+                label = " + ".join(name[c] for c in combo) + (" + hflip" if way == "hflip" else "")
+                print(f"{label}: {', '.join(acc)}", flush=True)
 
 
 if __name__ == "__main__":
