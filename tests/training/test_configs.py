@@ -329,6 +329,15 @@ FORMER_RECIPES["mnist_small"] = (
     "mnist",
     replace(FORMER_RECIPES["mnist_best"][1], net_args=SMALL_RESNET),
 )
+# The second kind of MNIST ensemble member: the Fashion-MNIST ResNet-20 recipe on digits.
+FORMER_RECIPES["mnist_resnet20"] = (
+    "mnist",
+    replace(
+        FORMER_RECIPES["fashion_best"][1],
+        data_args={"shift_augment": 3, "random_erase": 0.25},
+        max_epochs=20,
+    ),
+)
 FORMER_RECIPES["fashion_resnet_short"] = (
     "fashion_mnist",
     replace(
