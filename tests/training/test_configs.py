@@ -335,7 +335,7 @@ FORMER_RECIPES["mnist_resnet20"] = (
     replace(
         FORMER_RECIPES["fashion_best"][1],
         data_args={"shift_augment": 3, "random_erase": 0.25},
-        max_epochs=20,
+        max_epochs=15,
     ),
 )
 FORMER_RECIPES["fashion_resnet_short"] = (
