@@ -19,12 +19,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _net(info: dict[str, Any]) -> str:
+    """``resnet 16-32-64 x3``; an ensemble by its members (``2 x resnet 16-32-64 x3``) and
+    the views averaged inside its graph (``+ hflip``)."""
+    members = info.get("members") or []
+    if members:
+        kinds = [_net(m) for m in members]
+        counted = [f"{kinds.count(k)} x {k}" for k in dict.fromkeys(kinds)]
+        views = (info.get("net_args") or {}).get("tta") or []
+        return " + ".join(counted + list(views))
     args = info.get("net_args") or {}
     if info.get("net") == "resnet" and args.get("widths"):
         return f"resnet {'-'.join(str(w) for w in args['widths'])} x{args.get('blocks', '?')}"
     if info.get("net") == "mlp" and args.get("hidden"):
         return f"mlp {'-'.join(str(h) for h in args['hidden'])}"
     return str(info.get("net"))
+
+
+def _made(p: dict[str, Any]) -> str:
+    """The recipe, seed, commit and wall time; an ensemble's recipes and seeds are its members'
+    (the top-level record repeats the first member's)."""
+    members = p.get("members") or [p]
+    recipes = ", ".join(dict.fromkeys(str(m.get("recipe", "?")) for m in members))
+    seeds = ", ".join(str(m.get("seed", "?")) for m in members)
+    wall = p.get("train_wall_s")
+    took = f"{float(wall) / 60:.0f} min" if isinstance(wall, int | float) else "?"
+    where = [str(m["trained_on"]) for m in members if m.get("trained_on")]
+    return (
+        f"{recipes}, seed{'s' if len(members) > 1 else ''} {seeds}, commit "
+        f"{str(p.get('commit', '?'))[:12]}, trained in {took}"
+        + (f" ({'; '.join(dict.fromkeys(where))})" if where else "")
+    )
 
 
 def _pct(x: object) -> str:
@@ -65,15 +89,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     for i in infos:
         p = i["provenance"]
-        wall = p.get("train_wall_s")
-        took = f"{float(wall) / 60:.0f} min" if isinstance(wall, int | float) else "?"
-        lines += [
-            "",
-            f"{i['name']}: {p.get('recipe', '?')}, seed {p.get('seed', '?')}, commit "
-            f"{str(p.get('commit', '?'))[:12]}, trained in {took}"
-            + (f" ({p['trained_on']})" if p.get("trained_on") else ""),
-            f"  made by: {p.get('command', '?')}",
-        ]
+        lines += ["", f"{i['name']}: {_made(p)}", f"  made by: {p.get('command', '?')}"]
     lines += [
         "",
         "* the default of imgcls serve and imgcls page. Use one with --model NAME; "

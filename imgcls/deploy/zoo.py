@@ -77,6 +77,10 @@ def shipped_info(name: str) -> dict[str, Any]:
         "dataset": metadata.get("dataset"),
         "net": metadata.get("net"),
         "net_args": metadata.get("net_args") or {},
+        "members": [  # an ensemble's (metadata's ``ensemble``); none for a single net
+            {"net": m.get("net"), "net_args": m.get("net_args") or {}}
+            for m in (metadata.get("ensemble") or {}).get("members", [])
+        ],
         "parameters": provenance.get("parameters"),
         "test_accuracy": fp32.get("onnx_accuracy"),
         "test_images": parity.get("n_images"),

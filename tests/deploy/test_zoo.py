@@ -18,6 +18,7 @@ import pytest
 
 from imgcls.__main__ import main
 from imgcls.commands import page, serve
+from imgcls.commands.models import _made, _net
 from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.idx import read_idx
 from imgcls.deploy.zoo import (
@@ -133,6 +134,24 @@ def test_models_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     for name in SHIPPED:
         assert f"{name}: configs/" in out
+
+
+def test_an_ensemble_is_listed_by_its_members_and_their_seeds() -> None:
+    resnet = {"net": "resnet", "net_args": {"widths": [16, 32], "blocks": 3}}
+    info = {
+        "net": "ensemble of 3",
+        "net_args": {"members": ["resnet", "resnet", "mlp"], "tta": ["hflip"]},
+        "members": [resnet, resnet, {"net": "mlp", "net_args": {"hidden": [128]}}],
+    }
+    assert _net(info) == "2 x resnet 16-32 x3 + 1 x mlp 128 + hflip"
+    assert _net({**resnet, "members": []}) == "resnet 16-32 x3"
+    member = {"recipe": "configs/recipes/a.yaml", "seed": 42, "trained_on": "2 cores"}
+    ensemble = {**member, "commit": "0123456789abcdef", "train_wall_s": 600.0}
+    ensemble["members"] = [member, {**member, "seed": 44}]
+    assert _made(ensemble) == (
+        "configs/recipes/a.yaml, seeds 42, 44, commit 0123456789ab, trained in 10 min (2 cores)"
+    )
+    assert _made({**ensemble, "members": []}).startswith("configs/recipes/a.yaml, seed 42, ")
 
 
 def test_configs_resolve_by_name_from_any_folder(
