@@ -389,6 +389,8 @@ class ImageFolderDataModule(ImageDataModule):
         random_erase: float = 0.0,
         predict_dir: str | None = None,
         keep_on_device: bool = True,
+        rotate_augment: float = 0.0,
+        scale_augment: float = 0.0,
     ) -> None:
         """
         Args:
@@ -407,7 +409,8 @@ class ImageFolderDataModule(ImageDataModule):
                 class no training image is refused; 0: no validation. Ignored when ``val/``
                 exists (its images are the validation set).
             batch_size, eval_batch_size, train_subset, seed, num_workers, shift_augment, hflip,
-                random_erase, predict_dir, keep_on_device: as ``ImageDataModule``'s.
+                random_erase, predict_dir, keep_on_device, rotate_augment, scale_augment: as
+                ``ImageDataModule``'s.
         """
         self.framing = resolve_framing(framing)
         self._val_rounded_up = False
@@ -427,6 +430,8 @@ class ImageFolderDataModule(ImageDataModule):
             random_erase=random_erase,
             predict_dir=predict_dir,
             keep_on_device=keep_on_device,
+            rotate_augment=rotate_augment,
+            scale_augment=scale_augment,
         )
         # An absolute root, so that the export finds the held-out set from another folder.
         self.hparams["root"] = str(self.root)

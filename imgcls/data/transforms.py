@@ -1,5 +1,5 @@
-"""Batched, on-device image ops: translation with zero fill, random shifts, flips, erasing,
-normalisation.
+"""Batched, on-device image ops: translation with zero fill, random shifts, rotations and
+scalings, flips, erasing, normalisation.
 
 These run on whole batches (B, C, H, W) on the batch's device, so the training loop has no
 per-sample Python. They are used by the DataModule (augmentation) and by the shift
@@ -16,7 +16,9 @@ import torch.nn.functional as F
 __all__ = [
     "DIRECTIONS",
     "DIRECTION_NAMES",
+    "affine",
     "normalize",
+    "random_affine",
     "random_erase",
     "random_hflip",
     "random_shift",
@@ -76,6 +78,46 @@ def random_shift(
     b = x.shape[0]
     d = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator, device="cpu")
     return translate(x, d[0].to(x.device), d[1].to(x.device))
+
+
+def affine(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``x`` (B, C, H, W) by ``angle[i]`` radians (counter-clockwise as
+    displayed, rows running down) and magnify it by ``scale[i]`` about its centre.
+
+    Bilinear, zero fill. uint8 input becomes floats in [0, 1] (what ``normalize`` takes);
+    float input keeps its range. One ``grid_sample`` for the whole batch.
+    """
+    xf = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+    angle = angle.to(device=x.device, dtype=xf.dtype)
+    inv = 1.0 / scale.to(device=x.device, dtype=xf.dtype)
+    # affine_grid maps each output pixel to the input point it samples: the inverse of the
+    # wanted motion, hence the 1/scale; with rows running down, this matrix turns the
+    # picture counter-clockwise, as torchvision's ``rotate`` and ``torch.rot90`` do.
+    cos, sin = angle.cos() * inv, angle.sin() * inv
+    zero = torch.zeros_like(cos)
+    theta = torch.stack(
+        (torch.stack((cos, -sin, zero), -1), torch.stack((sin, cos, zero), -1)), -2
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
+    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(
+    x: torch.Tensor,
+    degrees: float,
+    scale: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Rotate each image by an independent uniform angle in [-degrees, degrees] and magnify it
+    by a uniform factor in [1 - scale, 1 + scale] (``affine``); both 0 returns ``x`` as is.
+
+    Draws on the CPU, like ``random_shift``, so a seed gives the same images on any device.
+    """
+    if degrees <= 0 and scale <= 0:
+        return x
+    b = x.shape[0]
+    u = torch.rand(2, b, generator=generator, device="cpu") * 2 - 1
+    return affine(x, u[0] * math.radians(degrees), 1 + u[1] * scale)
 
 
 def random_hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:

@@ -286,6 +286,10 @@ def model_card(
     )
     aug = [
         f"random shift up to {dm['shift_augment']} px" if dm.get("shift_augment") else None,
+        f"random rotation up to {dm['rotate_augment']} degrees"
+        if dm.get("rotate_augment")
+        else None,
+        f"random scaling by up to {dm['scale_augment']:.0%}" if dm.get("scale_augment") else None,
         "horizontal flip" if dm.get("hflip") else None,
         f"random erasing p={dm['random_erase']}" if dm.get("random_erase") else None,
     ]

@@ -338,6 +338,15 @@ FORMER_RECIPES["mnist_resnet20"] = (
         max_epochs=15,
     ),
 )
+# The third: mnist_best with rotations and scalings, for longer.
+FORMER_RECIPES["mnist_affine"] = (
+    "mnist",
+    replace(
+        FORMER_RECIPES["mnist_best"][1],
+        data_args={"shift_augment": 3, "rotate_augment": 10, "scale_augment": 0.1},
+        max_epochs=20,
+    ),
+)
 FORMER_RECIPES["fashion_resnet_short"] = (
     "fashion_mnist",
     replace(
