@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from imgcls.data.provision import (
     raw_dir,
     verify,
 )
-from imgcls.data.transforms import random_erase, random_shift, translate
+from imgcls.data.transforms import affine, random_affine, random_erase, random_shift, translate
 from tests.helpers import write_tiny_dataset
 
 
@@ -282,6 +283,68 @@ def test_random_shift_preserves_mass_within_bounds():
     assert y.dtype == torch.uint8 and y.shape == x.shape
     assert torch.equal(y.float().sum((1, 2, 3)), x.float().sum((1, 2, 3)))
     assert not torch.equal(y, x)  # 64 images: some moved
+
+
+def test_affine_rotates_counter_clockwise_and_magnifies_about_the_centre():
+    x = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    x[0, 0, 5, 20] = 255  # upper right
+    quarter = affine(x, torch.tensor([math.pi / 2]), torch.tensor([1.0]))
+    assert quarter.dtype == torch.float32  # uint8 in, [0, 1] floats out (normalize's input)
+    # a quarter turn on the pixel grid is exact: torch.rot90's counter-clockwise turn
+    assert torch.allclose(quarter, torch.rot90(x.float() / 255, 1, (2, 3)), atol=1e-5)
+    assert quarter[0, 0, 7, 5] > 0.99  # the pixel went to the upper left
+    assert torch.allclose(affine(x, torch.zeros(1), torch.ones(1)), x.float() / 255, atol=1e-6)
+    block = torch.zeros(2, 1, 28, 28)
+    block[:, :, 12:16, 12:16] = 1.0  # 4x4, centred
+    out = affine(block, torch.zeros(2), torch.tensor([2.0, 0.5]))
+    assert torch.equal(out[0, 0, 11:17, 11:17], torch.ones(6, 6))  # 8x8 now, bilinear rim
+    assert (out[0, 0, 10:18, 10:18] > 0.5).all() and out[0, 0, 9:19, 9:19].sum() == 64  # 4² x 2²
+    assert torch.equal(out[1, 0, 13:15, 13:15], torch.ones(2, 2)) and out[1].sum() == 4  # 2x2
+
+
+def test_random_affine_draws_within_its_bounds():
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    bar = ((yy - 13.5).abs() < 1) & ((xx - 13.5).abs() < 9)  # horizontal, centred
+    x = bar.to(torch.uint8).mul(255).expand(500, 1, 28, 28)
+    y = random_affine(x, 10, 0.0, generator=g)[:, 0]
+    # the bar's angle from its second moments
+    m = y.sum((1, 2))
+    cy, cx = (y * yy).sum((1, 2)) / m, (y * xx).sum((1, 2)) / m
+    dy, dx = yy - cy[:, None, None], xx - cx[:, None, None]
+    mxx, myy, mxy = (y * dx * dx).sum((1, 2)), (y * dy * dy).sum((1, 2)), (y * dx * dy).sum((1, 2))
+    deg = torch.rad2deg(0.5 * torch.atan2(2 * mxy, mxx - myy)).abs()
+    assert deg.max() <= 10.5 and deg.min() < 1 and (deg > 8).any()  # spread over [0, 10]
+    assert torch.allclose(m / m[0].new_tensor(bar.sum().item()), torch.ones(500), atol=0.03)
+    disk = ((yy - 13.5) ** 2 + (xx - 13.5) ** 2 < 36).float().expand(500, 1, 28, 28)
+    ratio = random_affine(disk, 0, 0.2, generator=g).sum((1, 2, 3)) / disk[0].sum()
+    assert ratio.min() > 0.8**2 - 0.05 and ratio.max() < 1.2**2 + 0.05  # area scales by s²
+    assert ratio.min() < 0.75 and ratio.max() > 1.3
+    assert random_affine(x, 0, 0.0) is x  # off: untouched
+    again = random_affine(x, 10, 0.1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, random_affine(x, 10, 0.1, generator=torch.Generator().manual_seed(1)))
+
+
+def test_rotate_and_scale_only_in_training(tiny_data):
+    dm = MNISTDataModule(
+        data_dir=str(tiny_data), val_size=100, rotate_augment=30, scale_augment=0.2, shift_augment=2
+    )
+    x = torch.zeros(16, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 6:22, 12:16] = 255  # an upright stroke
+    batch = (x, torch.zeros(16, dtype=torch.long))
+    expected = (x.float() / 255 - dm.mean) / dm.std
+    assert torch.allclose(dm.on_after_batch_transfer(batch, 0)[0], expected, atol=1e-5)
+    dm.trainer = type("T", (), {"training": True})()
+    out = dm.on_after_batch_transfer(batch, 0)[0]
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    background = -dm.mean / dm.std  # zero fill, normalised like a blank pixel
+    assert torch.isclose(out, torch.tensor(background), atol=1e-5).float().mean() > 0.5
+    assert not torch.allclose(out, expected, atol=1e-3)
+    assert (out.amax((1, 2, 3)) <= (1 - dm.mean) / dm.std + 1e-4).all()  # no overshoot
+    with pytest.raises(ValueError, match="degrees"):
+        MNISTDataModule(data_dir=str(tiny_data), val_size=100, rotate_augment=180)
+    with pytest.raises(ValueError, match="0.1: 90-110 %"):
+        MNISTDataModule(data_dir=str(tiny_data), val_size=100, scale_augment=-0.1)
 
 
 def test_random_erase_one_clipped_rectangle_per_image():
