@@ -3,8 +3,9 @@ ensemble's members are chosen on validation (docs/results.md, "The shipped model
 
     python scripts/ensemble_scores.py CKPT CKPT ... [--shifts 0|4|8] [--hflip]
 
-Each checkpoint is read with its own data module (the validation split is the data module's
-seeded one, the same for every run of a recipe whatever ``--seed_everything`` was); an
+Each checkpoint is read with its own data module and validation split (its recorded
+``val_size`` and split ``seed``: the same for every run of a recipe whatever
+``--seed_everything`` was); an
 ensemble is the average of its members' softmax probabilities, as ``imgcls export --ckpt A
 --ckpt B ...`` computes it in one graph. ``--shifts 4`` (or 8) also averages each model's
 probabilities over the input moved by 1 pixel in 4 (or 8) directions (test-time shifts, zero
@@ -44,7 +45,10 @@ def probabilities(ckpt: str, shifts: int, hflip: bool) -> dict[str, dict[str, to
     model = load_classifier(ckpt).eval()
     raw = load_checkpoint(ckpt)
     dataset = (raw.get("hyper_parameters") or {}).get("dataset", "mnist")
-    dm = trained_datamodule(dataset, raw.get("datamodule_hyper_parameters"))
+    trained_with = raw.get("datamodule_hyper_parameters") or {}
+    # the run's own validation split: val_size 0 (trained on all of it) leaves none to score
+    split = {k: trained_with[k] for k in ("val_size", "seed") if k in trained_with}
+    dm = trained_datamodule(dataset, trained_with, **split)
     dm.setup("fit")
     dm.setup("test")
     out = {}
@@ -77,8 +81,10 @@ def main() -> None:
             for way in ("plain", "hflip") if args.hflip else ("plain",):
                 acc = []
                 for split in ("val", "test"):
-                    if any(not scores[c][split] for c in combo):
-                        acc.append(f"{split} -")  # a member trained on it (val_size 0)
+                    if any(not scores[c][split] for c in combo) or (
+                        len({len(scores[c][split]["labels"]) for c in combo}) > 1
+                    ):  # a member trained on it (val_size 0), or splits of different sizes
+                        acc.append(f"{split} -")
                         continue
                     p = torch.stack([scores[c][split][way] for c in combo]).mean(0)
                     y = scores[combo[0]][split]["labels"]
