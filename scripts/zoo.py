@@ -6,11 +6,12 @@ A shipped model is one training run or an ensemble of several (``imgcls export``
 ``--ckpt`` per member, folded into one ONNX graph that averages their probabilities). For each
 member, one at a time: ``imgcls fit`` of its recipe with its seed into ``runs/zoo/<run>/`` (a
 run already there is resumed from its last checkpoint, a finished one is kept); then the
-members' best checkpoints (each chosen on validation accuracy) are exported into the package
-folder, through the export's gates, with ``provenance.json``: the recipes, the commands, the
-seeds, the commit and the trainings' wall time (summed over resumes and members). The figures
-it records (test accuracy on the official 10,000 test images, shifted images, sha256) are the
-export's own; ``tests/deploy/test_zoo.py`` checks the shipped files against them.
+members' best checkpoints (each chosen on validation accuracy; the last epoch for a run
+without a validation split) are exported into the package folder, through the export's gates,
+with ``provenance.json``: the recipes, the commands, the seeds, the commit and the trainings'
+wall time (summed over resumes and members). The figures it records (test accuracy on the
+official 10,000 test images, shifted images, sha256) are the export's own;
+``tests/deploy/test_zoo.py`` checks the shipped files against them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Member:
     args: tuple[str, ...] = ()
 
 
+FULL = ("--data.init_args.val_size", "0")  # train on all 60,000: best.ckpt is the last epoch
+
 # name -> its members: one run, or several folded into one ensemble graph.
 MODELS: dict[str, tuple[Member, ...]] = {
     "mnist": (Member("mnist", "recipes/mnist_small.yaml", 42),),
@@ -51,10 +54,16 @@ MODELS: dict[str, tuple[Member, ...]] = {
         Member("fashion_best_s44", "recipes/fashion_best.yaml", 44),
     ),
     "mnist_mlp": (Member("mnist_mlp", "model/mlp128.yaml", 42),),
-    # The recipe trained with seeds 42-45: seed 43 had the best validation accuracy (99.50 %
-    # of 5,000), above every ensemble of the four, the `mnist` run, a ResNet-20 recipe run
-    # (mnist_resnet20.yaml) and a 30-epoch run, which tied it alone (docs/results.md).
-    "mnist_best": (Member("mnist_best_s43", "recipes/mnist_best.yaml", 43),),
+    # Four runs on all 60,000 training images (no validation split), their last epochs: the
+    # recipes and epoch counts were chosen on validation, but validation could no longer rank
+    # the runs and ensembles of them (five tied at 99.50 % of 5,000), so the ensemble was fixed
+    # before any of these was scored on the test set (docs/results.md).
+    "mnist_best": (
+        Member("mnist_best_full_s42", "recipes/mnist_best.yaml", 42, FULL),
+        Member("mnist_affine_full_s42", "recipes/mnist_affine.yaml", 42, FULL),
+        Member("mnist_best_full_s43", "recipes/mnist_best.yaml", 43, FULL),
+        Member("mnist_affine_full_s43", "recipes/mnist_affine.yaml", 43, FULL),
+    ),
 }
 # name -> the views averaged inside its graph (`imgcls export --tta`), where it has any.
 TTA: dict[str, tuple[str, ...]] = {"fashion_mnist": ("hflip",)}
