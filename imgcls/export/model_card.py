@@ -286,7 +286,7 @@ def model_card(
     )
     aug = [
         f"random shift up to {dm['shift_augment']} px" if dm.get("shift_augment") else None,
-        f"random rotation up to {dm['rotate_augment']} degrees"
+        f"random rotation up to {dm['rotate_augment']:g} degrees"
         if dm.get("rotate_augment")
         else None,
         f"random scaling by up to {dm['scale_augment']:.0%}" if dm.get("scale_augment") else None,

@@ -109,7 +109,7 @@ def methods_of(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
         schedule += f" per {facts['scheduler_interval'] or 'epoch'}"
     aug = [
         f"shift ±{dm['shift_augment']} px" if dm.get("shift_augment") else None,
-        f"rotate ±{dm['rotate_augment']}°" if dm.get("rotate_augment") else None,
+        f"rotate ±{dm['rotate_augment']:g}°" if dm.get("rotate_augment") else None,
         f"scale ±{dm['scale_augment']:.0%}" if dm.get("scale_augment") else None,
         "h-flip" if dm.get("hflip") else None,
         f"erase p={dm['random_erase']}" if dm.get("random_erase") else None,

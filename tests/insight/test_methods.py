@@ -88,6 +88,13 @@ def test_methods_of_an_imgcls_fit_run(tiny_data: Path, tmp_path: Path) -> None:
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
 
 
+def test_a_fit_with_rotations_and_scalings_names_them(tiny_data: Path, tmp_path: Path) -> None:
+    aug = ["--data.shift_augment", "2", "--data.rotate_augment", "10"]
+    run = _fit(tiny_data, tmp_path / "runs", *aug, "--data.scale_augment", "0.1")
+    m = methods_of(run / "checkpoints" / "last.ckpt")
+    assert m["augmentation"] == "shift ±2 px, rotate ±10°, scale ±10%"
+
+
 def test_methods_of_an_imgcls_fit_run_without_subset_counts_total_minus_val(
     tiny_data: Path, tmp_path: Path
 ) -> None:
