@@ -39,19 +39,23 @@ def _softmax(model: torch.nn.Module, dm: Any, x: torch.Tensor, y: torch.Tensor) 
     return torch.softmax(model(dm.on_after_batch_transfer((x, y), 0)[0]), 1)
 
 
-def probabilities(ckpt: str, shifts: int, hflip: bool) -> dict[str, dict[str, torch.Tensor]]:
+Scores = dict[str, dict[str, torch.Tensor]]
+
+
+def probabilities(ckpt: str, shifts: int, hflip: bool) -> tuple[Scores, tuple[int, int]]:
     """Per split: the probabilities averaged over the views (``plain``), over the views and
-    their mirror images (``hflip``, where asked), and the ``labels``."""
+    their mirror images (``hflip``, where asked), and the ``labels``; and which validation
+    split they are (its size and seed: runs score each other's images only if they match)."""
     model = load_classifier(ckpt).eval()
     raw = load_checkpoint(ckpt)
     dataset = (raw.get("hyper_parameters") or {}).get("dataset", "mnist")
     trained_with = raw.get("datamodule_hyper_parameters") or {}
     # the run's own validation split: val_size 0 (trained on all of it) leaves none to score
-    split = {k: trained_with[k] for k in ("val_size", "seed") if k in trained_with}
-    dm = trained_datamodule(dataset, trained_with, **split)
+    held_out = {k: trained_with[k] for k in ("val_size", "seed") if k in trained_with}
+    dm = trained_datamodule(dataset, trained_with, **held_out)
     dm.setup("fit")
     dm.setup("test")
-    out = {}
+    out: Scores = {}
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         parts: dict[str, list[torch.Tensor]] = {"plain": [], "hflip": [], "labels": []}
         with torch.no_grad():
@@ -65,7 +69,7 @@ def probabilities(ckpt: str, shifts: int, hflip: bool) -> dict[str, dict[str, to
                     parts["hflip"].append((plain + mirrored) / 2)
                 parts["labels"].append(y)
         out[split] = {k: torch.cat(v) for k, v in parts.items() if v}  # {}: no such split
-    return out
+    return out, (dm.n_val, dm.seed)
 
 
 def main() -> None:
@@ -74,7 +78,9 @@ def main() -> None:
     ap.add_argument("--shifts", type=int, choices=sorted(MOVES), default=0)
     ap.add_argument("--hflip", action="store_true", help="average the mirror images too")
     args = ap.parse_args()
-    scores = {c: probabilities(c, args.shifts, args.hflip) for c in args.ckpts}
+    scored = {c: probabilities(c, args.shifts, args.hflip) for c in args.ckpts}
+    scores = {c: s for c, (s, _) in scored.items()}
+    val_split = {c: v for c, (_, v) in scored.items()}
     name = {c: Path(c).parts[-5] if len(Path(c).parts) >= 5 else c for c in args.ckpts}
     for r in range(1, len(args.ckpts) + 1):
         for combo in itertools.combinations(args.ckpts, r):
@@ -82,8 +88,8 @@ def main() -> None:
                 acc = []
                 for split in ("val", "test"):
                     if any(not scores[c][split] for c in combo) or (
-                        len({len(scores[c][split]["labels"]) for c in combo}) > 1
-                    ):  # a member trained on it (val_size 0), or splits of different sizes
+                        split == "val" and len({val_split[c] for c in combo}) > 1
+                    ):  # a member trained on it (val_size 0), or different validation images
                         acc.append(f"{split} -")
                         continue
                     p = torch.stack([scores[c][split][way] for c in combo]).mean(0)

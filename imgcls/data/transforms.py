@@ -85,7 +85,8 @@ def affine(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor) -> torch.T
     displayed, rows running down) and magnify it by ``scale[i]`` about its centre.
 
     Bilinear, zero fill. uint8 input becomes floats in [0, 1] (what ``normalize`` takes);
-    float input keeps its range. One ``grid_sample`` for the whole batch.
+    float input keeps its range. One ``grid_sample`` for the whole batch, each image with its
+    own matrix (torchvision's ``RandomAffine`` draws one transform per call, for all of them).
     """
     xf = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
     angle = angle.to(device=x.device, dtype=xf.dtype)
