@@ -167,6 +167,12 @@ def export(name: str, members: list[tuple[Member, Path]], runs: Path) -> None:
         provenance["train_wall_s"] = round(sum(float(str(p["train_wall_s"])) for p in each), 1)
         provenance["members"] = each
         provenance.pop("note", None)
+    if len(each) > 1:
+        # the whole's record keeps only what every member shares: the recipes and seeds are
+        # the members' (imgcls.deploy.zoo.recipes_and_seeds); the first member's would mislead
+        for key in ("recipe", "seed", "commit", "trained_on"):
+            if key in ("recipe", "seed") or len({str(p.get(key)) for p in each}) > 1:
+                provenance.pop(key, None)
     print(f"[zoo] {name}: exporting {', '.join(map(str, ckpts))} to {ZOO_DIR / name}", flush=True)
     if len(ckpts) == 1 and not tta:
         export_checkpoint(ckpts[0], ZOO_DIR / name, provenance=provenance)

@@ -36,17 +36,23 @@ def _net(info: dict[str, Any]) -> str:
 
 
 def _made(p: dict[str, Any]) -> str:
-    """The recipe, seed, commit and wall time; an ensemble's recipes and seeds are its members'
-    (the top-level record repeats the first member's)."""
+    """The recipe, seed, commit and wall time; an ensemble's recipes and seeds are its
+    members'."""
+    from imgcls.deploy.zoo import recipes_and_seeds
+
     members = p.get("members") or [p]
-    recipes = ", ".join(dict.fromkeys(str(m.get("recipe", "?")) for m in members))
-    seeds = ", ".join(str(m.get("seed", "?")) for m in members)
+    names, numbers = recipes_and_seeds(p)
+    recipes, seeds = ", ".join(names), ", ".join(map(str, numbers))
     wall = p.get("train_wall_s")
     took = f"{float(wall) / 60:.0f} min" if isinstance(wall, int | float) else "?"
     where = [str(m["trained_on"]) for m in members if m.get("trained_on")]
+    commits = (
+        [str(p["commit"])] if p.get("commit") else [str(m.get("commit", "?")) for m in members]
+    )
     return (
-        f"{recipes}, seed{'s' if len(members) > 1 else ''} {seeds}, commit "
-        f"{str(p.get('commit', '?'))[:12]}, trained in {took}"
+        f"{recipes}, seed{'s' if len(members) > 1 else ''} {seeds}, commit"
+        f"{'s' if len(set(commits)) > 1 else ''} "
+        f"{', '.join(dict.fromkeys(c[:12] for c in commits))}, trained in {took}"
         + (f" ({'; '.join(dict.fromkeys(where))})" if where else "")
     )
 

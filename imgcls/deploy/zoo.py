@@ -25,6 +25,7 @@ __all__ = [
     "MODEL_FILE",
     "PROVENANCE_FILE",
     "ZOO_DIR",
+    "recipes_and_seeds",
     "resolve_model",
     "shipped_info",
     "shipped_models",
@@ -50,6 +51,14 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
+
+
+def recipes_and_seeds(provenance: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """The recipes (each once, in order) and the seeds (one per training) a provenance record
+    names: an ensemble's are its members', a single training's its own."""
+    members = provenance.get("members") or [provenance]
+    recipes = list(dict.fromkeys(str(m.get("recipe", "?")) for m in members))
+    return recipes, [m.get("seed", "?") for m in members]
 
 
 def shipped_info(name: str) -> dict[str, Any]:

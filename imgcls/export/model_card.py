@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from imgcls.deploy.framing import framing_for
+from imgcls.deploy.zoo import recipes_and_seeds
 
 __all__ = [
     "MARKER",
@@ -49,10 +50,17 @@ def is_model_card(path: Path) -> bool:
 def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
     """The card's account of how the model was made, from provenance.json."""
     wall = p.get("train_wall_s")
+    recipes, seeds = recipes_and_seeds(dict(p))
+    several = len(seeds) > 1
     lines = [
-        f"- recipe: `{p.get('recipe', '?')}`, seed {p.get('seed', '?')}",
+        f"- recipe{'s' if len(recipes) > 1 else ''}: "
+        + ", ".join(f"`{r}`" for r in recipes)
+        + f", seed{'s' if several else ''} {', '.join(map(str, seeds))}"
+        + (" (one per training, below)" if several else ""),
         f"- made by: `{p.get('command', '?')}`",
-        f"- code: imgcls commit `{p.get('commit', '?')}`",
+        f"- code: imgcls commit `{p.get('commit', '?')}`"
+        if p.get("commit") or not several
+        else "- code: the imgcls commit of each training, below",
         "- training wall time: "
         + (f"{float(wall) / 60:.1f} min" if isinstance(wall, int | float) else "?")
         + (f" ({p['trained_on']})" if p.get("trained_on") else ""),
@@ -65,9 +73,12 @@ def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
         for i, m in enumerate(members, 1):
             mwall = m.get("train_wall_s")
             took = f"{float(mwall) / 60:.1f} min" if isinstance(mwall, int | float) else "?"
+            # where the members trained differently, each says where (the whole record cannot)
+            where = m.get("trained_on") if not p.get("trained_on") else None
             lines.append(
                 f"  - RUN{i}: `{m.get('recipe', '?')}`, seed {m.get('seed', '?')}, "
                 f"commit `{str(m.get('commit', '?'))[:12]}`, {took}"
+                + (f" ({where})" if where else "")
             )
     return lines
 

@@ -25,11 +25,13 @@ from imgcls.deploy.zoo import (
     DEFAULT_MODEL,
     PROVENANCE_FILE,
     ZOO_DIR,
+    recipes_and_seeds,
     resolve_model,
     shipped_info,
     shipped_models,
 )
 from imgcls.errors import ConfigError
+from imgcls.export.model_card import _provenance_lines
 from imgcls.shipped import configs_dir, resolve_config, shipped_configs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,9 +58,19 @@ def test_shipped_files_match_their_records(name: str) -> None:
     for key in ("dataset", "net", "net_args", "class_names", "mean", "std"):
         assert clf.metadata[key] == recorded[key], key
     card = (folder / "README.md").read_text()
-    for key in ("recipe", "command", "commit"):
-        assert provenance[key] and str(provenance[key]) in card, key
-    assert (ROOT / provenance["recipe"]).is_file()
+    assert provenance["command"] in card
+    members = provenance.get("members") or [provenance]
+    recipes, seeds = recipes_and_seeds(provenance)
+    for m in members:
+        assert str(m["commit"]) in card or str(m["commit"])[:12] in card
+    # each recipe exists, and the card's first provenance line names every recipe and seed
+    # (an ensemble's whole record names none of its own: no member stands for the rest)
+    assert all((ROOT / r).is_file() for r in recipes)
+    line = next(x for x in card.splitlines() if x.startswith("- recipe"))
+    assert all(f"`{r}`" in line for r in recipes), line
+    assert line.split(", seed", 1)[1].split("(")[0].strip(" s") == ", ".join(map(str, seeds))
+    if len(members) > 1:
+        assert "recipe" not in provenance and "seed" not in provenance
     assert provenance["train_wall_s"] > 0 and isinstance(provenance["parameters"], int)
     if recorded["dataset"] == "mnist" and recorded["net"] != "mlp":
         assert (folder / "model.features.onnx").is_file()  # the page's feature maps
@@ -125,11 +137,9 @@ def test_models_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) ->
     for m in listed["models"]:
         info = shipped_info(m["name"])
         assert m["sha256"] == hashlib.sha256(Path(info["path"]).read_bytes()).hexdigest()
-        seed = m["provenance"]["seed"]
-        assert (
-            0.8 < m["test_accuracy"] <= 1
-            and f"--seed_everything {seed}" in m["provenance"]["command"]
-        )
+        _, seeds = recipes_and_seeds(m["provenance"])
+        assert 0.8 < m["test_accuracy"] <= 1
+        assert all(f"--seed_everything {seed}" in m["provenance"]["command"] for seed in seeds)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for name in SHIPPED:
@@ -146,12 +156,27 @@ def test_an_ensemble_is_listed_by_its_members_and_their_seeds() -> None:
     assert _net(info) == "2 x resnet 16-32 x3 + 1 x mlp 128 + hflip"
     assert _net({**resnet, "members": []}) == "resnet 16-32 x3"
     member = {"recipe": "configs/recipes/a.yaml", "seed": 42, "trained_on": "2 cores"}
-    ensemble = {**member, "commit": "0123456789abcdef", "train_wall_s": 600.0}
+    ensemble = {"commit": "0123456789abcdef", "train_wall_s": 600.0}
     ensemble["members"] = [member, {**member, "seed": 44}]
     assert _made(ensemble) == (
         "configs/recipes/a.yaml, seeds 42, 44, commit 0123456789ab, trained in 10 min (2 cores)"
     )
-    assert _made({**ensemble, "members": []}).startswith("configs/recipes/a.yaml, seed 42, ")
+    single = {**member, **ensemble, "members": []}
+    assert _made(single).startswith("configs/recipes/a.yaml, seed 42, ")
+    # two recipes, two commits: each is named once, none stands for the whole
+    other = {**member, "recipe": "configs/recipes/b.yaml", "seed": 43, "commit": "fedcba987654321"}
+    mixed = {"train_wall_s": 600.0, "members": [{**member, "commit": "0123456789abcdef"}, other]}
+    assert _made(mixed).startswith(
+        "configs/recipes/a.yaml, configs/recipes/b.yaml, seeds 42, 43, "
+        "commits 0123456789ab, fedcba987654, "
+    )
+    card = "\n".join(_provenance_lines({**mixed, "command": "x"}))
+    assert card.startswith(
+        "- recipes: `configs/recipes/a.yaml`, `configs/recipes/b.yaml`, seeds 42, 43 "
+    )
+    assert "the imgcls commit of each training" in card
+    # no machine note for the whole: each training's own
+    assert "RUN2: `configs/recipes/b.yaml`, seed 43, commit `fedcba987654`, ? (2 cores)" in card
 
 
 def test_configs_resolve_by_name_from_any_folder(
