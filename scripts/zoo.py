@@ -167,10 +167,11 @@ def export(name: str, members: list[tuple[Member, Path]], runs: Path) -> None:
         provenance["members"] = each
         provenance.pop("note", None)
     if len(each) > 1:
-        # the whole's record keeps only what every member shares: the recipes and seeds are
-        # the members' (imgcls.deploy.zoo.recipes_and_seeds); the first member's would mislead
-        for key in ("recipe", "seed", "commit", "trained_on"):
-            if key in ("recipe", "seed") or len({str(p.get(key)) for p in each}) > 1:
+        # the recipes and seeds are the members' (imgcls.deploy.zoo.recipes_and_seeds): the
+        # first member's would mislead; the whole keeps a commit or machine note only if shared
+        del provenance["recipe"], provenance["seed"]
+        for key in ("commit", "trained_on"):
+            if len({str(p.get(key)) for p in each}) > 1:
                 provenance.pop(key, None)
     print(f"[zoo] {name}: exporting {', '.join(map(str, ckpts))} to {ZOO_DIR / name}", flush=True)
     if len(ckpts) == 1 and not tta:

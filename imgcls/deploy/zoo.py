@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def _json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def recipes_and_seeds(provenance: dict[str, Any]) -> tuple[list[str], list[Any]]:
+def recipes_and_seeds(provenance: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
     """The recipes (each once, in order) and the seeds (one per training) a provenance record
     names: an ensemble's are its members', a single training's its own."""
     members = provenance.get("members") or [provenance]

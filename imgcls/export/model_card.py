@@ -50,7 +50,7 @@ def is_model_card(path: Path) -> bool:
 def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
     """The card's account of how the model was made, from provenance.json."""
     wall = p.get("train_wall_s")
-    recipes, seeds = recipes_and_seeds(dict(p))
+    recipes, seeds = recipes_and_seeds(p)
     several = len(seeds) > 1
     lines = [
         f"- recipe{'s' if len(recipes) > 1 else ''}: "
