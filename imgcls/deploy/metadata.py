@@ -10,7 +10,8 @@ Python: no onnx, no onnxruntime.
 The model takes float32 pixels in [0, 1], (N, C, H, W); normalisation is part of the graph
 (``"normalization": "in_graph"``). Extras written beside the main model carry the same
 entries with ``precision`` (``fp16``, ``int8``) and their own additions (``quantization``,
-``feature_maps``, ``features_of``).
+``feature_maps``, ``features_of``, and ``answer_of`` where a feature-map model's own answer is
+not the model's: an ensemble's is its first member alone, ``features_answer_is_the_models``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from typing import Any
 from imgcls.errors import ModelLoadError
 
 __all__ = [
+    "ANSWER_OF",
     "FORMAT",
+    "MEMBER_ANSWER",
     "INPUT_NAME",
     "NORMALIZATION",
     "OUTPUT_NAMES",
     "decode",
     "encode",
+    "features_answer_is_the_models",
     "model_metadata",
 ]
 
@@ -36,6 +40,10 @@ FORMAT = "imgcls-onnx/1"
 INPUT_NAME = "pixels"
 OUTPUT_NAMES: tuple[str, ...] = ("logits", "probabilities")
 NORMALIZATION = "in_graph"
+# A feature-map model whose logits are not model.onnx's says whose they are under this key: an
+# ensemble's is its first member alone (``MEMBER_ANSWER``). Absent: the same answer as the model.
+ANSWER_OF = "answer_of"
+MEMBER_ANSWER = "member 0"
 # How training images of another size were framed (imgcls.deploy.framing), when written.
 FRAMINGS: tuple[str, ...] = ("mnist", "fashion_mnist", "none")
 # The entries no reader can do without: the runtime refuses a model that lacks one.
@@ -185,3 +193,10 @@ def without_local_paths(meta: Any) -> Any:
     if isinstance(meta, list):
         return [without_local_paths(v) for v in meta]
     return meta
+
+
+def features_answer_is_the_models(features_meta: Mapping[str, Any]) -> bool:
+    """Whether a feature-map model's probabilities are its model's answer (a single net's), so
+    that one run gives the answer and the maps; False for an ensemble's (its first member's
+    maps and that member's own answer): a client asks model.onnx for the answer."""
+    return features_meta.get(ANSWER_OF) is None

@@ -33,6 +33,7 @@ from imgcls.deploy.classifier import OnnxClassifier
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.image_costs import cheap_to_decode
 from imgcls.deploy.images import decode_image
+from imgcls.deploy.metadata import features_answer_is_the_models
 from imgcls.deploy.serve_bodies import header, http_error, json_pixels, read_body, read_form_image
 from imgcls.deploy.serve_metrics import Metrics
 from imgcls.deploy.serve_settings import (
@@ -100,6 +101,10 @@ class Service:
             prepare=self._decode_in_batch,
         )
         self.layers = features.metadata.get("feature_maps", []) if features else []
+        # an ensemble's feature-map model is one member: the answer comes from the model itself
+        self.features_answer = features is not None and features_answer_is_the_models(
+            features.metadata
+        )
         self.compare: Service | None = None  # the model beside it (--compare), its own batcher
         self.too_big = (
             f"request body over the {options.max_body_mb:g} MB limit; send a smaller image "
@@ -162,6 +167,8 @@ class Service:
             if job.features:
                 assert self.features is not None and job.pixels is not None
                 probs, maps = self.features.feature_maps(job.pixels)
+                if not self.features_answer:
+                    probs = self.clf.probabilities(job.pixels)
                 answers[i] = {
                     "probabilities": probs,
                     "maps": encode_maps([m[0] for m in maps], self.layers),

@@ -42,7 +42,7 @@ from imgcls.deploy import npm
 from imgcls.deploy.classifier import read_metadata
 from imgcls.deploy.framing import framing_for
 from imgcls.deploy.images import MAX_PIXELS
-from imgcls.deploy.metadata import without_local_paths
+from imgcls.deploy.metadata import features_answer_is_the_models, without_local_paths
 from imgcls.deploy.teach import (
     WEIGHTS_FILE,
     compare_metadata,
@@ -173,6 +173,7 @@ def _public_metadata(model: Path, features: Path | None) -> dict[str, Any]:
     """The export's metadata as the page reads it: local paths left out, the framing and the
     pixel limit that ``imgcls infer`` would use, and the feature-map layers."""
     meta = without_local_paths(read_metadata(model))
+    features_meta = read_metadata(features) if features else {}
     info: dict[str, Any] = {
         **meta,
         "model_id": sha256_file(model)[:12],
@@ -182,7 +183,9 @@ def _public_metadata(model: Path, features: Path | None) -> dict[str, Any]:
         "preprocess": "auto",
         "max_pixels": MAX_PIXELS,
         "features": features is not None,
-        "feature_maps": read_metadata(features).get("feature_maps") if features else None,
+        "feature_maps": features_meta.get("feature_maps") if features else None,
+        # False for an ensemble: its feature model is one member, the answer is model.onnx's
+        "features_answer": features is not None and features_answer_is_the_models(features_meta),
         "shift": shift_figures(model),
     }
     return info

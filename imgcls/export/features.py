@@ -7,6 +7,12 @@ Its gate: the checker, the output shapes the metadata names, model.onnx's logits
 images (model.onnx's thresholds), and the PyTorch feature maps on the first
 ``FMAP_CHECK_IMAGES`` of them. ``model.onnx`` itself is exported without the maps, so it stays
 what the runtime serves.
+
+An ensemble's features graph is its first member alone (``ANSWER_OF: MEMBER_ANSWER`` in its
+metadata), not the whole ensemble with one member's maps: the page draws one member's layers
+anyway, and carrying every member again would double the files and the page's work for each
+map. Its logits are that member's, gated against the member's PyTorch log-probabilities; a
+client takes the answer from model.onnx and only the maps from this graph.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from torch import nn
 
 from imgcls.deploy.classifier import OnnxClassifier
+from imgcls.deploy.metadata import ANSWER_OF, MEMBER_ANSWER
 from imgcls.errors import ExportError
 from imgcls.export import gates
 from imgcls.export.graph import (
@@ -93,6 +100,7 @@ def features_model(
     log: Callable[[str], None],
     taps_of: nn.Module | None = None,
     label_prefix: str = "",
+    member_log_probs: np.ndarray | None = None,
 ) -> tuple[bytes | None, dict[str, Any]]:
     """``model.features.onnx`` through its gate, and its parity figures; (None, {}) for a net
     without conv layers.
@@ -101,9 +109,14 @@ def features_model(
     gate needs no second PyTorch pass over the test set; the maps themselves are compared
     with the PyTorch hooks on the first ``FMAP_CHECK_IMAGES`` images.
 
-    ``taps_of``: the module inside ``net`` whose feature maps are tapped (default ``net``;
-    an ensemble's first member), its labels prefixed with ``label_prefix`` (its name in
-    ``net``, so that they name the layers of ``net``).
+    ``taps_of``: the module inside ``net`` whose feature maps are tapped (default ``net``),
+    its labels prefixed with ``label_prefix`` (its name in the exported model, so that they
+    name the layers of model.onnx).
+
+    ``member_log_probs``: ``net`` is an ensemble's first member, exported alone; its
+    log-probabilities in PyTorch on ``images`` (N, K) are what the graph's logits are gated
+    against (after a log-softmax), and the metadata says the answer is the member's
+    (``ANSWER_OF``). ``logits`` (the ensemble's) are then not used.
     """
     source = net if taps_of is None else taps_of
     outs = [
@@ -128,6 +141,7 @@ def features_model(
             **metadata,
             "feature_maps": feature_maps,
             "features_of": hashlib.sha256(model_bytes).hexdigest(),
+            **({ANSWER_OF: MEMBER_ANSWER} if member_log_probs is not None else {}),
         },
     )
     gates.check_graph(proto, out, "features")
@@ -140,12 +154,18 @@ def features_model(
             failures.append(f"graph output {fm['output']} is {dims}, metadata says {fm['shape']}")
     blob = proto.SerializeToString()
     session = OnnxClassifier(blob, device="cpu", batch_size=batch_size)
+    got = session.logits(images.numpy())
+    if member_log_probs is None:
+        reference, against = logits, "model.onnx"
+    else:  # log-probabilities on both sides: logits are defined up to a constant per image
+        got = torch.log_softmax(torch.from_numpy(got).double(), dim=1).numpy()
+        reference, against = member_log_probs, "member 0 in PyTorch (log-probabilities)"
     parity = gates.compare_logits(
-        session.logits(images.numpy()),
-        logits,
+        got,
+        reference,
         max_abs_diff=gates.MAX_ABS_LOGIT_DIFF,
         min_agreement=gates.MIN_FP32_AGREEMENT,
-        against="model.onnx",
+        against=against,
     )
 
     pixels = session.to_pixels(images[:FMAP_CHECK_IMAGES].numpy())
@@ -163,7 +183,8 @@ def features_model(
             continue
         fmap_diff = max(fmap_diff, float(np.abs(got_map.astype(np.float64) - ref_map).max()))
     figures = {
-        "n_images": len(logits),
+        "n_images": len(reference),
+        "answer_of": "model.onnx" if member_log_probs is None else MEMBER_ANSWER,
         "outputs": [fm["output"] for fm in feature_maps],
         "max_abs_logit_diff_vs_fp32": parity.max_abs_diff,
         "top1_agreement_with_fp32": parity.top1_agreement,

@@ -179,7 +179,9 @@ def _ensemble_lines(ensemble: Mapping[str, Any]) -> list[str]:
         "",
         "The layer ledger (`layers` in the metadata) and the feature maps of "
         "`model.features.onnx` are member 0's, named `members.0.*` as in the graph: the page "
-        "draws that member's layers, while its probabilities are the ensemble's. The checkpoint "
+        "draws that member's layers, while its probabilities are the ensemble's. "
+        "`model.features.onnx` is member 0 alone (its metadata says `answer_of: member 0`), so "
+        "the page and `/features` take the answer from `model.onnx`. The checkpoint "
         "and training facts above and below are member 0's too.",
         "",
     ]

@@ -283,8 +283,8 @@ def export_ensemble(
     ``parity.json`` and the model card. ``metadata.json`` says ``net: "ensemble of N"``,
     ``parameters`` (the members' sum) and lists the members under ``ensemble``; its
     ``checkpoint`` and ``layers`` (the page's ledger) are the first member's, and
-    ``model.features.onnx`` (``features``) outputs the ensemble's answer with the first
-    member's feature maps. No int8.
+    ``model.features.onnx`` (``features``) is the first member alone with its feature maps
+    (its metadata says ``answer_of: member 0``: the answer is model.onnx's). No int8.
 
     Args:
         ckpt_paths: the members' checkpoints, at least one (one with ``tta`` is an ensemble
@@ -381,7 +381,7 @@ def export_ensemble(
         )
     if features:
         blob, figures = features_model(
-            net=net,
+            net=first.net,
             mean=float(hp.mean),
             std=float(hp.std),
             shape=shape,
@@ -393,8 +393,8 @@ def export_ensemble(
             batch_size=batch_size,
             out=out,
             log=log,
-            taps_of=first.net,
             label_prefix=member_prefix(0),
+            member_log_probs=own[0],
         )
         if blob is not None:
             blobs[FEATURES_FILE], parity["features"] = blob, figures

@@ -128,24 +128,75 @@ def test_metadata_card_and_parity(
 
 
 @real_data
-def test_features_model_holds_the_first_members_maps(
+def test_features_model_is_the_first_member_alone(
     ensemble: Path, members: list[Path], real_data_root: Path
 ) -> None:
     from imgcls.deploy.classifier import read_metadata
+    from imgcls.deploy.onnx_weights import float_initializers
 
     images, _ = real_test_images("mnist", real_data_root, 8)
     model_out = run_onnx(ensemble / "model.onnx", images)
     feats = run_onnx(ensemble / "model.features.onnx", images)
-    # the ensemble's answer, bit for bit what model.onnx says
-    assert np.abs(feats[1] - model_out[1]).max() <= 1e-6
+    # member 0's own answer, not the ensemble's: a client takes that from model.onnx
+    assert np.abs(feats[1] - member_probs(members[0], images)).max() <= 1e-5
+    assert np.abs(feats[1] - model_out[1]).max() > 1e-2
+    fmeta = read_metadata(ensemble / "model.features.onnx")
+    assert fmeta["answer_of"] == "member 0"
+    parity = json.loads((ensemble / "parity.json").read_text())["features"]
+    assert parity["answer_of"] == "member 0" and parity["top1_agreement_with_fp32"] == 1.0
+    assert parity["max_abs_logit_diff_vs_fp32"] <= 1e-4
     # the first map: member 0's first conv + ReLU, by hand
     model = load_classifier(members[0])
     x = normalize(images, model.hparams.mean, model.hparams.std)
     with torch.inference_mode():
         fmap0 = torch.relu(model.net.features[0](x)).numpy()
     assert np.abs(feats[2] - fmap0).max() <= 1e-4
-    fmeta = read_metadata(ensemble / "model.features.onnx")
     assert [m["label"] for m in fmeta["feature_maps"]][0] == "members.0.features.0 + ReLU"
+    # the other members' weights are not carried twice (a few floats more: mean and std)
+    member0 = sum(p.numel() for p in model.net.parameters())
+    carried = sum(a.size for a in float_initializers(ensemble / "model.features.onnx").values())
+    whole = sum(a.size for a in float_initializers(ensemble / "model.onnx").values())
+    assert member0 <= carried <= member0 + 8 < whole
+
+
+@real_data
+def test_served_features_of_an_ensemble_answer_as_predict(
+    ensemble: Path, real_data_root: Path
+) -> None:
+    """``/features`` of an ensemble: the ensemble's answer (as ``/predict``), member 0's maps."""
+    import asyncio
+
+    import httpx
+
+    from imgcls.deploy.serve_routes import build_app
+    from imgcls.deploy.serve_settings import ServeOptions
+    from imgcls.deploy.serve_workers import make_service
+
+    images, _ = real_test_images("mnist", real_data_root, 4)
+    svc = make_service(
+        ServeOptions(
+            model=ensemble / "model.onnx", features=ensemble / "model.features.onnx", device="cpu"
+        )
+    )
+    _, expected = run_onnx(ensemble / "model.onnx", images)
+    body = {"pixels": (images.numpy()[:, 0] / 255).tolist()}
+
+    async def go() -> list[dict[str, Any]]:
+        transport = httpx.ASGITransport(app=build_app(svc))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            out = []
+            for k in range(len(images)):
+                one = {"pixels": body["pixels"][k]}
+                r = await c.post("/features", json=one)
+                assert r.status_code == 200, r.text
+                out.append(r.json())
+            return out
+
+    answers = asyncio.run(go())
+    for k, a in enumerate(answers):
+        assert np.abs(np.asarray(a["probabilities"]) - expected[k]).max() <= 1e-5
+        assert a["label"] == int(expected[k].argmax())
+        assert a["maps"][0]["label"] == "members.0.features.0 + ReLU"
 
 
 @real_data
@@ -237,6 +288,9 @@ def test_page_of_an_ensemble(
         assert "first of the 3 members of an ensemble" in (pg.text_content(".layer-note") or "")
     _, probs = run_onnx(ensemble / "model.onnx", x)
     assert np.abs(np.asarray(answer) - probs[0]).max() <= 1e-4
+    # not the feature model's own answer, which is member 0's alone
+    assert np.abs(np.asarray(answer) - member_probs(members[0], x)[0]).max() > 1e-2
+    assert json.loads((out / "metadata.json").read_text())["features_answer"] is False
     model = load_classifier(members[0])
     with torch.inference_mode():
         own = model.net(normalize(x, model.hparams.mean, model.hparams.std))[0].numpy()

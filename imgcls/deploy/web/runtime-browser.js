@@ -206,6 +206,15 @@
       const x = new ort.Tensor("float32", floats, [1, 1, height, width]);
       const session = wantFeatures && features ? features : model;
       const out = await session.run({ [session.inputNames[0]]: x });
+      // An ensemble's feature model is its first member alone: the answer is model.onnx's.
+      if (session === features && meta.features_answer === false) {
+        const own = await model.run({ [model.inputNames[0]]: x });
+        for (let i = 0; i < 2; i++) {
+          const name = session.outputNames[i];
+          if (out[name].dispose) out[name].dispose();
+          out[name] = own[model.outputNames[i]];
+        }
+      }
       const probs = Array.from(out[session.outputNames[1]].data);
       let label = 0;
       for (let i = 1; i < probs.length; i++) if (probs[i] > probs[label]) label = i;
