@@ -347,6 +347,14 @@ FORMER_RECIPES["mnist_affine"] = (
         max_epochs=20,
     ),
 )
+# The fourth: mnist_best twice as wide.
+FORMER_RECIPES["mnist_wide"] = (
+    "mnist",
+    replace(
+        FORMER_RECIPES["mnist_best"][1],
+        net_args={"widths": [32, 64, 128], "blocks": 1, "batch_norm": True},
+    ),
+)
 FORMER_RECIPES["fashion_resnet_short"] = (
     "fashion_mnist",
     replace(
