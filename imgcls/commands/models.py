@@ -38,7 +38,7 @@ def _net(info: dict[str, Any]) -> str:
 def _made(p: dict[str, Any]) -> str:
     """The recipe, seed, commit and wall time; an ensemble's recipes and seeds are its
     members'."""
-    from imgcls.deploy.zoo import recipes_and_seeds
+    from imgcls.deploy.zoo import recipes_and_seeds, short_commit
 
     members = p.get("members") or [p]
     names, numbers = recipes_and_seeds(p)
@@ -46,13 +46,16 @@ def _made(p: dict[str, Any]) -> str:
     wall = p.get("train_wall_s")
     took = f"{float(wall) / 60:.0f} min" if isinstance(wall, int | float) else "?"
     where = [str(m["trained_on"]) for m in members if m.get("trained_on")]
-    commits = (
-        [str(p["commit"])] if p.get("commit") else [str(m.get("commit", "?")) for m in members]
+    commits = list(
+        dict.fromkeys(
+            [short_commit(p["commit"])]
+            if p.get("commit")
+            else [short_commit(m.get("commit", "?")) for m in members]
+        )
     )
     return (
         f"{recipes}, seed{'s' if len(members) > 1 else ''} {seeds}, commit"
-        f"{'s' if len(set(commits)) > 1 else ''} "
-        f"{', '.join(dict.fromkeys(c[:12] for c in commits))}, trained in {took}"
+        f"{'s' if len(commits) > 1 else ''} {', '.join(commits)}, trained in {took}"
         + (f" ({'; '.join(dict.fromkeys(where))})" if where else "")
     )
 

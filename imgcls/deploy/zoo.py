@@ -30,6 +30,7 @@ __all__ = [
     "resolve_model",
     "shipped_info",
     "shipped_models",
+    "short_commit",
 ]
 
 # The package's data folder of trained models (not a Python package: no code in it).
@@ -52,6 +53,13 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
+
+
+def short_commit(commit: object) -> str:
+    """A commit as the card and ``imgcls models`` show it: 12 hex digits, and whatever the
+    record adds after them (``+uncommitted changes``: a file beside the commit trained it)."""
+    sha, plus, rest = str(commit).partition("+")
+    return sha[:12] + plus + rest
 
 
 def recipes_and_seeds(provenance: Mapping[str, Any]) -> tuple[list[str], list[Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from imgcls.deploy.framing import framing_for
-from imgcls.deploy.zoo import recipes_and_seeds
+from imgcls.deploy.zoo import recipes_and_seeds, short_commit
 
 __all__ = [
     "MARKER",
@@ -77,7 +77,7 @@ def _provenance_lines(p: Mapping[str, Any]) -> list[str]:
             where = m.get("trained_on") if not p.get("trained_on") else None
             lines.append(
                 f"  - RUN{i}: `{m.get('recipe', '?')}`, seed {m.get('seed', '?')}, "
-                f"commit `{str(m.get('commit', '?'))[:12]}`, {took}"
+                f"commit `{short_commit(m.get('commit', '?'))}`, {took}"
                 + (f" ({where})" if where else "")
             )
     return lines

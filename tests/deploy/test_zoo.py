@@ -177,6 +177,16 @@ def test_an_ensemble_is_listed_by_its_members_and_their_seeds() -> None:
     assert "the imgcls commit of each training" in card
     # no machine note for the whole: each training's own
     assert "RUN2: `configs/recipes/b.yaml`, seed 43, commit `fedcba987654`, ? (2 cores)" in card
+    # a commit with a file beside it keeps saying so; one commit is not "commits"
+    dirty = {**other, "commit": "0123456789abcdef+uncommitted changes"}
+    mixed["members"] = [{**member, "commit": "0123456789abcdef"}, dirty, dirty]
+    assert ", commits 0123456789ab, 0123456789ab+uncommitted changes, " in _made(mixed)
+    card = "\n".join(_provenance_lines({**mixed, "command": "x"}))
+    assert (
+        "RUN3: `configs/recipes/b.yaml`, seed 43, commit `0123456789ab+uncommitted changes`" in card
+    )
+    mixed["members"] = [dirty, dirty]
+    assert ", commit 0123456789ab+uncommitted changes, " in _made(mixed)
 
 
 def test_configs_resolve_by_name_from_any_folder(
