@@ -26,8 +26,8 @@ from imgcls.errors import ModelLoadError
 __all__ = [
     "ANSWER_OF",
     "FORMAT",
-    "MEMBER_ANSWER",
     "INPUT_NAME",
+    "MEMBER_ANSWER",
     "NORMALIZATION",
     "OUTPUT_NAMES",
     "decode",

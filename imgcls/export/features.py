@@ -98,7 +98,6 @@ def features_model(
     batch_size: int,
     out: Path,
     log: Callable[[str], None],
-    taps_of: nn.Module | None = None,
     label_prefix: str = "",
     member_log_probs: np.ndarray | None = None,
 ) -> tuple[bytes | None, dict[str, Any]]:
@@ -109,22 +108,19 @@ def features_model(
     gate needs no second PyTorch pass over the test set; the maps themselves are compared
     with the PyTorch hooks on the first ``FMAP_CHECK_IMAGES`` images.
 
-    ``taps_of``: the module inside ``net`` whose feature maps are tapped (default ``net``),
-    its labels prefixed with ``label_prefix`` (its name in the exported model, so that they
-    name the layers of model.onnx).
+    ``label_prefix``: put before each map's label, where ``net`` sits inside the exported
+    model under that name (an ensemble's first member: ``members.0.``), so that the labels
+    name the layers of model.onnx.
 
     ``member_log_probs``: ``net`` is an ensemble's first member, exported alone; its
     log-probabilities in PyTorch on ``images`` (N, K) are what the graph's logits are gated
     against (after a log-softmax), and the metadata says the answer is the member's
     (``ANSWER_OF``). ``logits`` (the ensemble's) are then not used.
     """
-    source = net if taps_of is None else taps_of
-    outs = [
-        (label_prefix + label, kind, m, s) for label, kind, m, s in feature_outputs(source, shape)
-    ]
+    outs = [(label_prefix + label, kind, m, s) for label, kind, m, s in feature_outputs(net, shape)]
     if not outs:
         log(
-            f"no {FEATURES_FILE}: this {type(source).__name__} has no convolutional layers, "
+            f"no {FEATURES_FILE}: this {type(net).__name__} has no convolutional layers, "
             "so it has no feature maps"
         )
         return None, {}
