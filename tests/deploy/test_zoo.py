@@ -39,6 +39,9 @@ SHIPPED = shipped_models()
 WHEEL_MAX_MB = 15
 
 
+MAX_FILE_MB = 5  # each shipped ONNX file (the wheel as a whole: nox -s deploy, 15 MB)
+
+
 def test_the_default_and_the_named_models_ship() -> None:
     assert DEFAULT_MODEL == "mnist"
     assert {"mnist", "fashion_mnist"} <= set(SHIPPED), SHIPPED
@@ -76,6 +79,9 @@ def test_shipped_files_match_their_records(name: str) -> None:
         assert (folder / "model.features.onnx").is_file()  # the page's feature maps
     if name == DEFAULT_MODEL:
         assert provenance["parameters"] <= 100_000
+    # model files committed to the repository stay small: a bigger model is not shipped
+    for onnx_file in folder.glob("*.onnx"):
+        assert onnx_file.stat().st_size <= MAX_FILE_MB * 1e6, f"{onnx_file}: over {MAX_FILE_MB} MB"
 
 
 @pytest.mark.real_data
